@@ -1,0 +1,343 @@
+"""The environment contract shared by every mulligan env.
+
+Three pieces live here:
+
+* :class:`TextSpace`, the observation and action space of every env: any Python ``str`` up to a
+  maximum length, Unicode included.
+* :class:`MulliganEnv`, the base class. It implements ``reset`` (seeding, task selection through
+  ``options``) and ``step`` (the ``info`` contract, the episode bookkeeping) once, so that an env
+  family only writes how a task starts and how an action is scored.
+* :class:`StepOutcome`, what a family's ``_step`` returns.
+
+The contract is in ``DESIGN.md``; the short version:
+
+* ``reset(seed=None, options=None)``: ``options={"task_index": i}`` picks the i-th task,
+  ``options={"task": record}`` runs an explicit record in the dataset's own format, and otherwise a
+  task index is drawn from ``self.np_random``. ``info["task_id"]`` is stable across runs.
+* ``step(action)``: ``info`` has the same keys on every step and always holds ``success`` (bool),
+  ``score`` (float in [0, 1]) and ``feedback`` (str). Envs never truncate: turn caps come from
+  ``max_episode_steps`` at registration.
+* Any string is a legal action. Malformed actions cost reward and explain themselves in
+  ``feedback``; they never raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+#: Default cap on action length: a 1 MB response is a legal action and must be scored, not refused.
+DEFAULT_MAX_ACTION_LENGTH = 2**21
+#: Default cap on observation length.
+DEFAULT_MAX_OBSERVATION_LENGTH = 2**20
+
+# Character pools for ``TextSpace.sample``: plain ASCII dominates, but every draw can also hit
+# whitespace and control characters, accented Latin, CJK and characters outside the BMP, so that
+# an env tested with sampled actions sees the whole range a model can emit.
+_ASCII = np.array([chr(c) for c in range(0x20, 0x7F)])
+_CONTROL = np.array(["\n", "\t", "\r", "\x00", "\x0b", "\x1b", "\x7f"])
+_LATIN = np.array([chr(c) for c in range(0xC0, 0x180)])
+_CJK = np.array([chr(c) for c in range(0x4E00, 0x4E00 + 512)])
+_ASTRAL = np.array([chr(c) for c in [*range(0x1F600, 0x1F650), *range(0x1D400, 0x1D420)]])
+_POOLS = (_ASCII, _CONTROL, _LATIN, _CJK, _ASTRAL)
+_POOL_WEIGHTS = np.array([0.80, 0.05, 0.05, 0.05, 0.05])
+
+
+class TextSpace(spaces.Space[str]):
+    """Any Python ``str`` of at most ``max_length`` characters, Unicode included.
+
+    Gymnasium's :class:`gymnasium.spaces.Text` restricts strings to a fixed charset, which is wrong
+    for LLM text: a model may emit any code point. This space accepts every ``str`` (lone
+    surrogates included) whose length is within ``[min_length, max_length]``.
+
+    ``sample()`` draws a length (short strings are likelier, as they are for real actions) and
+    characters mostly from printable ASCII, with whitespace and control characters, accented
+    Latin, CJK and astral-plane characters mixed in. Samples never contain lone surrogates, so
+    they survive UTF-8 and JSON round trips.
+
+    Args:
+        max_length: The longest accepted string, in characters.
+        min_length: The shortest accepted string.
+        sample_max_length: The longest string ``sample()`` draws (defaults to
+            ``min(max_length, 256)``, since sampling megabyte strings is rarely what a test wants).
+        seed: Seed for the space's own random generator.
+    """
+
+    def __init__(
+        self,
+        max_length: int = DEFAULT_MAX_ACTION_LENGTH,
+        *,
+        min_length: int = 0,
+        sample_max_length: int | None = None,
+        seed: int | np.random.Generator | None = None,
+    ):
+        if not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        if not isinstance(min_length, int) or not 0 <= min_length <= max_length:
+            raise ValueError(f"min_length must be an int in [0, max_length], got {min_length!r}")
+        self.max_length = max_length
+        self.min_length = min_length
+        self.sample_max_length = min(max_length, 256) if sample_max_length is None else sample_max_length
+        if not self.min_length <= self.sample_max_length <= self.max_length:
+            raise ValueError("sample_max_length must lie in [min_length, max_length]")
+        super().__init__(dtype=str, seed=seed)
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        """Text is not flattenable to a numeric array."""
+        return False
+
+    def sample(self, mask: Any = None, probability: Any = None) -> str:
+        """Draw a random string; see the class docstring for the distribution."""
+        if mask is not None or probability is not None:
+            raise ValueError("TextSpace.sample does not support masks or probabilities")
+        rng = self.np_random
+        # Geometric-ish length: most samples are short, some reach sample_max_length.
+        span = self.sample_max_length - self.min_length
+        length = self.min_length + int(min(span, rng.exponential(scale=max(1.0, span / 4))))
+        if length == 0:
+            return ""
+        pool_ids = rng.choice(len(_POOLS), size=length, p=_POOL_WEIGHTS)
+        chars = [_POOLS[p][rng.integers(len(_POOLS[p]))] for p in pool_ids]
+        return "".join(chars)
+
+    def contains(self, x: Any) -> bool:
+        """Whether ``x`` is a ``str`` whose length lies within the bounds."""
+        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+
+    def to_jsonable(self, sample_n: Any) -> list[str]:
+        """Strings are already JSON values."""
+        return list(sample_n)
+
+    def from_jsonable(self, sample_n: list[str]) -> list[str]:
+        """Strings are already JSON values."""
+        return list(sample_n)
+
+    def __repr__(self) -> str:
+        return f"TextSpace(max_length={self.max_length}, min_length={self.min_length})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TextSpace)
+            and self.max_length == other.max_length
+            and self.min_length == other.min_length
+        )
+
+
+@dataclass
+class StepOutcome:
+    """What an env family's ``_step`` returns; :meth:`MulliganEnv.step` turns it into the 5-tuple.
+
+    Attributes:
+        observation: The next observation.
+        reward: The step's reward.
+        terminated: Whether the episode ended (answer given, task completed or failed).
+        success: Whether the task is solved.
+        score: Graded quality in [0, 1] (equals ``float(success)`` for binary tasks).
+        feedback: What went wrong or what format was expected; empty when there is nothing to say.
+        info: Family-specific ``info`` entries; every key must be declared in ``default_info()``.
+    """
+
+    observation: str
+    reward: float = 0.0
+    terminated: bool = False
+    success: bool = False
+    score: float = 0.0
+    feedback: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def stable_task_id(prefix: str, record: Mapping[str, Any]) -> str:
+    """A task id derived from a record's content: identical records get identical ids in any run."""
+    blob = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    return f"{prefix}-{hashlib.sha1(blob.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+
+
+class MulliganEnv(gymnasium.Env[str, str]):
+    """Base class of every mulligan env: the task-selection and ``info`` contract, written once.
+
+    A family subclasses this and implements:
+
+    * ``num_tasks`` (attribute): the dataset size, or ``None`` for an endless procedural source.
+    * ``get_task(index)``: the task record at ``index`` (for procedural sources, any index >= 0).
+    * ``task_from_record(record)``: validate and normalise an explicit task given through
+      ``options={"task": record}``; raise ``ValueError`` saying what is missing.
+    * ``task_id(task, index)``: a stable id (``index`` is ``None`` for explicit records).
+    * ``_start(task) -> (observation, info_updates)``: begin an episode on a task.
+    * ``_step(action) -> StepOutcome``: score one action.
+    * ``default_info()``: the family's extra ``info`` keys with their values before any step.
+
+    After ``reset``, ``self.task`` holds the current task record (what a scripted teacher reads) and
+    ``self.task_index`` its index (``None`` for explicit records).
+
+    Stepping before ``reset`` or after the episode terminated raises ``RuntimeError``: that is a bug
+    in the caller's loop, not a model action.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 1}
+    #: Set by subclasses: dataset size, or None for an endless procedural source.
+    num_tasks: int | None = None
+
+    def __init__(
+        self,
+        *,
+        max_action_length: int = DEFAULT_MAX_ACTION_LENGTH,
+        max_observation_length: int = DEFAULT_MAX_OBSERVATION_LENGTH,
+        render_mode: str | None = None,
+    ):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
+        self.render_mode = render_mode
+        self.action_space = TextSpace(max_action_length)
+        self.observation_space = TextSpace(max_observation_length)
+        self.task: dict[str, Any] | None = None
+        self.task_index: int | None = None
+        self._task_id: str | None = None
+        self._done = True
+        self._started = False
+        self._transcript: list[tuple[str, str]] = []
+
+    # ----------------------------------------------------------------- to implement in families
+    def get_task(self, index: int) -> dict[str, Any]:
+        """Return the task record at ``index``."""
+        raise NotImplementedError
+
+    def task_from_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and normalise an explicit task record (``options={"task": record}``)."""
+        return dict(record)
+
+    def task_id(self, task: Mapping[str, Any], index: int | None) -> str:
+        """A stable id for ``task``; the default hashes the record's content."""
+        return stable_task_id(type(self).__name__, task)
+
+    def default_info(self) -> dict[str, Any]:
+        """The family's extra ``info`` keys and their values before any step."""
+        return {}
+
+    def _start(self, task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Begin an episode on ``task``; return the first observation and ``info`` updates."""
+        raise NotImplementedError
+
+    def _step(self, action: str) -> StepOutcome:
+        """Score one action of the current episode."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- the contract
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Start an episode; see the module docstring for ``options``."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"task", "task_index"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; expected 'task' or 'task_index'")
+        if "task" in options and "task_index" in options:
+            raise ValueError("pass either options['task'] or options['task_index'], not both")
+        if "task" in options:
+            record = options["task"]
+            if not isinstance(record, Mapping):
+                raise ValueError(f"options['task'] must be a dict record, got {type(record).__name__}")
+            task, index = self.task_from_record(record), None
+        else:
+            if "task_index" in options:
+                index = self._check_index(options["task_index"])
+            elif self.num_tasks is not None:
+                index = int(self.np_random.integers(self.num_tasks))
+            else:
+                index = int(self.np_random.integers(2**31 - 1))
+            task = self.get_task(index)
+        self.task, self.task_index = task, index
+        self._task_id = self.task_id(task, index)
+        observation, updates = self._start(task)
+        self._done, self._started = False, True
+        info = self._make_info(success=False, score=0.0, feedback="", updates=updates)
+        self._transcript = [("observation", observation)]
+        self._render_step()
+        return observation, info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Score ``action``; returns ``(observation, reward, terminated, truncated=False, info)``."""
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        if self._done:
+            raise RuntimeError("the episode has terminated; call reset() to start a new one")
+        if not isinstance(action, str):
+            raise TypeError(f"actions are str, got {type(action).__name__}")
+        outcome = self._step(action)
+        score = float(outcome.score)
+        if not 0.0 <= score <= 1.0:
+            raise AssertionError(f"{type(self).__name__} produced score {score} outside [0, 1]")
+        self._done = bool(outcome.terminated)
+        info = self._make_info(
+            success=bool(outcome.success), score=score, feedback=outcome.feedback, updates=outcome.info
+        )
+        self._transcript += [("action", action), ("observation", outcome.observation)]
+        self._render_step()
+        return outcome.observation, float(outcome.reward), bool(outcome.terminated), False, info
+
+    def render(self) -> str | None:
+        """``ansi``: the episode so far as text; ``human``: print it (printing happens on each step)."""
+        if self.render_mode == "ansi":
+            return self._transcript_text()
+        return None
+
+    # ----------------------------------------------------------------- helpers
+    def _check_index(self, index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, int | np.integer):
+            raise ValueError(f"task_index must be an int, got {index!r}")
+        index = int(index)
+        if index < 0 or (self.num_tasks is not None and index >= self.num_tasks):
+            bound = f"[0, {self.num_tasks})" if self.num_tasks is not None else ">= 0"
+            raise ValueError(f"task_index {index} out of range: must be {bound}")
+        return index
+
+    def _make_info(self, *, success: bool, score: float, feedback: str, updates: Mapping[str, Any]) -> dict:
+        info = self.default_info()
+        extra = set(updates) - set(info)
+        if extra:
+            raise AssertionError(
+                f"{type(self).__name__} returned undeclared info keys {sorted(extra)}; add them to default_info()"
+            )
+        info.update(updates)
+        info.update(task_id=self._task_id, success=success, score=score, feedback=feedback)
+        return info
+
+    def _transcript_text(self) -> str:
+        lines = []
+        for kind, text in self._transcript:
+            lines.append(("> " if kind == "action" else "") + text)
+        return "\n".join(lines)
+
+    def _render_step(self) -> None:
+        if self.render_mode == "human":
+            kind, text = self._transcript[-1]
+            if kind == "observation" and len(self._transcript) > 1:
+                print("> " + self._transcript[-2][1])
+            print(text)
+
+
+def seeded_rng(seed: int, index: int, *salt: int) -> np.random.Generator:
+    """The random generator of a pure ``(config, seed, index)`` generator.
+
+    Task ``index`` of a dataset seeded ``seed`` is the same in every run and independent of which
+    other indices were generated: each task gets its own stream.
+    """
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+    return np.random.default_rng([seed, index, *salt])
+
+
+def truncate_for_feedback(text: str, limit: int = 80) -> str:
+    """A short, printable excerpt of model text to quote back in feedback."""
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,1 @@
+"""Procedural task generators: pure functions of ``(config, seed, index)``."""

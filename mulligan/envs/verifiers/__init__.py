@@ -1,0 +1,1 @@
+"""Pure verification functions shared by envs, TRL reward functions and benchmarks."""

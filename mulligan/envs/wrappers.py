@@ -1,0 +1,161 @@
+"""Wrappers: multi-turn retries with feedback (RISE, CORGI) and chat-formatted histories."""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+import gymnasium
+
+#: RISE's retry prompt (Qu et al. 2024, Sec. 4.1): the model only learns that it was wrong.
+RISE_FEEDBACK_TEMPLATE = "The answer is incorrect. Please try again. Here's the question: {question}"
+#: CORGI's retry prompt (Sec. 3): the checker's critique, then a request to try again.
+CORGI_FEEDBACK_TEMPLATE = "- Feedback: {feedback} Please try again."
+_TEMPLATE_FIELDS = {"question", "feedback", "attempt", "max_attempts"}
+
+
+def _check_template(template: str) -> None:
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as err:
+        raise ValueError(f"feedback_template is not a valid format string: {err}") from err
+    unknown = names - _TEMPLATE_FIELDS
+    if unknown:
+        raise ValueError(
+            f"feedback_template uses unknown fields {sorted(unknown)}; available: {sorted(_TEMPLATE_FIELDS)}"
+        )
+
+
+class RetryWithFeedback(gymnasium.Wrapper[str, str, str, str]):
+    """Turn an env into a multi-attempt session: a failed attempt is answered with feedback.
+
+    This is RISE's multi-turn MDP (Sec. 4.1) and CORGI's session (Sec. 3). After an attempt ends
+    without success (the inner env terminated or truncated), the episode goes on: the inner env is
+    reset on the *same* task and the observation is ``feedback_template`` filled with
+
+    * ``{question}``: the inner env's first observation of the task,
+    * ``{feedback}``: the inner env's ``info["feedback"]`` (a task-specific critique, such as the
+      constraint checker's),
+    * ``{attempt}`` and ``{max_attempts}``: the number of the attempt that just failed, and the cap.
+
+    The episode ends at the first success or after ``max_attempts`` attempts.
+
+    Reward: the wrapper pays, at the end of each attempt, the change in the episode objective, so
+    that the episode's return equals the objective: ``reward="last"`` (the last attempt's return,
+    RISE's evaluation) or ``"max"`` (the best attempt's return, CORGI's choice). Steps inside an
+    attempt pay 0. The raw per-attempt return is ``info["attempt_return"]``.
+
+    ``info`` adds ``attempt`` (1-based, the attempt the step belongs to) and ``attempt_return``;
+    ``task_id`` stays that of the first attempt. With ``max_episode_steps`` at registration, the
+    time limit counts turns across all attempts.
+
+    Args:
+        env: The env to wrap; its ``unwrapped`` must be a :class:`~mulligan.envs.core.MulliganEnv`.
+        max_attempts: Attempts per episode (>= 1).
+        feedback_template: Format string for the retry observation (see above).
+        reward: ``"last"`` or ``"max"``.
+    """
+
+    def __init__(
+        self,
+        env: gymnasium.Env,
+        max_attempts: int = 5,
+        feedback_template: str = RISE_FEEDBACK_TEMPLATE,
+        reward: str = "last",
+    ):
+        super().__init__(env)
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+        if reward not in ("last", "max"):
+            raise ValueError(f"reward must be 'last' or 'max', got {reward!r}")
+        _check_template(feedback_template)
+        self.max_attempts = max_attempts
+        self.feedback_template = feedback_template
+        self.reward_mode = reward
+        self._attempt = 0
+        self._attempt_return = 0.0
+        self._objective = 0.0
+        self._question = ""
+        self._task_id = ""
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start a session on a new task."""
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._attempt, self._attempt_return, self._objective = 1, 0.0, 0.0
+        self._question, self._task_id = observation, info["task_id"]
+        return observation, self._with_attempt(info)
+
+    def step(self, action: str):
+        """Step the current attempt; on a failed attempt, start the next one with feedback."""
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self._attempt_return += float(reward)
+        if not (terminated or truncated):
+            return observation, 0.0, False, False, self._with_attempt(info)
+
+        # The attempt is over: pay the change in the episode objective (see the class docstring).
+        if self.reward_mode == "last":
+            new_objective = self._attempt_return
+        else:
+            new_objective = self._attempt_return if self._attempt == 1 else max(
+                self._objective, self._attempt_return
+            )
+        step_reward = new_objective - self._objective
+        self._objective = new_objective
+        info = self._with_attempt(info)
+        if info["success"] or self._attempt >= self.max_attempts:
+            return observation, step_reward, True, False, info
+
+        feedback = self.feedback_template.format(
+            question=self._question,
+            feedback=info.get("feedback", ""),
+            attempt=self._attempt,
+            max_attempts=self.max_attempts,
+        )
+        base = self.env.unwrapped
+        retry_options = (
+            {"task_index": base.task_index} if base.task_index is not None else {"task": base.task}
+        )
+        self.env.reset(options=retry_options)
+        self._attempt += 1
+        self._attempt_return = 0.0
+        return feedback, step_reward, False, False, info
+
+    def _with_attempt(self, info: dict[str, Any]) -> dict[str, Any]:
+        info = dict(info)
+        info["task_id"] = self._task_id
+        info["attempt"] = self._attempt
+        info["attempt_return"] = self._attempt_return
+        return info
+
+
+class ChatHistory(gymnasium.Wrapper[str, str, str, str]):
+    """Keep the episode as chat messages, ready for a tokenizer's chat template.
+
+    ``env.messages`` is a list of ``{"role": ..., "content": ...}`` dicts: an optional system
+    message, then the observations as ``user`` turns and the actions as ``assistant`` turns. It is
+    what an agent is prompted with, and what a trainer masks (env turns) and learns (agent turns).
+
+    Args:
+        env: The env to wrap.
+        system_prompt: A system message placed first, or ``None`` for none.
+    """
+
+    def __init__(self, env: gymnasium.Env, system_prompt: str | None = None):
+        super().__init__(env)
+        self.system_prompt = system_prompt
+        self.messages: list[dict[str, str]] = []
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an episode and a fresh conversation."""
+        observation, info = self.env.reset(seed=seed, options=options)
+        self.messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
+        self.messages.append({"role": "user", "content": observation})
+        return observation, info
+
+    def step(self, action: str):
+        """Step and append the action and the next observation to the conversation."""
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.messages.append({"role": "assistant", "content": action})
+        if not (terminated or truncated):
+            self.messages.append({"role": "user", "content": observation})
+        return observation, reward, terminated, truncated, info

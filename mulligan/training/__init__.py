@@ -1,0 +1,1 @@
+"""Rollouts, trajectory storage and trainers (NAT, RISE, sub-goal distillation, GRPO, PPO, CORGI)."""
