@@ -104,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     play = sub.add_parser("play", help="Play an env in the terminal.")
     play.add_argument("env_id", help="A registered id, e.g. Mulligan/Math-v0.")
     play.add_argument("--seed", type=int, default=None, help="Seed of the reset (picks the task).")
-    play.add_argument("--env-kwargs", default=None, help='JSON keyword arguments for gymnasium.make, e.g. \'{"max_attempts": 3}\'.')
+    play.add_argument(
+        "--env-kwargs", default=None,
+        help='JSON keyword arguments for gymnasium.make, e.g. \'{"max_attempts": 3}\'.',
+    )
     play.add_argument("--multiline", action="store_true", help="Read multi-line actions, ended by a line '.'.")
     play.set_defaults(func=cmd_play)
 

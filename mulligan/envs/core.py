@@ -123,6 +123,9 @@ class TextSpace(spaces.Space[str]):
     def __repr__(self) -> str:
         return f"TextSpace(max_length={self.max_length}, min_length={self.min_length})"
 
+    def __hash__(self) -> int:
+        return hash((TextSpace, self.max_length, self.min_length))
+
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, TextSpace)
