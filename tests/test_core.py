@@ -150,7 +150,7 @@ def test_retry_feedback_repeats_the_question_and_counts_attempts():
     assert not terminated and info["attempt"] == 1
     assert obs == RISE_FEEDBACK_TEMPLATE.format(question=question)
     obs, reward, terminated, _, info = env.step("apple")
-    assert terminated and info["success"] and info["attempt"] == 2
+    assert terminated and info["success"] and info["attempt"] == 2 and reward == 1.0
 
 
 def test_retry_episode_ends_after_max_attempts():
