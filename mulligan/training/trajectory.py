@@ -213,7 +213,8 @@ class TrajectoryStore:
     Opening a store whose last line is incomplete (a crash mid-write) truncates that partial line,
     so the file always holds whole trajectories and a resumed collection redoes only the episode
     that was cut. (The cut happens at the first append, never on read: a reader skips an
-    incomplete last line without touching the file.) ``datasets.load_dataset("json", data_files=str(store.path))`` reads the file.
+    incomplete last line without touching the file.)
+    ``datasets.load_dataset("json", data_files=str(store.path))`` reads the file.
 
     Args:
         path: The JSONL file; created (with its parent folders) on first append.
