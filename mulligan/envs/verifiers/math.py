@@ -1,0 +1,668 @@
+"""Math answer verification: extract a final answer from model text, decide equivalence safely.
+
+One implementation of math correctness, shared by ``Mulligan/Math-v0``, ``Mulligan/MathReAct-v0``,
+TRL reward functions and the benchmarks.
+
+* :func:`extract_answer` finds the final answer in a response: the last ``\\boxed{...}`` (balanced
+  braces), else the last ``#### N`` line (GSM8K), else "the answer is ...", else the last
+  ``finish[...]`` (ReAct), else the last number. It is pure string scanning, linear in the text.
+* :func:`verify` decides whether an answer equals the gold answer with math-verify (thousands
+  separators, units, percent and currency signs, fractions against decimals, LaTeX against plain
+  text, ``x = 3`` against ``3``, sets, intervals, equations).
+
+Safety. Model text is untrusted: parsing it with sympy can hang for minutes (``9^{9^{9^9}}``) or
+exhaust memory, and math-verify's own timeouts use ``signal.alarm``, which only works on the main
+thread of the main process. So every symbolic check runs in a separate worker process under a hard
+wall-clock deadline; a worker that overruns is killed and replaced. That makes :func:`verify` safe
+off the main thread, in many threads at once and inside data-loader workers. Nothing derived from
+model text reaches ``eval``, ``exec``, ``sympify`` or ``parse_expr`` in the calling process: the
+calling process only scans strings and compares plain numbers exactly with :class:`fractions.Fraction`
+(the fast path, which also makes the common case cheap).
+
+The worker pool is shared by the whole process, started lazily, reused across calls, thread-safe,
+and shut down at exit (:func:`shutdown_verifier_pool`); a forked child starts its own pool. Workers
+also die with their parent. The pool size defaults to ``min(4, cpu_count)`` and can be set with the
+``MULLIGAN_MATH_VERIFY_WORKERS`` environment variable. POSIX only (it waits on pipes with ``select``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from typing import Any
+
+#: Default hard deadline of one equivalence check, in seconds.
+DEFAULT_TIMEOUT = 5.0
+#: Answers longer than this are not final answers; they are rejected without parsing.
+MAX_ANSWER_CHARS = 1000
+#: How long a fresh worker may take to import sympy and math-verify on a loaded machine.
+WORKER_STARTUP_TIMEOUT = 120.0
+#: Only the last this-many ``\boxed`` occurrences are tried (each scan is bounded by MAX_ANSWER_CHARS).
+_MAX_BOXED_CANDIDATES = 64
+_WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_math_worker.py")
+# Run the worker file without putting its folder (which holds this module, "math.py") or the
+# current directory on sys.path, where they would shadow the standard library.
+_WORKER_BOOTSTRAP = (
+    "import runpy, sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+# --------------------------------------------------------------------------------------- extraction
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+# A number as people write final answers: sign, digits with optional thousands commas, decimals,
+# or a plain fraction. No nested quantifiers, so matching is linear in the text.
+_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+
+
+def _braced_content(text: str, open_brace: int, opener: str = "{", closer: str = "}") -> str | None:
+    """Content between ``text[open_brace]`` and its matching closer, or None if not closed soon."""
+    depth = 0
+    limit = min(len(text), open_brace + MAX_ANSWER_CHARS + 2)
+    for position in range(open_brace, limit):
+        char = text[position]
+        if char == opener:
+            depth += 1
+        elif char == closer:
+            depth -= 1
+            if depth == 0:
+                return text[open_brace + 1 : position]
+    return None
+
+
+def _extract_boxed(text: str) -> str | None:
+    candidates: list[tuple[int, str]] = []
+    for command in _BOX_COMMANDS:
+        end = len(text)
+        for _ in range(_MAX_BOXED_CANDIDATES):
+            start = text.rfind(command, 0, end)
+            if start < 0:
+                break
+            candidates.append((start, command))
+            end = start
+    # Latest first; a box that never closes (truncated output) or is empty falls back to an earlier one.
+    for start, command in sorted(candidates, reverse=True)[:_MAX_BOXED_CANDIDATES]:
+        position = start + len(command)
+        if position < len(text) and text[position].isalpha():
+            continue  # \boxedfoo is another command
+        while position < len(text) and text[position] in " \t":
+            position += 1
+        if position < len(text) and text[position] == "{":
+            content = _braced_content(text, position)
+        else:  # "\boxed 5": the answer runs to the next space or dollar sign
+            match = re.match(r"[^\s$]+", text[position : position + MAX_ANSWER_CHARS])
+            content = match.group(0) if match and position > start + len(command) else None
+        if content is not None and content.strip():
+            return content.strip()
+    return None
+
+
+def _extract_gsm8k(text: str) -> str | None:
+    start = text.rfind("####")
+    if start < 0:
+        return None
+    line = text[start + 4 :].split("\n", 1)[0].strip()
+    line = line.rstrip(".").strip()
+    return line if line and len(line) <= MAX_ANSWER_CHARS else None
+
+
+def _extract_answer_is(text: str) -> str | None:
+    lowered = text.lower()
+    start = lowered.rfind("answer is")
+    if start < 0:
+        return None
+    rest = text[start + len("answer is") :].split("\n", 1)[0][: MAX_ANSWER_CHARS + 1]
+    rest = rest.lstrip(" \t:").strip()
+    # A sentence ends at a period followed by a space (a decimal point is followed by a digit).
+    sentence_end = re.search(r"\.(\s|$)", rest)
+    if sentence_end:
+        rest = rest[: sentence_end.start()]
+    rest = rest.strip()
+    return rest if rest and len(rest) <= MAX_ANSWER_CHARS else None
+
+
+def _extract_finish(text: str) -> str | None:
+    start = text.lower().rfind("finish[")
+    if start < 0:
+        return None
+    bracket = start + len("finish")
+    content = _braced_content(text, bracket, "[", "]")
+    if content is None:  # an interval such as [1, 2) unbalances the brackets: take the line's last ']'
+        line = text[bracket + 1 :].split("\n", 1)[0][: MAX_ANSWER_CHARS + 1]
+        close = line.rfind("]")
+        content = line[:close] if close >= 0 else None
+    if content is None or not content.strip() or len(content) > MAX_ANSWER_CHARS:
+        return None
+    return content.strip()
+
+
+def _extract_last_number(text: str) -> str | None:
+    last = None
+    for last in _NUMBER_RE.finditer(text):  # noqa: B007 - we want the last match
+        pass
+    if last is None:
+        return None
+    number = last.group(0).rstrip(",")
+    return number if len(number) <= MAX_ANSWER_CHARS else None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer stated in a response, or ``None`` if there is none.
+
+    Rules, first that applies: the last ``\\boxed{...}`` (or ``\\fbox{...}``) whose braces balance
+    within :data:`MAX_ANSWER_CHARS` characters; the rest of the line after the last ``####``
+    (GSM8K); the rest of the sentence after the last "answer is"; the content of the last
+    ``finish[...]`` (ReAct); the last number in the text. Runs in time linear in ``len(text)``.
+
+    Args:
+        text: A model response (any string).
+
+    Returns:
+        The answer as written (stripped), or ``None``.
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    for rule in (_extract_boxed, _extract_gsm8k, _extract_answer_is, _extract_finish, _extract_last_number):
+        answer = rule(text)
+        if answer is not None:
+            return answer
+    return None
+
+
+def gsm8k_final_answer(solution: str) -> str:
+    """The final answer of a GSM8K worked solution (the text after ``####``, commas removed).
+
+    Raises:
+        ValueError: if the solution has no ``#### N`` line.
+    """
+    answer = _extract_gsm8k(solution)
+    if answer is None:
+        raise ValueError("a GSM8K solution must end with a line '#### <answer>'")
+    return answer.replace(",", "")
+
+
+def boxed_final_answer(solution: str) -> str:
+    """The content of the last ``\\boxed{...}`` of a worked solution (MATH format).
+
+    Raises:
+        ValueError: if the solution has no balanced ``\\boxed{...}``.
+    """
+    answer = _extract_boxed(solution)
+    if answer is None:
+        raise ValueError("a MATH solution must contain a \\boxed{...} answer with balanced braces")
+    return answer
+
+
+# --------------------------------------------------------------------------------------- normalisation
+
+_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+_PLAIN_FRACTION_RE = re.compile(r"([-+]?\d+)\s*/\s*(\d+)")
+_LATEX_FRACTION_RE = re.compile(r"(-?)\\frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}")
+_ASSIGNMENT_RE = re.compile(r"[A-Za-z]\s*=\s*(.+)")
+_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+# "18 dollars", "5 cm", "3 apples": a number followed by words only. Words that are math are kept.
+_NUMBER_WITH_UNIT_RE = re.compile(r"(-?[\d.,/]+)\s*([A-Za-z][A-Za-z .]*)")
+_MATH_WORDS = frozenset({"pi", "e", "i", "sqrt", "infty", "inf", "infinity", "frac", "x", "y", "z"})
+
+
+def normalize_answer(answer: str) -> str:
+    """Light, safe normalisation of a final answer before comparison (pure string operations).
+
+    Strips math delimiters, currency signs, LaTeX spacing, a trailing period, ``\\text{}``
+    wrappers, thousands separators and trailing unit words (``"18 dollars"`` becomes ``"18"``),
+    and writes ``\\dfrac``/``\\tfrac`` as ``\\frac``. Percent signs are kept: whether ``25%``
+    means 25 or 0.25 is math-verify's call.
+    """
+    text = answer.strip()
+    changed = True
+    while changed and text:
+        changed = False
+        for left, right in _DELIMITERS:
+            if len(text) >= len(left) + len(right) and text.startswith(left) and text.endswith(right):
+                text = text[len(left) : len(text) - len(right)].strip()
+                changed = True
+        if text.endswith("."):
+            text = text[:-1].strip()
+            changed = True
+    text = text.replace("\\$", "").replace("$", "").replace("\\%", "%")
+    for spacing in ("\\!", "\\,", "\\;", "\\:", "~"):
+        text = text.replace(spacing, " " if spacing == "~" else "")
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = _TEXT_WRAPPER_RE.sub(lambda m: " " + m.group(1) + " ", text).strip()
+    unit = _NUMBER_WITH_UNIT_RE.fullmatch(text)
+    if unit and not (_MATH_WORDS & set(unit.group(2).lower().replace(".", " ").split())):
+        text = unit.group(1)
+    if _THOUSANDS_RE.fullmatch(text):
+        text = text.replace(",", "")
+    return " ".join(text.split())
+
+
+def parse_plain_number(text: str) -> Fraction | None:
+    """``text`` as an exact number if it is a plain integer, decimal or simple fraction, else ``None``.
+
+    Accepted: ``42``, ``-3.5``, ``.5``, ``7/4``, ``\\frac{7}{4}``, ``-\\frac{7}{4}``, with an optional
+    ``x =`` in front. Anything else (expressions, sets, LaTeX beyond a plain fraction) is ``None``.
+    """
+    text = text.strip()
+    if len(text) > 100:  # int() refuses > 4300 digits anyway; plain answers are short
+        return None
+    assignment = _ASSIGNMENT_RE.fullmatch(text)
+    if assignment:
+        text = assignment.group(1).strip()
+    if _PLAIN_NUMBER_RE.fullmatch(text):
+        return Fraction(text)
+    fraction = _PLAIN_FRACTION_RE.fullmatch(text)
+    if fraction:
+        numerator, denominator = int(fraction.group(1)), int(fraction.group(2))
+        return Fraction(numerator, denominator) if denominator else None
+    latex = _LATEX_FRACTION_RE.fullmatch(text)
+    if latex:
+        numerator, denominator = int(latex.group(2)), int(latex.group(3))
+        if not denominator:
+            return None
+        value = Fraction(numerator, denominator)
+        return -value if latex.group(1) else value
+    return None
+
+
+def _fast_verdict(gold: str, answer: str) -> bool | None:
+    """Decide in-process when it is safe and certain; ``None`` sends the pair to a worker."""
+    if gold == answer:
+        return True
+    gold_number, answer_number = parse_plain_number(gold), parse_plain_number(answer)
+    if gold_number is None or answer_number is None:
+        return None
+    if gold_number == answer_number:
+        return True
+    # Clearly different numbers are decided here; near misses (1/3 against 0.333333) go to
+    # math-verify, whose rounding rules decide them.
+    if abs(gold_number - answer_number) > Fraction(1, 10_000) * max(1, abs(gold_number)):
+        return False
+    return None
+
+
+# --------------------------------------------------------------------------------------- worker pool
+
+
+class _WorkerDied(Exception):
+    """A worker overran its deadline or exited; it has been killed."""
+
+
+class _Worker:
+    """One sandbox process and the line protocol to it; used by one thread at a time."""
+
+    def __init__(self, process: subprocess.Popen, stderr_file: Any):
+        self.process = process
+        self.stderr_file = stderr_file
+        self.ready = False
+        self._buffer = b""
+        self._ids = itertools.count()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _read_line(self, deadline: float) -> bytes:
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if not readable:
+                raise TimeoutError
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def wait_ready(self, timeout: float) -> None:
+        if self.ready:
+            return
+        try:
+            line = self._read_line(time.monotonic() + timeout)
+            if json.loads(line).get("ready") is not True:
+                raise EOFError
+        except (TimeoutError, EOFError, ValueError) as err:
+            details = self._stderr_tail()
+            self.kill()
+            raise RuntimeError(
+                "the math verifier worker failed to start (is math-verify installed?): " + details
+            ) from err
+        self.ready = True
+
+    def check(self, gold: str, answer: str, timeout: float) -> bool:
+        request_id = next(self._ids)
+        inner_timeout = max(1, int(timeout / 3))
+        payload = json.dumps({"id": request_id, "gold": gold, "answer": answer, "inner_timeout": inner_timeout})
+        deadline = time.monotonic() + timeout
+        try:
+            self.process.stdin.write(payload.encode("utf-8", "surrogatepass") + b"\n")
+            self.process.stdin.flush()
+            while True:
+                reply = json.loads(self._read_line(deadline))
+                if reply.get("id") == request_id:
+                    return bool(reply.get("equal"))
+        except (TimeoutError, EOFError, OSError, ValueError) as err:
+            self.kill()
+            raise _WorkerDied from err
+
+    def _stderr_tail(self) -> str:
+        try:
+            self.stderr_file.seek(0)
+            return self.stderr_file.read().decode("utf-8", "replace")[-2000:] or "(no output)"
+        except (OSError, ValueError):
+            return "(stderr unavailable)"
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a SIGKILLed process exits at once
+            self.process.wait(timeout=10)
+        self.close_files()
+
+    def close_files(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout, self.stderr_file):
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+
+
+class VerifierPool:
+    """A thread-safe pool of sandbox processes that run math-verify under a hard deadline.
+
+    Use the shared pool through :func:`verify`; build one directly only to control its size.
+
+    Args:
+        size: Number of worker processes (started lazily, at most this many alive).
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"the verifier pool needs at least one worker, got size={size}")
+        self.size = size
+        self._condition = threading.Condition()
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self._closed = False
+        self._owner_pid = os.getpid()
+        # Workers are spawned from one long-lived thread: PR_SET_PDEATHSIG fires when the *thread*
+        # that forked a child exits, so spawning from a short-lived caller thread would kill workers.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mulligan-verify-spawn")
+
+    def _spawn(self) -> _Worker:
+        # The worker's stderr goes to a file (never read while it runs, so a pipe could fill up and
+        # block it); the file is closed when the worker is killed.
+        stderr_file = tempfile.TemporaryFile()  # noqa: SIM115
+
+        def start() -> subprocess.Popen:
+            return subprocess.Popen(
+                [sys.executable, "-u", "-c", _WORKER_BOOTSTRAP, _WORKER_SCRIPT, str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                start_new_session=True,  # a terminal Ctrl-C goes to the parent, which cleans up
+                env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONHASHSEED": "0"},
+            )
+
+        process = self._spawner.submit(start).result()
+        return _Worker(process, stderr_file)
+
+    def _acquire(self) -> _Worker:
+        with self._condition:
+            while True:
+                if self._closed:
+                    raise RuntimeError("the math verifier pool is shut down")
+                if self._idle:
+                    return self._idle.pop()
+                if len(self._all) < self.size:
+                    worker = self._spawn()
+                    self._all.add(worker)
+                    return worker
+                self._condition.wait()
+
+    def _release(self, worker: _Worker, alive: bool) -> None:
+        with self._condition:
+            if alive and not self._closed:
+                self._idle.append(worker)
+            else:
+                self._all.discard(worker)
+                if not self._closed:
+                    # Replace the killed worker now, so its import time overlaps the caller's work.
+                    replacement = self._spawn()
+                    self._all.add(replacement)
+                    self._idle.append(replacement)
+            self._condition.notify()
+
+    def check(self, gold: str, answer: str, timeout: float) -> bool:
+        """Run one equivalence check in a worker; ``False`` if it overruns ``timeout`` seconds."""
+        worker = self._acquire()
+        alive = True
+        try:
+            worker.wait_ready(WORKER_STARTUP_TIMEOUT)
+            return worker.check(gold, answer, timeout)
+        except _WorkerDied:
+            alive = False
+            return False
+        except BaseException:
+            alive = False
+            worker.kill()
+            raise
+        finally:
+            self._release(worker, alive)
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for monitoring and tests)."""
+        with self._condition:
+            return sorted(worker.pid for worker in self._all)
+
+    def shutdown(self) -> None:
+        """Kill every worker and refuse further checks. Idempotent."""
+        with self._condition:
+            self._closed = True
+            workers = list(self._all)
+            self._all.clear()
+            self._idle.clear()
+            self._condition.notify_all()
+        for worker in workers:
+            worker.kill()
+        self._spawner.shutdown(wait=False)
+
+    def _abandon_in_forked_child(self) -> None:
+        # The child must not kill its parent's workers; it only drops its copies of their pipes.
+        for worker in self._all:
+            worker.close_files()
+
+
+class _SharedPool:
+    """The process-wide pool and the lock that guards its creation."""
+
+    def __init__(self) -> None:
+        self.pool: VerifierPool | None = None
+        self.lock = threading.Lock()
+
+
+_SHARED = _SharedPool()
+
+
+def default_pool_size() -> int:
+    """Workers of the shared pool: ``MULLIGAN_MATH_VERIFY_WORKERS``, else ``min(4, cpu_count)``."""
+    configured = os.environ.get("MULLIGAN_MATH_VERIFY_WORKERS")
+    if configured:
+        try:
+            size = int(configured)
+        except ValueError:
+            size = 0
+        if size < 1:
+            raise ValueError(f"MULLIGAN_MATH_VERIFY_WORKERS must be a positive integer, got {configured!r}")
+        return size
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def get_verifier_pool() -> VerifierPool:
+    """The process-wide shared pool, created on first use (and again after a shutdown)."""
+    with _SHARED.lock:
+        pool = _SHARED.pool
+        if pool is None or pool._closed or pool._owner_pid != os.getpid():
+            pool = _SHARED.pool = VerifierPool(default_pool_size())
+        return pool
+
+
+def shutdown_verifier_pool() -> None:
+    """Kill the shared pool's workers (also runs at interpreter exit). A later check starts a new pool."""
+    with _SHARED.lock:
+        pool, _SHARED.pool = _SHARED.pool, None
+    if pool is not None and pool._owner_pid == os.getpid():
+        pool.shutdown()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork time would stay locked forever in the child: replace it.
+    _SHARED.lock = threading.Lock()
+    if _SHARED.pool is not None:
+        _SHARED.pool._abandon_in_forked_child()
+    _SHARED.pool = None
+
+
+atexit.register(shutdown_verifier_pool)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# --------------------------------------------------------------------------------------- public checks
+
+
+def verify(gold: str, answer: str | None, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """Whether ``answer`` is mathematically equivalent to ``gold``.
+
+    Plain numbers are compared exactly in-process; everything else is decided by math-verify in a
+    sandbox process killed after ``timeout`` seconds (an overrun is ``False``). Safe from any
+    thread; never raises on model text.
+
+    Args:
+        gold: The reference answer (trusted), e.g. ``"72"``, ``"\\frac{7}{4}"``, ``"[1, 2)"``.
+        answer: The extracted answer (untrusted), or ``None`` when none was found (``False``).
+        timeout: Hard wall-clock deadline of the symbolic check, in seconds.
+
+    Returns:
+        ``True`` if the answer matches the gold answer.
+
+    Raises:
+        ValueError: if ``gold`` is not a non-empty string or ``timeout`` is not positive.
+        RuntimeError: if the sandbox cannot start (math-verify missing).
+    """
+    if not isinstance(gold, str) or not gold.strip():
+        raise ValueError(f"gold must be a non-empty string, got {gold!r}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, got {timeout!r}")
+    if not isinstance(answer, str) or not answer.strip() or len(answer) > MAX_ANSWER_CHARS:
+        return False
+    gold_normal, answer_normal = normalize_answer(gold), normalize_answer(answer)
+    if not answer_normal:
+        return False
+    verdict = _fast_verdict(gold_normal, answer_normal)
+    if verdict is not None:
+        return verdict
+    return get_verifier_pool().check(gold_normal, answer_normal, timeout)
+
+
+def verify_batch(
+    golds: Sequence[str], answers: Sequence[str | None], timeout: float = DEFAULT_TIMEOUT
+) -> list[bool]:
+    """:func:`verify` over pairs, using every worker of the pool at once.
+
+    Raises:
+        ValueError: if the sequences differ in length (and as :func:`verify`).
+    """
+    if len(golds) != len(answers):
+        raise ValueError(f"golds and answers differ in length: {len(golds)} != {len(answers)}")
+    results: list[bool | None] = [None] * len(golds)
+    pending: list[int] = []
+    for i, (gold, answer) in enumerate(zip(golds, answers, strict=True)):
+        if not isinstance(gold, str) or not gold.strip():
+            raise ValueError(f"gold must be a non-empty string, got {gold!r} at position {i}")
+        if not isinstance(answer, str) or not answer.strip() or len(answer) > MAX_ANSWER_CHARS:
+            results[i] = False
+            continue
+        verdict = _fast_verdict(normalize_answer(gold), normalize_answer(answer))
+        if verdict is None:
+            pending.append(i)
+        else:
+            results[i] = verdict
+    if pending:
+        pool = get_verifier_pool()
+        if len(pending) == 1 or pool.size == 1:
+            for i in pending:
+                results[i] = verify(golds[i], answers[i], timeout)
+        else:
+            with ThreadPoolExecutor(max_workers=min(pool.size, len(pending))) as executor:
+                for i, verdict in zip(
+                    pending, executor.map(lambda j: verify(golds[j], answers[j], timeout), pending), strict=True
+                ):
+                    results[i] = verdict
+    return [bool(r) for r in results]
+
+
+def math_reward(
+    response: str, gold: str, format_reward: float = 0.0, timeout: float = DEFAULT_TIMEOUT
+) -> float:
+    """Reward of one response: 1.0 correct, 0.0 wrong, ``format_reward`` when no answer is found.
+
+    RISE (Qu et al. 2024, Sec. 5) used ``format_reward=-1.0`` to discourage answer-less responses.
+    """
+    answer = extract_answer(response)
+    if answer is None:
+        return float(format_reward)
+    return 1.0 if verify(gold, answer, timeout) else 0.0
+
+
+def _completion_text(completion: Any) -> str:
+    # TRL passes plain strings, or for conversational data a list of messages.
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    return str(completion)
+
+
+def math_reward_func(
+    completions: Iterable[Any], answer: Sequence[str], format_reward: float = 0.0, **kwargs: Any
+) -> list[float]:
+    """A TRL reward function (``GRPOTrainer(reward_funcs=[math_reward_func])``).
+
+    TRL calls reward functions with the completions and every dataset column as keyword
+    arguments; the dataset needs an ``answer`` column holding the gold final answers.
+
+    Args:
+        completions: Strings, or conversational completions (lists of message dicts).
+        answer: Gold final answers, one per completion.
+        format_reward: Reward of a completion with no extractable answer.
+        **kwargs: Other dataset columns (ignored).
+
+    Returns:
+        One reward per completion.
+    """
+    texts = [_completion_text(c) for c in completions]
+    if len(texts) != len(answer):
+        raise ValueError(f"got {len(texts)} completions but {len(answer)} answers")
+    extracted = [extract_answer(t) for t in texts]
+    verdicts = verify_batch(list(answer), extracted)
+    return [
+        float(format_reward) if e is None else (1.0 if ok else 0.0)
+        for e, ok in zip(extracted, verdicts, strict=True)
+    ]
