@@ -1,0 +1,441 @@
+"""``HFAgent``: any Hugging Face causal LM as a batched policy over many envs.
+
+The agent renders each env's conversation into a prompt, generates for all envs in one left-padded
+batch with the KV cache, and returns for every action what the RL trainers need: the exact prompt
+text, the prompt and completion token ids, and the per-token log-probabilities of the completion.
+
+Prompt format
+-------------
+When the tokenizer has a chat template, the prompt is
+``tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`` and is
+tokenised with ``add_special_tokens=False`` (templates write their own special tokens). When it
+has none, the agent uses :data:`PLAIN_FORMAT`, one block per message and an open assistant turn::
+
+    System: You are a careful solver.
+
+    User: What is 2+2?
+
+    Assistant:
+
+In the plain format generation also stops at ``"\\nUser:"`` (so a base model does not write the
+next user turn) and the action text is stripped of surrounding whitespace. :meth:`HFAgent.render_prompt`
+returns exactly the text the model is conditioned on, after the system prompt and the context
+policy are applied.
+
+Sampling and log-probabilities
+------------------------------
+``temperature=0`` decodes greedily. Otherwise tokens are sampled from the model's distribution
+divided by ``temperature`` and restricted to the ``top_p`` nucleus. Log-probabilities are always
+those of the model itself (temperature 1, no nucleus), of the tokens actually chosen, which is what
+policy-gradient trainers compare against a forward pass. They are recorded from the logits during
+generation by the first logits processor, which keeps one step's distribution at a time, so memory
+does not grow with the vocabulary times the completion length.
+
+Reproducibility
+---------------
+With ``seed`` set, the agent's only state is a call counter: the ``i``-th generating call after
+construction or ``reset(seed)`` samples under the torch seed ``seed + i``, so two agents built with
+the same seed and given the same inputs in the same order produce the same outputs, while repeated
+calls on the same state still explore. Without a seed, the global torch RNG is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, StoppingCriteria
+
+from mulligan.agents.base import Action, Agent, AgentInput, Message
+from mulligan.agents.context import KeepAll
+
+#: Role labels of the plain prompt format used when a tokenizer has no chat template.
+PLAIN_ROLE_LABELS: dict[str, str] = {"system": "System", "user": "User", "assistant": "Assistant"}
+#: Description of the plain format (see the module docstring).
+PLAIN_FORMAT = "Role: content blocks separated by blank lines, ending with 'Assistant:'"
+#: Extra stop string of the plain format: the model must not write the next user turn.
+PLAIN_FORMAT_STOP = "\nUser:"
+
+
+def render_plain(messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
+    """Render messages in the plain format used for tokenizers without a chat template.
+
+    Args:
+        messages: Chat messages; roles outside system/user/assistant are capitalised as labels.
+        add_generation_prompt: End with an open ``Assistant:`` turn.
+
+    Returns:
+        ``"Role: content"`` blocks joined by blank lines, then ``"\\n\\nAssistant:"``.
+    """
+    blocks = [f"{PLAIN_ROLE_LABELS.get(m['role'], m['role'].capitalize())}: {m['content']}" for m in messages]
+    if add_generation_prompt:
+        blocks.append("Assistant:")
+    return "\n\n".join(blocks)
+
+
+def first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Index in ``text`` where the earliest occurrence of any stop string begins, or ``None``."""
+    positions = [text.find(s) for s in stops if s]
+    positions = [p for p in positions if p >= 0]
+    return min(positions) if positions else None
+
+
+@dataclass
+class _Completion:
+    """One generated row after cutting at EOS or a stop string."""
+
+    ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str
+
+
+class HFAgent(Agent):
+    """A Hugging Face causal LM acting on many envs at once.
+
+    See the module docstring for the prompt format, the log-probabilities and seeding.
+
+    Args:
+        model: A model id or local path (``"tiny"`` is the offline tiny model), or a loaded
+            ``PreTrainedModel``.
+        tokenizer: A tokenizer, required with a loaded model; loaded from ``model`` otherwise.
+        device: Where to run (default: the loaded model's device, else CUDA when available, else CPU).
+        dtype: Torch dtype (or its name, e.g. ``"bfloat16"``) to load the model in.
+        temperature: Sampling temperature; 0 decodes greedily.
+        top_p: Nucleus sampling mass in (0, 1].
+        max_new_tokens: Tokens generated per action at most.
+        seed: Seed for reproducible sampling (see the module docstring).
+        system_prompt: A system message placed first when the conversation has none.
+        context: A context policy from :mod:`mulligan.agents.context` (default: keep everything).
+        batch_size: Prompts per ``generate`` call (rows, before ``num_samples`` copies).
+        stop: Stop strings applied to every env, in addition to each input's own.
+        trust_remote_code: Passed to ``from_pretrained``.
+    """
+
+    def __init__(
+        self,
+        model: Any = "tiny",
+        tokenizer: Any = None,
+        *,
+        device: Any = None,
+        dtype: Any = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        seed: int | None = None,
+        system_prompt: str | None = None,
+        context: Any = None,
+        batch_size: int = 32,
+        stop: Sequence[str] = (),
+        trust_remote_code: bool = False,
+    ):
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(stop, str):
+            raise ValueError("stop must be a sequence of strings, e.g. ['\\nObservation:'], not a str")
+        if isinstance(dtype, str):
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(f"unknown dtype {dtype!r}; use a torch dtype name such as 'bfloat16'")
+            dtype = getattr(torch, dtype)
+
+        if isinstance(model, str):
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            from mulligan.agents.tiny import resolve_model
+
+            path = resolve_model(model)
+            self.name_or_path = model
+            if tokenizer is None:
+                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            load_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+            if dtype is not None:
+                load_kwargs["dtype"] = dtype
+            model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            if tokenizer is None:
+                raise ValueError("a loaded model needs its tokenizer: HFAgent(model, tokenizer)")
+            self.name_or_path = getattr(model, "name_or_path", type(model).__name__)
+            if dtype is not None:
+                model = model.to(dtype)
+        if device is not None:
+            model = model.to(device)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        self.context = context if context is not None else KeepAll()
+        self.batch_size = batch_size
+        self.stop = tuple(stop)
+        self.uses_chat_template = bool(getattr(tokenizer, "chat_template", None))
+
+        self.eos_token_ids = self._eos_ids()
+        if not self.eos_token_ids:
+            raise ValueError("the tokenizer and model define no EOS token; generation could not end a turn")
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+        self.max_length = getattr(model.config, "max_position_embeddings", None)
+        self.seed = seed
+        self._calls = 0
+
+    # ------------------------------------------------------------------ public API
+    def reset(self, seed: int | None = None) -> None:
+        """Restart the call counter; with ``seed``, also replace the agent's seed."""
+        if seed is not None:
+            self.seed = seed
+        self._calls = 0
+
+    def render_messages(self, agent_input: AgentInput) -> list[Message]:
+        """The messages the model sees: system prompt added, then the context policy applied."""
+        messages = list(agent_input.messages)
+        if not messages:
+            raise ValueError("AgentInput.messages is empty; an agent needs at least the first observation")
+        if self.system_prompt is not None and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return list(self.context(messages, self.count_tokens))
+
+    def render_prompt(self, agent_input: AgentInput) -> str:
+        """The exact prompt text the model is conditioned on for ``agent_input``."""
+        messages = self.render_messages(agent_input)
+        if self.uses_chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_plain(messages)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` under the agent's tokenizer (no special tokens added)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
+        """One action per input, generated in left-padded batches."""
+        return [group[0] for group in self._generate(inputs, 1)]
+
+    def sample(self, inputs: Sequence[AgentInput], num_samples: int) -> list[list[Action]]:
+        """``num_samples`` actions per input from one ``generate`` call (``num_return_sequences``).
+
+        Under greedy decoding (``temperature=0``) the samples are identical copies.
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        return self._generate(inputs, num_samples)
+
+    # ------------------------------------------------------------------ generation
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        for value in (configured, self.tokenizer.eos_token_id):
+            if value is None:
+                continue
+            for token in value if isinstance(value, list | tuple) else [value]:
+                if token not in ids:
+                    ids.append(int(token))
+        return ids
+
+    def _stops_for(self, agent_input: AgentInput) -> tuple[str, ...]:
+        if isinstance(agent_input.stop, str):
+            raise ValueError("AgentInput.stop must be a sequence of strings, not a str")
+        stops = [*self.stop, *agent_input.stop]
+        if not self.uses_chat_template:
+            stops.append(PLAIN_FORMAT_STOP)
+        return tuple(dict.fromkeys(s for s in stops if s))
+
+    def _generate(self, inputs: Sequence[AgentInput], num_samples: int) -> list[list[Action]]:
+        inputs = list(inputs)
+        if not inputs:
+            return []
+        prompts = [self.render_prompt(x) for x in inputs]
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        for i, ids in enumerate(prompt_ids):
+            if not ids:
+                raise ValueError(f"input {i} renders to an empty prompt")
+            if self.max_length is not None and len(ids) + self.max_new_tokens > self.max_length:
+                raise ValueError(
+                    f"input {i}: prompt of {len(ids)} tokens plus max_new_tokens={self.max_new_tokens} exceeds "
+                    f"the model's {self.max_length} positions; pass context=TokenBudget(...) or LastAttempts(...)"
+                )
+        stops = [self._stops_for(x) for x in inputs]
+        # Similar lengths share a batch, so less compute goes to padding.
+        order = sorted(range(len(inputs)), key=lambda i: len(prompt_ids[i]))
+        results: list[list[_Completion] | None] = [None] * len(inputs)
+
+        seed = None if self.seed is None else self.seed + self._calls
+        self._calls += 1
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                rows = self._generate_batch([prompt_ids[i] for i in chunk], [stops[i] for i in chunk], num_samples)
+                for j, i in enumerate(chunk):
+                    results[i] = rows[j * num_samples:(j + 1) * num_samples]
+
+        actions = []
+        for i, completions in enumerate(results):
+            assert completions is not None
+            actions.append([
+                Action(
+                    text=c.text.strip() if not self.uses_chat_template else c.text,
+                    prompt=prompts[i],
+                    prompt_ids=list(prompt_ids[i]),
+                    completion_ids=c.ids,
+                    logprobs=c.logprobs,
+                    metadata={"finish_reason": c.finish_reason, "model": self.name_or_path},
+                )
+                for c in completions
+            ])
+        return actions
+
+    def _generate_batch(
+        self, batch_ids: list[list[int]], batch_stops: list[tuple[str, ...]], num_samples: int
+    ) -> list[_Completion]:
+        """Generate for one left-padded batch; returns ``len(batch_ids) * num_samples`` rows, grouped by input."""
+        from transformers import (
+            GenerationConfig,
+            LogitsProcessorList,
+            StoppingCriteriaList,
+            TemperatureLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        width = max(len(ids) for ids in batch_ids)
+        input_ids = torch.full((len(batch_ids), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
+        for row, ids in enumerate(batch_ids):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+
+        sampling = self.temperature > 0
+        copies = num_samples if sampling else 1
+        row_stops = [s for s in batch_stops for _ in range(copies)]
+        recorder = _LogprobRecorder()
+        # The recorder must see the raw logits, so the generation config switches off every built-in
+        # processor (they would run before custom ones) and temperature/top-p are added after it.
+        processors: list[Any] = [recorder]
+        if sampling and self.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(self.temperature))
+        if sampling and self.top_p < 1.0:
+            processors.append(TopPLogitsWarper(self.top_p))
+        criteria = StoppingCriteriaList()
+        if any(row_stops):
+            criteria.append(_StopStrings(self.tokenizer, width, row_stops))
+        config = GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=sampling,
+            num_return_sequences=copies,
+            temperature=1.0,
+            top_p=1.0,
+            # top_k=0 switches off the default top-k of 50; it means nothing to greedy decoding.
+            top_k=0 if sampling else None,
+            min_p=None,
+            typical_p=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            min_length=0,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_ids,
+            return_dict_in_generate=True,
+        )
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                generation_config=config,
+                logits_processor=LogitsProcessorList(processors),
+                stopping_criteria=criteria,
+            )
+        generated = out.sequences[:, width:]
+        logprobs = recorder.finish(generated)
+        generated, logprobs = generated.tolist(), logprobs.tolist()
+        completions = [
+            self._cut(generated[r], logprobs[r], row_stops[r]) for r in range(len(generated))
+        ]
+        if copies != num_samples:  # greedy: every sample of an input is the same completion
+            completions = [c for c in completions for _ in range(num_samples)]
+        return completions
+
+    def _cut(self, ids: list[int], logprobs: list[float], stops: tuple[str, ...]) -> _Completion:
+        """Cut a generated row after its first EOS or at the token that completes a stop string."""
+        eos = set(self.eos_token_ids)
+        end, reason = len(ids), "length"
+        for k, token in enumerate(ids):
+            if token in eos:
+                end, reason = k + 1, "eos"
+                break
+        body = ids[:end - 1] if reason == "eos" else ids[:end]
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        if stops and first_stop(text, stops) is not None:
+            # The smallest prefix whose text contains a stop string ends at the completing token.
+            lo, hi = 1, len(body)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if first_stop(self.tokenizer.decode(body[:mid], skip_special_tokens=True), stops) is not None:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            end, reason = lo, "stop"
+            text = text[:first_stop(text, stops)]
+        return _Completion(ids=ids[:end], logprobs=logprobs[:end], text=text, finish_reason=reason)
+
+
+class _LogprobRecorder(LogitsProcessor):
+    """A logits processor that records the log-probability of each chosen token, one step behind.
+
+    At step ``t`` it receives the raw logits of step ``t`` and the sequence including the token
+    chosen at step ``t - 1``, whose log-probability it reads from the distribution kept from the
+    previous step; :meth:`finish` adds the last step's.
+    """
+
+    def __init__(self) -> None:
+        self.previous = None
+        self.steps: list[Any] = []
+
+    def __call__(self, input_ids, scores):
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, generated):
+        """Per-token log-probabilities ``(rows, generated_length)`` of ``generated``."""
+        steps = list(self.steps)
+        if self.previous is not None and generated.shape[1] > len(steps):
+            steps.append(self.previous.gather(1, generated[:, len(steps):len(steps) + 1]).squeeze(1))
+        if not steps:
+            return torch.zeros(generated.shape, dtype=torch.float32)
+        return torch.stack(steps, dim=1).cpu()
+
+
+class _StopStrings(StoppingCriteria):
+    """Stopping criterion with a different set of stop strings for every row.
+
+    Each step decodes only the tail of each row's generated tokens that could hold a stop string
+    (a character is at most 4 byte-level tokens), so the check costs the same at every step.
+    """
+
+    def __init__(self, tokenizer, prompt_width: int, row_stops: list[tuple[str, ...]]):
+        self.tokenizer = tokenizer
+        self.prompt_width = prompt_width
+        self.row_stops = row_stops
+        longest = max((len(s) for stops in row_stops for s in stops), default=1)
+        self.tail = 4 * longest + 4
+        self.done = [False] * len(row_stops)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        tails = input_ids[:, self.prompt_width:][:, -self.tail:].tolist()
+        for row, stops in enumerate(self.row_stops):
+            if stops and not self.done[row]:
+                text = self.tokenizer.decode(tails[row], skip_special_tokens=True)
+                self.done[row] = first_stop(text, stops) is not None
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
