@@ -125,6 +125,7 @@ class ConstraintsEnv(MulliganEnv):
     def __init__(
         self,
         dataset: str | None = None,
+        *,
         mode: str = "strict",
         families: Sequence[str] | None = None,
         min_constraints: int = 1,
