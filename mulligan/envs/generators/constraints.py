@@ -80,7 +80,8 @@ GENERATED_LANGUAGES: tuple[str, ...] = ("en", "fr", "de", "es", "it", "pt")
 _EXCLUSIVE = {"completion:word_count_ending", "detectable_format:constrained_response"}
 _CONFLICTS: dict[str, set[str]] = {
     "change_case:english_capital": {"change_case:english_lowercase", "change_case:capital_word_frequency",
-                                    "language:response_language", "letters:lipogram"},
+                                    "language:response_language", "letters:lipogram",
+                                    "detectable_format:multiple_sections"},
     "change_case:english_lowercase": {"change_case:capital_word_frequency", "language:response_language",
                                       "detectable_format:multiple_sections"},
     "change_case:capital_word_frequency": {"language:response_language", "detectable_format:multiple_sections",
@@ -102,6 +103,7 @@ _CONFLICTS: dict[str, set[str]] = {
                                   "language:response_language", "keywords:frequency",
                                   "change_case:capital_word_frequency", "change_case:english_lowercase",
                                   "change_case:english_capital"},
+    "length_constraints:number_sentences": {"length_constraints:number_words"},
     "length_constraints:number_paragraphs": {"length_constraints:nth_paragraph_first_word",
                                              "detectable_format:multiple_sections"},
     "length_constraints:nth_paragraph_first_word": {"detectable_format:multiple_sections",
@@ -208,11 +210,14 @@ def _sample_kwargs(constraint_id: str, rng: np.random.Generator, config: Constra
         "keywords:letter_frequency": lambda: {"letter": _pick(rng, tuple("zqxjkvbwy")),
                                               "let_frequency": int(rng.integers(2, 8)), "let_relation": relation},
         "language:response_language": lambda: {"language": _pick(rng, config.languages)},
-        "length_constraints:number_sentences": lambda: {"num_sentences": int(rng.integers(2, 9)),
-                                                        "relation": relation},
+        # "less than" thresholds leave room for the sentences other constraints add.
+        "length_constraints:number_sentences": lambda: {
+            "num_sentences": int(rng.integers(6, 12) if relation == "less than" else rng.integers(2, 9)),
+            "relation": relation},
         "length_constraints:number_paragraphs": lambda: {"num_paragraphs": int(rng.integers(2, 6))},
-        "length_constraints:number_words": lambda: {"num_words": int(rng.integers(4, 21)) * 10,
-                                                    "relation": relation},
+        "length_constraints:number_words": lambda: {
+            "num_words": int(rng.integers(10, 21) if relation == "less than" else rng.integers(4, 21)) * 10,
+            "relation": relation},
         "length_constraints:nth_paragraph_first_word": lambda: _nth_paragraph_kwargs(rng),
         "detectable_content:number_placeholders": lambda: {"num_placeholders": int(rng.integers(1, 6))},
         "detectable_content:postscript": lambda: {"postscript_marker": _pick(rng, ("P.S.", "P.P.S"))},
