@@ -1,0 +1,203 @@
+"""``Mulligan/MiniScience-v0``: a fast science world in pure Python with ScienceWorld's grammar.
+
+The world simulation, generator and gold planner live in
+:mod:`mulligan.envs.generators.science_world`; this module is the Gymnasium env.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mulligan.envs.core import MulliganEnv, StepOutcome
+from mulligan.envs.generators.science_world import (
+    NO_MATCH,
+    TASK_NAMES,
+    ScienceWorldConfig,
+    World,
+    build_variation,
+    plan_gold_actions,
+)
+
+SPLITS = ("train", "dev", "test")
+#: Actions longer than this are not parsed: no command of the grammar is anywhere near as long.
+MAX_PARSED_ACTION_CHARS = 1000
+
+
+def split_variation(split: str, k: int) -> int:
+    """The ``k``-th variation of a split: variations ``v`` with ``v % 4`` in {0, 1} train, 2 dev, 3 test."""
+    if split == "train":
+        return 4 * (k // 2) + k % 2
+    return 4 * k + (2 if split == "dev" else 3)
+
+
+class MiniScienceEnv(MulliganEnv):
+    """A small science world with ScienceWorld's action grammar, thousands of times faster.
+
+    ## Description
+    Seven rooms joined by doors (hallway, kitchen, greenhouse, living room, bathroom, workshop,
+    outside), containers that open and close, substances whose temperature follows their
+    surroundings and whose state of matter (solid, liquid, gas) follows their temperature, devices
+    (stove, sink, freezer, fridge, lighter), a thermometer, plants that grow in pots with soil and
+    water, animals. Seven tasks, each with endless seeded variations (start room, substance, where
+    things are, box colours, thresholds): ``boil``, ``melt``, ``freeze``, ``use-thermometer``
+    (measure a temperature and sort by threshold), ``grow-plant``, ``find-living-thing`` and
+    ``find-non-living-thing`` (focus on it, move it to a box). The grammar is ScienceWorld's for the
+    actions it supports, so a policy can move between this env and ``Mulligan/ScienceWorld-v0``.
+
+    A *task index* ``i`` is task ``tasks[i % len(tasks)]`` at the ``(i // len(tasks))``-th
+    variation of the chosen ``variation`` split; with an int ``variation``, index ``i`` is task
+    ``tasks[i]`` at that variation and ``num_tasks == len(tasks)``; otherwise ``num_tasks`` is
+    ``None`` (endless). ``options={"task": record}`` runs ``{"task_name", "variation",
+    "data_seed"}``; ``env.unwrapped.task`` round-trips.
+
+    ## Observation and Action Space
+    Text. On reset: the task description, a blank line and the room description. Actions:
+    ``look around``, ``inventory``, ``wait`` (10 moves), ``wait1``, ``open/close door to ROOM``,
+    ``go to ROOM``, ``open/close X``, ``pick up X``, ``put down X``, ``move X to Y``,
+    ``pour X into Y``, ``activate/deactivate X``, ``focus on X``, ``use X on Y``, ``examine X``,
+    ``look at X``. Objects are named as in the room description; ``X in CONTAINER``,
+    ``X in inventory`` and ``substance in CONTAINER`` disambiguate. Case and extra spaces are
+    ignored.
+
+    ## Reward
+    The change in the task's milestone score divided by 100, so that an episode's return is its
+    final score in [0, 1] (ScienceWorld's scheme). Milestones give partial credit (e.g. boil:
+    focus on the substance, heat it, its temperature changes, it boils). Focusing on the wrong
+    object fails the task: the score drops to 0. An unrecognised action pays 0, costs no simulated
+    time and sets ``feedback``.
+
+    ## Episode End
+    ``terminated`` when the task is completed (``success``) or failed. The env never truncates;
+    registration caps episodes at 100 turns.
+
+    ## Information
+    ``task_id``, ``success``, ``score``, ``feedback``, ``moves`` (simulated time), ``task_name``,
+    ``variation``, ``valid_actions`` (with ``include_valid_actions=True``; an empty list otherwise).
+    On reset the env adds ``gold_actions`` to the task record (``env.unwrapped.task``), which is
+    how scripted teachers read the gold path through ``AgentInput.task``.
+
+    ## Arguments
+    * ``task`` (str | int | None, None): a task name, an index into the tasks, or ``None`` for all.
+    * ``variation`` (int | str, "train"): a variation index, or ``"train"``/``"dev"``/``"test"``
+      (variations ``v`` with ``v % 4`` in {0, 1}, 2, 3).
+    * ``data_seed`` (int, 0): seed of the world generator.
+    * ``closed_doors`` (bool, True): whether doors start closed.
+    * ``include_valid_actions`` (bool, False): put the valid actions in ``info``.
+    """
+
+    def __init__(
+        self,
+        task: str | int | None = None,
+        *,
+        variation: int | str = "train",
+        data_seed: int = 0,
+        closed_doors: bool = True,
+        include_valid_actions: bool = False,
+        render_mode: str | None = None,
+    ):
+        super().__init__(render_mode=render_mode)
+        if task is None:
+            tasks = TASK_NAMES
+        elif isinstance(task, bool) or not isinstance(task, int | str):
+            raise ValueError(f"task must be a name, an index or None, got {task!r}")
+        elif isinstance(task, int):
+            if not 0 <= task < len(TASK_NAMES):
+                raise ValueError(f"task index {task} out of range [0, {len(TASK_NAMES)})")
+            tasks = (TASK_NAMES[task],)
+        else:
+            if task not in TASK_NAMES:
+                raise ValueError(f"unknown MiniScience task {task!r}; known: {TASK_NAMES}")
+            tasks = (task,)
+        if isinstance(variation, str):
+            if variation not in SPLITS:
+                raise ValueError(f"variation must be an int >= 0 or one of {SPLITS}, got {variation!r}")
+            self.num_tasks = None
+        elif isinstance(variation, bool) or not isinstance(variation, int) or variation < 0:
+            raise ValueError(f"variation must be an int >= 0 or one of {SPLITS}, got {variation!r}")
+        else:
+            self.num_tasks = len(tasks)
+        if not isinstance(data_seed, int) or data_seed < 0:
+            raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
+        self.task_names = tasks
+        self.variation = variation
+        self.data_seed = data_seed
+        self.config = ScienceWorldConfig(closed_doors=bool(closed_doors))
+        self.include_valid_actions = bool(include_valid_actions)
+        self.world: World | None = None
+        self._score = 0
+
+    # ----------------------------------------------------------------- task selection
+    def get_task(self, index: int) -> dict[str, Any]:
+        """The record of task ``index``: ``{"task_name", "variation", "data_seed"}``."""
+        n = len(self.task_names)
+        if isinstance(self.variation, int):
+            name, variation = self.task_names[index], self.variation
+        else:
+            name, variation = self.task_names[index % n], split_variation(self.variation, index // n)
+        return {"task_name": name, "variation": variation, "data_seed": self.data_seed}
+
+    def task_from_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate ``{"task_name": str, "variation": int >= 0, "data_seed": int (optional)}``."""
+        name = record.get("task_name")
+        if name not in TASK_NAMES:
+            raise ValueError(f"a MiniScience task record needs 'task_name', one of {TASK_NAMES}; got {name!r}")
+        variation = record.get("variation")
+        if isinstance(variation, bool) or not isinstance(variation, int) or variation < 0:
+            raise ValueError("a MiniScience task record needs a non-negative int 'variation'")
+        seed = record.get("data_seed", self.data_seed)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError("'data_seed' must be a non-negative int")
+        return {"task_name": name, "variation": variation, "data_seed": seed}
+
+    def task_id(self, task: Mapping[str, Any], index: int | None) -> str:
+        """``miniscience-<task>-<seed>-<variation>``."""
+        return f"miniscience-{task['task_name']}-{task['data_seed']}-{task['variation']}"
+
+    def default_info(self) -> dict[str, Any]:
+        """MiniScience adds ``moves``, ``task_name``, ``variation`` and ``valid_actions``."""
+        task = self.task or {}
+        return {"moves": 0, "task_name": task.get("task_name", ""), "variation": task.get("variation", -1),
+                "valid_actions": []}
+
+    # ----------------------------------------------------------------- episodes
+    def _build(self, task: Mapping[str, Any]) -> World:
+        return build_variation(self.config, task["task_name"], task["variation"], task["data_seed"])
+
+    def gold_actions(self) -> list[str]:
+        """A gold action sequence for the current task (planned on a private copy of the world)."""
+        if self.task is None:
+            raise RuntimeError("call reset() before gold_actions()")
+        return list(self.task["gold_actions"])
+
+    def _start(self, task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        self.world = self._build(task)
+        task["gold_actions"] = plan_gold_actions(self._build(task))
+        self._score = 0
+        return f"{self.world.description}\n\n{self.world.look()}", self._info_updates()
+
+    def _info_updates(self) -> dict[str, Any]:
+        world = self.world
+        return {"moves": world.moves, "task_name": self.task["task_name"], "variation": self.task["variation"],
+                "valid_actions": world.valid_actions() if self.include_valid_actions else []}
+
+    def _step(self, action: str) -> StepOutcome:
+        world = self.world
+        if len(action) > MAX_PARSED_ACTION_CHARS:
+            observation, recognised = NO_MATCH, False
+        else:
+            observation, recognised = world.step(action)
+        previous, score = self._score, world.score
+        self._score = score
+        feedback = ""
+        if not recognised:
+            feedback = (
+                "No known action matches that input. Use ScienceWorld's command templates with objects "
+                "you can see, e.g. 'open door to kitchen', 'go to kitchen', 'pick up thermometer', "
+                "'move metal pot to stove', 'focus on substance in metal pot', 'wait1', 'look around'."
+            )
+        elif world.failed:
+            feedback = "The task failed (for example, by focusing on the wrong object)."
+        terminated = world.completed or world.failed
+        return StepOutcome(observation, (score - previous) / 100, terminated, world.completed, score / 100,
+                           feedback, self._info_updates())
