@@ -288,10 +288,22 @@ def _sharing(rng: np.random.Generator, config: MathGeneratorConfig, steps: int, 
     return " ".join(sentences) + " " + ask, work
 
 
+def _percent_choices(percents: tuple[int, ...], price: Fraction, cents: bool) -> tuple[int, ...]:
+    """Percentages to draw from; whole-dollar tasks keep only those that give whole dollars."""
+    if cents:
+        return percents
+    whole = tuple(p for p in percents if (price * p / 100).denominator == 1)
+    if not whole:
+        raise _Retry
+    return whole
+
+
 def _discounts(rng: np.random.Generator, config: MathGeneratorConfig, steps: int, cents: bool):
     name = _pick(rng, NAMES)
     _, thing = _pick(rng, _GOODS)
     price = Fraction(_int(rng, config.min_number, config.max_number) * _pick(rng, (1, 2, 4, 5)))
+    if cents:
+        price += Fraction(_pick(rng, (1, 2, 3)), 4)
     plan: list[str] = []
     remaining = steps
     while remaining > 0:
@@ -304,12 +316,12 @@ def _discounts(rng: np.random.Generator, config: MathGeneratorConfig, steps: int
     work = _Work()
     for operation in plan:
         if operation == "percent_off":
-            percent = _pick(rng, (10, 15, 20, 25, 30, 40, 50))
+            percent = _pick(rng, _percent_choices((10, 15, 20, 25, 30, 40, 50), price, cents))
             sentences.append(f"The price is reduced by {percent}%.")
             discount = work.calc(f"{_num(price)}*{percent}/100", "The discount is {}.", "$")
             price = work.calc(f"{_num(price)}-{_num(discount)}", "The reduced price is {}.", "$")
         elif operation == "tax":
-            percent = _pick(rng, (5, 8, 10, 12, 20))
+            percent = _pick(rng, _percent_choices((5, 8, 10, 12, 20), price, cents))
             sentences.append(f"Then a {percent}% sales tax is added.")
             tax = work.calc(f"{_num(price)}*{percent}/100", "The tax is {}.", "$")
             price = work.calc(f"{_num(price)}+{_num(tax)}", "The price with tax is {}.", "$")
