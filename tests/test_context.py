@@ -1,0 +1,120 @@
+"""Context policies: what survives when a long episode is cut down to fit a model."""
+
+from __future__ import annotations
+
+import pytest
+
+from mulligan.agents.context import (
+    CharBudget,
+    KeepAll,
+    LastAttempts,
+    TokenBudget,
+    approximate_token_count,
+    conversation_size,
+    drop_oldest_turns,
+    keep_last_attempts,
+    split_head,
+    turn_groups,
+)
+from mulligan.envs.wrappers import RISE_FEEDBACK_TEMPLATE
+
+
+def msg(role, content):
+    return {"role": role, "content": content}
+
+
+def episode(turns, system=True):
+    """System prompt, task, then ``turns`` assistant/user pairs a0/u0, a1/u1, ..."""
+    messages = [msg("system", "SYS")] if system else []
+    messages.append(msg("user", "TASK"))
+    for k in range(turns):
+        messages += [msg("assistant", f"a{k}"), msg("user", f"u{k}")]
+    return messages
+
+
+def contents(messages):
+    return [m["content"] for m in messages]
+
+
+def test_split_head_and_turn_groups():
+    head, rest = split_head(episode(2))
+    assert contents(head) == ["SYS", "TASK"] and contents(rest) == ["a0", "u0", "a1", "u1"]
+    assert [contents(g) for g in turn_groups(rest)] == [["a0", "u0"], ["a1", "u1"]]
+    head, rest = split_head([msg("system", "s1"), msg("system", "s2")])
+    assert contents(head) == ["s1", "s2"] and rest == []
+    # Extra user turns before the first assistant turn make their own group.
+    assert [contents(g) for g in turn_groups([msg("user", "x"), msg("assistant", "a"), msg("user", "y")])] == [
+        ["x"], ["a", "y"]]
+
+
+def test_drop_oldest_turns_keeps_head_and_newest_groups_within_budget():
+    messages = episode(5)  # every content is 2-4 characters
+    size = conversation_size(messages)
+    assert drop_oldest_turns(messages, size) == messages
+    kept = drop_oldest_turns(messages, size - 1)
+    assert contents(kept) == ["SYS", "TASK", "a1", "u1", "a2", "u2", "a3", "u3", "a4", "u4"]
+    kept = drop_oldest_turns(messages, 11)
+    assert contents(kept) == ["SYS", "TASK", "a4", "u4"]
+    assert conversation_size(kept) <= 11
+    # Head and the latest observation are kept even when they alone exceed the budget.
+    assert contents(drop_oldest_turns(messages, 0)) == ["SYS", "TASK", "a4", "u4"]
+    # Roles still alternate after the head, as chat templates require.
+    roles = [m["role"] for m in drop_oldest_turns(episode(9), 20)][2:]
+    assert roles == ["assistant", "user"] * (len(roles) // 2)
+    with pytest.raises(ValueError, match="budget"):
+        drop_oldest_turns(messages, -1)
+
+
+def test_drop_oldest_turns_with_a_measure_and_overhead():
+    messages = episode(3, system=False)
+    words = lambda text: len(text.split())  # noqa: E731
+    assert conversation_size(messages, words, per_message_overhead=2) == 7 * 3
+    assert contents(drop_oldest_turns(messages, 15, words, per_message_overhead=2)) == ["TASK", "a1", "u1", "a2", "u2"]
+
+
+def test_keep_last_attempts_is_rises_sliding_window():
+    messages = episode(4)
+    assert contents(keep_last_attempts(messages, 2)) == ["SYS", "TASK", "a2", "u2", "a3", "u3"]
+    assert contents(keep_last_attempts(messages, 10)) == contents(messages)
+    assert contents(keep_last_attempts(messages, 0)) == ["SYS", "TASK"]
+    # A trailing assistant turn with no feedback yet is an open attempt: always kept.
+    open_attempt = [*messages, msg("assistant", "a4")]
+    assert contents(keep_last_attempts(open_attempt, 1)) == ["SYS", "TASK", "a3", "u3", "a4"]
+    with pytest.raises(ValueError, match="k"):
+        keep_last_attempts(messages, -1)
+
+
+def test_keep_last_attempts_with_multi_step_attempts():
+    # A ReAct agent under RetryWithFeedback: an attempt is several steps, closed by the retry message.
+    feedback = RISE_FEEDBACK_TEMPLATE.format(question="Q", feedback="wrong", attempt=1, max_attempts=3)
+    messages = [msg("user", "Q"),
+                msg("assistant", "s1"), msg("user", "obs1"), msg("assistant", "s2"), msg("user", feedback),
+                msg("assistant", "t1"), msg("user", "obs2"), msg("assistant", "t2"), msg("user", feedback),
+                msg("assistant", "r1"), msg("user", "obs3")]
+    is_feedback = lambda m: m["content"] == feedback  # noqa: E731
+    kept = keep_last_attempts(messages, 1, is_feedback)
+    assert contents(kept) == ["Q", "t1", "obs2", "t2", feedback, "r1", "obs3"]
+
+
+def test_policy_objects():
+    messages = episode(6)
+    assert KeepAll()(messages) == messages and KeepAll()(messages) is not messages
+    assert LastAttempts(2)(messages) == keep_last_attempts(messages, 2)
+    assert CharBudget(12)(messages) == drop_oldest_turns(messages, 12)
+    # Without a token counter, TokenBudget estimates 4 characters per token.
+    assert approximate_token_count("") == 0 and approximate_token_count("abcde") == 2
+    assert TokenBudget(10, per_message_overhead=1)(messages) == drop_oldest_turns(
+        messages, 10, approximate_token_count, 1)
+    tokens = len  # one token per character
+    assert TokenBudget(12, per_message_overhead=0)(messages, tokens) == drop_oldest_turns(messages, 12)
+    for bad in (lambda: TokenBudget(0), lambda: CharBudget(-3), lambda: LastAttempts(-1)):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_policies_never_mutate_their_input():
+    messages = episode(5)
+    snapshot = [dict(m) for m in messages]
+    for policy in (KeepAll(), LastAttempts(1), CharBudget(5), TokenBudget(3)):
+        policy(messages)
+    assert messages == snapshot
