@@ -268,18 +268,19 @@ def episode_sample(tokenizer, messages: Sequence[dict[str, str]]) -> EpisodeSamp
     """Split a tokenized episode into a prompt and one completion with its ``env_mask``.
 
     The prompt is everything before the model's first token; the completion stops after the
-    model's last token (the chat template's trailing newline is not part of the sample).
+    model's last token (its end-of-turn token when it ended its turn), and ``env_mask`` is
+    :func:`mulligan.training.ppo.model_token_mask` over that span.
     """
+    from mulligan.training.ppo import model_token_mask
     from mulligan.training.tokens import tokenize_conversation
 
     episode = tokenize_conversation(tokenizer, messages)
-    learned = [t for t, m in enumerate(episode.assistant_mask) if m]
+    mask = model_token_mask(tokenizer, episode)
+    learned = [t for t, m in enumerate(mask) if m]
     if not learned:
         raise ValueError("the episode has no model tokens: it needs at least one assistant message")
     start, end = learned[0], learned[-1] + 1
-    return EpisodeSample(
-        episode.input_ids[:start], episode.input_ids[start:end], episode.assistant_mask[start:end]
-    )
+    return EpisodeSample(episode.input_ids[:start], episode.input_ids[start:end], mask[start:end])
 
 
 class EpisodeRollout:
@@ -399,7 +400,7 @@ class TrainerVLLMAgent:
         self.tokenizer = trainer.processing_class
 
     def reset(self, seed: int | None = None) -> None:
-        """vLLM owns its sampling seed; nothing to reset."""
+        """Nothing to reset: the vLLM engine owns its sampling seed."""
 
     def act(self, inputs: Sequence[Any]) -> list[Any]:
         """One action per input, generated in one vLLM call."""
