@@ -338,7 +338,9 @@ class ScienceWorldEnv(MulliganEnv):
         else:
             try:
                 server = self._sim.server
-                observation = str(server.step(action))
+                # Lone surrogates cannot cross py4j's UTF-8 socket: replace them, like any bad byte.
+                safe = action.encode("utf-8", "replace").decode("utf-8")
+                observation = str(server.step(safe))
                 raw_score = round(100 * float(server.getScore()))
                 completed = bool(server.getCompleted())
                 moves = int(server.getNumMoves())
