@@ -1,0 +1,211 @@
+"""GRPO through TRL: env-scored rewards, episode samples with env_mask, and learning on Echo."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import gymnasium
+import pytest
+import torch
+
+import mulligan  # noqa: F401 - registers the ids
+from mulligan.agents.base import Action, Agent
+from mulligan.agents.tiny import TinyModelConfig, build_tiny_model, save_tiny_model
+from mulligan.envs.wrappers import RetryWithFeedback
+from mulligan.training.grpo import (
+    GRPOConfig,
+    build_grpo_trainer,
+    build_prompt_dataset,
+    episode_sample,
+    is_multi_turn,
+    main,
+    prompt_key,
+)
+from mulligan.training.ppo import evaluate_policy, masked_mean
+from mulligan.training.rewards import EnvReward, EpisodeReturnReward, completion_text
+from mulligan.training.rollout import collect_episodes
+from mulligan.training.tokens import tokenize_conversation
+
+SMALL = TinyModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                        max_position_embeddings=256)
+ECHO_KWARGS = {"vocabulary": ["a"], "partial_credit": True}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def warm_start(answers=("a", "b", "c", "d"), steps: int = 40, seed: int = 0):
+    """A small tiny model taught to answer Echo with a random word of ``answers`` (ignoring the target)."""
+    model, tokenizer = build_tiny_model(TinyModelConfig(**{**SMALL.__dict__, "seed": seed}))
+    tokenizer.padding_side = "left"
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        rows = [tokenize_conversation(tokenizer, [
+            {"role": "user", "content": f"Repeat exactly: {rng.choice(answers)}"},
+            {"role": "assistant", "content": rng.choice(answers)},
+        ]) for _ in range(16)]
+        ids = torch.tensor([r.input_ids for r in rows])
+        mask = torch.tensor([r.assistant_mask for r in rows])
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[:, :-1], -1).gather(-1, ids[:, 1:, None])
+        loss = -masked_mean(logprobs.squeeze(-1), mask[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model, tokenizer
+
+
+class ScriptedAgent(Agent):
+    """Answers each turn from a fixed list (a real Agent, for mask tests)."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    def act(self, inputs):
+        """The next scripted answer for every input, by turn number."""
+        return [Action(text=self.answers[sum(m["role"] == "assistant" for m in x.messages)]) for x in inputs]
+
+
+# ----------------------------------------------------------------------------------- data and rewards
+def test_prompt_dataset_rows_are_env_resets():
+    dataset = build_prompt_dataset("Mulligan/Echo-v0", [3, 7], system_prompt="Be exact.")
+    env = gymnasium.make("Mulligan/Echo-v0")
+    for row in dataset:
+        observation, info = env.reset(options={"task_index": row["task_index"]})
+        assert row["prompt"] == [{"role": "system", "content": "Be exact."}, {"role": "user", "content": observation}]
+        assert row["task_id"] == info["task_id"]
+
+
+def test_env_reward_scores_with_the_env_by_index_or_record():
+    env = gymnasium.make("Mulligan/Echo-v0")
+    targets = [env.reset(options={"task_index": i})[1]["target"] for i in range(3)]
+    reward = EnvReward("Mulligan/Echo-v0")
+    completions = [[{"role": "assistant", "content": targets[0]}], [{"role": "assistant", "content": "nope"}],
+                   targets[2] + "  "]
+    assert reward(prompts=None, completions=completions, task_index=[0, 1, 2]) == [1.0, 0.0, 1.0]
+    records = [json.dumps({"target": "stone"}), {"target": "cloud"}]
+    assert reward(completions=["stone", "clou"], task=records) == [1.0, 0.0]
+    partial = EnvReward("Mulligan/Echo-v0", {"partial_credit": True}, field="score")
+    assert partial(completions=["ston"], task=[{"target": "stone"}]) == [pytest.approx(0.8)]
+    with pytest.raises(ValueError, match="task_index"):
+        reward(completions=["x"])
+    with pytest.raises(ValueError, match="field"):
+        EnvReward("Mulligan/Echo-v0", field="vibes")
+    assert completion_text([{"role": "assistant", "content": "hi"}]) == "hi"
+
+
+def test_episode_return_reward_requires_the_rollout_column():
+    logged = {}
+    reward = EpisodeReturnReward()
+    values = reward(completions=["a", "b"], episode_return=[0.5, 1], episode_success=[0.0, 1.0],
+                    log_metric=logged.__setitem__)
+    assert values == [0.5, 1.0] and logged == {"env/success_rate": 0.5}
+    with pytest.raises(ValueError, match="rollout"):
+        reward(completions=["a"])
+
+
+def test_multi_turn_detection():
+    assert not is_multi_turn(gymnasium.make("Mulligan/Echo-v0"))
+    assert is_multi_turn(gymnasium.make("Mulligan/Echo-v0", max_attempts=3))
+    assert is_multi_turn(gymnasium.make("Mulligan/MathReAct-v0"))
+    assert isinstance(gymnasium.make("Mulligan/Echo-v0", max_attempts=3).env, RetryWithFeedback | gymnasium.Wrapper)
+
+
+def test_episode_sample_env_mask_covers_exactly_the_model_tokens():
+    _, tokenizer = build_tiny_model(SMALL)
+    (trajectory,) = collect_episodes(
+        "Mulligan/Echo-v0", ScriptedAgent(["first try", "stone"]), 1,
+        env_kwargs={"max_attempts": 3, "vocabulary": ["stone"]}, task_indices=[0], progress=False,
+    )
+    sample = episode_sample(tokenizer, trajectory.messages)
+    assert len(sample.completion_ids) == len(sample.env_mask)
+    prompt_text = tokenizer.decode(sample.prompt_ids)
+    assert prompt_text == tokenizer.apply_chat_template(trajectory.messages[:1], tokenize=False,
+                                                        add_generation_prompt=True)
+    model_text = tokenizer.decode([t for t, m in zip(sample.completion_ids, sample.env_mask, strict=True) if m])
+    env_text = tokenizer.decode([t for t, m in zip(sample.completion_ids, sample.env_mask, strict=True) if not m])
+    assert model_text == "first try<|im_end|>stone<|im_end|>"
+    feedback = trajectory.messages[2]["content"]
+    assert env_text == f"\n<|im_start|>user\n{feedback}<|im_end|>\n<|im_start|>assistant\n"
+    assert sample.completion_ids[-1] == tokenizer.eos_token_id  # the episode ends on the model's end of turn
+
+
+# ----------------------------------------------------------------------------------- trainers
+def test_config_rejects_bad_values_with_the_fix():
+    with pytest.raises(ValueError, match="multiple of num_generations"):
+        GRPOConfig(per_device_train_batch_size=6, num_generations=4)
+    with pytest.raises(ValueError, match=">= 2"):
+        GRPOConfig(num_generations=1)
+    with pytest.raises(ValueError, match="rollout"):
+        GRPOConfig(rollout="sometimes")
+    with pytest.raises(ValueError, match="JSON object"):
+        GRPOConfig(trl_args="[1]")
+
+
+def test_grpo_multi_turn_episodes_reach_trl_with_env_mask(tmp_path):
+    model, tokenizer = build_tiny_model(SMALL)
+    config = GRPOConfig(output_dir=str(tmp_path), max_steps=2, num_train_tasks=4, per_device_train_batch_size=4,
+                        num_generations=2, max_completion_length=4, max_attempts=2, progress=False,
+                        env_kwargs=json.dumps(ECHO_KWARGS))
+    trainer = build_grpo_trainer(config, model, tokenizer)
+    assert trainer.rollout_func is not None
+    rollout = trainer.rollout_func
+    prompts = list(trainer.train_dataset["prompt"][:2])
+    output = rollout([prompts[0], prompts[0], prompts[1], prompts[1]], trainer)
+    assert set(output) >= {"prompt_ids", "completion_ids", "env_mask", "episode_return", "episode_success"}
+    for ids, mask in zip(output["completion_ids"], output["env_mask"], strict=True):
+        assert len(ids) == len(mask) and mask[0] == 1 and mask[-1] == 1
+    # Each prompt maps back to a task whose reset shows that prompt (identical prompts share a task).
+    env = gymnasium.make("Mulligan/Echo-v0", **ECHO_KWARGS)
+    for prompt in prompts:
+        assert env.reset(options={"task_index": rollout.task_index(prompt)})[0] == prompt[-1]["content"]
+    trainer.train()
+    buffered = trainer._buffered_inputs[0]
+    assert "tool_mask" in buffered  # TRL turned env_mask into its loss mask
+    assert trainer.state.global_step == 2
+    with pytest.raises(ValueError, match="not in its training dataset"):
+        rollout.task_index([{"role": "user", "content": "unknown"}])
+    assert prompt_key(prompts[0]) in rollout.prompt_tasks
+
+
+def test_grpo_cli_runs_and_resumes(tmp_path, capsys):
+    model_dir = save_tiny_model(tmp_path / "model", SMALL)
+    args = ["--model", str(model_dir), "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
+            "--num_train_tasks", "4", "--per_device_train_batch_size", "4", "--num_generations", "2",
+            "--max_completion_length", "4", "--save_steps", "1", "--progress", "false"]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "checkpoint-1").is_dir()
+    # Resume to step 2 under another seed: the step-1 record comes from the checkpoint (a fresh run
+    # with seed 5 would sample, and log, a different first step).
+    more = [("2" if previous == "--max_steps" else arg) for previous, arg in zip(["", *args], args, strict=False)]
+    assert main([*more, "--seed", "5", "--resume_from_checkpoint", "latest"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
+    first = json.loads((tmp_path / "run" / "checkpoint-1" / "trainer_state.json").read_text())["log_history"]
+    second = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    assert second[0] == first[0] and second[1]["step"] == 2
+
+
+def test_grpo_raises_echo_success_rate(tmp_path):
+    """From ~25% (a model that answers a random one of four words) GRPO learns to answer the target."""
+    model, tokenizer = warm_start()
+    held_out = range(10_000, 10_064)
+
+    def success(policy):
+        return evaluate_policy(policy, tokenizer, "Mulligan/Echo-v0", held_out, env_kwargs=ECHO_KWARGS,
+                               max_new_tokens=4, temperature=1.0, seed=123)["success_rate"]
+
+    before = success(model)
+    config = GRPOConfig(output_dir=str(tmp_path), max_steps=20, num_train_tasks=256, per_device_train_batch_size=16,
+                        num_generations=8, max_completion_length=4, learning_rate=3e-3, progress=False,
+                        env_kwargs=json.dumps(ECHO_KWARGS), trl_args='{"lr_scheduler_type": "constant"}')
+    trainer = build_grpo_trainer(config, model, tokenizer)
+    trainer.train()
+    after = success(trainer.model)
+    assert before < 0.5, before
+    assert after >= 0.8 and after - before >= 0.3, (before, after)
