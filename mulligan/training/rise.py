@@ -457,8 +457,13 @@ def _learner(model_path: str, config: RISEConfig, model=None, tokenizer=None):
                    seed=config.seed, context=context)
 
 
-def train_rise(config: RISEConfig) -> dict[str, Any]:
+def train_rise(config: RISEConfig, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``config.iterations`` rounds of collect -> improve -> reward-weighted regression.
+
+    Args:
+        config: The run's configuration.
+        env_kwargs: Keyword arguments for ``gymnasium.make`` that replace ``config.env_kwargs``
+            (for Python objects JSON cannot carry, such as a generator config dataclass).
 
     Returns:
         ``{"output_dir", "model_dir", "iterations": [per-iteration stats], "eval": metrics or None}``.
@@ -471,7 +476,7 @@ def train_rise(config: RISEConfig) -> dict[str, Any]:
     # Seed.
     set_seed(config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
-    env_kwargs = config.env_kwargs_dict
+    env_kwargs = dict(env_kwargs) if env_kwargs is not None else config.env_kwargs_dict
     model_path = resolve_model(config.model)
     history = []
 
