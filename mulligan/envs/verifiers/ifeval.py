@@ -163,7 +163,7 @@ _SENTENCE_STARTERS = frozenset(
 )
 # Punkt's candidate sentence ends: a token ending in . ? or ! that is followed either by a closing
 # or opening punctuation character, or by white space and a next token.
-_PERIOD_CONTEXT = re.compile(r"\S*[.?!](?=(?P<after>[?!)\";}\]*:@'({\[])|\s+(?P<next>\S+))")
+_AFTER_CHARS = frozenset("?!)\";}]*:@'({[")
 _LEADING_PUNCT = "\"'([{`*_<«“‘"
 _INITIAL_RE = re.compile(r"^[^\W\d_]\.$")
 _NUMBER_RE = re.compile(r"^-?[\d.,]*\d[\d.,]*\.$|^[ivxlcdm]+\.$", re.IGNORECASE)
@@ -203,6 +203,30 @@ def _is_sentence_break(token: str, after: str | None, next_token: str | None) ->
     return True
 
 
+def _candidate_ends(text: str):
+    """Punkt's candidate sentence ends, found in linear time.
+
+    Equivalent to scanning with ``\\S*[.?!]`` followed either by one of Punkt's punctuation
+    characters or by white space and a next token: in each white-space separated chunk, the last
+    ``.?!`` that is so followed. (The regex itself backtracks quadratically on long chunks.)
+    Yields ``(token, end, next_start, next_token)``; ``next_start`` is ``None`` when the end is
+    followed by punctuation rather than a next token.
+    """
+    chunks = [(m.start(), m.group(0)) for m in re.finditer(r"\S+", text)]
+    for index, (start, chunk) in enumerate(chunks):
+        has_next = index + 1 < len(chunks)
+        for k in range(len(chunk) - 1, -1, -1):
+            if chunk[k] not in ".?!":
+                continue
+            if k + 1 < len(chunk):
+                if chunk[k + 1] in _AFTER_CHARS:
+                    yield chunk[: k + 1], start + k + 1, None, None
+                    break
+            elif has_next:
+                yield chunk, start + k + 1, chunks[index + 1][0], chunks[index + 1][1]
+                break
+
+
 def split_sentences(text: str) -> list[str]:
     """Split English text into sentences the way NLTK's Punkt tokenizer (English model) does.
 
@@ -214,14 +238,13 @@ def split_sentences(text: str) -> list[str]:
     """
     sentences: list[str] = []
     start = 0
-    for match in _PERIOD_CONTEXT.finditer(text):
-        token, after, next_token = match.group(0), match.group("after"), match.group("next")
-        if not _is_sentence_break(token, after, next_token):
+    for token, end, next_start, next_token in _candidate_ends(text):
+        if not _is_sentence_break(token, None, next_token):
             continue
-        piece = text[start : match.end()]
+        piece = text[start:end]
         if piece.strip():
             sentences.append(piece.strip())
-        start = match.start("next") if next_token is not None else match.end()
+        start = next_start if next_start is not None else end
     tail = text[start:]
     if tail.strip():
         sentences.append(tail.strip())
@@ -444,8 +467,22 @@ def _check_nth_paragraph(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     return not problems, " ".join(problems)
 
 
+def _count_placeholders(text: str) -> int:
+    """Matches of ``\\[.*?\\]`` (a ``[`` closed by a ``]`` on the same line), counted in linear time."""
+    count = 0
+    for line in text.split("\n"):
+        position = line.find("[")
+        while position != -1:
+            close = line.find("]", position + 1)
+            if close == -1:
+                break
+            count += 1
+            position = line.find("[", close + 1)
+    return count
+
+
 def _check_placeholders(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
-    count = len(re.findall(r"\[.*?\]", text))
+    count = _count_placeholders(text)
     holds = count >= kw["num_placeholders"]
     return holds, "" if holds else (
         f"Your response has {count} placeholder{'s' if count != 1 else ''} in square brackets such as "
@@ -454,15 +491,17 @@ def _check_placeholders(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
 
 
 def _postscript_pattern(marker: str) -> str:
+    # IFEval's patterns start with \s*, which can match nothing: dropping it keeps every verdict
+    # and avoids quadratic backtracking on long runs of white space.
     if marker == "P.P.S":
-        return r"\s*p\.\s?p\.\s?s.*$"
+        return r"p\.\s?p\.\s?s"
     if marker == "P.S.":
-        return r"\s*p\.\s?s\..*$"
-    return r"\s*" + re.escape(marker.lower()) + r".*$"
+        return r"p\.\s?s\."
+    return re.escape(marker.lower())
 
 
 def _check_postscript(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
-    holds = bool(re.findall(_postscript_pattern(kw["postscript_marker"]), text.lower(), flags=re.MULTILINE))
+    holds = re.search(_postscript_pattern(kw["postscript_marker"]), text.lower()) is not None
     return holds, "" if holds else (
         f"Your response has no postscript. At the end of it, add a postscript starting with "
         f"{kw['postscript_marker']}."
@@ -533,9 +572,20 @@ def _check_json(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     return True, ""
 
 
+def _has_title(text: str) -> bool:
+    """Whether ``<<[^\\n]+>>`` finds a title with content, in linear time.
+
+    The regex is greedy, so on each line its only match runs from the first ``<<`` to the last ``>>``.
+    """
+    for line in text.split("\n"):
+        first, last = line.find("<<"), line.rfind(">>")
+        if first != -1 and last >= first + 3 and line[first : last + 2].lstrip("<").rstrip(">").strip():
+            return True
+    return False
+
+
 def _check_title(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
-    titles = re.findall(r"<<[^\n]+>>", text)
-    holds = any(t.lstrip("<").rstrip(">").strip() for t in titles)
+    holds = _has_title(text)
     return holds, "" if holds else (
         "Your response has no title. It should contain a title wrapped in double angular brackets, "
         "such as <<poem of joy>>."
@@ -727,7 +777,10 @@ def check_instruction(
         return InstructionResult(instruction_id, False, "Your response is empty. Write a response.")
     holds, critique = check(response, clean)
     if not holds and mode == "loose":
-        holds = any(variant.strip() and check(variant, clean)[0] for variant in loose_variants(response)[1:])
+        # Identical variants (a response without asterisks or line breaks) are checked once.
+        variants = dict.fromkeys(loose_variants(response)[1:])
+        variants.pop(response, None)
+        holds = any(variant.strip() and check(variant, clean)[0] for variant in variants)
     return InstructionResult(instruction_id, holds, "" if holds else critique)
 
 
