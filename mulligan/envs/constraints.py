@@ -141,7 +141,7 @@ class ConstraintsEnv(MulliganEnv):
         self.mode = mode
         self.data_seed = data_seed
         self.config = ConstraintTaskConfig(
-            families=tuple(families) if families is not None else FAMILIES,
+            families=FAMILIES if families is None else families if isinstance(families, str) else tuple(families),
             min_constraints=min_constraints,
             max_constraints=max_constraints,
         )
