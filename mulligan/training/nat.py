@@ -171,7 +171,10 @@ def conversations_to_dataset(tokenizer, conversations: Sequence[Sequence[dict[st
         rows["input_ids"].append(ids)
         rows["assistant_masks"].append(mask)
     if not rows["input_ids"]:
-        raise ValueError("no conversation has an agent turn to learn (after truncation to max_length)")
+        raise ValueError(
+            f"no conversation has an agent turn left to learn after truncation to max_length={max_length}; "
+            "raise --max_length"
+        )
     return Dataset.from_dict(rows)
 
 
