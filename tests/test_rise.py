@@ -146,11 +146,11 @@ def test_one_iteration_trains_and_resumes(tmp_path):
     from mulligan.agents.tiny import resolve_model
 
     config = RISEConfig(
-        env_id="Mulligan/Echo-v0", output_dir=str(tmp_path / "rise"), improver="tests.test_rise:Teacher",
+        env_id="Mulligan/Echo-v0", output_dir=str(tmp_path / "rise"), improver="teacher",
         num_tasks=4, max_attempts=2, best_of_n=2, max_steps=2, per_device_train_batch_size=4,
         max_new_tokens=4, num_envs=4, disable_tqdm=True, eval_tasks=2,
     )
-    summary = train_rise(config)
+    summary = train_rise(config, improver=Teacher())
     stats = summary["iterations"][0]
     assert stats["samples"] >= 4 and stats["kept"] == stats["samples"]
     assert set(summary["eval"]) == {"m1@t1", "m5@t1", "m1@t5", "p1@t5"}
@@ -158,5 +158,6 @@ def test_one_iteration_trains_and_resumes(tmp_path):
     after = AutoModelForCausalLM.from_pretrained(summary["model_dir"]).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # Resuming finds the finished iteration and does not train it again.
-    again = train_rise(RISEConfig(**{**config.__dict__, "resume_from_checkpoint": "auto", "eval_tasks": 0}))
+    again = train_rise(RISEConfig(**{**config.__dict__, "resume_from_checkpoint": "auto", "eval_tasks": 0}),
+                       improver=Teacher())
     assert again["iterations"] == summary["iterations"]

@@ -457,13 +457,16 @@ def _learner(model_path: str, config: RISEConfig, model=None, tokenizer=None):
                    seed=config.seed, context=context)
 
 
-def train_rise(config: RISEConfig, env_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_rise(
+    config: RISEConfig, env_kwargs: dict[str, Any] | None = None, improver: Agent | None = None
+) -> dict[str, Any]:
     """Run ``config.iterations`` rounds of collect -> improve -> reward-weighted regression.
 
     Args:
         config: The run's configuration.
         env_kwargs: Keyword arguments for ``gymnasium.make`` that replace ``config.env_kwargs``
             (for Python objects JSON cannot carry, such as a generator config dataclass).
+        improver: An agent object that replaces ``config.improver`` (a teacher built in Python).
 
     Returns:
         ``{"output_dir", "model_dir", "iterations": [per-iteration stats], "eval": metrics or None}``.
@@ -503,9 +506,14 @@ def train_rise(config: RISEConfig, env_kwargs: dict[str, Any] | None = None) -> 
         )
 
         # Improvement: best-of-N from the learner (self-distillation) or a teacher (Sec. 4.2).
-        improver = learner if config.improver == "self" else load_agent(
-            config.improver, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
-        samples = improve_rollouts(rollouts, improver, config.env_id, best_of_n=config.best_of_n,
+        if improver is not None:
+            improving = improver
+        elif config.improver == "self":
+            improving = learner
+        else:
+            improving = load_agent(config.improver, temperature=config.temperature,
+                                   max_new_tokens=config.max_new_tokens)
+        samples = improve_rollouts(rollouts, improving, config.env_id, best_of_n=config.best_of_n,
                                    env_kwargs=env_kwargs, batch_size=config.num_envs)
         kept = filter_samples(samples, config.filter)
         with open(os.path.join(iter_dir, "samples.jsonl"), "w", encoding="utf-8") as handle:
