@@ -109,3 +109,29 @@ def test_resumed_collection_loses_and_duplicates_nothing(tmp_path):
     assert len(on_disk) == 12
     assert sorted(t.key for t in on_disk) == sorted(t.key for t in reference)
     assert len({t.key for t in on_disk}) == 12
+
+
+def test_summaries_per_env_with_wilson_intervals():
+    from mulligan.training.stats import format_table, summarize_by_env, summary_row, wilson_interval
+
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-5)
+    assert wilson_interval(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-5)
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(3, 2)
+    echo = collect_episodes("Mulligan/Echo-v0", EchoOracle(wrong_every=2), 10, progress=False)
+    class WrongFirst(Agent):
+        def act(self, inputs):
+            return [Action("nope" if len(x.messages) == 1 else x.task["target"]) for x in inputs]
+
+    retry = collect_episodes("Mulligan/Echo-v0", WrongFirst(), 4, env_kwargs={"max_attempts": 2}, progress=False)
+    for trajectory in retry:
+        trajectory.env_id = "Mulligan/Echo-v0+retry"
+    summaries = summarize_by_env(echo + retry)
+    assert list(summaries) == ["Mulligan/Echo-v0", "Mulligan/Echo-v0+retry"]
+    single = summaries["Mulligan/Echo-v0"]
+    assert single.episodes == 10 and single.success_rate == 0.5 and single.mean_turns == 1.0
+    assert (single.success_low, single.success_high) == pytest.approx((0.23659, 0.76341), abs=1e-5)
+    assert summaries["Mulligan/Echo-v0+retry"].success_rate == 1.0  # the second attempt always succeeds
+    assert summaries["Mulligan/Echo-v0+retry"].mean_turns == 2.0
+    table = format_table([summary_row(s, env=name) for name, s in summaries.items()])
+    assert "Mulligan/Echo-v0+retry" in table and "[0.24, 0.76]" in table
