@@ -32,6 +32,22 @@ def env_id(request) -> str:
     return request.param
 
 
+@pytest.fixture(scope="module")
+def env_cache():
+    """One env per id for the whole module: ScienceWorld starts a JVM per env, so tests share it."""
+    cache: dict[str, gymnasium.Env] = {}
+    yield cache
+    for env in cache.values():
+        env.close()
+
+
+@pytest.fixture
+def env(env_id, env_cache) -> gymnasium.Env:
+    if env_id not in env_cache:
+        env_cache[env_id] = gymnasium.make(env_id)
+    return env_cache[env_id]
+
+
 # Adversarial actions every env must survive: no exception, bounded time, no reward for garbage.
 FUZZ_ACTIONS = {
     "empty": "",
@@ -66,89 +82,75 @@ def test_registry_entry_points_import_cheaply():
     assert out.split() == ["False", "False"]
 
 
-def test_check_env(env_id):
-    env = gymnasium.make(env_id)
-    try:
-        assert isinstance(env.unwrapped, MulliganEnv)
-        check_env(env.unwrapped)
-    finally:
-        env.close()
+def test_check_env(env):
+    assert isinstance(env.unwrapped, MulliganEnv)
+    check_env(env.unwrapped)
 
 
-def test_seeded_reset_is_deterministic(env_id):
-    env = gymnasium.make(env_id)
-    try:
-        first = env.reset(seed=123)
-        second = env.reset(seed=123)
+def test_seeded_reset_is_deterministic(env):
+    first = env.reset(seed=123)
+    following = env.reset()
+    second = env.reset(seed=123)
+    assert first[1]["task_id"] == second[1]["task_id"]
+    assert following[1]["task_id"] == env.reset()[1]["task_id"]
+    if not env.spec.nondeterministic:
         assert first[0] == second[0]
-        assert first[1]["task_id"] == second[1]["task_id"]
-    finally:
-        env.close()
 
 
-def test_task_selection_contract(env_id):
-    env = gymnasium.make(env_id)
-    try:
-        base = env.unwrapped
-        num_tasks = base.num_tasks
-        assert num_tasks is None or (isinstance(num_tasks, int) and num_tasks > 0)
-        obs_a, info_a = env.reset(options={"task_index": 0})
-        obs_b, info_b = env.reset(seed=999, options={"task_index": 0})
-        assert obs_a == obs_b and info_a["task_id"] == info_b["task_id"]
-        # The task record round-trips: an explicit record runs the same task.
-        obs_c, _ = env.reset(options={"task": base.task})
-        assert obs_c == obs_a
+def test_task_selection_contract(env):
+    base = env.unwrapped
+    num_tasks = base.num_tasks
+    assert num_tasks is None or (isinstance(num_tasks, int) and num_tasks > 0)
+    obs_a, info_a = env.reset(options={"task_index": 0})
+    obs_b, info_b = env.reset(seed=999, options={"task_index": 0})
+    assert info_a["task_id"] == info_b["task_id"]
+    # The task record round-trips: an explicit record runs the same task.
+    task = dict(base.task)
+    obs_c, _ = env.reset(options={"task": base.task})
+    assert base.task == task
+    if not env.spec.nondeterministic:
+        assert obs_a == obs_b and obs_c == obs_a
+    with pytest.raises(ValueError):
+        env.reset(options={"task_index": -1})
+    if num_tasks is not None:
         with pytest.raises(ValueError):
-            env.reset(options={"task_index": -1})
-        if num_tasks is not None:
-            with pytest.raises(ValueError):
-                env.reset(options={"task_index": num_tasks})
-        with pytest.raises(ValueError):
-            env.reset(options={"task_index": 0, "task": base.task})
-        with pytest.raises(ValueError):
-            env.reset(options={"no_such_option": 1})
-    finally:
-        env.close()
+            env.reset(options={"task_index": num_tasks})
+    with pytest.raises(ValueError):
+        env.reset(options={"task_index": 0, "task": base.task})
+    with pytest.raises(ValueError):
+        env.reset(options={"no_such_option": 1})
 
 
-def test_info_has_the_same_keys_on_every_step(env_id):
-    env = gymnasium.make(env_id)
-    try:
-        _, info = env.reset(seed=0)
-        keys = set(info)
-        assert {"task_id", "success", "score", "feedback"} <= keys
-        for action in ["", "look around", "Action: finish[42]", "\\boxed{7}"]:
-            _, reward, terminated, truncated, info = env.step(action)
-            assert set(info) == keys
-            assert isinstance(info["success"], bool)
-            assert isinstance(info["feedback"], str)
-            assert 0.0 <= info["score"] <= 1.0
-            assert isinstance(reward, float)
-            if terminated or truncated:
-                break
-    finally:
-        env.close()
+def test_info_has_the_same_keys_on_every_step(env):
+    _, info = env.reset(seed=0)
+    keys = set(info)
+    assert {"task_id", "success", "score", "feedback"} <= keys
+    for action in ["", "look around", "Action: finish[42]", "\\boxed{7}"]:
+        _, reward, terminated, truncated, info = env.step(action)
+        assert set(info) == keys
+        assert isinstance(info["success"], bool)
+        assert isinstance(info["feedback"], str)
+        assert 0.0 <= info["score"] <= 1.0
+        assert isinstance(reward, float)
+        if terminated or truncated:
+            break
 
 
 @pytest.mark.parametrize("fuzz_name", sorted(FUZZ_ACTIONS))
-def test_action_fuzz(env_id, fuzz_name):
-    env = gymnasium.make(env_id)
-    try:
-        env.reset(seed=7)
-        start = time.monotonic()
-        observation, reward, _, _, info = env.step(FUZZ_ACTIONS[fuzz_name])
-        elapsed = time.monotonic() - start
-        assert isinstance(observation, str)
-        assert env.observation_space.contains(observation)
-        # A hang check, not a speed target: verification has a hard deadline of a few seconds.
-        assert elapsed < 30, f"{env_id} took {elapsed:.1f}s on {fuzz_name}"
-        if env_id != "Mulligan/Constraints-v0":
-            # Garbage earns no more than a wrong answer, which earns 0 by default. (Constraint
-            # checks score any text; an empty reply may legitimately satisfy some constraints.)
-            assert reward <= 0.0
-            assert not info["success"]
-    finally:
-        env.close()
+def test_action_fuzz(env_id, env, fuzz_name):
+    env.reset(seed=7)
+    start = time.monotonic()
+    observation, reward, _, _, info = env.step(FUZZ_ACTIONS[fuzz_name])
+    elapsed = time.monotonic() - start
+    assert isinstance(observation, str)
+    assert env.observation_space.contains(observation)
+    # A hang check, not a speed target: verification has a hard deadline of a few seconds.
+    assert elapsed < 30, f"{env_id} took {elapsed:.1f}s on {fuzz_name}"
+    if env_id != "Mulligan/Constraints-v0":
+        # Garbage earns no more than a wrong answer, which earns 0 by default. (Constraint
+        # checks score any text; an empty reply may legitimately satisfy some constraints.)
+        assert reward <= 0.0
+        assert not info["success"]
     import os
 
     assert not os.path.exists("/tmp/mulligan_pwned"), "an env executed model text"

@@ -31,6 +31,9 @@ class EnvEntry:
         max_episode_steps: Turn cap applied by ``gymnasium.make`` (``None`` for single-turn envs).
         feedback_template: Default retry template (``None``: RISE's).
         retry_reward: Default retry objective, ``"last"`` or ``"max"``.
+        nondeterministic: Whether the same seed can give different observations. Only the real
+            ScienceWorld simulator sets it: its Java world lists a room's objects in hash order, so
+            the text of a reset varies even though the task and its state do not.
     """
 
     name: str
@@ -40,6 +43,7 @@ class EnvEntry:
     max_episode_steps: int | None = None
     feedback_template: str | None = None
     retry_reward: str = "last"
+    nondeterministic: bool = False
 
     @property
     def id(self) -> str:
@@ -63,7 +67,7 @@ ENVS: tuple[EnvEntry, ...] = (
              max_episode_steps=10),
     EnvEntry("ScienceWorld-v0", "mulligan.envs.scienceworld", "ScienceWorldEnv",
              "The real ScienceWorld simulator (30 tasks; needs the scienceworld extra and a JRE).",
-             max_episode_steps=100),
+             max_episode_steps=100, nondeterministic=True),
     EnvEntry("MiniScience-v0", "mulligan.envs.miniscience", "MiniScienceEnv",
              "A fast pure-Python science world with ScienceWorld's action grammar.",
              max_episode_steps=100),
@@ -112,6 +116,7 @@ def register_all() -> None:
             id=entry.id,
             entry_point=f"{__name__}:make_{entry.class_name}",
             max_episode_steps=entry.max_episode_steps,
+            nondeterministic=entry.nondeterministic,
             disable_env_checker=False,
         )
 
