@@ -102,7 +102,8 @@ class HFAgent(Agent):
             ``PreTrainedModel``.
         tokenizer: A tokenizer, required with a loaded model; loaded from ``model`` otherwise.
         device: Where to run (default: the loaded model's device, else CUDA when available, else CPU).
-        dtype: Torch dtype (or its name, e.g. ``"bfloat16"``) to load the model in.
+        dtype: Torch dtype (or its name, e.g. ``"bfloat16"``, or ``"auto"`` for the checkpoint's own)
+            to load the model in.
         temperature: Sampling temperature; 0 decodes greedily.
         top_p: Nucleus sampling mass in (0, 1].
         max_new_tokens: Tokens generated per action at most.
@@ -141,10 +142,12 @@ class HFAgent(Agent):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if isinstance(stop, str):
             raise ValueError("stop must be a sequence of strings, e.g. ['\\nObservation:'], not a str")
-        if isinstance(dtype, str):
+        if isinstance(dtype, str) and dtype != "auto":
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
-                raise ValueError(f"unknown dtype {dtype!r}; use a torch dtype name such as 'bfloat16'")
+                raise ValueError(f"unknown dtype {dtype!r}; use 'auto' or a torch dtype name such as 'bfloat16'")
             dtype = getattr(torch, dtype)
+        if dtype == "auto" and not isinstance(model, str):
+            raise ValueError("dtype='auto' applies when loading a model by name or path, not to a loaded model")
 
         if isinstance(model, str):
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -288,8 +291,8 @@ class HFAgent(Agent):
                     text=c.text.strip() if not self.uses_chat_template else c.text,
                     prompt=prompts[i],
                     prompt_ids=list(prompt_ids[i]),
-                    completion_ids=c.ids,
-                    logprobs=c.logprobs,
+                    completion_ids=list(c.ids),
+                    logprobs=list(c.logprobs),
                     metadata={"finish_reason": c.finish_reason, "model": self.name_or_path},
                 )
                 for c in completions
