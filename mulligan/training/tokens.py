@@ -46,8 +46,9 @@ class TokenizedEpisode:
 
     Attributes:
         input_ids: Token ids of the whole rendered conversation.
-        assistant_mask: 1 for tokens the agent produced (content and end-of-turn of assistant
-            messages), 0 for everything else (system, user/env turns, assistant headers).
+        assistant_mask: 1 for tokens the agent produced (content and end-of-sequence token of
+            assistant messages), 0 for everything else (system, user/env turns, assistant headers,
+            template text after the end-of-sequence token).
         turn_index: For each token, the index of the message it belongs to.
         text: The rendered conversation.
     """
@@ -96,6 +97,7 @@ def tokenize_conversation(
         mask.extend([int(learned)] * len(ids))
         turns.extend([turn] * len(ids))
 
+    eos = getattr(tokenizer, "eos_token", None)
     for k, message in enumerate(messages):
         if message["role"] == "assistant":
             with_header = render_conversation(tokenizer, messages[:k], add_generation_prompt=True)
@@ -104,7 +106,13 @@ def tokenize_conversation(
             rendered = with_header
         full = render_conversation(tokenizer, messages[: k + 1])
         _check_prefix(rendered, full, k)
-        add(full[len(rendered):], message["role"] == "assistant" and k in learn, k)
+        span = full[len(rendered):]
+        learned = message["role"] == "assistant" and k in learn
+        # The model stops at its end-of-sequence token; whatever the template writes after it (a
+        # newline in ChatML) is never generated, so it is context, not a learned token.
+        cut = span.rfind(eos) + len(eos) if learned and eos and eos in span else len(span)
+        add(span[:cut], learned, k)
+        add(span[cut:], False, k)
         rendered = full
     return TokenizedEpisode(input_ids, mask, turns, rendered)
 
