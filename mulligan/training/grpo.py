@@ -268,14 +268,13 @@ def episode_sample(tokenizer, messages: Sequence[dict[str, str]]) -> EpisodeSamp
     """Split a tokenized episode into a prompt and one completion with its ``env_mask``.
 
     The prompt is everything before the model's first token; the completion stops after the
-    model's last token (its end-of-turn token when it ended its turn), and ``env_mask`` is
-    :func:`mulligan.training.ppo.model_token_mask` over that span.
+    model's last token (its end-of-turn token when it ended its turn), and ``env_mask`` is the
+    episode's assistant mask over that span.
     """
-    from mulligan.training.ppo import model_token_mask
     from mulligan.training.tokens import tokenize_conversation
 
     episode = tokenize_conversation(tokenizer, messages)
-    mask = model_token_mask(tokenizer, episode)
+    mask = episode.assistant_mask
     learned = [t for t, m in enumerate(mask) if m]
     if not learned:
         raise ValueError("the episode has no model tokens: it needs at least one assistant message")

@@ -390,33 +390,6 @@ class EpisodeBatch:
                                                           self.action_mask, self.env_rewards)))
 
 
-def model_token_mask(tokenizer, episode: Any) -> list[int]:
-    """The episode's assistant mask without template text after each turn's end-of-turn token.
-
-    :func:`~mulligan.training.tokens.tokenize_conversation` marks a whole assistant span as the
-    model's, including what the chat template appends after the end-of-turn token (ChatML's
-    newline). Generation stops at that token, so the model never emits what follows; learning it
-    would credit the policy with actions it did not take.
-    """
-    end_ids = set(_as_list(tokenizer.eos_token_id))
-    mask = list(episode.assistant_mask)
-    ended_turn = None
-    for t, (token, turn) in enumerate(zip(episode.input_ids, episode.turn_index, strict=True)):
-        if not mask[t]:
-            continue
-        if ended_turn == turn:
-            mask[t] = 0
-        elif token in end_ids:
-            ended_turn = turn
-    return mask
-
-
-def _as_list(value: Any) -> list[int]:
-    if value is None:
-        return []
-    return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
-
-
 def episodes_to_batch(trajectories: Sequence[Any], tokenizer, pad_token_id: int | None = None) -> EpisodeBatch:
     """Tokenize trajectories (model tokens masked in, env tokens out) and pad them into a batch.
 
@@ -427,7 +400,7 @@ def episodes_to_batch(trajectories: Sequence[Any], tokenizer, pad_token_id: int 
     rows = []
     for trajectory in trajectories:
         episode = tokenize_conversation(tokenizer, trajectory.messages)
-        mask = model_token_mask(tokenizer, episode)
+        mask = episode.assistant_mask
         assistant_messages = [k for k, m in enumerate(trajectory.messages) if m["role"] == "assistant"]
         rewards = [0.0] * len(episode.input_ids)
         for message_index, turn in zip(assistant_messages, trajectory.turns, strict=False):
