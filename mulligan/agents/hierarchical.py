@@ -63,71 +63,11 @@ from typing import Any
 from mulligan.agents.base import Action, Agent, AgentInput, Message
 from mulligan.agents.context import split_head
 
-#: The executor's answer when its sub-goal is done (the same string as ``mulligan.envs.subgoals``).
-END_SUBGOAL = "END_SG()"
+# The prompt formats are defined once, next to the training records they render.
+from mulligan.envs.subgoals import executor_prompt, planner_prompt
 
 #: Embeds texts as vectors, for embedding-based action mapping.
 EmbedFunction = Callable[[Sequence[str]], Sequence[Sequence[float]]]
-
-
-def _render_context(
-    task: str,
-    completed_subgoals: Sequence[str],
-    history: Sequence[Mapping[str, str]],
-    observation: str,
-) -> list[str]:
-    lines = [f"Task: {task}", "Completed sub-goals: " + ("; ".join(completed_subgoals) or "none")]
-    if history:
-        lines.append("History:")
-        for turn in history:
-            lines.append(f"> {turn['action']}")
-            lines.append(turn["observation"])
-    lines.append(f"Observation: {observation}")
-    return lines
-
-
-def planner_prompt(
-    task: str,
-    completed_subgoals: Sequence[str] = (),
-    history: Sequence[Mapping[str, str]] = (),
-    observation: str = "",
-) -> str:
-    """The planner's input: the context, ending with ``Next sub-goal:``.
-
-    Args:
-        task: The task description.
-        completed_subgoals: Sub-goal texts finished so far, oldest first.
-        history: Recent steps as ``{"action": ..., "observation": ...}`` dicts, oldest first.
-        observation: The latest observation.
-
-    Returns:
-        The prompt text (see the module docstring for the format); the target is the next
-        sub-goal's text, e.g. ``"pick_up(thermometer)"``.
-    """
-    return "\n".join([*_render_context(task, completed_subgoals, history, observation), "Next sub-goal:"])
-
-
-def executor_prompt(
-    task: str,
-    subgoal: str,
-    completed_subgoals: Sequence[str] = (),
-    history: Sequence[Mapping[str, str]] = (),
-    observation: str = "",
-) -> str:
-    """The executor's input: the context and the current sub-goal, ending with ``Next action:``.
-
-    Args:
-        task: The task description.
-        subgoal: The sub-goal being executed.
-        completed_subgoals: Sub-goal texts finished before it, oldest first.
-        history: The current sub-goal's recent steps as ``{"action", "observation"}`` dicts.
-        observation: The latest observation.
-
-    Returns:
-        The prompt text; the target is the next action, or ``END_SG()`` when the sub-goal is done.
-    """
-    lines = _render_context(task, completed_subgoals, history, observation)
-    return "\n".join([*lines, f"Current sub-goal: {subgoal}", "Next action:"])
 
 
 def prompt_for_record(record: Mapping[str, Any]) -> str:

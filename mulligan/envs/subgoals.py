@@ -55,7 +55,7 @@ ending with ``Next action:`` (executor) or ``Next sub-goal:`` (planner, first st
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -347,21 +347,71 @@ class AnnotatedTrajectory:
         return {**asdict(self), "subgoals": [g.to_dict() for g in self.subgoals]}
 
 
-def _render(record: dict[str, Any], kind: str) -> str:
-    lines = [f"Task: {record['task']}"]
-    lines.append("Completed sub-goals: " + ("; ".join(record["completed_subgoals"]) or "none"))
-    if record["history"]:
+def _render_context(
+    task: str,
+    completed_subgoals: Sequence[str],
+    history: Sequence[Mapping[str, str]],
+    observation: str,
+) -> list[str]:
+    lines = [f"Task: {task}", "Completed sub-goals: " + ("; ".join(completed_subgoals) or "none")]
+    if history:
         lines.append("History:")
-        for turn in record["history"]:
+        for turn in history:
             lines.append(f"> {turn['action']}")
             lines.append(turn["observation"])
-    lines.append(f"Observation: {record['observation']}")
+    lines.append(f"Observation: {observation}")
+    return lines
+
+
+def planner_prompt(
+    task: str,
+    completed_subgoals: Sequence[str] = (),
+    history: Sequence[Mapping[str, str]] = (),
+    observation: str = "",
+) -> str:
+    """The planner's input: the context, ending with ``Next sub-goal:``.
+
+    Args:
+        task: The task description.
+        completed_subgoals: Sub-goal texts finished so far, oldest first.
+        history: Recent steps as ``{"action": ..., "observation": ...}`` dicts, oldest first.
+        observation: The latest observation.
+
+    Returns:
+        The prompt text (see the module docstring for the format); the target is the next
+        sub-goal's text, e.g. ``"pick_up(thermometer)"``.
+    """
+    return "\n".join([*_render_context(task, completed_subgoals, history, observation), "Next sub-goal:"])
+
+
+def executor_prompt(
+    task: str,
+    subgoal: str,
+    completed_subgoals: Sequence[str] = (),
+    history: Sequence[Mapping[str, str]] = (),
+    observation: str = "",
+) -> str:
+    """The executor's input: the context and the current sub-goal, ending with ``Next action:``.
+
+    Args:
+        task: The task description.
+        subgoal: The sub-goal being executed.
+        completed_subgoals: Sub-goal texts finished before it, oldest first.
+        history: The current sub-goal's recent steps as ``{"action", "observation"}`` dicts.
+        observation: The latest observation.
+
+    Returns:
+        The prompt text; the target is the next action, or ``END_SG()`` when the sub-goal is done.
+    """
+    lines = _render_context(task, completed_subgoals, history, observation)
+    return "\n".join([*lines, f"Current sub-goal: {subgoal}", "Next action:"])
+
+
+def _render(record: dict[str, Any], kind: str) -> str:
+    fields = {k: record[k] for k in ("task", "completed_subgoals", "history", "observation")}
     if kind == "executor":
-        lines.append(f"Current sub-goal: {record['subgoal']}")
-        lines.append("Next action:")
-    else:
-        lines.append("Next sub-goal:")
-    return "\n".join(lines)
+        return executor_prompt(subgoal=record["subgoal"], **fields)
+    return planner_prompt(**fields)
 
 
 def build_training_views(trajectory: AnnotatedTrajectory, history_len: int = 4) -> list[dict[str, Any]]:
