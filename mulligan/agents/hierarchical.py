@@ -64,7 +64,19 @@ from mulligan.agents.base import Action, Agent, AgentInput, Message
 from mulligan.agents.context import split_head
 
 # The prompt formats are defined once, next to the training records they render.
-from mulligan.envs.subgoals import executor_prompt, planner_prompt
+from mulligan.envs.subgoals import END_SUBGOAL, executor_prompt, planner_prompt
+
+__all__ = [
+    "END_SUBGOAL",
+    "HierarchicalAgent",
+    "executor_prompt",
+    "is_end_subgoal",
+    "most_similar_action",
+    "planner_prompt",
+    "prompt_for_record",
+    "string_similarity",
+    "task_description",
+]
 
 #: Embeds texts as vectors, for embedding-based action mapping.
 EmbedFunction = Callable[[Sequence[str]], Sequence[Sequence[float]]]
