@@ -103,7 +103,7 @@ def test_rwr_weights_exp_reward_over_tau_on_the_last_turn_only():
     dataset = rwr_dataset(tok, [{"messages": messages, "reward": 0.6}], tau=0.4)
     row = dataset[0]
     learned = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
-    assert tok.decode(learned) == "apple<|im_end|>\n"  # not "nope", not the env's turns
+    assert tok.decode(learned) == "apple<|im_end|>"  # not "nope", not the env's turns
     expected = math.exp(0.6 / 0.4)
     for label, weight in zip(row["labels"], row["loss_weights"], strict=True):
         assert weight == (pytest.approx(expected) if label != -100 else 0.0)

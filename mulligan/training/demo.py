@@ -69,7 +69,7 @@ class DemoConfig:
     rise_eval_tasks: int = field(default=32, metadata={"help": "Held-out tasks for the RISE metrics."})
     max_number: int = field(default=5, metadata={"help": "Numbers in problems range over 1..max_number."})
     templates: str = field(default="shopping,ages", metadata={"help": "Problem templates, comma-separated."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Tokens per answer."})
+    max_new_tokens: int = field(default=72, metadata={"help": "Tokens per answer (the teacher writes about 60)."})
     seed: int = field(default=0, metadata={"help": "Seed."})
     torch_threads: int = field(default=0, metadata={"help": "Torch CPU threads (0: default)."})
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
