@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from mulligan.envs.core import MulliganEnv, StepOutcome, stable_task_id, truncate_for_feedback
 from mulligan.envs.generators.math import MathGeneratorConfig, generate_math_task
@@ -268,9 +268,12 @@ class MathEnv(MulliganEnv):
     * ``num_tasks`` (int | None): cap on the dataset size.
     * ``generator_config`` (:class:`~mulligan.envs.generators.math.MathGeneratorConfig` | None).
     * ``format_reward`` (float, 0.0): reward when no answer can be extracted.
-    * ``instruction`` (str): text appended to each question.
+    * ``instruction`` (str | None): text appended to each question (``None``: the default).
     * ``verify_timeout`` (float, 5.0): hard deadline of one symbolic check, in seconds.
     """
+
+    #: The instruction appended to each question when ``instruction`` is not given.
+    default_instruction: ClassVar[str] = DEFAULT_INSTRUCTION
 
     def __init__(
         self,
@@ -281,11 +284,12 @@ class MathEnv(MulliganEnv):
         num_tasks: int | None = None,
         generator_config: MathGeneratorConfig | None = None,
         format_reward: float = 0.0,
-        instruction: str = DEFAULT_INSTRUCTION,
+        instruction: str | None = None,
         verify_timeout: float = DEFAULT_TIMEOUT,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
+        instruction = self.default_instruction if instruction is None else instruction
         if not verify_timeout > 0:
             raise ValueError(f"verify_timeout must be positive, got {verify_timeout!r}")
         if not isinstance(instruction, str):

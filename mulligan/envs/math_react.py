@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 from typing import Any
 
-from mulligan.envs.core import MulliganEnv, StepOutcome, truncate_for_feedback
-from mulligan.envs.generators.math import MathGeneratorConfig
-from mulligan.envs.math import MathTaskSource, normalize_math_record, score_final_answer
+from mulligan.envs.core import StepOutcome, truncate_for_feedback
+from mulligan.envs.math import MathEnv, score_final_answer
 from mulligan.envs.verifiers.calculator import CalculatorError, calculate
-from mulligan.envs.verifiers.math import DEFAULT_TIMEOUT, MAX_ANSWER_CHARS, extract_answer
+from mulligan.envs.verifiers.math import MAX_ANSWER_CHARS, extract_answer
 
 #: What every malformed action is told.
 ACTION_FORMAT = (
@@ -64,7 +61,7 @@ def parse_react_action(text: str) -> tuple[str, str] | None:
     return (tool, argument) if argument else None
 
 
-class MathReActEnv(MulliganEnv):
+class MathReActEnv(MathEnv):
     """Math word problems solved step by step with a calculator tool, in NAT's ReAct format.
 
     ## Description
@@ -99,51 +96,11 @@ class MathReActEnv(MulliganEnv):
     a malformed action, and ``instruction`` (str): the text shown before the question.
     """
 
-    def __init__(
-        self,
-        dataset: str | os.PathLike | None = None,
-        *,
-        split: str | None = None,
-        data_seed: int = 0,
-        num_tasks: int | None = None,
-        generator_config: MathGeneratorConfig | None = None,
-        format_reward: float = 0.0,
-        instruction: str = DEFAULT_INSTRUCTION,
-        verify_timeout: float = DEFAULT_TIMEOUT,
-        render_mode: str | None = None,
-    ):
-        super().__init__(render_mode=render_mode)
-        if not verify_timeout > 0:
-            raise ValueError(f"verify_timeout must be positive, got {verify_timeout!r}")
-        if not isinstance(instruction, str):
-            raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
-        self.source = MathTaskSource(
-            dataset, split=split, data_seed=data_seed, num_tasks=num_tasks, generator_config=generator_config
-        )
-        self.num_tasks = self.source.num_tasks
-        self.format_reward = float(format_reward)
-        self.instruction = instruction
-        self.verify_timeout = float(verify_timeout)
-
-    def get_task(self, index: int) -> dict[str, Any]:
-        """The normalised task record at ``index``."""
-        return self.source.get(index)
-
-    def task_from_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """An explicit task in GSM8K, MATH or normalised format."""
-        return normalize_math_record(record)
-
-    def task_id(self, task: Mapping[str, Any], index: int | None) -> str:
-        """Stable: the source and index, or a content hash for explicit records."""
-        return self.source.task_id(task, index)
+    default_instruction = DEFAULT_INSTRUCTION
 
     def default_info(self) -> dict[str, Any]:
         """MathReAct adds ``parsed_answer``, ``gold_answer`` and ``action_type``."""
-        return {
-            "parsed_answer": None,
-            "gold_answer": self.task["final_answer"] if self.task else "",
-            "action_type": None,
-        }
+        return {**super().default_info(), "action_type": None}
 
     def _start(self, task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         question = task["question"].strip()
