@@ -258,3 +258,14 @@ def test_fuzzed_actions_never_raise_and_stay_bounded(env_id):
         _, reward, _, _, info = env.step(action)
         assert time.monotonic() - start < 30
         assert reward <= 0.0 and not info["success"]
+
+
+def test_generator_config_may_be_a_dict_as_json_flags_carry_it():
+    config = {"min_steps": 1, "max_steps": 1, "templates": ["shopping"]}
+    env = gymnasium.make("Mulligan/Math-v0", generator_config=config)
+    env.reset(seed=0)
+    assert env.unwrapped.task["num_steps"] == 1 and env.unwrapped.task["template"] == "shopping"
+    with pytest.raises(ValueError, match="unknown field"):
+        gymnasium.make("Mulligan/Math-v0", generator_config={"steps": 2})
+    with pytest.raises(ValueError, match="max_steps"):
+        gymnasium.make("Mulligan/Math-v0", generator_config={"max_steps": 99})

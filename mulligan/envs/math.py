@@ -168,7 +168,8 @@ class MathTaskSource:
         data_seed: Seed of the procedural generator.
         num_tasks: Cap on the number of tasks (``None``: endless for the generator's train split,
             :data:`PROCEDURAL_TEST_SIZE` for its test split, the whole file otherwise).
-        generator_config: The generator's configuration.
+        generator_config: The generator's configuration, or a dict of its fields (what a JSON
+            ``--env_kwargs`` flag can carry).
     """
 
     def __init__(
@@ -178,8 +179,16 @@ class MathTaskSource:
         split: str | None = None,
         data_seed: int = 0,
         num_tasks: int | None = None,
-        generator_config: MathGeneratorConfig | None = None,
+        generator_config: MathGeneratorConfig | Mapping[str, Any] | None = None,
     ):
+        if isinstance(generator_config, Mapping):
+            fields = dict(generator_config)
+            if isinstance(fields.get("templates"), list):
+                fields["templates"] = tuple(fields["templates"])
+            try:
+                generator_config = MathGeneratorConfig(**fields)
+            except TypeError as err:
+                raise ValueError(f"generator_config has an unknown field: {err}") from err
         if num_tasks is not None and (isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1):
             raise ValueError(f"num_tasks must be a positive int or None, got {num_tasks!r}")
         if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
@@ -266,7 +275,8 @@ class MathEnv(MulliganEnv):
     * ``split`` (str | None): ``"train"`` or ``"test"`` for the generator (disjoint); ``None`` otherwise.
     * ``data_seed`` (int, 0): seed of the generator.
     * ``num_tasks`` (int | None): cap on the dataset size.
-    * ``generator_config`` (:class:`~mulligan.envs.generators.math.MathGeneratorConfig` | None).
+    * ``generator_config`` (:class:`~mulligan.envs.generators.math.MathGeneratorConfig`, a dict of
+      its fields, or None).
     * ``format_reward`` (float, 0.0): reward when no answer can be extracted.
     * ``instruction`` (str | None): text appended to each question (``None``: the default).
     * ``verify_timeout`` (float, 5.0): hard deadline of one symbolic check, in seconds.
@@ -282,7 +292,7 @@ class MathEnv(MulliganEnv):
         split: str | None = None,
         data_seed: int = 0,
         num_tasks: int | None = None,
-        generator_config: MathGeneratorConfig | None = None,
+        generator_config: MathGeneratorConfig | Mapping[str, Any] | None = None,
         format_reward: float = 0.0,
         instruction: str | None = None,
         verify_timeout: float = DEFAULT_TIMEOUT,
