@@ -4,37 +4,16 @@ from __future__ import annotations
 
 import gymnasium
 import pytest
-import torch
+from rl_helpers import SMALL, ScriptedAgent
 
 import mulligan  # noqa: F401 - registers the ids
-from mulligan.agents.base import Action, Agent
-from mulligan.agents.tiny import TinyModelConfig, build_tiny_model
+from mulligan.agents.tiny import build_tiny_model
 from mulligan.envs.wrappers import RetryWithFeedback
 from mulligan.training.corgi import CORGIConfig, main, train_corgi
 from mulligan.training.ppo import episodes_to_batch
 from mulligan.training.rollout import collect_episodes
 
-SMALL = TinyModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                        max_position_embeddings=512)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class ScriptedAgent(Agent):
-    """Answers each turn from a fixed list."""
-
-    def __init__(self, answers):
-        self.answers = list(answers)
-
-    def act(self, inputs):
-        """The next scripted answer for every input, by turn number."""
-        return [Action(text=self.answers[sum(m["role"] == "assistant" for m in x.messages)]) for x in inputs]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_config_builds_corgi_sessions_and_the_baseline():

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 import torch
+from rl_helpers import ECHO_KWARGS, SMALL, ScriptedAgent, warm_start
 
 import mulligan  # noqa: F401 - registers the ids
-from mulligan.agents.base import Action, Agent
-from mulligan.agents.tiny import TinyModelConfig, build_tiny_model, save_tiny_model
+from mulligan.agents.tiny import build_tiny_model, save_tiny_model
 from mulligan.training.ppo import (
     PPOConfig,
     PPOTrainer,
@@ -21,56 +20,12 @@ from mulligan.training.ppo import (
     explained_variance,
     latest_checkpoint,
     main,
-    masked_mean,
     ppo_loss,
 )
 from mulligan.training.rollout import collect_episodes
 from mulligan.training.tokens import tokenize_conversation
 
-SMALL = TinyModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                        max_position_embeddings=256)
-# Echo whose only target is "a", with partial credit: the policy must learn to answer "a" and stop.
-ECHO_KWARGS = {"vocabulary": ["a"], "partial_credit": True}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CI machine is shared: one intra-op thread is faster than two fighting for two cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def warm_start(answers=("a", "b", "c", "d"), steps: int = 40, seed: int = 0):
-    """A small tiny model taught to answer Echo with a random word of ``answers`` (ignoring the target)."""
-    model, tokenizer = build_tiny_model(TinyModelConfig(**{**SMALL.__dict__, "seed": seed}))
-    rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        rows = [tokenize_conversation(tokenizer, [
-            {"role": "user", "content": f"Repeat exactly: {rng.choice(answers)}"},
-            {"role": "assistant", "content": rng.choice(answers)},
-        ]) for _ in range(16)]
-        ids = torch.tensor([r.input_ids for r in rows])
-        mask = torch.tensor([r.assistant_mask for r in rows])
-        logprobs = torch.log_softmax(model(input_ids=ids).logits[:, :-1], -1).gather(-1, ids[:, 1:, None])
-        loss = -masked_mean(logprobs.squeeze(-1), mask[:, 1:])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model, tokenizer
-
-
-class ScriptedAgent(Agent):
-    """Answers each turn from a fixed list (a real Agent, for mask tests)."""
-
-    def __init__(self, answers):
-        self.answers = list(answers)
-
-    def act(self, inputs):
-        """The next scripted answer for every input, by turn number."""
-        return [Action(text=self.answers[sum(m["role"] == "assistant" for m in x.messages)]) for x in inputs]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------------- GAE and loss

@@ -240,11 +240,29 @@ def run_demo(config: DemoConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def _quiet_libraries() -> None:
+    """Keep the demo's output to its own log, bars and table: silence library chatter that says nothing here.
+
+    Weight-loading and dataset-mapping bars repeat for every model; the two warnings are about
+    defaults that do not apply on a CPU (pinned memory) or to this run (a renamed argument TRL passes).
+    """
+    import warnings
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator", category=UserWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``mulligan demo``: parse :class:`DemoConfig` flags and run the main job."""
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(DemoConfig, prog="mulligan demo", description=__doc__.split("\n")[0])
     (config,) = parser.parse_args_into_dataclasses(args=argv if argv is not None else sys.argv[1:])
+    _quiet_libraries()
     run_demo(config)
     return 0
