@@ -98,3 +98,24 @@ def test_shared_model_serves_both_roles(tmp_path):
     summary = train_subgoal(config)
     assert summary["models"]["planner"] == summary["models"]["executor"]
     assert set(summary["training"]) == {"shared"}
+
+
+def test_flat_agent_maps_invalid_actions_to_the_nearest_valid_one():
+    class Garbler(Agent):
+        def act(self, inputs):
+            return [Action(text="opn dor to kitchn\nmore text") for _ in inputs]
+
+    agent = FlatAgent(Garbler())
+    messages = [{"role": "user", "content": "Your task is to boil water.\n\nYou are in the hallway."}]
+    valid = ["open door to kitchen", "go to kitchen", "look around"]
+    mapped, unmapped = agent.act([AgentInput(messages, info={"valid_actions": valid}), AgentInput(messages)])
+    assert mapped.text == "open door to kitchen"
+    assert unmapped.text == "opn dor to kitchn"  # no valid actions offered: the first line, as generated
+
+
+def test_eval_env_defaults_to_the_training_env_on_test_variations():
+    from mulligan.training.subgoal import eval_env_options
+
+    config = SubgoalConfig(env_kwargs='{"task": "boil"}')
+    assert eval_env_options(config) == {"task": "boil", "variation": "test", "include_valid_actions": True}
+    assert eval_env_options(SubgoalConfig(eval_env_kwargs='{"variation": 3}')) == {"variation": 3}

@@ -63,6 +63,9 @@ def _steps(messages: Sequence[Mapping[str, str]]) -> tuple[str, list[dict[str, s
 class FlatAgent(Agent):
     """The flat baseline at inference: renders :func:`flat_prompt` from the conversation, one line out.
 
+    An action not among the env's ``info["valid_actions"]`` (when the env lists them) is mapped to the
+    most similar valid one, as :class:`~mulligan.agents.hierarchical.HierarchicalAgent` does.
+
     Args:
         policy: The imitation-trained model's agent (an ``HFAgent``).
         history_len: Steps of history shown, as in training.
@@ -70,8 +73,9 @@ class FlatAgent(Agent):
     """
 
     def __init__(self, policy: Agent, history_len: int = 4, stop: Sequence[str] = ("\n",)):
-        from mulligan.agents.hierarchical import task_description
+        from mulligan.agents.hierarchical import most_similar_action, task_description
 
+        self.most_similar_action = most_similar_action
         self.policy = policy
         self.history_len = history_len
         self.stop = tuple(stop)
@@ -88,8 +92,17 @@ class FlatAgent(Agent):
             prompts.append(AgentInput([{"role": "user", "content": prompt}], item.task, item.info, item.env_id,
                                       self.stop))
         actions = self.policy.act(prompts)
-        return [Action((a.text.strip().split("\n") or [""])[0].strip(), a.prompt, a.prompt_ids, a.completion_ids,
-                       a.logprobs, a.metadata) for a in actions]
+        chosen = []
+        for item, action in zip(inputs, actions, strict=True):
+            text = (action.text.strip().split("\n") or [""])[0].strip()
+            # Like HierarchicalAgent, map an invalid action to the most similar valid one when the
+            # env lists them, so the baseline is compared on equal terms (paper Sec. 4).
+            valid = (item.info or {}).get("valid_actions") or []
+            if valid and text not in valid:
+                text = self.most_similar_action(text, valid)
+            chosen.append(Action(text, action.prompt, action.prompt_ids, action.completion_ids, action.logprobs,
+                                 action.metadata))
+        return chosen
 
     def reset(self, seed: int | None = None) -> None:
         """Reseed the policy."""
@@ -145,7 +158,10 @@ class SubgoalConfig:
     Attributes:
         env_id: ``Mulligan/MiniScience-v0`` (default) or ``Mulligan/ScienceWorld-v0``.
         env_kwargs: JSON kwargs for the training env (gold paths).
-        eval_env_kwargs: JSON kwargs for the held-out env (MiniScience: ``{"variation": "test"}``).
+        eval_env_kwargs: JSON kwargs for the held-out env; empty means the training env's kwargs on
+            the test variations with the valid actions offered (``{..., "variation": "test",
+            "include_valid_actions": true}``), so that both agents map an invalid action to the
+            nearest valid one, as the paper's agent does (Sec. 4).
         output_dir: ``planner/``, ``executor/`` (or ``shared/``), ``flat/`` and results go here.
         model: Starting model for every policy: a Hugging Face id or path, or ``tiny``.
         shared_model: Train one model for both roles (two prompt formats) instead of two.
@@ -174,7 +190,9 @@ class SubgoalConfig:
 
     env_id: str = field(default="Mulligan/MiniScience-v0", metadata={"help": "Science env id."})
     env_kwargs: str = field(default="{}", metadata={"help": "JSON kwargs of the training env."})
-    eval_env_kwargs: str = field(default='{"variation": "test"}', metadata={"help": "JSON kwargs of the eval env."})
+    eval_env_kwargs: str = field(
+        default="", metadata={"help": "JSON kwargs of the eval env ('': the training kwargs on test variations)."}
+    )
     output_dir: str = field(default="runs/subgoal", metadata={"help": "Output folder."})
     model: str = field(default="tiny", metadata={"help": "HF id or path, or 'tiny'."})
     shared_model: bool = field(default=False, metadata={"help": "One model for planner and executor."})
@@ -202,6 +220,8 @@ class SubgoalConfig:
 
     def __post_init__(self) -> None:
         for name in ("env_kwargs", "eval_env_kwargs"):
+            if name == "eval_env_kwargs" and not self.eval_env_kwargs:
+                continue
             try:
                 value = json.loads(getattr(self, name))
             except json.JSONDecodeError as err:
@@ -217,6 +237,13 @@ class SubgoalConfig:
             raise ValueError(f"max_steps must be a positive int, or -1 to use num_train_epochs; got {self.max_steps}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+def eval_env_options(config: SubgoalConfig) -> dict[str, Any]:
+    """The held-out env's kwargs: ``eval_env_kwargs``, or the training kwargs on test variations."""
+    if config.eval_env_kwargs:
+        return json.loads(config.eval_env_kwargs)
+    return {**json.loads(config.env_kwargs), "variation": "test", "include_valid_actions": True}
 
 
 def _train_one(config: SubgoalConfig, conversations: Sequence, output_dir: str) -> dict[str, Any]:
@@ -267,7 +294,7 @@ def evaluate_subgoal_agents(config: SubgoalConfig, models: Mapping[str, str]) ->
     results = {}
     for name, agent in agents.items():
         trajectories = collect_episodes(
-            config.env_id, agent, config.eval_episodes, env_kwargs=json.loads(config.eval_env_kwargs),
+            config.env_id, agent, config.eval_episodes, env_kwargs=eval_env_options(config),
             seed=config.seed + 1, num_envs=min(16, config.eval_episodes), max_turns=config.eval_max_turns,
             store=TrajectoryStore(os.path.join(config.output_dir, f"eval-{name}.jsonl")),
             progress=not config.disable_tqdm,
