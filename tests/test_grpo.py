@@ -139,7 +139,7 @@ def test_grpo_cli_runs_and_resumes(tmp_path, capsys):
     # Resume to step 2 under another seed: the step-1 record comes from the checkpoint (a fresh run
     # with seed 5 would sample, and log, a different first step).
     more = [("2" if previous == "--max_steps" else arg) for previous, arg in zip(["", *args], args, strict=False)]
-    assert main([*more, "--seed", "5", "--resume_from_checkpoint", "latest"]) == 0
+    assert main([*more, "--seed", "5", "--resume_from_checkpoint", "auto"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
     first = json.loads((tmp_path / "run" / "checkpoint-1" / "trainer_state.json").read_text())["log_history"]
     second = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]

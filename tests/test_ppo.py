@@ -142,7 +142,7 @@ def test_ppo_steps_checkpoints_and_resumes(tmp_path):
     assert (tmp_path / "config.json").exists() and (tmp_path / "value_head.pt").exists()
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
 
-    resumed = PPOTrainer(PPOConfig(**{**config.__dict__, "total_steps": 3, "resume_from_checkpoint": "latest"}),
+    resumed = PPOTrainer(PPOConfig(**{**config.__dict__, "total_steps": 3, "resume_from_checkpoint": "auto"}),
                          *build_tiny_model(SMALL))
     assert resumed.step == 2 and len(resumed.history) == 2
     for (name, a), b in zip(trainer.policy.named_parameters(), resumed.policy.parameters(), strict=True):

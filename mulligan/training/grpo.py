@@ -83,7 +83,7 @@ class GRPOConfig:
         logging_steps: Log every N steps.
         save_steps: Checkpoint every N steps (0: no intermediate checkpoints).
         report_to: ``none``, ``tensorboard``, ``wandb``, ... (any ``transformers`` integration).
-        resume_from_checkpoint: A checkpoint directory, or ``latest`` for the newest in ``output_dir``.
+        resume_from_checkpoint: A checkpoint directory, or ``auto`` for the newest in ``output_dir``.
         progress: Show a progress bar.
         trl_args: JSON object of further ``trl.GRPOConfig`` fields (they override the above).
     """
@@ -125,7 +125,7 @@ class GRPOConfig:
     save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: none until the end)."})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ..."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint directory, or 'latest' in output_dir."}
+        default=None, metadata={"help": "A checkpoint directory, or 'auto' for the latest in output_dir."}
     )
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
     trl_args: str = field(default="{}", metadata={"help": "JSON object of further trl.GRPOConfig fields."})
@@ -531,12 +531,9 @@ def build_grpo_trainer(config: GRPOConfig, model: Any = None, tokenizer: Any = N
 def train_grpo(config: GRPOConfig, model: Any = None, tokenizer: Any = None):
     """Build the GRPO trainer, train (resuming when asked), save the final model; returns the trainer."""
     trainer = build_grpo_trainer(config, model, tokenizer)
-    resume: Any = config.resume_from_checkpoint
-    if resume == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
+    from mulligan.training.nat import resolve_checkpoint
 
-        resume = get_last_checkpoint(config.output_dir) if os.path.isdir(config.output_dir) else None
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint or "", config.output_dir))
     trainer.save_model(config.output_dir)
     return trainer
 

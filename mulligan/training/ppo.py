@@ -89,7 +89,7 @@ class PPOConfig:
         seed: Seed of initialisation, task choice, sampling and minibatch order.
         device: ``cpu``, ``cuda``, ... (default: CUDA when available).
         save_steps: Checkpoint every this many iterations (0: only at the end).
-        resume_from_checkpoint: A checkpoint directory, or ``latest`` for the newest in ``output_dir``.
+        resume_from_checkpoint: A checkpoint directory, or ``auto`` for the newest in ``output_dir``.
         report_to: ``none`` or ``tensorboard``.
         logging_steps: Log every this many iterations.
         progress: Show a progress bar.
@@ -132,7 +132,7 @@ class PPOConfig:
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: CUDA when available)."})
     save_steps: int = field(default=0, metadata={"help": "Checkpoint every N iterations (0: only at the end)."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint directory, or 'latest' in output_dir."}
+        default=None, metadata={"help": "A checkpoint directory, or 'auto' for the latest in output_dir."}
     )
     report_to: str = field(default="none", metadata={"help": "'none' or 'tensorboard'."})
     logging_steps: int = field(default=1, metadata={"help": "Log every N iterations."})
@@ -663,8 +663,8 @@ class PPOTrainer:
         return directory
 
     def load_checkpoint(self, checkpoint: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint` (``"latest"``: the newest in ``output_dir``)."""
-        if str(checkpoint) == "latest":
+        """Restore a checkpoint written by :meth:`save_checkpoint` (``"auto"``: the newest in ``output_dir``)."""
+        if str(checkpoint) == "auto":
             found = latest_checkpoint(self.output_dir)
             if found is None:
                 return  # nothing to resume: a fresh run
