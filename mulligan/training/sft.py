@@ -1,0 +1,111 @@
+"""Supervised fine-tuning plumbing shared by NAT, RISE and sub-goal distillation (infrastructure tier).
+
+* :func:`load_model` / :func:`load_tokenizer`: a causal LM as :class:`~mulligan.training.args.ModelArgs`
+  says (dtype, attention kernel, LoRA adapters).
+* :func:`conversations_to_dataset`: pre-tokenized ``input_ids`` + ``assistant_masks`` for TRL's
+  ``SFTTrainer``, so the loss falls on the agent's turns only.
+* :func:`resolve_checkpoint`: the one meaning of ``--resume_from_checkpoint`` (``""``, ``auto``, a
+  path) for ``Trainer.train``.
+
+The training arguments themselves come from :meth:`~mulligan.training.args.SFTArgs.to_sft_config`
+and :meth:`~mulligan.training.args.SFTArgs.to_training_arguments`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from mulligan.training.args import ModelArgs
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def load_tokenizer(args: ModelArgs, path: str | None = None):
+    """The tokenizer of ``path`` (``args.model`` when ``None``; ``tiny`` is built offline)."""
+    from transformers import AutoTokenizer
+
+    from mulligan.agents.tiny import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(path or args.model))
+
+
+def load_model(args: ModelArgs, path: str | None = None):
+    """A causal LM from ``path`` (``args.model`` when ``None``) in ``args.dtype``, with LoRA if asked.
+
+    With ``args.use_lora`` the returned model is a ``peft`` model whose adapters alone train.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mulligan.agents.tiny import resolve_model
+
+    kwargs: dict[str, Any] = {"dtype": "auto" if args.dtype == "auto" else getattr(torch, _DTYPES[args.dtype])}
+    if args.attn_implementation:
+        kwargs["attn_implementation"] = args.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(path or args.model), **kwargs)
+    lora = args.lora_config()
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora)
+    return model
+
+
+def conversations_to_dataset(tokenizer, conversations: Sequence[Sequence[dict[str, str]]], max_length: int | None):
+    """A pre-tokenized ``datasets.Dataset`` (``input_ids``, ``assistant_masks``) for TRL's SFTTrainer.
+
+    The mask marks the agent's tokens: SFTTrainer turns it into labels (-100 elsewhere), so the
+    loss falls on the agent's turns only. Conversations longer than ``max_length`` keep their start
+    (SFTTrainer truncates the same way); a conversation with no agent token left is dropped.
+
+    Raises:
+        ValueError: If no conversation has an agent token left (the message names the fix).
+    """
+    from datasets import Dataset
+
+    from mulligan.training.chat import tokenize_conversation
+
+    rows: dict[str, list] = {"input_ids": [], "assistant_masks": []}
+    for messages in conversations:
+        episode = tokenize_conversation(tokenizer, messages)
+        ids, mask = episode.input_ids, episode.assistant_mask
+        if max_length is not None:
+            ids, mask = ids[:max_length], mask[:max_length]
+        if not any(mask):
+            continue  # nothing of the agent's left to learn
+        rows["input_ids"].append(ids)
+        rows["assistant_masks"].append(mask)
+    if not rows["input_ids"]:
+        raise ValueError(
+            f"no conversation has an agent turn left to learn after truncation to max_length={max_length}; "
+            "raise --max_length"
+        )
+    return Dataset.from_dict(rows)
+
+
+def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """``resume_from_checkpoint`` for ``Trainer.train``.
+
+    Args:
+        value: ``""`` (or ``None``) starts fresh; ``auto`` resumes from the latest
+            ``checkpoint-*`` in ``output_dir``, or starts fresh if there is none; anything else is
+            a checkpoint folder.
+        output_dir: Where the Trainer writes its checkpoints.
+
+    Raises:
+        FileNotFoundError: If ``value`` names a folder that does not exist.
+    """
+    if not value:
+        return None
+    if value == "auto":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if not os.path.isdir(value):
+        raise FileNotFoundError(
+            f"resume_from_checkpoint={value!r} is not a checkpoint folder; pass 'auto' for the latest in "
+            f"{output_dir!r}, or '' to start fresh"
+        )
+    return value
