@@ -1,4 +1,4 @@
-"""Mulligan/MiniScience-v0: the pure-Python science world."""
+"""Mulligan/MiniScience-v0: the pure-Python science world (mulligan.envs.miniscience)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mulligan  # noqa: F401 - registers the ids
-from mulligan.envs.generators.science_world import (
+from mulligan.envs.miniscience import TASK_NAMES, TASKS, Task, WorldConfig, build_variation, plan_gold_actions
+from mulligan.envs.miniscience.world import (
+    ANIMALS,
     FREEZER_TEMPERATURE,
     ROOM_TEMPERATURE,
     STOVE_TEMPERATURE,
     SUBSTANCES,
-    TASK_NAMES,
-    ScienceWorldConfig,
-    build_variation,
     make_substance,
-    plan_gold_actions,
 )
 
 ENV_ID = "Mulligan/MiniScience-v0"
@@ -63,7 +61,7 @@ def test_gold_paths_succeed_on_dev_and_test_splits_and_other_seeds():
 
 
 def test_generation_is_deterministic_and_varied():
-    config = ScienceWorldConfig()
+    config = WorldConfig()
     for task in TASK_NAMES:
         plans = [plan_gold_actions(build_variation(config, task, v, 0)) for v in range(8)]
         assert plans[0] == plan_gold_actions(build_variation(config, task, 0, 0))
@@ -87,9 +85,23 @@ def test_task_selection_and_record_round_trip():
         gymnasium.make(ENV_ID, variation="validation")
 
 
-FUZZ = ["", " \n\t ", "\x00\x01\x1b[31m\x7f", "a" * 1_000_000, "é世界🙂\u200b" * 500, "answer \ud800 \udfff",
-        "__import__('os').system('touch /tmp/mulligan_pwned')", "move to", "pour into", "use on",
-        "focus on", "go to nowhere", "open door to", "move stove to stove", "PICK   UP   Thermometer extra"]
+FUZZ = [
+    "",
+    " \n\t ",
+    "\x00\x01\x1b[31m\x7f",
+    "a" * 1_000_000,
+    "é世界🙂\u200b" * 500,
+    "answer \ud800 \udfff",
+    "__import__('os').system('touch /tmp/mulligan_pwned')",
+    "move to",
+    "pour into",
+    "use on",
+    "focus on",
+    "go to nowhere",
+    "open door to",
+    "move stove to stove",
+    "PICK   UP   Thermometer extra",
+]
 
 
 def test_action_fuzz_never_raises_and_pays_nothing():
@@ -165,7 +177,7 @@ def test_stove_boils_water_and_freezer_freezes_it():
 
 
 def test_plants_need_soil_and_water():
-    config = ScienceWorldConfig()
+    config = WorldConfig()
     world = build_variation(config, "grow-plant", 0, 0)
     seed = world.target
     pots = [t for t in world.all_things() if t.name.startswith("flower pot") and not t.contents]
@@ -221,3 +233,68 @@ def test_partial_credit_through_milestones():
     assert scores == sorted(scores)  # the gold path never loses credit
     assert len({s for s in scores if 0.0 < s < 1.0}) >= 2  # partial credit before completion
     assert scores[-1] == 1.0 and terminated
+
+
+def test_every_task_is_one_registered_task_object():
+    assert (
+        TASK_NAMES
+        == tuple(TASKS)
+        == ("boil", "melt", "freeze", "use-thermometer", "grow-plant", "find-living-thing", "find-non-living-thing")
+    )
+    for name, task in TASKS.items():
+        assert isinstance(task, Task) and task.name == name
+        world = build_variation(WorldConfig(), name, 3, 0)
+        assert world.task_spec is task and world.description.startswith("Your task is to")
+        # A task's solver completes its own world (plan() goes through the planner).
+        assert plan_gold_actions(world) and world.completed
+
+
+def test_world_config_fields_are_env_kwargs():
+    env = gymnasium.make(
+        ENV_ID, task="find-living-thing", variation=0, num_animals=5, num_flower_pots=6, closed_doors=False
+    )
+    env.reset()
+    world = env.unwrapped.world
+    assert sum(t.name in ANIMALS for t in world.rooms["outside"].contents) == 5
+    assert sum(t.name.startswith("flower pot") for t in world.rooms["greenhouse"].contents) == 6
+    assert all(world.location.doors.values())
+    info, _ = play(env, env.unwrapped.gold_actions())
+    assert info["success"]
+    for bad in (
+        {"num_animals": 0},
+        {"num_animals": 9},
+        {"num_flower_pots": 1},
+        {"closed_doors": "yes"},
+        {"stall_limit": 0},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            gymnasium.make(ENV_ID, **bad)
+
+
+def test_info_shows_the_room_and_the_inventory_as_free_actions_do():
+    env = gymnasium.make(ENV_ID, task="boil", variation=1)
+    first, info = env.reset(seed=0)
+    assert first.split("\n\n", 1)[1] == info["look"] == env.step("look around")[0]
+    assert info["inventory"] == env.step("inventory")[0] == "In your inventory, you see:\n\tnothing"
+    gold = env.unwrapped.gold_actions()
+    _, _, _, _, info = env.step(gold[0])
+    assert info["look"] == env.unwrapped.world.look()
+    info, _ = play(env, [a for a in gold[1:] if a.startswith("pick up")][:1])
+    assert "thermometer" in info["inventory"] or "pot" in info["inventory"] or "cup" in info["inventory"]
+
+
+def test_stall_limit_ends_an_episode_without_score_change():
+    env = gymnasium.make(ENV_ID, task="boil", variation=0, stall_limit=3)
+    env.reset(seed=0)
+    outcomes = [env.step("look around") for _ in range(3)]
+    assert [o[2] for o in outcomes] == [False, False, True]
+    assert "has not changed in 3 actions" in outcomes[-1][4]["feedback"] and not outcomes[-1][4]["success"]
+    # A score change resets the count: with the paper's 50, no gold path is stopped.
+    paper = gymnasium.make(ENV_ID, stall_limit=50, max_episode_steps=1000)
+    for index in range(70):
+        paper.reset(options={"task_index": index})
+        info, _ = play(paper, paper.unwrapped.gold_actions())
+        assert info["success"], paper.unwrapped.task
+    unlimited = gymnasium.make(ENV_ID, task="boil", variation=0)
+    unlimited.reset(seed=0)
+    assert not any(unlimited.step("look around")[2] for _ in range(20))

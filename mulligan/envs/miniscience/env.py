@@ -1,8 +1,4 @@
-"""``Mulligan/MiniScience-v0``: a fast science world in pure Python with ScienceWorld's grammar.
-
-The world simulation, generator and gold planner live in
-:mod:`mulligan.envs.generators.science_world`; this module is the Gymnasium env.
-"""
+"""``Mulligan/MiniScience-v0``: the Gymnasium env over MiniScience's world, tasks and planner."""
 
 from __future__ import annotations
 
@@ -10,14 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from mulligan.envs.core import MulliganEnv, StepOutcome
-from mulligan.envs.generators.science_world import (
-    NO_MATCH,
-    TASK_NAMES,
-    ScienceWorldConfig,
-    World,
-    build_variation,
-    plan_gold_actions,
-)
+from mulligan.envs.miniscience.planner import plan_gold_actions
+from mulligan.envs.miniscience.tasks import TASK_NAMES, build_variation
+from mulligan.envs.miniscience.world import NO_MATCH, World, WorldConfig
 
 SPLITS = ("train", "dev", "test")
 #: Actions longer than this are not parsed: no command of the grammar is anywhere near as long.
@@ -29,6 +20,17 @@ def split_variation(split: str, k: int) -> int:
     if split == "train":
         return 4 * (k // 2) + k % 2
     return 4 * k + (2 if split == "dev" else 3)
+
+
+def check_stall_limit(stall_limit: Any) -> int | None:
+    """Validate a ``stall_limit`` env argument (``None`` or a positive int)."""
+    if stall_limit is not None and (
+        isinstance(stall_limit, bool) or not isinstance(stall_limit, int) or stall_limit < 1
+    ):
+        raise ValueError(
+            f"stall_limit must be a positive int (the sub-goal paper uses 50) or None, got {stall_limit!r}"
+        )
+    return stall_limit
 
 
 class MiniScienceEnv(MulliganEnv):
@@ -52,7 +54,8 @@ class MiniScienceEnv(MulliganEnv):
     "data_seed"}``; ``env.unwrapped.task`` round-trips.
 
     ## Observation and Action Space
-    Text. On reset: the task description, a blank line and the room description. Actions:
+    Text. On reset: the task description, a blank line and the room description (the same text
+    as ``info["look"]``). Actions:
     ``look around``, ``inventory``, ``wait`` (10 moves), ``wait1``, ``open/close door to ROOM``,
     ``go to ROOM``, ``open/close X``, ``pick up X``, ``put down X``, ``move X to Y``,
     ``pour X into Y``, ``activate/deactivate X``, ``focus on X``, ``use X on Y``, ``examine X``,
@@ -68,12 +71,17 @@ class MiniScienceEnv(MulliganEnv):
     time and sets ``feedback``.
 
     ## Episode End
-    ``terminated`` when the task is completed (``success``) or failed. The env never truncates;
-    registration caps episodes at 100 turns.
+    ``terminated`` when the task is completed (``success``) or failed, or, with ``stall_limit=n``,
+    after ``n`` consecutive actions without a score change (the sub-goal paper's evaluation stops
+    an episode after 50; ``success`` False, the score keeps its partial credit, ``feedback`` says
+    so). The env never truncates; registration caps episodes at 100 turns.
 
     ## Information
     ``task_id``, ``success``, ``score``, ``feedback``, ``moves`` (simulated time), ``task_name``,
-    ``variation``, ``valid_actions`` (with ``include_valid_actions=True``; an empty list otherwise).
+    ``variation``, ``valid_actions`` (with ``include_valid_actions=True``; an empty list otherwise),
+    ``look`` (the room description, as ``look around`` shows it) and ``inventory`` (the inventory
+    listing): the state the sub-goal paper's agents read on every step (``look`` and ``inventory``
+    are free actions in ScienceWorld, so showing them costs the agent nothing).
     On reset the env adds ``gold_actions`` to the task record (``env.unwrapped.task``), which is
     how scripted teachers read the gold path through ``AgentInput.task``.
 
@@ -83,7 +91,15 @@ class MiniScienceEnv(MulliganEnv):
       (variations ``v`` with ``v % 4`` in {0, 1}, 2, 3).
     * ``data_seed`` (int, 0): seed of the world generator.
     * ``closed_doors`` (bool, True): whether doors start closed.
+    * ``num_animals`` (int, 2): animals outside, in [1, 8].
+    * ``num_flower_pots`` (int, 3): flower pots in the greenhouse, in [2, 6].
     * ``include_valid_actions`` (bool, False): put the valid actions in ``info``.
+    * ``stall_limit`` (int | None, None): end the episode after this many consecutive actions
+      without a score change (see Episode End).
+
+    The world's parts live in :mod:`mulligan.envs.miniscience.world` (simulation),
+    :mod:`~mulligan.envs.miniscience.tasks` (one :class:`~mulligan.envs.miniscience.tasks.Task`
+    per task) and :mod:`~mulligan.envs.miniscience.planner` (gold paths).
     """
 
     def __init__(
@@ -93,7 +109,10 @@ class MiniScienceEnv(MulliganEnv):
         variation: int | str = "train",
         data_seed: int = 0,
         closed_doors: bool = True,
+        num_animals: int = 2,
+        num_flower_pots: int = 3,
         include_valid_actions: bool = False,
+        stall_limit: int | None = None,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
@@ -122,10 +141,12 @@ class MiniScienceEnv(MulliganEnv):
         self.task_names = tasks
         self.variation = variation
         self.data_seed = data_seed
-        self.config = ScienceWorldConfig(closed_doors=bool(closed_doors))
+        self.config = WorldConfig(closed_doors=closed_doors, num_animals=num_animals, num_flower_pots=num_flower_pots)
         self.include_valid_actions = bool(include_valid_actions)
+        self.stall_limit = check_stall_limit(stall_limit)
         self.world: World | None = None
         self._score = 0
+        self._stalled = 0
 
     # ----------------------------------------------------------------- task selection
     def get_task(self, index: int) -> dict[str, Any]:
@@ -155,10 +176,16 @@ class MiniScienceEnv(MulliganEnv):
         return f"miniscience-{task['task_name']}-{task['data_seed']}-{task['variation']}"
 
     def default_info(self) -> dict[str, Any]:
-        """MiniScience adds ``moves``, ``task_name``, ``variation`` and ``valid_actions``."""
+        """MiniScience adds ``moves``, ``task_name``, ``variation``, ``valid_actions``, ``look``, ``inventory``."""
         task = self.task or {}
-        return {"moves": 0, "task_name": task.get("task_name", ""), "variation": task.get("variation", -1),
-                "valid_actions": []}
+        return {
+            "moves": 0,
+            "task_name": task.get("task_name", ""),
+            "variation": task.get("variation", -1),
+            "valid_actions": [],
+            "look": "",
+            "inventory": "",
+        }
 
     # ----------------------------------------------------------------- episodes
     def _build(self, task: Mapping[str, Any]) -> World:
@@ -174,12 +201,19 @@ class MiniScienceEnv(MulliganEnv):
         self.world = self._build(task)
         task["gold_actions"] = plan_gold_actions(self._build(task))
         self._score = 0
+        self._stalled = 0
         return f"{self.world.description}\n\n{self.world.look()}", self._info_updates()
 
     def _info_updates(self) -> dict[str, Any]:
         world = self.world
-        return {"moves": world.moves, "task_name": self.task["task_name"], "variation": self.task["variation"],
-                "valid_actions": world.valid_actions() if self.include_valid_actions else []}
+        return {
+            "moves": world.moves,
+            "task_name": self.task["task_name"],
+            "variation": self.task["variation"],
+            "valid_actions": world.valid_actions() if self.include_valid_actions else [],
+            "look": world.look(),
+            "inventory": world.inventory_text(),
+        }
 
     def _step(self, action: str) -> StepOutcome:
         world = self.world
@@ -189,6 +223,8 @@ class MiniScienceEnv(MulliganEnv):
             observation, recognised = world.step(action)
         previous, score = self._score, world.score
         self._score = score
+        self._stalled = 0 if score != previous else self._stalled + 1
+        stalled = self.stall_limit is not None and self._stalled >= self.stall_limit
         feedback = ""
         if not recognised:
             feedback = (
@@ -198,6 +234,15 @@ class MiniScienceEnv(MulliganEnv):
             )
         elif world.failed:
             feedback = "The task failed (for example, by focusing on the wrong object)."
-        terminated = world.completed or world.failed
-        return StepOutcome(observation, (score - previous) / 100, terminated, world.completed, score / 100,
-                           feedback, self._info_updates())
+        elif stalled and not world.completed:
+            feedback = f"The score has not changed in {self.stall_limit} actions: the episode ends."
+        terminated = world.completed or world.failed or stalled
+        return StepOutcome(
+            observation,
+            (score - previous) / 100,
+            terminated,
+            world.completed,
+            score / 100,
+            feedback,
+            self._info_updates(),
+        )
