@@ -58,8 +58,17 @@ def test_check_env_through_registry():
         env.close()
 
 
-FUZZ = ["", " \n\t ", "\x00\x01\x1b[31m\x7f", "a" * 1_000_000, "é世界🙂\u200b" * 500, "answer \ud800 \udfff",
-        "__import__('os').system('touch /tmp/mulligan_pwned')", "go to " + "x" * 900, "focus on"]
+FUZZ = [
+    "",
+    " \n\t ",
+    "\x00\x01\x1b[31m\x7f",
+    "a" * 1_000_000,
+    "é世界🙂\u200b" * 500,
+    "answer \ud800 \udfff",
+    "__import__('os').system('touch /tmp/mulligan_pwned')",
+    "go to " + "x" * 900,
+    "focus on",
+]
 
 
 def test_action_fuzz_never_raises_and_pays_nothing(env):
@@ -120,8 +129,7 @@ def test_failure_terminates_with_zero_score(env):
 
 
 def test_valid_actions_on_request():
-    env = gymnasium.make(ENV_ID, task="find-animal", variation=0, include_valid_actions=True,
-                         generate_gold_path=False)
+    env = gymnasium.make(ENV_ID, task="find-animal", variation=0, include_valid_actions=True, generate_gold_path=False)
     try:
         _, info = env.reset(seed=0)
         assert "look around" in info["valid_actions"]
@@ -147,18 +155,42 @@ def test_no_java_process_is_left_behind():
     assert set(java_children()) == before
 
 
-def test_simulator_death_raises_then_reset_recovers():
+def test_simulator_death_raises_then_reset_recovers(capfd, caplog):
     env = gymnasium.make(ENV_ID, task="find-animal", variation=0, generate_gold_path=False)
     try:
         env.reset(seed=0)
+        capfd.readouterr()
         env.unwrapped.java_process.kill()
         env.unwrapped.java_process.wait()
-        with pytest.raises(SimulatorDiedError, match="reset"):
-            env.step("look around")
+        # Every action, sent to the JVM or refused for its length, raises the same clear error.
+        for action in ("look around", "x" * 5000, "look around"):
+            with pytest.raises(SimulatorDiedError, match="died mid-episode; call reset"):
+                env.step(action)
+        # py4j's tracebacks do not reach the user.
+        captured = capfd.readouterr()
+        assert "Traceback" not in captured.err and "py4j" not in captured.err
+        assert not [r for r in caplog.records if r.name.startswith("py4j")]
         observation, _ = env.reset(seed=0)
         assert observation.startswith("Your task is")
         assert env.unwrapped.simulator_alive()
         assert isinstance(env.step("look around")[0], str)
+    finally:
+        env.close()
+
+
+def test_info_shows_look_and_inventory_and_stall_limit_ends_the_episode():
+    env = gymnasium.make(ENV_ID, task="find-animal", variation=0, generate_gold_path=False, stall_limit=2)
+    try:
+        first, info = env.reset(seed=0)
+        assert first.split("\n\n", 1)[1] == info["look"] and info["look"].startswith("This room is called")
+        assert info["inventory"].startswith("In your inventory")
+        # The first look around scores in find-animal; two actions without a change then end the episode.
+        outcomes = [env.step(action) for action in ("look around", "inventory", "look around")]
+        assert [o[2] for o in outcomes] == [False, False, True]
+        assert outcomes[0][4]["look"].startswith("This room is called")
+        assert outcomes[1][0].strip() == outcomes[1][4]["inventory"].strip()
+        info = outcomes[-1][4]
+        assert not info["success"] and "has not changed in 2 actions" in info["feedback"]
     finally:
         env.close()
 

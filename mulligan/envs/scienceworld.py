@@ -8,6 +8,7 @@ trains and evaluates on its 30 tasks with the ``easy`` simplifications, which is
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import subprocess
 import weakref
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mulligan.envs.core import MulliganEnv, StepOutcome
+from mulligan.envs.miniscience.env import check_stall_limit
 
 #: The simulator's answer to an action that matches no template.
 NO_MATCH = "No known action matches that input."
@@ -34,13 +36,21 @@ _SPLIT_CACHE: dict[str, dict[str, list[int]]] = {}
 
 
 def import_scienceworld() -> Any:
-    """Import the ``scienceworld`` package, or raise ``ImportError`` saying how to install it."""
+    """Import the ``scienceworld`` package, or raise ``ImportError`` saying how to install it.
+
+    Also quiets py4j's logger (unless the user set its level): py4j logs every failed call to a
+    dead JVM as an ERROR with a 50-line traceback, which the env already reports as one
+    :class:`SimulatorDiedError`.
+    """
     try:
         import scienceworld
     except ImportError as err:
         raise ImportError(_INSTALL_HINT) from err
     if shutil.which("java") is None:
         raise ImportError("no `java` executable on PATH. " + _INSTALL_HINT)
+    py4j_logger = logging.getLogger("py4j")
+    if py4j_logger.level == logging.NOTSET:
+        py4j_logger.setLevel(logging.CRITICAL)
     return scienceworld
 
 
@@ -73,6 +83,10 @@ def _shutdown_simulator(handle: dict[str, Any]) -> None:
 
 class SimulatorDiedError(RuntimeError):
     """The ScienceWorld JVM stopped answering in the middle of an episode."""
+
+
+#: What every step of an episode whose JVM died raises (the episode is over; reset starts a new JVM).
+SIMULATOR_DIED_MESSAGE = "the ScienceWorld Java process died mid-episode; call reset() to start a fresh one"
 
 
 class ScienceWorldEnv(MulliganEnv):
@@ -110,14 +124,18 @@ class ScienceWorldEnv(MulliganEnv):
     move, ``wait`` takes ten, ``wait1`` one, ``look around``/``inventory`` none. The env never
     truncates; ``max_episode_steps`` (100 at registration) caps *agent turns*. With the defaults both
     caps are 100, so whichever comes first ends the episode: the turn cap as truncation, the
-    simulator's move cap as termination. Pass ``step_limit=None`` to leave only the turn cap.
+    simulator's move cap as termination. Pass ``step_limit=None`` to leave only the turn cap. With
+    ``stall_limit=n`` the episode also ends after ``n`` consecutive actions without a score change
+    (the sub-goal paper's evaluation rule, n = 50; ``success`` False, partial credit kept).
 
     ## Information
     ``task_id``, ``success``, ``score`` (the simulator's score / 100, clipped to [0, 1]),
     ``feedback``, ``raw_score`` (the simulator's integer score, -100 on failure), ``moves`` (the
     simulator's move count), ``task_name``, ``variation``, and ``valid_actions`` (the simulator's
     valid action-object combinations with ``include_valid_actions=True``; an empty list otherwise,
-    so that ``info`` has the same keys on every step).
+    so that ``info`` has the same keys on every step), ``look`` and ``inventory`` (the simulator's
+    free ``look around`` and ``inventory`` answers, which the sub-goal paper's agents read on every
+    step; empty strings with ``include_look_inventory=False``).
 
     ## Arguments
     * ``task`` (str | int | None, None): a task name ("boil"), the paper's name ("Matter Changes of
@@ -130,6 +148,10 @@ class ScienceWorldEnv(MulliganEnv):
     * ``step_limit`` (int | None, 100): the simulator's move budget (see Episode End).
     * ``include_valid_actions`` (bool, False): put the valid actions in ``info`` (slow: a JVM round
       trip per step and long lists).
+    * ``include_look_inventory`` (bool, True): put ``look`` and ``inventory`` in ``info`` (two
+      JVM round trips per step; they cost no simulated time).
+    * ``stall_limit`` (int | None, None): end an episode after this many actions without a score
+      change (see Episode End).
     * ``generate_gold_path`` (bool, True): have the simulator plan a gold path when a variation is
       first loaded (seconds for some tasks; cached per variation afterwards). It is what
       :meth:`gold_actions` returns and what scripted teachers follow, found in
@@ -138,8 +160,10 @@ class ScienceWorldEnv(MulliganEnv):
     The Java process is started in ``__init__`` and reused across resets: each reset re-loads the
     variation in the running JVM (``load`` measured faster than the simulator's own ``reset``,
     which regenerates the world and the gold path). ``close()`` ends it, and so does garbage
-    collection of the env. If the JVM dies mid-episode, ``step`` raises
-    :class:`SimulatorDiedError` and the next ``reset`` starts a fresh JVM.
+    collection of the env. If the JVM dies mid-episode, the episode is over: every ``step`` (of
+    any action, sent or not) raises the same :class:`SimulatorDiedError` until ``reset``, which
+    starts a fresh JVM. py4j's own logging of the dead connection is silenced (see
+    :func:`import_scienceworld`); its exception stays in the error's ``__cause__``.
     """
 
     def __init__(
@@ -150,19 +174,24 @@ class ScienceWorldEnv(MulliganEnv):
         simplification: str = "easy",
         step_limit: int | None = 100,
         include_valid_actions: bool = False,
+        include_look_inventory: bool = True,
         generate_gold_path: bool = True,
+        stall_limit: int | None = None,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
         self._sw = import_scienceworld()
-        if step_limit is not None and (isinstance(step_limit, bool) or not isinstance(step_limit, int)
-                                       or step_limit < 1):
+        if step_limit is not None and (
+            isinstance(step_limit, bool) or not isinstance(step_limit, int) or step_limit < 1
+        ):
             raise ValueError(f"step_limit must be a positive int or None, got {step_limit!r}")
         if not isinstance(simplification, str):
             raise ValueError(f"simplification must be a str such as 'easy' or '', got {simplification!r}")
         self.simplification = simplification
         self.step_limit = step_limit
         self.include_valid_actions = bool(include_valid_actions)
+        self.include_look_inventory = bool(include_look_inventory)
+        self.stall_limit = check_stall_limit(stall_limit)
         self.generate_gold_path = bool(generate_gold_path)
         self.all_task_names = official_task_names()
         self.task_names = self._resolve_tasks(task)
@@ -171,6 +200,8 @@ class ScienceWorldEnv(MulliganEnv):
         self._loaded: tuple[str, int, str] | None = None
         self._gold_cache: dict[tuple[str, int, str], list[str]] = {}
         self._score = 0
+        self._stalled = 0
+        self._simulator_died = False
         self._start_simulator()
         self.task_pairs = self._resolve_pairs(variation)
         self.num_tasks = len(self.task_pairs)
@@ -282,7 +313,7 @@ class ScienceWorldEnv(MulliganEnv):
         return f"scienceworld-{task['task_name']}-{task['variation']}-{task['simplification'] or 'none'}"
 
     def default_info(self) -> dict[str, Any]:
-        """ScienceWorld adds ``raw_score``, ``moves``, ``task_name``, ``variation``, ``valid_actions``."""
+        """The family's extra keys: ``raw_score``, ``moves``, ``task_name``, ``variation``, ``valid_actions``, ..."""
         task = self.task or {}
         return {
             "raw_score": 0,
@@ -290,6 +321,8 @@ class ScienceWorldEnv(MulliganEnv):
             "task_name": task.get("task_name", ""),
             "variation": task.get("variation", -1),
             "valid_actions": [],
+            "look": "",
+            "inventory": "",
         }
 
     # ----------------------------------------------------------------- episodes
@@ -316,47 +349,78 @@ class ScienceWorldEnv(MulliganEnv):
             # The teacher reads the gold path from the task record (AgentInput.task).
             task["gold_actions"] = list(self._gold_cache[key])
         self._score = 0
+        self._stalled = 0
+        self._simulator_died = False
         description = str(server.getTaskDescription())
         look = str(server.freeActionLook())
         return f"{description}\n\n{look}", self._info_updates(0)
 
     def _info_updates(self, moves: int) -> dict[str, Any]:
-        valid = [str(a) for a in self._sim.server.getValidActionObjectCombinations()] \
-            if self.include_valid_actions else []
+        server = self._sim.server
+        valid = [str(a) for a in server.getValidActionObjectCombinations()] if self.include_valid_actions else []
+        look = str(server.freeActionLook()) if self.include_look_inventory else ""
+        inventory = str(server.freeActionInventory()) if self.include_look_inventory else ""
         return {
             "raw_score": self._score,
             "moves": moves,
             "task_name": self.task["task_name"],
             "variation": self.task["variation"],
             "valid_actions": valid,
+            "look": look,
+            "inventory": inventory,
         }
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Score ``action``; after the JVM died, every call raises :class:`SimulatorDiedError` until reset."""
+        if self._simulator_died:
+            raise SimulatorDiedError(SIMULATOR_DIED_MESSAGE)
+        return super().step(action)
+
+    def _died(self, cause: BaseException | None = None) -> SimulatorDiedError:
+        """End the episode because the JVM is gone; the error to raise (py4j's own stays in ``__cause__``)."""
+        self._done = True
+        self._simulator_died = True
+        error = SimulatorDiedError(SIMULATOR_DIED_MESSAGE)
+        error.__cause__ = cause
+        error.__suppress_context__ = True
+        return error
+
+    def _call(self, query: Any) -> Any:
+        """Run ``query(server)`` on the JVM, turning a dead JVM into :class:`SimulatorDiedError`."""
+        if not self.simulator_alive():
+            raise self._died()
+        try:
+            return query(self._sim.server)
+        except Exception as err:
+            if self.simulator_alive() and not _is_network_error(err):
+                raise
+            raise self._died(err) from err
 
     def _step(self, action: str) -> StepOutcome:
         if len(action) > MAX_SIMULATOR_ACTION_CHARS:
-            observation = NO_MATCH
-            raw_score, completed, moves = self._score, False, None
+            # Not sent (see MAX_SIMULATOR_ACTION_CHARS); the move count still comes from the JVM.
+            observation, raw_score, completed = NO_MATCH, self._score, False
+            moves = self._call(lambda server: int(server.getNumMoves()))
         else:
-            try:
-                server = self._sim.server
-                # Lone surrogates cannot cross py4j's UTF-8 socket: replace them, like any bad byte.
-                safe = action.encode("utf-8", "replace").decode("utf-8")
+            # Lone surrogates cannot cross py4j's UTF-8 socket: replace them, like any bad byte.
+            safe = action.encode("utf-8", "replace").decode("utf-8")
+
+            def query(server: Any) -> tuple[str, int, bool, int]:
                 observation = str(server.step(safe))
-                raw_score = round(100 * float(server.getScore()))
-                completed = bool(server.getCompleted())
-                moves = int(server.getNumMoves())
-            except Exception as err:
-                if self.simulator_alive() and not _is_network_error(err):
-                    raise
-                self._done = True
-                raise SimulatorDiedError(
-                    "the ScienceWorld Java process died mid-episode; call reset() to start a fresh one"
-                ) from err
-        if moves is None:
-            moves = int(self._sim.server.getNumMoves())
+                return (
+                    observation,
+                    round(100 * float(server.getScore())),
+                    bool(server.getCompleted()),
+                    int(server.getNumMoves()),
+                )
+
+            observation, raw_score, completed, moves = self._call(query)
         previous = self._score
         self._score = raw_score
+        self._stalled = 0 if raw_score != previous else self._stalled + 1
         failed = raw_score < 0
         over_budget = self.step_limit is not None and moves > self.step_limit and not completed
+        stalled = self.stall_limit is not None and self._stalled >= self.stall_limit and not completed
         score = min(max(raw_score, 0), 100) / 100
         feedback = ""
         if observation.startswith(NO_MATCH):
@@ -371,10 +435,13 @@ class ScienceWorldEnv(MulliganEnv):
             feedback = "The task failed (for example, by focusing on the wrong object)."
         elif over_budget:
             feedback = f"The simulator's move budget ({self.step_limit} moves) is spent."
+        elif stalled:
+            feedback = f"The score has not changed in {self.stall_limit} actions: the episode ends."
         reward = (score * 100 - max(min(previous, 100), 0)) / 100
-        terminated = completed or failed or over_budget
+        terminated = completed or failed or over_budget or stalled
         success = completed and not failed
-        return StepOutcome(observation, reward, terminated, success, score, feedback, self._info_updates(moves))
+        info = self._call(lambda server: self._info_updates(moves))
+        return StepOutcome(observation, reward, terminated, success, score, feedback, info)
 
 
 def _is_network_error(err: Exception) -> bool:
