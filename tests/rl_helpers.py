@@ -1,4 +1,8 @@
-"""Helpers of the RL trainer tests (GRPO, PPO, CORGI): a smaller tiny model, a warm start, a scripted agent."""
+"""Helpers of the RL trainer tests (GRPO, PPO, CORGI): a smaller tiny model and a warm start.
+
+A plain module (no fixtures, no conftest): the test files import it by name, as pytest puts the
+tests folder on ``sys.path``. Scripted agents come from :mod:`mulligan.agents.testing`.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,18 @@ import random
 
 import torch
 
-from mulligan.agents.base import Action, Agent
 from mulligan.agents.tiny import TinyModelConfig, build_tiny_model
+from mulligan.training.chat import tokenize_conversation
 from mulligan.training.ppo import masked_mean
-from mulligan.training.tokens import tokenize_conversation
 
 #: A smaller tiny model (about 0.1M parameters), so that RL tests take seconds.
-SMALL = TinyModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                        max_position_embeddings=512)
+SMALL = TinyModelConfig(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=512
+)
 #: Echo whose only target is "a", with partial credit: the policy must learn to answer "a" and stop.
 ECHO_KWARGS = {"vocabulary": ["a"], "partial_credit": True}
+#: Held-out Echo tasks of the learning tests.
+HELD_OUT = list(range(10_000, 10_064))
 
 
 def warm_start(answers=("a", "b", "c", "d"), steps: int = 40, seed: int = 0):
@@ -29,10 +35,16 @@ def warm_start(answers=("a", "b", "c", "d"), steps: int = 40, seed: int = 0):
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(steps):
-        rows = [tokenize_conversation(tokenizer, [
-            {"role": "user", "content": f"Repeat exactly: {rng.choice(answers)}"},
-            {"role": "assistant", "content": rng.choice(answers)},
-        ]) for _ in range(16)]
+        rows = [
+            tokenize_conversation(
+                tokenizer,
+                [
+                    {"role": "user", "content": f"Repeat exactly: {rng.choice(answers)}"},
+                    {"role": "assistant", "content": rng.choice(answers)},
+                ],
+            )
+            for _ in range(16)
+        ]
         ids = torch.tensor([r.input_ids for r in rows])
         mask = torch.tensor([r.assistant_mask for r in rows])
         logprobs = torch.log_softmax(model(input_ids=ids).logits[:, :-1], -1).gather(-1, ids[:, 1:, None])
@@ -43,12 +55,16 @@ def warm_start(answers=("a", "b", "c", "d"), steps: int = 40, seed: int = 0):
     return model, tokenizer
 
 
-class ScriptedAgent(Agent):
-    """Answers each turn from a fixed list (a real Agent, for mask and session tests)."""
+def echo_success(model, tokenizer, seed: int = 123) -> float:
+    """Success rate of ``model`` on :data:`HELD_OUT` Echo tasks (sampling at temperature 1, 4 tokens)."""
+    from mulligan.training.evaluation import evaluate
 
-    def __init__(self, answers):
-        self.answers = list(answers)
+    from mulligan.agents.hf import HFAgent
 
-    def act(self, inputs):
-        """The next scripted answer for every input, by turn number."""
-        return [Action(text=self.answers[sum(m["role"] == "assistant" for m in x.messages)]) for x in inputs]
+    was_training = model.training
+    agent = HFAgent(model, tokenizer, temperature=1.0, max_new_tokens=4, seed=seed, batch_size=32)
+    try:
+        result = evaluate(agent, "Mulligan/Echo-v0", HELD_OUT, env_kwargs=ECHO_KWARGS, seed=seed, progress=False)
+    finally:
+        model.train(was_training)
+    return result.summary.success_rate

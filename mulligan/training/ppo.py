@@ -4,23 +4,34 @@ TRL no longer ships a stable PPO trainer, so mulligan has its own, written to re
 in the style of cleanrl. One PPO iteration is:
 
 1. **Rollout.** Play ``episodes_per_step`` episodes of the env with the current policy
-   (:func:`mulligan.training.rollout.collect_episodes`, every turn batched across envs).
+   (:func:`mulligan.training.rollout.collect_episodes` on an :class:`~mulligan.training.rollout.EnvPool`
+   built once, every turn batched across envs).
 2. **Tokenize.** Each episode's conversation becomes one token sequence with a mask of the
-   model's own tokens (:func:`mulligan.training.tokens.tokenize_conversation`): env turns,
-   feedback and chat headers are context, never actions.
+   model's own tokens (:func:`mulligan.training.chat.tokenize_conversation`): env turns,
+   feedback and chat headers are context, never actions. The env's reward goes on model tokens
+   as ``reward_placement`` says (each attempt's reward on its last token, or the whole episode
+   return on the session's last token as CORGI does).
 3. **Score.** One no-grad pass gives the old log-probabilities and values; the frozen reference
    model gives reference log-probabilities. Per-token rewards are ``-kl_coef * (logp - ref_logp)``
-   on every model token (the KL penalty of RLHF's PPO, 0.075 in CORGI, arXiv 2411.01483 App. B),
-   plus each env reward on the last token of the turn that earned it.
-4. **Advantages.** GAE (Schulman et al. 2016) over the model's tokens only: env tokens are
-   skipped, so the value of a turn's last token bootstraps from the first token of the next turn.
+   on every model token (the KL penalty of RLHF's PPO, Ziegler et al. 2019, arXiv 1909.08593;
+   0.075 in CORGI, arXiv 2411.01483 App. B), plus the env reward of step 2. ``kl_coef`` is fixed
+   or adapted towards ``kl_target`` (``kl_controller``).
+4. **Advantages.** GAE (Schulman et al. 2015, arXiv 1506.02438), by default over the model's
+   tokens only (``gae_mode="model_tokens"``), or over every position with env tokens zeroed as
+   legacy TRL and CORGI do (``"all_tokens"``).
 5. **Update.** ``ppo_epochs`` passes over shuffled minibatches of episodes, each minibatch split
    into ``gradient_accumulation_steps`` micro-batches; the clipped surrogate, the clipped value
    loss and an optional entropy bonus.
 
-Diagnostics logged every iteration: ``approx_kl`` (the k3 estimator), ``clip_fraction``,
-``explained_variance``, ``value_loss``, ``policy_loss``, ``entropy``, ``kl_to_reference``, plus
-``success_rate``, ``mean_score`` and ``mean_return`` of the rollouts.
+Metrics, named as TRL's PPO trainer names them and logged every ``logging_steps`` iterations to
+``output_dir/metrics.jsonl`` and the ``report_to`` integrations: ``objective/kl`` (summed per
+episode), ``objective/kl_coef``, ``objective/scores``, ``objective/non_score_reward``,
+``objective/rlhf_reward``, ``policy/approxkl_avg`` (the k3 estimator), ``policy/clipfrac_avg``,
+``policy/entropy_avg``, ``loss/policy_avg``, ``loss/value_avg``, ``val/explained_variance``,
+``env/success_rate``, ``env/mean_score``, ``env/mean_return``, ``episode``.
+
+Presets: ``--preset tiny`` (the default; CPU-sized) or ``--preset paper`` (CORGI's legacy-TRL
+settings for an 8B model with LoRA; see :data:`PAPER_PRESET` and ``docs/rl.md``).
 
 Command line: ``mulligan train ppo --env_id Mulligan/Echo-v0 --model tiny --total_steps 20``.
 """
@@ -36,112 +47,202 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-REPORT_TO = ("none", "tensorboard")
+from mulligan.training.args import EnvArgs, LoggingArgs, ModelArgs, SamplingArgs
+
+#: The ``report_to`` integrations PPO logs to (besides ``output_dir/metrics.jsonl``, always written).
+SUPPORTED_REPORT_TO = ("tensorboard",)
 STATE_FILE = "ppo_state.pt"
+REWARD_PLACEMENTS = ("per_attempt", "last_token")
+GAE_MODES = ("model_tokens", "all_tokens")
+KL_CONTROLLERS = ("fixed", "adaptive")
+
+
+def parse_report_to(report_to: str | Sequence[str]) -> list[str]:
+    """TRL's ``report_to`` convention: ``"none"``, ``"all"`` or a comma-separated list of integrations.
+
+    Raises:
+        ValueError: For an integration PPO cannot log to, naming the supported ones.
+    """
+    items = [s.strip() for s in report_to.split(",")] if isinstance(report_to, str) else [str(s) for s in report_to]
+    items = [s for s in items if s]
+    if items in ([], ["none"]):
+        return []
+    if items == ["all"]:
+        return list(SUPPORTED_REPORT_TO)
+    unknown = [s for s in items if s not in SUPPORTED_REPORT_TO]
+    if unknown:
+        raise ValueError(
+            f"report_to {unknown} is not supported by PPO; use 'none', 'all' or a comma list of "
+            f"{', '.join(SUPPORTED_REPORT_TO)}"
+        )
+    return items
 
 
 # ----------------------------------------------------------------------------------- configuration
+#: CORGI's PPO settings (arXiv 2411.01483, App. B; the official ``run_trainer.sh`` and the legacy TRL
+#: ``PPOConfig`` defaults it relies on) for an 8B model with LoRA. Legacy TRL's ``mini_batch_size``
+#: default changed across versions (1, later 128, more than the batch of 32, i.e. one minibatch);
+#: here the whole batch is one minibatch, split into micro-batches only to fit memory. Legacy TRL
+#: does not clip gradients (0 here). The official run loads the weights in fp32; ``bf16`` autocast and
+#: gradient checkpointing are memory choices that keep fp32 master weights.
+PAPER_PRESET: dict[str, Any] = {
+    "bf16": True,
+    "gradient_checkpointing": True,
+    "use_lora": True,
+    "lora_r": 16,
+    "lora_alpha": 16,
+    "lora_target_modules": "q_proj,v_proj",  # peft's default for Llama, which CORGI's LoraConfig gets
+    "learning_rate": 1.41e-5,
+    "episodes_per_step": 32,
+    "mini_batch_size": 32,
+    "gradient_accumulation_steps": 8,
+    "ppo_epochs": 4,
+    "value_coef": 0.1,
+    "kl_controller": "adaptive",
+    "max_grad_norm": 0.0,
+    "max_new_tokens": 150,
+    "reward_placement": "last_token",
+    "gae_mode": "all_tokens",
+}
+#: The CPU-sized defaults (``--preset tiny``).
+TINY_PRESET: dict[str, Any] = {
+    "use_lora": False,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_target_modules": "all-linear",
+    "learning_rate": 1e-5,
+    "episodes_per_step": 16,
+    "mini_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "ppo_epochs": 2,
+    "value_coef": 0.5,
+    "kl_controller": "fixed",
+    "max_grad_norm": 1.0,
+    "max_new_tokens": 64,
+    "reward_placement": "per_attempt",
+    "gae_mode": "model_tokens",
+}
+
+
 @dataclass
-class PPOConfig:
+class PPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
     """Configuration of :func:`train_ppo` and ``mulligan train ppo``.
 
+    The model, env, sampling and logging fields are the shared pieces of
+    :mod:`mulligan.training.args`; the fields below are PPO's own. A field whose default is
+    ``None`` takes its value from ``--preset`` (:data:`TINY_PRESET` or :data:`PAPER_PRESET`); a
+    value you pass yourself wins.
+
     Attributes:
-        model: Model id or local path; ``"tiny"`` is the offline tiny model.
-        env_id: A registered env id.
-        env_kwargs: JSON object of keyword arguments for ``gymnasium.make`` (e.g. ``{"partial_credit": true}``).
-        max_attempts: Attempts per episode; above 1 the env runs under ``RetryWithFeedback``.
-        system_prompt: A system message placed first in every conversation.
-        output_dir: Where checkpoints, the final model and logs go.
+        preset: ``tiny`` (CPU-sized defaults) or ``paper`` (CORGI's settings for an 8B model).
         total_steps: PPO iterations (each: one rollout batch, then the update epochs).
-        episodes_per_step: Episodes collected per iteration.
+        episodes_per_step: Episodes collected per iteration (tiny 16, paper 32).
         samples_per_task: Episodes per task within a rollout batch.
-        num_envs: Envs run side by side during rollouts (the generation batch).
-        task_offset: First task index used for training (procedural envs: tasks
-            ``task_offset + k``; finite datasets wrap around).
-        ppo_epochs: Passes over each rollout batch.
+        ppo_epochs: Passes over each rollout batch (tiny 2, paper 4).
         mini_batch_size: Episodes per optimizer step; must divide ``episodes_per_step``.
-        gradient_accumulation_steps: Micro-batches per minibatch; must divide ``mini_batch_size``.
-        learning_rate: AdamW learning rate of the policy (and value head).
+        gradient_accumulation_steps: Micro-batches per minibatch (a memory split); must divide
+            ``mini_batch_size``.
+        learning_rate: AdamW learning rate of the policy and the value head (tiny 1e-5, paper 1.41e-5).
         weight_decay: AdamW weight decay.
-        gamma: Discount per model token.
+        gamma: Discount per token.
         lam: GAE lambda.
+        gae_mode: ``model_tokens`` (GAE over the model's tokens only: a turn's last token
+            bootstraps from the next turn's first token) or ``all_tokens`` (legacy TRL and CORGI:
+            every position, env tokens' values and rewards zeroed, so no bootstrap across env text).
+        reward_placement: ``per_attempt`` (each turn's env reward on that turn's last model token;
+            under ``RetryWithFeedback(reward="max")`` these are the increments of the running best)
+            or ``last_token`` (the whole episode return on the episode's last model token, CORGI's
+            placement).
         clip_range: PPO ratio clip epsilon.
         clip_range_value: Value clip range around the old values (0 disables value clipping).
-        value_coef: Weight of the value loss.
+        value_coef: Weight of the value loss (tiny 0.5, paper 0.1).
         entropy_coef: Weight of the entropy bonus.
-        kl_coef: Weight of the per-token KL penalty to the reference model (CORGI: 0.075).
-        max_grad_norm: Gradient clipping norm.
+        kl_coef: (Initial) weight of the per-token KL penalty to the reference model (CORGI: 0.075).
+        kl_controller: ``fixed`` or ``adaptive`` (Ziegler et al. 2019; legacy TRL's default, CORGI's).
+        kl_target: Adaptive controller: target summed KL per episode (legacy TRL: 6).
+        kl_horizon: Adaptive controller: horizon in episodes (legacy TRL: 10000).
+        max_grad_norm: Gradient clipping norm (0: no clipping, as legacy TRL).
         whiten_advantages: Normalise advantages over the batch's model tokens.
-        temperature: Sampling temperature of rollouts.
-        top_p: Nucleus sampling mass of rollouts.
-        max_new_tokens: Tokens generated per turn at most.
-        use_lora: Train LoRA adapters (peft) instead of all weights; the reference is the base model.
-        lora_r: LoRA rank.
-        lora_alpha: LoRA alpha.
-        lora_dropout: LoRA dropout.
-        lora_target_modules: Comma-separated module names, or ``all-linear``.
-        seed: Seed of initialisation, task choice, sampling and minibatch order.
         device: ``cpu``, ``cuda``, ... (default: CUDA when available).
-        save_steps: Checkpoint every this many iterations (0: only at the end).
-        resume_from_checkpoint: A checkpoint directory, or ``auto`` for the newest in ``output_dir``.
-        report_to: ``none`` or ``tensorboard``.
-        logging_steps: Log every this many iterations.
-        progress: Show a progress bar.
     """
 
-    model: str = field(default="tiny", metadata={"help": "Model id or local path; 'tiny' is the offline tiny model."})
-    env_id: str = field(default="Mulligan/Echo-v0", metadata={"help": "A registered env id."})
-    env_kwargs: str = field(default="{}", metadata={"help": "JSON object of keyword arguments for gymnasium.make."})
-    max_attempts: int = field(default=1, metadata={"help": "Attempts per episode (>1: RetryWithFeedback)."})
-    system_prompt: str | None = field(default=None, metadata={"help": "System message placed first."})
-    output_dir: str = field(default="runs/ppo", metadata={"help": "Checkpoints, final model and logs."})
-    total_steps: int = field(default=20, metadata={"help": "PPO iterations."})
-    episodes_per_step: int = field(default=16, metadata={"help": "Episodes collected per iteration."})
-    samples_per_task: int = field(default=1, metadata={"help": "Episodes per task within a rollout batch."})
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": TINY_PRESET, "paper": PAPER_PRESET}
+
+    use_lora: bool | None = field(
+        default=None, metadata={"help": "Train LoRA adapters (preset: tiny false, paper true)."}
+    )
+    lora_r: int | None = field(default=None, metadata={"help": "LoRA rank (preset: tiny 8, paper 16)."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (preset: tiny 16, paper 16)."})
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA modules, comma-separated or all-linear (preset: tiny all-linear, paper q_proj,v_proj)."
+        },
+    )
     num_envs: int = field(default=16, metadata={"help": "Envs run side by side during rollouts."})
-    task_offset: int = field(default=0, metadata={"help": "First task index used for training."})
-    ppo_epochs: int = field(default=2, metadata={"help": "Passes over each rollout batch."})
-    mini_batch_size: int = field(default=8, metadata={"help": "Episodes per optimizer step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per minibatch."})
-    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate."})
+    output_dir: str = field(default="runs/ppo", metadata={"help": "Checkpoints, final model and logs."})
+    logging_steps: int = field(default=1, metadata={"help": "Log every N iterations."})
+    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N iterations (0: only at the end)."})
+    report_to: str = field(default="none", metadata={"help": "none, all or a comma list (tensorboard)."})
+
+    preset: str = field(default="tiny", metadata={"help": "tiny (CPU defaults) or paper (CORGI's settings)."})
+    total_steps: int = field(default=20, metadata={"help": "PPO iterations."})
+    episodes_per_step: int | None = field(
+        default=None, metadata={"help": "Episodes per iteration (tiny 16, paper 32)."}
+    )
+    samples_per_task: int = field(default=1, metadata={"help": "Episodes per task within a rollout batch."})
+    ppo_epochs: int | None = field(default=None, metadata={"help": "Passes over each batch (tiny 2, paper 4)."})
+    mini_batch_size: int | None = field(
+        default=None, metadata={"help": "Episodes per optimizer step (tiny 8, paper 32)."}
+    )
+    gradient_accumulation_steps: int | None = field(
+        default=None, metadata={"help": "Micro-batches per minibatch (tiny 1, paper 8)."}
+    )
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "AdamW learning rate (tiny 1e-5, paper 1.41e-5)."}
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    gamma: float = field(default=1.0, metadata={"help": "Discount per model token."})
+    gamma: float = field(default=1.0, metadata={"help": "Discount per token."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    gae_mode: str | None = field(
+        default=None, metadata={"help": "model_tokens or all_tokens (preset: tiny model_tokens, paper all_tokens)."}
+    )
+    reward_placement: str | None = field(
+        default=None, metadata={"help": "per_attempt or last_token (preset: tiny per_attempt, paper last_token)."}
+    )
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon."})
     clip_range_value: float = field(default=0.2, metadata={"help": "Value clip range (0: no value clipping)."})
-    value_coef: float = field(default=0.5, metadata={"help": "Weight of the value loss."})
+    value_coef: float | None = field(default=None, metadata={"help": "Value loss weight (tiny 0.5, paper 0.1)."})
     entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus."})
-    kl_coef: float = field(default=0.075, metadata={"help": "Per-token KL penalty to the reference (CORGI: 0.075)."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages over the batch."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of rollouts."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass of rollouts."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Tokens generated per turn at most."})
-    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of all weights."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "Comma-separated modules or all-linear."})
-    seed: int = field(default=0, metadata={"help": "Seed of everything random."})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: CUDA when available)."})
-    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N iterations (0: only at the end)."})
-    resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint directory, or 'auto' for the latest in output_dir."}
+    kl_coef: float = field(default=0.075, metadata={"help": "(Initial) per-token KL penalty (CORGI: 0.075)."})
+    kl_controller: str | None = field(
+        default=None, metadata={"help": "fixed or adaptive (preset: tiny fixed, paper adaptive)."}
     )
-    report_to: str = field(default="none", metadata={"help": "'none' or 'tensorboard'."})
-    logging_steps: int = field(default=1, metadata={"help": "Log every N iterations."})
-    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    kl_target: float = field(default=6.0, metadata={"help": "Adaptive KL: target summed KL per episode."})
+    kl_horizon: int = field(default=10_000, metadata={"help": "Adaptive KL: horizon in episodes."})
+    max_grad_norm: float | None = field(
+        default=None, metadata={"help": "Gradient clipping norm, 0: none (tiny 1, paper 0)."}
+    )
+    whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages over the batch."})
+    device: str = field(default="", metadata={"help": "cpu, cuda, ... ('' = CUDA when available)."})
 
     def __post_init__(self) -> None:
-        positive = ("total_steps", "episodes_per_step", "samples_per_task", "num_envs", "ppo_epochs",
-                    "mini_batch_size", "gradient_accumulation_steps", "max_new_tokens", "max_attempts",
-                    "lora_r", "logging_steps")
+        super().__post_init__()  # fills the preset's fields, then validates the shared pieces
+        positive = (
+            "total_steps",
+            "episodes_per_step",
+            "samples_per_task",
+            "ppo_epochs",
+            "mini_batch_size",
+            "gradient_accumulation_steps",
+            "kl_horizon",
+        )
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -162,33 +263,26 @@ class PPOConfig:
             )
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={self.gamma}, lam={self.lam}")
-        for name in ("clip_range", "learning_rate", "max_grad_norm"):
+        for name in ("clip_range", "learning_rate", "kl_target"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("clip_range_value", "value_coef", "entropy_coef", "kl_coef", "weight_decay", "lora_dropout"):
+        for name in ("clip_range_value", "value_coef", "entropy_coef", "kl_coef", "weight_decay", "max_grad_norm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, allowed in (
+            ("gae_mode", GAE_MODES),
+            ("reward_placement", REWARD_PLACEMENTS),
+            ("kl_controller", KL_CONTROLLERS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 for PPO rollouts (sampling), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
-        if self.report_to not in REPORT_TO:
-            raise ValueError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
-        if self.save_steps < 0 or self.task_offset < 0:
-            raise ValueError("save_steps and task_offset must be >= 0")
-        self.env_options()  # validates the JSON
+        parse_report_to(self.report_to)
 
-    def env_options(self) -> dict[str, Any]:
-        """``gymnasium.make`` keyword arguments: ``env_kwargs`` plus ``max_attempts`` when above 1."""
-        try:
-            options = json.loads(self.env_kwargs) if isinstance(self.env_kwargs, str) else dict(self.env_kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"env_kwargs must be a JSON object such as '{{\"partial_credit\": true}}': {err}") from err
-        if not isinstance(options, dict):
-            raise ValueError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}")
-        if self.max_attempts > 1:
-            options["max_attempts"] = self.max_attempts
-        return options
+    def training_env_kwargs(self) -> dict[str, Any]:
+        """``gymnasium.make`` keyword arguments of the training envs (``env_kwargs`` and ``max_attempts``)."""
+        return self.make_kwargs()
 
 
 # ----------------------------------------------------------------------------------- the math
@@ -206,29 +300,52 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -
 
 
 def compute_gae(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float,
+    lam: float,
+    *,
+    mode: str = "model_tokens",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation over the masked (model) tokens of each row.
+    """Generalised advantage estimation (Schulman et al. 2015, arXiv 1506.02438) over each row.
 
-    Positions where ``mask`` is 0 (env tokens, headers, padding) are skipped: the next state of a
-    model token is the next *model* token of the row, whatever env text lies between them, and the
-    last model token of the row is terminal (bootstrap value 0).
+    ``mode="model_tokens"``: positions where ``mask`` is 0 (env tokens, headers, padding) are
+    skipped: the next state of a model token is the next *model* token of the row, whatever env
+    text lies between them, and the last model token of the row is terminal (bootstrap value 0).
+
+    ``mode="all_tokens"`` (legacy TRL ``PPOTrainer.compute_advantages``, which CORGI uses): the
+    recursion runs over every position with values and rewards multiplied by the mask, so a model
+    token followed by env text bootstraps from a zero value, and the advantage of the next turn
+    reaches it only through ``(gamma * lam)`` decay over the env tokens.
 
     Args:
         rewards: ``[B, T]`` per-token rewards (0 where masked).
         values: ``[B, T]`` value estimates.
         mask: ``[B, T]`` 1 for model tokens.
-        gamma: Discount per model token.
+        gamma: Discount per token.
         lam: GAE lambda.
+        mode: ``"model_tokens"`` or ``"all_tokens"``.
 
     Returns:
         ``(advantages, returns)``, both ``[B, T]`` and 0 where masked; ``returns = advantages + values``.
     """
+    if mode not in GAE_MODES:
+        raise ValueError(f"mode must be one of {GAE_MODES}, got {mode!r}")
     mask = mask.to(values.dtype)
     batch, length = rewards.shape
     advantages = torch.zeros_like(values)
-    next_value = torch.zeros(batch, dtype=values.dtype, device=values.device)
-    running = torch.zeros_like(next_value)
+    next_value = torch.zeros(batch, dtype=values.dtype, device=values.device)  # [B]
+    running = torch.zeros_like(next_value)  # [B] the GAE recursion state
+    if mode == "all_tokens":
+        values, rewards = values * mask, rewards * mask
+        for t in reversed(range(length)):
+            delta = rewards[:, t] + gamma * next_value - values[:, t]
+            running = delta + gamma * lam * running
+            next_value = values[:, t]
+            advantages[:, t] = running
+        advantages = advantages * mask
+        return advantages, (advantages + values) * mask
     for t in reversed(range(length)):
         m = mask[:, t]
         delta = rewards[:, t] + gamma * next_value - values[:, t]
@@ -239,6 +356,34 @@ def compute_gae(
         advantages[:, t] = candidate * m
     returns = (advantages + values) * mask
     return advantages, returns
+
+
+class KLController:
+    """The KL coefficient: fixed, or adaptive as in Ziegler et al. 2019 (arXiv 1909.08593, Sec. 2.2).
+
+    The adaptive rule (legacy TRL's ``AdaptiveKLController``, CORGI's default) multiplies the
+    coefficient after every batch by ``1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon``, where
+    ``kl`` is the batch's mean summed KL per episode and ``n`` its number of episodes.
+
+    Args:
+        init_kl_coef: The starting coefficient.
+        adaptive: Adapt the coefficient; else it stays ``init_kl_coef``.
+        target: Target summed KL per episode.
+        horizon: Horizon in episodes.
+    """
+
+    def __init__(self, init_kl_coef: float, adaptive: bool = False, target: float = 6.0, horizon: int = 10_000):
+        self.value = float(init_kl_coef)
+        self.adaptive = adaptive
+        self.target = float(target)
+        self.horizon = int(horizon)
+
+    def update(self, kl: float, num_episodes: int) -> None:
+        """Move the coefficient after a batch with mean summed KL ``kl`` over ``num_episodes`` episodes."""
+        if not self.adaptive:
+            return
+        proportional_error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
+        self.value *= 1.0 + proportional_error * num_episodes / self.horizon
 
 
 @dataclass
@@ -298,6 +443,7 @@ def ppo_loss(
     mean_entropy = masked_mean(entropy, mask) if entropy is not None else torch.zeros((), device=logprobs.device)
     loss = policy_loss + value_coef * value_loss - entropy_coef * mean_entropy
     with torch.no_grad():
+        # k3 estimator of KL(old || new), unbiased and always >= 0: http://joschu.net/blog/kl-approx.html
         approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
         clip_fraction = masked_mean(((ratio - 1.0).abs() > clip_range).to(logprobs.dtype), mask)
     return PPOLoss(loss, policy_loss, value_loss, mean_entropy, approx_kl, clip_fraction)
@@ -386,29 +532,67 @@ class EpisodeBatch:
         """The sub-batch of ``rows``, trimmed to its longest sequence."""
         index = torch.as_tensor(list(rows), dtype=torch.long)
         width = int(self.attention_mask[index].sum(1).max())
-        return EpisodeBatch(*(t[index, :width] for t in (self.input_ids, self.attention_mask,
-                                                          self.action_mask, self.env_rewards)))
+        return EpisodeBatch(
+            *(t[index, :width] for t in (self.input_ids, self.attention_mask, self.action_mask, self.env_rewards))
+        )
 
 
-def episodes_to_batch(trajectories: Sequence[Any], tokenizer, pad_token_id: int | None = None) -> EpisodeBatch:
+def _place_rewards(trajectory: Any, conversation: list[dict[str, str]], episode: Any, placement: str) -> list[float]:
+    """Per-token env rewards of one tokenized episode (see :func:`episodes_to_batch`)."""
+    mask = episode.assistant_mask
+    rewards = [0.0] * len(episode.input_ids)
+    if placement == "last_token":
+        learned = [t for t, m in enumerate(mask) if m]
+        if learned:
+            rewards[learned[-1]] = float(trajectory.episode_return)
+        return rewards
+    assistant_messages = [k for k, m in enumerate(conversation) if m["role"] == "assistant"]
+    for message_index, turn in zip(assistant_messages, trajectory.turns, strict=False):
+        positions = [
+            t for t, (k, m) in enumerate(zip(episode.turn_index, mask, strict=True)) if k == message_index and m
+        ]
+        if positions:
+            rewards[positions[-1]] += float(turn.reward)
+    return rewards
+
+
+def episodes_to_batch(
+    trajectories: Sequence[Any],
+    tokenizer,
+    pad_token_id: int | None = None,
+    reward_placement: str = "per_attempt",
+) -> EpisodeBatch:
     """Tokenize trajectories (model tokens masked in, env tokens out) and pad them into a batch.
 
-    Each turn's env reward is placed on the last model token of that turn's assistant message.
+    Args:
+        trajectories: Played episodes (:class:`~mulligan.training.trajectory.Trajectory`).
+        tokenizer: The policy's tokenizer (rendering through :mod:`mulligan.training.chat`).
+        pad_token_id: Padding id (default: the tokenizer's).
+        reward_placement: ``"per_attempt"``: each turn's env reward on the last model token of that
+            turn's assistant message. ``"last_token"``: the episode return (the sum of the turn
+            rewards; the best attempt's score under ``RetryWithFeedback(reward="max")``) on the
+            episode's last model token, as CORGI's trainer adds its score (arXiv 2411.01483, Sec. 3).
     """
-    from mulligan.training.tokens import tokenize_conversation
+    from mulligan.training.chat import tokenize_conversation
 
+    if reward_placement not in REWARD_PLACEMENTS:
+        raise ValueError(f"reward_placement must be one of {REWARD_PLACEMENTS}, got {reward_placement!r}")
     rows = []
     for trajectory in trajectories:
-        episode = tokenize_conversation(tokenizer, trajectory.messages)
-        mask = episode.assistant_mask
-        assistant_messages = [k for k, m in enumerate(trajectory.messages) if m["role"] == "assistant"]
-        rewards = [0.0] * len(episode.input_ids)
-        for message_index, turn in zip(assistant_messages, trajectory.turns, strict=False):
-            positions = [t for t, (k, m) in enumerate(zip(episode.turn_index, mask, strict=True))
-                         if k == message_index and m]
-            if positions:
-                rewards[positions[-1]] += float(turn.reward)
-        rows.append((episode.input_ids, mask, rewards))
+        if not trajectory.sees_full_history:
+            raise ValueError(
+                "PPO learns an episode as one sequence, so the agent must have seen the whole history at every "
+                "turn; play the episodes without a context policy that drops messages"
+            )
+        conversation = trajectory.conversation()  # the agent's system prompt, then every message
+        episode = tokenize_conversation(tokenizer, conversation)
+        rows.append(
+            (
+                episode.input_ids,
+                episode.assistant_mask,
+                _place_rewards(trajectory, conversation, episode, reward_placement),
+            )
+        )
     pad = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
     width = max(len(r[0]) for r in rows)
     input_ids = torch.full((len(rows), width), pad if pad is not None else 0, dtype=torch.long)
@@ -428,76 +612,116 @@ def episodes_to_batch(trajectories: Sequence[Any], tokenizer, pad_token_id: int 
 class PPOTrainer:
     """PPO on a mulligan env; see the module docstring for one iteration, step by step.
 
+    The training envs are built once (an :class:`~mulligan.training.rollout.EnvPool` of
+    ``num_envs`` envs) and reused by every iteration; :meth:`close` (or ``with PPOTrainer(...)``)
+    releases them.
+
     Args:
-        config: The run's :class:`PPOConfig`.
-        model: A loaded causal LM to train instead of ``config.model``.
+        args: The run's :class:`PPOArgs`.
+        model: A loaded causal LM to train instead of ``args.model``.
         tokenizer: Its tokenizer (required with ``model``).
+        env: An :class:`~mulligan.training.rollout.EnvPool` to train on instead of one built from
+            ``args`` (the caller keeps ownership and closes it).
     """
 
-    def __init__(self, config: PPOConfig, model: Any = None, tokenizer: Any = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, args: PPOArgs, model: Any = None, tokenizer: Any = None, env: Any = None):
+        from mulligan.training.rollout import EnvPool
+        from mulligan.training.sft import load_model, load_tokenizer
 
-        from mulligan.agents.tiny import resolve_model
-
-        self.config = config
-        _seed_everything(config.seed)
-        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.args = args
+        _seed_everything(args.seed)
+        self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if model is None:
-            path = resolve_model(config.model)
-            model = AutoModelForCausalLM.from_pretrained(path)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            model, tokenizer = load_model(args), tokenizer or load_tokenizer(args)
         elif tokenizer is None:
-            raise ValueError("pass the tokenizer with a loaded model: PPOTrainer(config, model, tokenizer)")
+            raise ValueError("pass the tokenizer with a loaded model: PPOTrainer(args, model, tokenizer)")
+        elif args.use_lora:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, args.lora_config())
         self.tokenizer = tokenizer
         model.to(self.device)
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            if args.use_lora:
+                model.enable_input_require_grads()  # checkpointed LoRA layers need a grad-carrying input
 
         # The reference is frozen at the starting weights: with LoRA, the base model with the
         # adapters switched off (no second copy); otherwise a frozen copy.
-        if config.use_lora:
-            from peft import LoraConfig, get_peft_model
-
-            targets = config.lora_target_modules
-            lora = LoraConfig(
-                r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                task_type="CAUSAL_LM",
-            )
-            model = get_peft_model(model, lora)
-            self.reference = None
-        else:
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.reference = None if args.use_lora else copy.deepcopy(model).eval().requires_grad_(False)
         self.policy = PolicyWithValueHead(model)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.policy.parameters() if p.requires_grad],
-            lr=config.learning_rate, weight_decay=config.weight_decay,
+            lr=args.learning_rate,
+            weight_decay=args.weight_decay,
+        )
+        self.kl_controller = KLController(
+            args.kl_coef, args.kl_controller == "adaptive", args.kl_target, args.kl_horizon
         )
         self.step = 0
         self.history: list[dict[str, float]] = []
-        self.output_dir = Path(config.output_dir)
+        self.output_dir = Path(args.output_dir)
+        self.report_to = parse_report_to(args.report_to)
         self._writer = None
-        if config.resume_from_checkpoint:
-            self.load_checkpoint(config.resume_from_checkpoint)
+        # Built once: a ScienceWorld JVM or a HotpotQA index is not rebuilt every iteration.
+        self._owns_env = env is None
+        self.env = env if env is not None else EnvPool(args.env_id, args.num_envs, args.training_env_kwargs())
+        if args.resume_from_checkpoint:
+            self.load_checkpoint(args.resume_from_checkpoint)
+
+    def close(self) -> None:
+        """Close the training envs (when this trainer built them) and the TensorBoard writer."""
+        if self._owns_env:
+            self.env.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> PPOTrainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def autocast(self):
+        """bf16 autocast for forward passes when ``args.bf16`` (fp32 master weights stay), else a no-op."""
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16))
 
     # ------------------------------------------------------------------ 1. rollout
+    def agent(self, temperature: float | None = None, seed: int = 0) -> Any:
+        """An :class:`~mulligan.agents.hf.HFAgent` on the current policy (``temperature`` 0: greedy)."""
+        from mulligan.agents.hf import HFAgent
+
+        args = self.args
+        return HFAgent(
+            self.policy.model,
+            self.tokenizer,
+            temperature=args.temperature if temperature is None else temperature,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            seed=seed,
+            batch_size=args.num_envs,
+            system_prompt=args.system_prompt or None,
+        )
+
     def collect(self, step: int) -> list[Any]:
         """Play one iteration's episodes with the current policy (sampling)."""
-        from mulligan.agents.hf import HFAgent
         from mulligan.training.rollout import collect_episodes
 
-        config = self.config
-        num_tasks = config.episodes_per_step // config.samples_per_task
-        agent = HFAgent(
-            self.policy.model, self.tokenizer, temperature=config.temperature, top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens, seed=config.seed * 100_003 + step,
-            batch_size=config.num_envs * config.samples_per_task,
-        )
-        first = config.task_offset + step * num_tasks
-        indices = _wrap_indices(config.env_id, config.env_options(), range(first, first + num_tasks))
+        args = self.args
+        num_tasks = args.episodes_per_step // args.samples_per_task
+        first = args.task_offset + step * num_tasks
+        size = self.env.num_tasks
+        indices = [i % size if size else i for i in range(first, first + num_tasks)]  # finite datasets wrap
         try:
             return collect_episodes(
-                config.env_id, agent, config.episodes_per_step, env_kwargs=config.env_options(),
-                num_envs=config.num_envs, seed=config.seed + step, task_indices=indices,
-                samples_per_task=config.samples_per_task, system_prompt=config.system_prompt, progress=False,
+                self.env,
+                self.agent(seed=args.seed * 100_003 + step),
+                args.episodes_per_step,
+                seed=args.seed + step,
+                task_indices=indices,
+                samples_per_task=args.samples_per_task,
+                progress=False,
             )
         finally:
             self.policy.train()
@@ -506,52 +730,62 @@ class PPOTrainer:
     @torch.no_grad()
     def score(self, batch: EpisodeBatch) -> dict[str, torch.Tensor]:
         """Old log-probs and values, reference log-probs, KL-shaped rewards, GAE advantages and returns."""
-        config = self.config
+        args = self.args
         ids, attention = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
         mask = batch.action_mask.to(self.device).float()
-        logits, values = self.policy(ids, attention)
+        with self.autocast():
+            logits, values = self.policy(ids, attention)
         old_logprobs, _ = token_logprobs_and_entropy(logits, ids)
         old_values = state_values(values) * mask
         ref_logprobs = self._reference_logprobs(ids, attention)
-        kl = (old_logprobs - ref_logprobs) * mask
-        rewards = -config.kl_coef * kl + batch.env_rewards.to(self.device) * mask
-        advantages, returns = compute_gae(rewards, old_values, mask, config.gamma, config.lam)
-        if config.whiten_advantages:
+        kl = (old_logprobs - ref_logprobs) * mask  # k1 per token, as legacy TRL's kl_penalty="kl"
+        non_score = -self.kl_controller.value * kl
+        rewards = non_score + batch.env_rewards.to(self.device) * mask
+        advantages, returns = compute_gae(rewards, old_values, mask, args.gamma, args.lam, mode=args.gae_mode)
+        if args.whiten_advantages:
             advantages = masked_whiten(advantages, mask)
-        return {"old_logprobs": old_logprobs * mask, "old_values": old_values, "advantages": advantages,
-                "returns": returns, "kl": kl}
+        return {
+            "old_logprobs": old_logprobs * mask,
+            "old_values": old_values,
+            "advantages": advantages,
+            "returns": returns,
+            "kl": kl,
+            "non_score_reward": non_score,
+        }
 
     def _reference_logprobs(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-        if self.reference is not None:
-            logits = self.reference(input_ids=ids, attention_mask=attention).logits
-        else:
-            with self.policy.model.disable_adapter():
-                logits = self.policy.model(input_ids=ids, attention_mask=attention).logits
+        with self.autocast():
+            if self.reference is not None:
+                logits = self.reference(input_ids=ids, attention_mask=attention).logits
+            else:
+                with self.policy.model.disable_adapter():
+                    logits = self.policy.model(input_ids=ids, attention_mask=attention).logits
         return token_logprobs_and_entropy(logits, ids)[0]
 
     # ------------------------------------------------------------------ 5. update
     def update(self, batch: EpisodeBatch, scored: dict[str, torch.Tensor]) -> dict[str, float]:
         """``ppo_epochs`` passes of clipped-objective minibatch updates; returns averaged diagnostics."""
-        config = self.config
-        generator = torch.Generator().manual_seed(config.seed * 7919 + self.step)
+        args = self.args
+        generator = torch.Generator().manual_seed(args.seed * 7919 + self.step)
         size = batch.input_ids.shape[0]
-        micro = config.mini_batch_size // config.gradient_accumulation_steps
+        micro = args.mini_batch_size // args.gradient_accumulation_steps
         sums: dict[str, float] = {}
         count = 0
         self.policy.train()
-        for _ in range(config.ppo_epochs):
+        for _ in range(args.ppo_epochs):
             order = torch.randperm(size, generator=generator).tolist()
-            for start in range(0, size, config.mini_batch_size):
-                minibatch = order[start:start + config.mini_batch_size]
+            for start in range(0, size, args.mini_batch_size):
+                minibatch = order[start : start + args.mini_batch_size]
                 self.optimizer.zero_grad(set_to_none=True)
                 for m in range(0, len(minibatch), micro):
-                    rows = minibatch[m:m + micro]
+                    rows = minibatch[m : m + micro]
                     terms = self._micro_batch_loss(batch, scored, rows)
-                    (terms.loss / config.gradient_accumulation_steps).backward()
+                    (terms.loss / args.gradient_accumulation_steps).backward()
                     for name in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
                         sums[name] = sums.get(name, 0.0) + float(getattr(terms, name).detach())
                     count += 1
-                nn.utils.clip_grad_norm_(self.policy.parameters(), config.max_grad_norm)
+                if args.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(self.policy.parameters(), args.max_grad_norm)
                 self.optimizer.step()
         return {name: total / max(count, 1) for name, total in sums.items()}
 
@@ -561,83 +795,107 @@ class PPOTrainer:
         index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         ids, attention = sub.input_ids.to(self.device), sub.attention_mask.to(self.device)
         mask = sub.action_mask.to(self.device).float()
-        logits, values = self.policy(ids, attention)
+        with self.autocast():
+            logits, values = self.policy(ids, attention)
         logprobs, entropy = token_logprobs_and_entropy(logits, ids, with_entropy=True)
         return ppo_loss(
-            logprobs, scored["old_logprobs"][index, :width], scored["advantages"][index, :width],
-            values=state_values(values), old_values=scored["old_values"][index, :width],
-            returns=scored["returns"][index, :width], mask=mask,
-            clip_range=self.config.clip_range, clip_range_value=self.config.clip_range_value,
-            value_coef=self.config.value_coef, entropy=entropy, entropy_coef=self.config.entropy_coef,
+            logprobs,
+            scored["old_logprobs"][index, :width],
+            scored["advantages"][index, :width],
+            values=state_values(values),
+            old_values=scored["old_values"][index, :width],
+            returns=scored["returns"][index, :width],
+            mask=mask,
+            clip_range=self.args.clip_range,
+            clip_range_value=self.args.clip_range_value,
+            value_coef=self.args.value_coef,
+            entropy=entropy,
+            entropy_coef=self.args.entropy_coef,
         )
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> list[dict[str, float]]:
-        """Run the remaining iterations; returns one metrics dict per iteration."""
-        config = self.config
+        """Run the remaining iterations, checkpoint and save the model; returns one metrics dict per iteration."""
+        args = self.args
         bar = None
-        if config.progress:
+        if not args.disable_tqdm:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=config.total_steps, initial=self.step, desc="ppo", unit="it", dynamic_ncols=True)
+            bar = tqdm(total=args.total_steps, initial=self.step, desc="ppo", unit="it", dynamic_ncols=True)
         try:
-            while self.step < config.total_steps:
+            while self.step < args.total_steps:
                 metrics = self.train_step()
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(success=f"{metrics['success_rate']:.2f}", kl=f"{metrics['approx_kl']:.3f}")
-                if config.save_steps and self.step % config.save_steps == 0 and self.step < config.total_steps:
+                    bar.set_postfix(success=f"{metrics['env/success_rate']:.2f}", kl=f"{metrics['objective/kl']:.3f}")
+                if args.save_steps and self.step % args.save_steps == 0 and self.step < args.total_steps:
                     self.save_checkpoint()
         finally:
             if bar is not None:
                 bar.close()
         self.save_checkpoint()
         self.save_model(self.output_dir)
-        if self._writer is not None:
-            self._writer.close()
         return self.history
 
     def train_step(self) -> dict[str, float]:
         """One PPO iteration: rollout, tokenize, score, advantages, update, log."""
+        args = self.args
         started = time.perf_counter()
         trajectories = self.collect(self.step)
         rollout_seconds = time.perf_counter() - started
-        batch = episodes_to_batch(trajectories, self.tokenizer)
+        batch = episodes_to_batch(trajectories, self.tokenizer, reward_placement=args.reward_placement)
         scored = self.score(batch)
         stats = self.update(batch, scored)
         mask = batch.action_mask.to(self.device).bool()
+        episodes = len(trajectories)
+        kl_per_episode = float(scored["kl"][mask].sum()) / episodes
+        scores = float(np.mean([t.episode_return for t in trajectories]))
+        non_score = float(scored["non_score_reward"][mask].sum()) / episodes
         metrics = {
             "step": float(self.step + 1),
-            "success_rate": float(np.mean([t.success for t in trajectories])),
-            "mean_score": float(np.mean([t.score for t in trajectories])),
-            "mean_return": float(np.mean([t.episode_return for t in trajectories])),
-            "kl_to_reference": float(scored["kl"][mask].sum() / len(trajectories)),
-            "explained_variance": explained_variance(scored["old_values"], scored["returns"], mask),
-            "model_tokens_per_episode": float(mask.sum()) / len(trajectories),
-            "rollout_seconds": rollout_seconds,
-            "step_seconds": time.perf_counter() - started,
-            **stats,
+            "episode": float((self.step + 1) * args.episodes_per_step),
+            "objective/kl": kl_per_episode,
+            "objective/kl_coef": self.kl_controller.value,
+            "objective/scores": scores,
+            "objective/non_score_reward": non_score,
+            "objective/rlhf_reward": scores + non_score,
+            "policy/approxkl_avg": stats["approx_kl"],
+            "policy/clipfrac_avg": stats["clip_fraction"],
+            "policy/entropy_avg": stats["entropy"],
+            "loss/policy_avg": stats["policy_loss"],
+            "loss/value_avg": stats["value_loss"],
+            "loss/total_avg": stats["loss"],
+            "val/explained_variance": explained_variance(scored["old_values"], scored["returns"], mask),
+            "env/success_rate": float(np.mean([t.success for t in trajectories])),
+            "env/mean_score": float(np.mean([t.score for t in trajectories])),
+            "env/mean_return": scores,
+            "tokens/model_per_episode": float(mask.sum()) / episodes,
+            "time/rollout_s": rollout_seconds,
+            "time/step_s": time.perf_counter() - started,
         }
+        # After the metrics: the coefficient logged is the one this batch was scored with.
+        self.kl_controller.update(kl_per_episode, episodes)
         self.step += 1
         self.history.append(metrics)
-        if self.step % self.config.logging_steps == 0:
+        if self.step % args.logging_steps == 0:
             self.log(metrics)
         return metrics
 
     # ------------------------------------------------------------------ logging and checkpoints
     def log(self, metrics: dict[str, float]) -> None:
-        """Append metrics to ``output_dir/metrics.jsonl`` and to TensorBoard when asked."""
+        """Append metrics to ``output_dir/metrics.jsonl`` and to the ``report_to`` integrations."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(metrics) + "\n")
-        if self.config.report_to == "tensorboard":
+        if "tensorboard" in self.report_to:
             if self._writer is None:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._writer = SummaryWriter(str(self.output_dir / "runs"))
             for name, value in metrics.items():
                 if name != "step" and not math.isnan(value):
-                    self._writer.add_scalar(f"ppo/{name}", value, self.step)
+                    self._writer.add_scalar(name, value, self.step)
+            self._writer.flush()
 
     def save_model(self, directory: str | Path) -> None:
         """Save the policy (or its LoRA adapter), the tokenizer and the value head with ``save_pretrained``."""
@@ -648,19 +906,35 @@ class PPOTrainer:
         torch.save(self.policy.value_head.state_dict(), directory / "value_head.pt")
 
     def save_checkpoint(self) -> Path:
-        """Write ``output_dir/checkpoint-<step>``: the model, trainable weights, optimizer, step and RNG states."""
+        """Write ``output_dir/checkpoint-<step>``: model, trainable weights, optimizer, KL coefficient, RNGs."""
         directory = self.output_dir / f"checkpoint-{self.step}"
         self.save_model(directory)
         trainable = {n: p.detach().cpu() for n, p in self.policy.named_parameters() if p.requires_grad}
-        torch.save({
-            "step": self.step,
-            "trainable": trainable,
-            "optimizer": self.optimizer.state_dict(),
-            "history": self.history,
-            "config": asdict(self.config),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        }, directory / STATE_FILE)
+        torch.save(
+            {
+                "step": self.step,
+                "trainable": trainable,
+                "optimizer": self.optimizer.state_dict(),
+                "kl_coef": self.kl_controller.value,
+                "history": self.history,
+                "args": asdict(self.args),
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            },
+            directory / STATE_FILE,
+        )
+        self._prune_checkpoints()
         return directory
+
+    def _prune_checkpoints(self) -> None:
+        """Keep only the ``save_total_limit`` newest checkpoints."""
+        import shutil
+
+        found = sorted(
+            (p for p in self.output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+            key=lambda p: int(p.name.split("-")[-1]),
+        )
+        for old in found[: max(len(found) - self.args.save_total_limit, 0)]:
+            shutil.rmtree(old)
 
     def load_checkpoint(self, checkpoint: str | Path) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` (``"auto"``: the newest in ``output_dir``)."""
@@ -678,6 +952,7 @@ class PPOTrainer:
             for name, value in state["trainable"].items():
                 current[name].copy_(value.to(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_controller.value = float(state["kl_coef"])
         self.step = int(state["step"])
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -697,69 +972,20 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _wrap_indices(env_id: str, env_kwargs: dict[str, Any], indices: Sequence[int]) -> list[int]:
-    """Task indices, wrapped around a finite dataset's size."""
-    import gymnasium
-
-    import mulligan  # noqa: F401 - registers the ids
-
-    env = gymnasium.make(env_id, **env_kwargs)
-    num_tasks = env.unwrapped.num_tasks
-    env.close()
-    return [i % num_tasks if num_tasks else i for i in indices]
-
-
-def evaluate_policy(
-    model: Any,
-    tokenizer: Any,
-    env_id: str,
-    task_indices: Sequence[int],
-    *,
-    env_kwargs: dict[str, Any] | None = None,
-    system_prompt: str | None = None,
-    max_new_tokens: int = 64,
-    temperature: float = 0.0,
-    seed: int = 0,
-    num_envs: int = 32,
-) -> dict[str, float]:
-    """Success rate, mean score and mean return of ``model`` on the given tasks (greedy by default)."""
-    from mulligan.agents.hf import HFAgent
-    from mulligan.training.rollout import collect_episodes
-
-    was_training = model.training
-    agent = HFAgent(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
-                    batch_size=num_envs)
-    try:
-        trajectories = collect_episodes(
-            env_id, agent, len(task_indices), env_kwargs=env_kwargs, num_envs=num_envs, seed=seed,
-            task_indices=list(task_indices), system_prompt=system_prompt, progress=False,
-        )
-    finally:
-        model.train(was_training)
-    return {
-        "success_rate": float(np.mean([t.success for t in trajectories])),
-        "mean_score": float(np.mean([t.score for t in trajectories])),
-        "mean_return": float(np.mean([t.episode_return for t in trajectories])),
-        "episodes": float(len(trajectories)),
-    }
-
-
-def train_ppo(config: PPOConfig, model: Any = None, tokenizer: Any = None) -> PPOTrainer:
-    """Build a :class:`PPOTrainer` from ``config``, train it, and return it."""
-    trainer = PPOTrainer(config, model, tokenizer)
-    trainer.train()
+def train_ppo(args: PPOArgs, model: Any = None, tokenizer: Any = None) -> PPOTrainer:
+    """Build a :class:`PPOTrainer` from ``args``, train it, close its envs, and return it."""
+    with PPOTrainer(args, model, tokenizer) as trainer:
+        trainer.train()
     return trainer
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``mulligan train ppo``: parse :class:`PPOConfig` flags and train."""
-    from transformers import HfArgumentParser
+    """``mulligan train ppo``: parse :class:`PPOArgs` flags and train."""
+    from mulligan.training.args import parse_args
 
-    parser = HfArgumentParser(PPOConfig)
-    parser.prog = "mulligan train ppo"
-    (config,) = parser.parse_args_into_dataclasses(args=list(sys.argv[1:] if argv is None else argv))
-    trainer = train_ppo(config)
+    args = parse_args(PPOArgs, list(sys.argv[1:] if argv is None else argv), prog="mulligan train ppo")
+    trainer = train_ppo(args)
     last = trainer.history[-1] if trainer.history else {}
-    print(json.dumps({"output_dir": str(trainer.output_dir), **{k: last[k] for k in
-                      ("step", "success_rate", "mean_score", "approx_kl") if k in last}}))
+    summary = {k: last[k] for k in ("step", "env/success_rate", "objective/scores", "objective/kl") if k in last}
+    print(json.dumps({"output_dir": str(trainer.output_dir), **summary}))
     return 0
