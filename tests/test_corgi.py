@@ -1,32 +1,22 @@
-"""CORGI: sessions with critiques on Constraints-v0, the retry_limit=0 baseline, held-out families."""
+"""CORGI: sessions with critiques on Constraints-v0, the retry_limit=0 baseline, held-out families,
+and the same number of test-time attempts for both, reported as a success-after-attempt-i curve."""
 
 from __future__ import annotations
 
 import gymnasium
 import pytest
-from rl_helpers import SMALL, ScriptedAgent
+from rl_helpers import SMALL
 
 import mulligan  # noqa: F401 - registers the ids
+from mulligan.agents.testing import ScriptedAgent
 from mulligan.agents.tiny import build_tiny_model
 from mulligan.envs.wrappers import RetryWithFeedback
-from mulligan.training.corgi import CORGIConfig, main, train_corgi
+from mulligan.training.args import parse_args
+from mulligan.training.corgi import CORGIArgs, attempts_to_success, main, success_curve, train_corgi
 from mulligan.training.ppo import episodes_to_batch
 from mulligan.training.rollout import collect_episodes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_config_builds_corgi_sessions_and_the_baseline():
-    config = CORGIConfig(retry_limit=2, train_families="completion,concepts", eval_families="punctuation")
-    env = gymnasium.make(config.env_id, **config.env_options())
-    session = next(layer for layer in _layers(env) if isinstance(layer, RetryWithFeedback))
-    assert session.max_attempts == 3 and session.reward_mode == "max"
-    assert session.feedback_template.startswith("- Feedback:")
-    assert config.kl_coef == 0.075
-    baseline = CORGIConfig(retry_limit=0, train_families="completion", eval_families="punctuation")
-    plain = gymnasium.make(baseline.env_id, **baseline.env_options())
-    assert not any(isinstance(layer, RetryWithFeedback) for layer in _layers(plain))
-    assert baseline.eval_env_options() == {"families": ["punctuation"]}
 
 
 def _layers(env):
@@ -35,31 +25,97 @@ def _layers(env):
         env = env.env
 
 
-def test_config_rejects_overlapping_or_unknown_families():
+def _session(env):
+    return next((layer for layer in _layers(env) if isinstance(layer, RetryWithFeedback)), None)
+
+
+def test_defaults_are_the_papers_retry_limits():
+    args = CORGIArgs()
+    assert args.retry_limit == 3 and args.max_attempts == 4  # run_trainer.sh: --retry_limit 3
+    assert args.eval_retry_limit == 4  # validate_with_critique.py: --retry_limit default 4
+    assert args.kl_coef == 0.075
+
+
+def test_args_build_corgi_sessions_and_the_baseline():
+    args = CORGIArgs(retry_limit=2, train_families="completion,concepts", eval_families="punctuation")
+    session = _session(gymnasium.make(args.env_id, **args.training_env_kwargs()))
+    assert session.max_attempts == 3 and session.reward_mode == "max"
+    assert session.feedback_template.startswith("- Feedback:")
+    baseline = CORGIArgs(retry_limit=0, train_families="completion", eval_families="punctuation")
+    assert _session(gymnasium.make(baseline.env_id, **baseline.training_env_kwargs())) is None
+
+
+def test_baseline_and_corgi_get_the_same_test_time_attempts():
+    for retry_limit in (0, 1, 3):
+        args = CORGIArgs(retry_limit=retry_limit, train_families="completion", eval_families="punctuation")
+        assert args.eval_env_kwargs() == {"families": ["punctuation"], "max_attempts": 5}
+        assert _session(gymnasium.make(args.env_id, **args.eval_env_kwargs())).max_attempts == 5
+    single = CORGIArgs(eval_retry_limit=0, train_families="completion", eval_families="punctuation")
+    assert single.eval_env_kwargs() == {"families": ["punctuation"]}
+
+
+def test_max_attempts_is_derived_not_a_flag():
+    with pytest.raises(ValueError, match="--max_attempts"):
+        parse_args(CORGIArgs, ["--max_attempts", "7"], prog="mulligan train corgi")
+    with pytest.raises(TypeError):
+        CORGIArgs(max_attempts=7)
+    assert parse_args(CORGIArgs, ["--retry_limit", "1"], prog="corgi").max_attempts == 2
+
+
+def test_args_reject_overlapping_or_unknown_families():
     with pytest.raises(ValueError, match="held out"):
-        CORGIConfig(train_families="completion,concepts", eval_families="concepts")
+        CORGIArgs(train_families="completion,concepts", eval_families="concepts")
     with pytest.raises(ValueError, match="subset"):
-        CORGIConfig(train_families="completion,haiku")
+        CORGIArgs(train_families="completion,haiku")
     with pytest.raises(ValueError, match="retry_limit"):
-        CORGIConfig(retry_limit=-1)
+        CORGIArgs(retry_limit=-1)
+    with pytest.raises(ValueError, match="eval_retry_limit"):
+        CORGIArgs(eval_retry_limit=-1)
 
 
 def test_training_tasks_come_from_training_families_only():
-    config = CORGIConfig(train_families="completion", eval_families="punctuation,change_case")
-    train_env = gymnasium.make(config.env_id, **config.env_options()).unwrapped
-    eval_env = gymnasium.make(config.env_id, **config.eval_env_options()).unwrapped
+    args = CORGIArgs(train_families="completion", eval_families="punctuation,change_case")
+    train_env = gymnasium.make(args.env_id, **args.training_env_kwargs()).unwrapped
+    eval_env = gymnasium.make(args.env_id, **args.eval_env_kwargs()).unwrapped
     for index in range(20):
         train_ids = train_env.get_task(index)["instruction_id_list"]
-        eval_ids = eval_env.get_task(config.eval_task_offset + index)["instruction_id_list"]
+        eval_ids = eval_env.get_task(args.eval_task_offset + index)["instruction_id_list"]
         assert all(i.split(":")[0] == "completion" for i in train_ids), train_ids
         assert all(i.split(":")[0] in ("punctuation", "change_case") for i in eval_ids), eval_ids
 
 
+def test_success_curve_by_hand():
+    kwargs = {"max_attempts": 3, "retry_reward": "max", "vocabulary": ["river"], "partial_credit": True}
+
+    def sessions(answers):
+        return collect_episodes("Mulligan/Echo-v0", ScriptedAgent(answers), 1, env_kwargs=kwargs, progress=False)
+
+    # Solved at attempt 1, solved at attempt 2, never solved (best 0.8 after three attempts).
+    played = [*sessions(["river"]), *sessions(["r", "river"]), *sessions(["r", "x", "rive"])]
+    assert [attempts_to_success(t) for t in played] == [1, 2, None]
+    curve = success_curve(3)(played)
+    assert curve["success_after_attempt_1"] == pytest.approx(1 / 3)
+    assert curve["success_after_attempt_2"] == pytest.approx(2 / 3)
+    assert curve["success_after_attempt_3"] == pytest.approx(2 / 3)
+    assert curve["mean_attempts"] == pytest.approx((1 + 2 + 3) / 3)
+    assert curve["mean_best_score"] == pytest.approx((1 + 1 + 0.8) / 3)
+    # A longer curve than the sessions ran: a solved session keeps counting, an unsolved one never does.
+    assert success_curve(5)(played)["success_after_attempt_5"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="max_attempts"):
+        success_curve(0)
+
+
 def test_a_session_is_one_sample_with_every_attempt_learned_and_critiques_masked():
     _, tokenizer = build_tiny_model(SMALL)
-    config = CORGIConfig(retry_limit=1, train_families="completion", eval_families="punctuation")
-    (session,) = collect_episodes(config.env_id, ScriptedAgent(["one", "two"]), 1,
-                                  env_kwargs=config.env_options(), task_indices=[0], progress=False)
+    args = CORGIArgs(retry_limit=1, train_families="completion", eval_families="punctuation")
+    (session,) = collect_episodes(
+        args.env_id,
+        ScriptedAgent(["one", "two"]),
+        1,
+        env_kwargs=args.training_env_kwargs(),
+        task_indices=[0],
+        progress=False,
+    )
     assert len(session.turns) == 2 and session.messages[2]["content"].startswith("- Feedback:")
     batch = episodes_to_batch([session], tokenizer)
     ids, mask = batch.input_ids[0].tolist(), batch.action_mask[0].tolist()
@@ -71,17 +127,33 @@ def test_a_session_is_one_sample_with_every_attempt_learned_and_critiques_masked
 
 
 @pytest.mark.parametrize("retry_limit", [1, 0])
-def test_corgi_and_baseline_train_and_evaluate_on_held_out_families(tmp_path, retry_limit):
+def test_corgi_and_baseline_train_and_are_evaluated_with_the_same_attempts(tmp_path, retry_limit):
     model, tokenizer = build_tiny_model(SMALL)
-    config = CORGIConfig(output_dir=str(tmp_path), retry_limit=retry_limit, train_families="completion",
-                         eval_families="punctuation", total_steps=1, episodes_per_step=4, mini_batch_size=4,
-                         max_new_tokens=6, eval_tasks=4, progress=False, learning_rate=1e-4)
-    trainer, results = train_corgi(config, model, tokenizer)
-    assert trainer.step == 1
+    args = CORGIArgs(
+        output_dir=str(tmp_path),
+        retry_limit=retry_limit,
+        eval_retry_limit=2,
+        train_families="completion",
+        eval_families="punctuation",
+        total_steps=1,
+        episodes_per_step=4,
+        mini_batch_size=4,
+        max_new_tokens=6,
+        eval_tasks=4,
+        num_envs=4,
+        disable_tqdm=True,
+        learning_rate=1e-4,
+    )
+    trainer, results = train_corgi(args, model, tokenizer)
+    assert trainer.step == 1 and trainer.env.envs == []  # the training envs were closed
+    assert results["eval_retry_limit"] == 2
     for phase in ("before", "after"):
-        assert set(results[phase]) >= {"first_attempt_success", "session_success", "mean_best_score"}
+        curve = [results[phase][f"success_after_attempt_{i}"] for i in (1, 2, 3)]
+        assert curve == sorted(curve) and "success_after_attempt_4" not in results[phase]
         assert results[phase]["episodes"] == 4
-        assert 1 <= results[phase]["mean_attempts"] <= retry_limit + 1
+        # An untrained tiny model fails the punctuation constraints, so sessions use the retries,
+        # whatever retry_limit the model was trained with.
+        assert 1 < results[phase]["mean_attempts"] <= 3
     assert (tmp_path / "corgi_eval.json").exists()
 
 
@@ -89,5 +161,15 @@ def test_cli_help_documents_the_fields(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--retry_limit", "--train_families", "--eval_families", "--kl_coef", "--use_lora"):
+    for flag in (
+        "--retry_limit",
+        "--eval_retry_limit",
+        "--train_families",
+        "--eval_families",
+        "--kl_coef",
+        "--use_lora",
+        "--preset",
+        "--reward_placement",
+    ):
         assert flag in text
+    assert "--max_attempts" not in text

@@ -1,74 +1,83 @@
 """CORGI: RL with a checker's corrective feedback (Bezalel et al. 2024, arXiv 2411.01483).
 
 CORGI trains a model to use critiques. A session on ``Mulligan/Constraints-v0``: the model answers
-the instruction; the rule-based checker's critique comes back as the next user turn
-("- Feedback: {critique} Please try again.", Sec. 3); the model retries, up to ``retry_limit``
-times; the session's reward is the best attempt's score (``RetryWithFeedback(reward="max")``).
-The whole session is one PPO sample with every model token unmasked and every critique masked
-(:mod:`mulligan.training.ppo` does the RL, with CORGI's KL coefficient 0.075 by default).
+the instruction; the rule-based checker's critique comes back as the next user turn (Sec. 3); the
+model retries, up to ``retry_limit`` times (3 in the paper: 4 attempts); the session's return is the
+best attempt's score (``RetryWithFeedback(reward="max")``). The whole session is one PPO sample
+with every model token learned and every critique masked. Where the reward sits on the tokens is
+:class:`~mulligan.training.ppo.PPOArgs`'s ``reward_placement``: ``last_token`` is the paper's (the
+whole best-of-session score on the session's last model token); ``per_attempt`` pays each attempt
+the increment of the running best on its own last token (same return, finer credit).
 
-The paper's baseline is the same trainer with ``retry_limit=0`` (plain single-attempt RL), and
-its test of generalisation trains on some constraint families and evaluates on held-out ones
-(Sec. 4); :func:`train_corgi` evaluates on ``eval_families`` before and after training, with
-both first-attempt success and session success.
+The paper's baseline is the same trainer with ``retry_limit=0`` (plain single-attempt RL). Both
+are evaluated the same way (Sec. 4, official ``validate_with_critique.py``): greedy sessions with
+``eval_retry_limit`` retries (4 by default, as the official evaluation) on held-out constraint
+families, reported as the success-after-attempt-``i`` curve: the fraction of sessions whose best
+score is 1 within their first ``i`` attempts (:func:`success_curve`).
 
-Command line: ``mulligan train corgi --retry_limit 2 --train_families completion,concepts``.
+Tier note: this is the one method module that imports another (:mod:`mulligan.training.ppo`),
+because CORGI *is* PPO with retries; everything else comes from the infrastructure tier.
+
+Command line: ``mulligan train corgi --retry_limit 3 --train_families completion,concepts``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from mulligan.training.ppo import PPOConfig, PPOTrainer
+from mulligan.training.ppo import PPOArgs, PPOTrainer
 
 DEFAULT_TRAIN_FAMILIES = "completion,concepts,letters,words,keywords,language,length_constraints"
 DEFAULT_EVAL_FAMILIES = "detectable_content,detectable_format,combination,startend,change_case,punctuation"
 
 
 @dataclass
-class CORGIConfig(PPOConfig):
+class CORGIArgs(PPOArgs):
     """Configuration of :func:`train_corgi` and ``mulligan train corgi``.
 
-    Every :class:`PPOConfig` field, plus the following.
+    Every :class:`~mulligan.training.ppo.PPOArgs` field (``--preset paper`` gives CORGI's PPO
+    settings) except ``max_attempts``, which is ``retry_limit + 1``; plus the following.
 
     Attributes:
         env_id: The constraints env (``Mulligan/Constraints-v0``).
         output_dir: Checkpoints, final model, ``corgi_eval.json``.
-        retry_limit: Retries after the first attempt (0 is the paper's baseline, plain RL).
+        retry_limit: Retries after the first attempt during training (the paper's 3; 0 is the
+            paper's baseline, plain RL).
+        eval_retry_limit: Retries at evaluation, the same for CORGI and the baseline (the official
+            evaluation's 4; 19 for its ``program`` task).
         train_families: Comma-separated constraint families to train on.
         eval_families: Comma-separated held-out families to evaluate on (disjoint from training).
         eval_tasks: Held-out tasks evaluated before and after training (0: no evaluation).
-        eval_retry_limit: Retries allowed at evaluation (default: ``retry_limit``).
         eval_task_offset: First task index of the evaluation tasks.
         eval_before: Also evaluate the starting model.
     """
 
     env_id: str = field(default="Mulligan/Constraints-v0", metadata={"help": "The constraints env id."})
     output_dir: str = field(default="runs/corgi", metadata={"help": "Checkpoints, final model, corgi_eval.json."})
-    retry_limit: int = field(default=2, metadata={"help": "Retries after the first attempt (0: baseline RL)."})
+    # Derived from retry_limit in __post_init__, so it is not a command-line flag.
+    max_attempts: int = field(default=1, init=False, metadata={"help": "retry_limit + 1 (derived)."})
+    retry_limit: int = field(default=3, metadata={"help": "Training retries after the first attempt (0: baseline)."})
+    eval_retry_limit: int = field(
+        default=4, metadata={"help": "Evaluation retries, the same for CORGI and the baseline (paper: 4)."}
+    )
     train_families: str = field(default=DEFAULT_TRAIN_FAMILIES, metadata={"help": "Families to train on."})
     eval_families: str = field(default=DEFAULT_EVAL_FAMILIES, metadata={"help": "Held-out families to evaluate."})
     eval_tasks: int = field(default=64, metadata={"help": "Held-out tasks evaluated (0: none)."})
-    eval_retry_limit: int | None = field(
-        default=None, metadata={"help": "Retries at evaluation (default: retry_limit)."}
-    )
     eval_task_offset: int = field(default=1_000_000, metadata={"help": "First task index of the evaluation tasks."})
     eval_before: bool = field(default=True, metadata={"help": "Also evaluate the starting model."})
 
     def __post_init__(self) -> None:
         from mulligan.envs.verifiers.constraints import FAMILIES
 
-        if isinstance(self.retry_limit, bool) or not isinstance(self.retry_limit, int) or self.retry_limit < 0:
-            raise ValueError(
-                f"retry_limit must be an int >= 0 (0 is the single-attempt baseline), got {self.retry_limit!r}"
-            )
-        if self.eval_retry_limit is not None and self.eval_retry_limit < 0:
-            raise ValueError(f"eval_retry_limit must be >= 0 or unset, got {self.eval_retry_limit}")
+        super().__post_init__()
+        for name in ("retry_limit", "eval_retry_limit"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0 (0: a single attempt), got {value!r}")
         if self.eval_tasks < 0 or self.eval_task_offset < 0:
             raise ValueError("eval_tasks and eval_task_offset must be >= 0")
         for name in ("train_families", "eval_families"):
@@ -79,85 +88,130 @@ class CORGIConfig(PPOConfig):
                 )
         overlap = set(self.families("train_families")) & set(self.families("eval_families"))
         if overlap:
-            raise ValueError(
-                f"eval_families must be held out from train_families; both contain {sorted(overlap)}"
-            )
+            raise ValueError(f"eval_families must be held out from train_families; both contain {sorted(overlap)}")
         self.max_attempts = self.retry_limit + 1
-        super().__post_init__()
 
     def families(self, name: str = "train_families") -> list[str]:
         """The families listed in ``name`` (``train_families`` or ``eval_families``)."""
         return [f.strip() for f in str(getattr(self, name)).split(",") if f.strip()]
 
-    def env_options(self) -> dict[str, Any]:
-        """Training env: the training families, CORGI's session when ``retry_limit > 0``."""
-        options = super().env_options()
-        options["families"] = self.families("train_families")
-        return options
+    def training_env_kwargs(self) -> dict[str, Any]:
+        """Training envs: the training families; CORGI's session when ``retry_limit > 0``."""
+        return self.make_kwargs(families=self.families("train_families"))
 
-    def eval_env_options(self) -> dict[str, Any]:
-        """Evaluation env: the held-out families and ``eval_retry_limit`` retries."""
-        options = super().env_options()
-        options.pop("max_attempts", None)
-        retries = self.retry_limit if self.eval_retry_limit is None else self.eval_retry_limit
-        if retries > 0:
-            options["max_attempts"] = retries + 1
-        options["families"] = self.families("eval_families")
-        return options
+    def eval_env_kwargs(self) -> dict[str, Any]:
+        """Evaluation envs: the held-out families, ``eval_retry_limit`` retries (whatever ``retry_limit``)."""
+        kwargs = dict(self.env_kwargs_dict)
+        kwargs["families"] = self.families("eval_families")
+        if self.eval_retry_limit > 0:
+            kwargs["max_attempts"] = self.eval_retry_limit + 1
+        return kwargs
 
 
-def evaluate_sessions(model: Any, tokenizer: Any, config: CORGIConfig) -> dict[str, float]:
-    """First-attempt and session success, and the mean best score, on the held-out families (greedy)."""
-    from mulligan.agents.hf import HFAgent
-    from mulligan.training.rollout import collect_episodes
+def attempts_to_success(trajectory: Any) -> int | None:
+    """The 1-based attempt at which a session first succeeded, or ``None`` if it never did.
 
-    was_training = model.training
-    agent = HFAgent(model, tokenizer, temperature=0.0, max_new_tokens=config.max_new_tokens, seed=config.seed,
-                    batch_size=config.num_envs)
-    indices = list(range(config.eval_task_offset, config.eval_task_offset + config.eval_tasks))
+    Attempts are numbered by the env (``info["attempt"]`` from ``RetryWithFeedback``; a session
+    without retries has one attempt).
+    """
+    for turn in trajectory.turns:
+        if turn.info.get("success"):
+            return int(turn.info.get("attempt", 1))
+    return None
+
+
+def success_curve(max_attempts: int) -> Callable[[Sequence[Any]], dict[str, float]]:
+    """An evaluation metric: the success-after-attempt-``i`` curve of CORGI's evaluation.
+
+    ``success_after_attempt_i`` (``i = 1 .. max_attempts``) is the fraction of sessions whose best
+    score is 1 within their first ``i`` attempts. A session that succeeded earlier keeps counting
+    (its best score stays 1), as the official ``validate_with_critique.py`` carries the best score
+    forward. On ``Constraints-v0`` success is exactly "every constraint holds", i.e. score 1.
+
+    Args:
+        max_attempts: Attempts allowed at evaluation (``eval_retry_limit + 1``).
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+
+    def metric(trajectories: Sequence[Any]) -> dict[str, float]:
+        firsts = [attempts_to_success(t) for t in trajectories]
+        total = max(len(firsts), 1)
+        curve = {
+            f"success_after_attempt_{i}": sum(a is not None and a <= i for a in firsts) / total
+            for i in range(1, max_attempts + 1)
+        }
+        attempts = [max((int(turn.info.get("attempt", 1)) for turn in t.turns), default=0) for t in trajectories]
+        curve["mean_attempts"] = sum(attempts) / total
+        curve["mean_best_score"] = sum(float(t.episode_return) for t in trajectories) / total
+        return curve
+
+    return metric
+
+
+def evaluate_corgi(trainer: PPOTrainer, args: CORGIArgs, env: Any) -> dict[str, Any]:
+    """Greedy sessions of the trainer's current policy on the held-out tasks; the success curve.
+
+    Args:
+        trainer: The trainer whose policy is evaluated.
+        args: The run's :class:`CORGIArgs` (``eval_tasks``, ``eval_task_offset``, ``eval_retry_limit``).
+        env: An :class:`~mulligan.training.rollout.EnvPool` built with :meth:`CORGIArgs.eval_env_kwargs`.
+
+    Returns:
+        ``success_after_attempt_1 .. success_after_attempt_{eval_retry_limit + 1}``, ``mean_attempts``,
+        ``mean_best_score``, ``episodes`` and the session summary (success rate with its Wilson
+        interval) from :func:`mulligan.training.evaluation.evaluate`.
+    """
+    from mulligan.training.evaluation import evaluate
+
+    indices = list(range(args.eval_task_offset, args.eval_task_offset + args.eval_tasks))
+    was_training = trainer.policy.training
     try:
-        trajectories = collect_episodes(
-            config.env_id, agent, len(indices), env_kwargs=config.eval_env_options(), num_envs=config.num_envs,
-            seed=config.seed, task_indices=indices, system_prompt=config.system_prompt, progress=False,
+        result = evaluate(
+            trainer.agent(temperature=0.0, seed=args.seed),
+            env,
+            indices,
+            seed=args.seed,
+            progress=False,
+            metrics=(success_curve(args.eval_retry_limit + 1),),
         )
     finally:
-        model.train(was_training)
-    return {
-        "first_attempt_success": float(
-            np.mean([bool(t.turns and t.turns[0].info.get("success")) for t in trajectories])
-        ),
-        "session_success": float(np.mean([t.success for t in trajectories])),
-        "mean_best_score": float(np.mean([t.episode_return for t in trajectories])),
-        "mean_attempts": float(np.mean([len(t.turns) for t in trajectories])),
-        "episodes": float(len(trajectories)),
-    }
+        trainer.policy.train(was_training)
+    return {**result.metrics, "episodes": float(len(result.trajectories)), "summary": result.summary.to_dict()}
 
 
-def train_corgi(config: CORGIConfig, model: Any = None, tokenizer: Any = None) -> tuple[PPOTrainer, dict[str, Any]]:
-    """Train with CORGI's sessions (PPO) and evaluate on the held-out families.
+def train_corgi(args: CORGIArgs, model: Any = None, tokenizer: Any = None) -> tuple[PPOTrainer, dict[str, Any]]:
+    """Train with CORGI's sessions (PPO) and evaluate on the held-out families before and after.
 
     Returns the trainer and the evaluation record written to ``output_dir/corgi_eval.json``.
     """
-    trainer = PPOTrainer(config, model, tokenizer)
-    results: dict[str, Any] = {"retry_limit": config.retry_limit, "train_families": config.families("train_families"),
-                               "eval_families": config.families("eval_families")}
-    if config.eval_tasks and config.eval_before and trainer.step == 0:
-        results["before"] = evaluate_sessions(trainer.policy.model, trainer.tokenizer, config)
-    trainer.train()
-    if config.eval_tasks:
-        results["after"] = evaluate_sessions(trainer.policy.model, trainer.tokenizer, config)
+    from mulligan.training.rollout import EnvPool
+
+    results: dict[str, Any] = {
+        "retry_limit": args.retry_limit,
+        "eval_retry_limit": args.eval_retry_limit,
+        "train_families": args.families("train_families"),
+        "eval_families": args.families("eval_families"),
+    }
+    with (
+        PPOTrainer(args, model, tokenizer) as trainer,
+        EnvPool(args.env_id, args.num_envs, args.eval_env_kwargs()) as eval_env,
+    ):
+        if args.eval_tasks and args.eval_before and trainer.step == 0:
+            results["before"] = evaluate_corgi(trainer, args, eval_env)
+        trainer.train()
+        if args.eval_tasks:
+            results["after"] = evaluate_corgi(trainer, args, eval_env)
     trainer.output_dir.mkdir(parents=True, exist_ok=True)
     (trainer.output_dir / "corgi_eval.json").write_text(json.dumps(results, indent=2))
     return trainer, results
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``mulligan train corgi``: parse :class:`CORGIConfig` flags, train, evaluate on held-out families."""
-    from transformers import HfArgumentParser
+    """``mulligan train corgi``: parse :class:`CORGIArgs` flags, train, evaluate on held-out families."""
+    from mulligan.training.args import parse_args
 
-    parser = HfArgumentParser(CORGIConfig)
-    parser.prog = "mulligan train corgi"
-    (config,) = parser.parse_args_into_dataclasses(args=list(sys.argv[1:] if argv is None else argv))
-    _, results = train_corgi(config)
+    args = parse_args(CORGIArgs, list(sys.argv[1:] if argv is None else argv), prog="mulligan train corgi")
+    _, results = train_corgi(args)
     print(json.dumps(results))
     return 0
