@@ -1,4 +1,4 @@
-"""NAT: the paper's prompts and ratio, agent-only loss, training that moves the model and the metric."""
+"""NAT: the official prompts to the character, data amounts, budgets, agent-only loss, and learning."""
 
 import json
 
@@ -6,110 +6,172 @@ import pytest
 import torch
 
 from mulligan.agents.base import Action, Agent, AgentInput
-from mulligan.envs.verifiers.qa import CORRECT, MOSTLY_CORRECT, MOSTLY_INCORRECT, TOTALLY_INCORRECT
-from mulligan.training.nat import (
-    NATConfig,
+from mulligan.agents.nat_prompt import (
+    ACKNOWLEDGEMENT,
+    INSTRUCTIONS,
     NATPromptAgent,
-    build_nat_examples,
-    conversations_to_dataset,
+    nat_messages,
     nat_prompt,
-    train_nat,
 )
+from mulligan.agents.testing import EchoOracle
+from mulligan.envs.verifiers.qa import CORRECT, MOSTLY_CORRECT, MOSTLY_INCORRECT, TOTALLY_INCORRECT
+from mulligan.training.args import parser_for
+from mulligan.training.nat import NATArgs, build_nat_examples, matched_steps, train_nat
 from mulligan.training.rollout import collect_episodes
+from mulligan.training.sft import conversations_to_dataset
 from mulligan.training.stats import summarize
 from mulligan.training.trajectory import Trajectory, Turn
 
 VOCAB = ("apple", "river", "stone", "cloud")
+MATH_INSTRUCTION = (
+    "Solve a math problem with interleaving Thought, Action, Observation steps. Thought can reason about the "
+    "current situation, and Action can be two types:\n(1) calculate[expression], which calculates the expression "
+    "and returns the answer.\n(2) finish[answer], which returns the answer and finishes the task."
+)
+QA_INSTRUCTION = (
+    "Solve a question answering task with interleaving Thought, Action, Observation steps. Thought can reason "
+    "about the current situation, and Action can be two types: \n(1) search[query], which searches a query on "
+    "google and returns a short snippet containing the answer. Note that sometimes the snippet does not contain "
+    "the answer, and some alternative search might be needed.\n(2) finish[answer], which returns the answer and "
+    "finishes the task."
+)
+QA_NOTE = (
+    " You need to generate a sequence of Thought and Action steps to solve the question. Note that the steps could "
+    "be correct or incorrect. You need to follow the instruction strictly."
+)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # The CI box is shared: one thread avoids oversubscription and keeps step times steady.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
-class EchoAgent(Agent):
-    """Echoes the target; wrong (answers "nope") on every ``wrong_every``-th call when set."""
-
-    name = "echo"
-
-    def __init__(self, wrong_every=0):
-        self.wrong_every, self.calls = wrong_every, 0
-
-    def act(self, inputs):
-        out = []
-        for item in inputs:
-            self.calls += 1
-            wrong = self.wrong_every and self.calls % self.wrong_every == 0
-            out.append(Action("nope" if wrong else item.observation.split(": ", 1)[-1]))
-        return out
-
-
-def fake_trajectory(question, success, score=None):
+def fake_trajectory(question, success, score=None, task=None):
     return Trajectory(
-        env_id="Mulligan/Echo-v0", task_id=question, task={"target": question},
+        env_id="Mulligan/Echo-v0",
+        task_id=question,
+        task=task if task is not None else {"target": question},
         messages=[{"role": "user", "content": question}, {"role": "assistant", "content": "answer"}],
-        turns=[Turn(question, "answer", float(success), {})], success=success,
-        score=float(success) if score is None else score, episode_return=float(success),
-        terminated=True, truncated=False,
+        turns=[Turn(question, "answer", float(success), {})],
+        success=success,
+        score=float(success) if score is None else score,
+        episode_return=float(success),
+        terminated=True,
+        truncated=False,
     )
 
 
-def test_exact_paper_wording_and_variants():
+def test_official_question_prompts_character_for_character():
     assert nat_prompt("What is 2+3?", True) == (
         "Question: What is 2+3?. Generate a sequence of Thought and Action steps to solve the problem correctly."
     )
     assert nat_prompt("What is 2+3?", False) == (
         "Question: What is 2+3?. Generate a sequence of Thought and Action steps. But incorrectly solve the problem."
     )
-    assert nat_prompt("Who?", True, domain="qa") == (
-        "Question: Who?. Generate a sequence of Thought and Action steps to answer the question **correctly**."
+    # QA: "solve the question", with the asterisks that are literally in the official prompt file.
+    assert nat_prompt("Who?", True, domain="hotpotqa") == (
+        "Question: Who?. Generate a sequence of Thought and Action steps to solve the question **correctly**."
     )
-    assert nat_prompt("Who?", "negative", domain="qa").endswith("But answer the question **incorrectly**.")
-    assert nat_prompt("Q", True, position="prefix") == (
-        "Generate a sequence of Thought and Action steps to solve the problem correctly. Question: Q."
+    assert nat_prompt("Who?", "negative", domain="qa") == (
+        "Question: Who?. Generate a sequence of Thought and Action steps. But **incorrectly** solve the question."
     )
-    assert "[Mostly Correct]" in nat_prompt("Q", MOSTLY_CORRECT, domain="qa")
+    assert nat_prompt("Is it?", True, domain="strategyqa") == nat_prompt("Is it?", True, domain="hotpotqa")
+    assert nat_prompt("Q", True, domain="math_cot") == "Question: Q. Please solve the problem correctly."
+    assert (
+        nat_prompt("Q", False, domain="math_cot") == "Question: Q. Generate steps that incorrectly solve the problem."
+    )
+    assert nat_prompt("Q", True, position="prefix") == "[Correct] Question: Q."
+    assert nat_prompt("Q", False, position="prefix") == "[Incorrect] Question: Q."
+    assert nat_prompt("Q", False, position="prefix", tags="good") == "[Bad] Question: Q."
+    assert nat_prompt("Q", MOSTLY_CORRECT, domain="qa") == "[Mostly Correct] Question: Q."
+    assert nat_prompt("Q", "[Partially Correct]", domain="qa") == "[Partially Correct] Question: Q."
+    assert nat_prompt("Q", None) == "Question: Q"
     with pytest.raises(ValueError, match="domain"):
         nat_prompt("Q", True, domain="chess")
     with pytest.raises(ValueError, match="label"):
         nat_prompt("Q", "maybe")
+    with pytest.raises(ValueError, match="tags"):
+        nat_prompt("Q", True, position="prefix", tags="colours")
 
 
-def test_ratio_prompts_and_baselines():
+def test_two_message_preamble_per_domain_and_template():
+    opening = nat_messages("What is 2+3?", True)
+    assert opening == [
+        {"role": "user", "content": MATH_INSTRUCTION},
+        {"role": "assistant", "content": "I've understood your instruction, start please."},
+        {"role": "user", "content": nat_prompt("What is 2+3?", True)},
+    ]
+    assert ACKNOWLEDGEMENT == "I've understood your instruction, start please."
+    # HotpotQA: the binary target-aware instruction adds the note; the fine-grained one does not.
+    assert nat_messages("Who?", False, domain="qa")[0]["content"] == QA_INSTRUCTION + QA_NOTE
+    assert nat_messages("Who?", TOTALLY_INCORRECT, domain="qa")[0]["content"] == QA_INSTRUCTION
+    assert nat_messages("Who?", None, domain="qa")[0]["content"] == QA_INSTRUCTION
+    assert INSTRUCTIONS["strategyqa"]["target_aware"] == (
+        QA_INSTRUCTION + QA_NOTE + " Remember you should answer Yes or No."
+    )
+    assert nat_messages("Q", True, domain="math_cot") == [
+        {"role": "user", "content": nat_prompt("Q", True, domain="math_cot")}
+    ]
+
+
+def test_mathreact_trajectories_get_one_question_and_the_preamble():
+    from mulligan.agents.teachers.math import MathOracle
+
+    trajectories = collect_episodes("Mulligan/MathReAct-v0", MathOracle(), 2, progress=False)
+    examples = build_nat_examples(trajectories)
+    for example, trajectory in zip(examples, trajectories, strict=True):
+        messages = example["messages"]
+        question = trajectory.task["question"].strip()
+        assert messages[:3] == nat_messages(question, True)
+        assert sum(m["content"].count("Question:") for m in messages) == 1  # never doubled
+        assert messages[3:] == trajectory.messages[1:]  # the trajectory itself, untouched
+        # The acknowledgement (index 1) is not learned; every agent turn of the trajectory is.
+        assert example["learn_turns"] == [k for k in range(3, len(messages)) if messages[k]["role"] == "assistant"]
+
+
+def test_amounts_ratio_pos_num_and_neg_num():
     trajectories = [fake_trajectory(f"p{i}", True) for i in range(10)]
     trajectories += [fake_trajectory(f"n{i}", False) for i in range(35)]
-    nat = build_nat_examples(trajectories)
-    labels = [e["label"] for e in nat]
+    labels = [e["label"] for e in build_nat_examples(trajectories, domain="math_cot")]
     assert labels.count("positive") == 10 and labels.count("negative") == 20  # the paper's 1:2
-    for example in nat:
-        first = example["messages"][0]["content"]
-        question = example["task_id"]
-        assert first == nat_prompt(question, example["label"] == "positive")
-        assert example["messages"][1] == {"role": "assistant", "content": "answer"}
-    assert [e["label"] for e in build_nat_examples(trajectories, negative_ratio=1.0)].count("negative") == 10
-    # The subsample is seeded: the same seed picks the same negatives.
-    assert build_nat_examples(trajectories, seed=3) == build_nat_examples(trajectories, seed=3)
-    few = trajectories[:10] + trajectories[10:13]
-    assert [e["label"] for e in build_nat_examples(few)].count("negative") == 3  # all there are
-    positives_only = build_nat_examples(trajectories, method="positives_only")
-    assert len(positives_only) == 10 and positives_only[0]["messages"][0]["content"] == "p0"
-    nut = build_nat_examples(trajectories, method="nut")
-    assert len(nut) == 30 and all(e["messages"][0]["content"] == e["task_id"] for e in nut)
+    # pos_num keeps the first positives (the official pos_trajs[:pos_num]), the ratio follows them.
+    few = build_nat_examples(trajectories, pos_num=4, domain="math_cot")
+    assert [e["task_id"] for e in few if e["label"] == "positive"] == ["p0", "p1", "p2", "p3"]
+    assert sum(e["label"] == "negative" for e in few) == 8
+    # neg_num is absolute and overrides the ratio; the sample is seeded.
+    fixed = build_nat_examples(trajectories, pos_num=2, neg_num=7, seed=3, domain="math_cot")
+    assert sum(e["label"] == "negative" for e in fixed) == 7
+    assert fixed == build_nat_examples(trajectories, pos_num=2, neg_num=7, seed=3, domain="math_cot")
+    assert sum(e["label"] == "negative" for e in build_nat_examples(trajectories[:13])) == 3  # all there are
+    positives_only = build_nat_examples(trajectories, method="positives_only", domain="math_cot")
+    assert len(positives_only) == 10 and positives_only[0]["messages"][0]["content"] == "Question: p0"
+    nut = build_nat_examples(trajectories, method="nut", domain="math_cot")
+    assert len(nut) == 30 and all(e["messages"][0]["content"] == f"Question: {e['task_id']}" for e in nut)
+    with pytest.raises(ValueError, match="pos_num"):
+        build_nat_examples(trajectories, pos_num=-2)
 
 
-def test_fine_grained_labels_by_f1():
-    scores = [1.0, 0.7, 0.2, 0.0, 0.0, 1.0]
+def test_question_comes_from_the_task_record_not_the_env_prompt():
+    trajectory = fake_trajectory("Instruction.\n\nQuestion: How many?", True, task={"question": "How many?"})
+    (example,) = build_nat_examples([trajectory], domain="math_cot")
+    assert example["messages"][0]["content"] == nat_prompt("How many?", True, domain="math_cot")
+
+
+def test_fine_grained_variants_by_f1():
+    scores = [1.0, 0.7, 0.2, 0.0, 0.1, 1.0]
     trajectories = [fake_trajectory(f"q{i}", s == 1.0, score=s) for i, s in enumerate(scores)]
-    examples = build_nat_examples(trajectories, method="fine_grained", domain="qa", negative_ratio=10)
-    by_task = {e["task_id"]: e["label"] for e in examples}
-    assert by_task == {"q0": CORRECT, "q1": MOSTLY_CORRECT, "q2": MOSTLY_INCORRECT, "q3": TOTALLY_INCORRECT,
-                       "q4": TOTALLY_INCORRECT, "q5": CORRECT}
-    q1 = next(e for e in examples if e["task_id"] == "q1")
-    assert q1["messages"][0]["content"] == nat_prompt("q1", MOSTLY_CORRECT, domain="qa")
+    four = build_nat_examples(trajectories, method="fine_grained", domain="qa", negative_ratio=10)
+    assert {e["task_id"]: e["label"] for e in four} == {
+        "q0": CORRECT, "q1": MOSTLY_CORRECT, "q2": MOSTLY_INCORRECT, "q3": TOTALLY_INCORRECT,
+        "q4": MOSTLY_INCORRECT, "q5": CORRECT,
+    }  # fmt: skip
+    q1 = next(e for e in four if e["task_id"] == "q1")
+    assert q1["messages"][2]["content"] == "[Mostly Correct] Question: q1."
+    three = build_nat_examples(trajectories, method="fine_grained_3", domain="qa", negative_ratio=10)
+    assert {e["task_id"]: e["label"] for e in three}["q1"] == "[Partially Correct]"
+    assert {e["task_id"]: e["label"] for e in three}["q3"] == "[Incorrect]"
+    soft = build_nat_examples(trajectories, method="soft", domain="qa", negative_ratio=10)
+    assert {e["task_id"] for e in soft if e["label"] == "positive"} == {"q0", "q1", "q5"}  # F1 > 0.2
 
 
 def test_loss_mask_covers_the_agent_turns_only():
@@ -118,15 +180,21 @@ def test_loss_mask_covers_the_agent_turns_only():
     from mulligan.agents.tiny import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("tiny"))
-    messages = [{"role": "user", "content": "Repeat exactly: apple"}, {"role": "assistant", "content": "apple"},
-                {"role": "user", "content": "again"}, {"role": "assistant", "content": "river"}]
-    dataset = conversations_to_dataset(tokenizer, [messages], max_length=None)
+    messages = [
+        {"role": "user", "content": "Instruction"},
+        {"role": "assistant", "content": ACKNOWLEDGEMENT},
+        {"role": "user", "content": "Repeat exactly: apple"},
+        {"role": "assistant", "content": "apple"},
+        {"role": "user", "content": "again"},
+        {"role": "assistant", "content": "river"},
+    ]
+    dataset = conversations_to_dataset(tokenizer, [messages], max_length=None, learn_turns=[[3, 5]])
     ids, mask = dataset[0]["input_ids"], dataset[0]["assistant_masks"]
     learned = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
-    assert learned == "apple<|im_end|>river<|im_end|>"  # content and end-of-turn token, nothing else
+    assert learned == "apple<|im_end|>river<|im_end|>"  # not the acknowledgement, not the env's turns
 
 
-def test_inference_agent_sees_the_correctly_prompt():
+def test_inference_agent_sees_the_official_positive_opening():
     seen = []
 
     class Recorder(Agent):
@@ -134,18 +202,39 @@ def test_inference_agent_sees_the_correctly_prompt():
             seen.extend(inputs)
             return [Action("x") for _ in inputs]
 
-    agent = NATPromptAgent(Recorder(), domain="math")
-    agent.act([AgentInput([{"role": "user", "content": "What is 1+1?"}])])
-    assert seen[0].messages[0]["content"] == nat_prompt("What is 1+1?", True)
+    env_prompt = "Solve step by step.\n\nQuestion: What is 1+1?"
+    item = AgentInput([{"role": "user", "content": env_prompt}], task={"question": "What is 1+1?", "answer": "2"})
+    NATPromptAgent(Recorder(), domain="math").act([item])
+    assert seen[0].messages == nat_messages("What is 1+1?", True)
+    NATPromptAgent(Recorder(), domain="qa", fine_grained=True).act([item])
+    assert seen[1].messages[-1]["content"] == "[Correct] Question: What is 1+1?."
+    NATPromptAgent(Recorder(), domain="math", signal=False).act([item])
+    assert seen[2].messages[-1]["content"] == "Question: What is 1+1?"
 
 
-def test_config_rejects_bad_values_with_the_fix():
+def test_presets_and_validation():
+    tiny = NATArgs()
+    assert (tiny.learning_rate, tiny.num_train_epochs, tiny.bf16, tiny.max_length) == (1e-3, 3.0, False, 1024)
+    (paper,) = parser_for(NATArgs).parse_args_into_dataclasses(["--preset", "paper", "--use_lora"])
+    assert (paper.learning_rate, paper.lr_scheduler_type, paper.warmup_ratio, paper.num_train_epochs) == (
+        5e-5, "cosine", 0.03, 2.0,
+    )  # fmt: skip
+    assert (paper.per_device_train_batch_size, paper.gradient_accumulation_steps, paper.max_length) == (2, 8, 4096)
+    assert paper.bf16 is True and paper.use_lora is True
     with pytest.raises(ValueError, match="positives_only"):
-        NATConfig(method="dpo")
+        NATArgs(method="dpo")
     with pytest.raises(ValueError, match="1:2"):
-        NATConfig(negative_ratio=-1)
+        NATArgs(negative_ratio=-1)
     with pytest.raises(ValueError, match="max_steps"):
-        NATConfig(max_steps=0)
+        NATArgs(max_steps=0)
+    with pytest.raises(ValueError, match="matched_steps"):
+        NATArgs(budget="tokens")
+
+
+def test_matched_steps_is_positives_only_step_count():
+    config = NATArgs(per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=3)
+    assert matched_steps(10, config) == 5  # ceil(10/4) = 3 micro-steps per epoch, 9 in all, / 2 -> 5
+    assert matched_steps(1, config) == 2
 
 
 def _weights(path):
@@ -154,20 +243,28 @@ def _weights(path):
     return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
 
 
-def test_few_steps_change_parameters_and_resume(tmp_path):
+def test_budgets_steps_change_parameters_and_resume(tmp_path):
     from mulligan.agents.tiny import resolve_model
 
-    data = collect_episodes("Mulligan/Echo-v0", EchoAgent(wrong_every=3), 12, progress=False)
-    config = NATConfig(output_dir=str(tmp_path / "nat"), max_steps=2, save_steps=2, per_device_train_batch_size=4,
-                       logging_steps=1, disable_tqdm=True)
-    summary = train_nat(config, data)
-    assert summary["positives"] == 8 and summary["negatives"] == 4
-    before, after = _weights(resolve_model("tiny")), _weights(tmp_path / "nat")
+    data = collect_episodes("Mulligan/Echo-v0", EchoOracle(wrong_every=3), 12, progress=False)
+    common = {"per_device_train_batch_size": 4, "num_train_epochs": 1.0, "logging_steps": 1, "disable_tqdm": True,
+              "domain": "math_cot"}  # fmt: skip
+    # The paper's budget: one epoch over all 12 examples (8 positive + 4 negative) = 3 steps.
+    epochs = train_nat(NATArgs(output_dir=str(tmp_path / "e"), save_steps=0, **common), data)
+    assert (epochs["positives"], epochs["negatives"], epochs["global_step"]) == (8, 4, 3)
+    # Compute-matched: the 2 steps one epoch over the 8 positives takes.
+    matched = train_nat(NATArgs(output_dir=str(tmp_path / "m"), budget="matched_steps", save_steps=0, **common), data)
+    assert matched["global_step"] == 2
+    before, after = _weights(resolve_model("tiny")), _weights(tmp_path / "m")
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    rows = [json.loads(line) for line in (tmp_path / "nat" / "nat_dataset.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "m" / "nat_dataset.jsonl").read_text().splitlines()]
     assert {r["label"] for r in rows} == {"positive", "negative"}
     # Resume from the step-2 checkpoint and go on to step 3.
-    resumed = NATConfig(**{**config.__dict__, "max_steps": 3, "resume_from_checkpoint": "auto"})
+    config = NATArgs(output_dir=str(tmp_path / "r"), max_steps=2, save_steps=2, **common)
+    train_nat(config, data)
+    resumed = NATArgs(
+        output_dir=str(tmp_path / "r"), max_steps=3, save_steps=2, resume_from_checkpoint="auto", **common
+    )
     assert train_nat(resumed, data)["global_step"] == 3
 
 
@@ -175,16 +272,20 @@ def test_sft_on_oracle_echo_data_raises_success(tmp_path):
     from mulligan.agents.hf import HFAgent
 
     env_kwargs = {"vocabulary": VOCAB}
-    data = collect_episodes("Mulligan/Echo-v0", EchoAgent(), 64, env_kwargs=env_kwargs, seed=0, progress=False)
+    data = collect_episodes("Mulligan/Echo-v0", EchoOracle(), 64, env_kwargs=env_kwargs, seed=0, progress=False)
 
     def success(model):
-        agent = HFAgent(model, temperature=0, max_new_tokens=8)
-        held_out = collect_episodes("Mulligan/Echo-v0", agent, 24, env_kwargs=env_kwargs, seed=1, num_envs=24,
-                                    progress=False)
+        # Prompted as trained: the official plain format of the positives-only baseline.
+        agent = NATPromptAgent(HFAgent(model, temperature=0, max_new_tokens=8), domain="math_cot", signal=False)
+        held_out = collect_episodes(
+            "Mulligan/Echo-v0", agent, 24, env_kwargs=env_kwargs, seed=1, num_envs=24, progress=False
+        )
         return summarize(held_out).success_rate
 
     assert success("tiny") == 0.0
-    config = NATConfig(output_dir=str(tmp_path / "sft"), method="positives_only", max_steps=70,
-                       per_device_train_batch_size=16, learning_rate=3e-3, save_steps=1000, disable_tqdm=True)
+    config = NATArgs(
+        output_dir=str(tmp_path / "sft"), method="positives_only", domain="math_cot", max_steps=70,
+        per_device_train_batch_size=16, learning_rate=3e-3, save_steps=0, disable_tqdm=True,
+    )  # fmt: skip
     train_nat(config, data)
     assert success(str(tmp_path / "sft")) >= 0.75

@@ -53,12 +53,24 @@ def load_model(args: ModelArgs, path: str | None = None):
     return model
 
 
-def conversations_to_dataset(tokenizer, conversations: Sequence[Sequence[dict[str, str]]], max_length: int | None):
+def conversations_to_dataset(
+    tokenizer,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    max_length: int | None,
+    learn_turns: Sequence[Sequence[int] | None] | None = None,
+):
     """A pre-tokenized ``datasets.Dataset`` (``input_ids``, ``assistant_masks``) for TRL's SFTTrainer.
 
     The mask marks the agent's tokens: SFTTrainer turns it into labels (-100 elsewhere), so the
     loss falls on the agent's turns only. Conversations longer than ``max_length`` keep their start
     (SFTTrainer truncates the same way); a conversation with no agent token left is dropped.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        conversations: Chat message lists.
+        max_length: Longest sequence in tokens (``None``: no limit).
+        learn_turns: Per conversation, the indices of the assistant messages to learn (``None``:
+            all of them), e.g. to leave a fixed acknowledgement such as NAT's unlearned.
 
     Raises:
         ValueError: If no conversation has an agent token left (the message names the fix).
@@ -67,9 +79,13 @@ def conversations_to_dataset(tokenizer, conversations: Sequence[Sequence[dict[st
 
     from mulligan.training.chat import tokenize_conversation
 
+    if learn_turns is not None and len(learn_turns) != len(conversations):
+        raise ValueError(f"learn_turns has {len(learn_turns)} entries for {len(conversations)} conversations")
     rows: dict[str, list] = {"input_ids": [], "assistant_masks": []}
-    for messages in conversations:
-        episode = tokenize_conversation(tokenizer, messages)
+    for k, messages in enumerate(conversations):
+        episode = tokenize_conversation(
+            tokenizer, messages, learn_turns=None if learn_turns is None else learn_turns[k]
+        )
         ids, mask = episode.input_ids, episode.assistant_mask
         if max_length is not None:
             ids, mask = ids[:max_length], mask[:max_length]

@@ -1,0 +1,300 @@
+"""NAT's prompts (Wang et al. 2024, arXiv 2402.11651) and the agent that prompts a model with them.
+
+NAT tells a model, in the prompt, whether the trajectory that follows succeeded (Sec. 3.2). The
+strings here are those of the official prompt files (Reason-Wang/NAT, ``prompts/*/*.json``); the
+tests pin them character for character. A NAT conversation is:
+
+1. a user message with the task instruction (the tools, and for the QA target-aware templates a
+   note that the steps may be correct or incorrect),
+2. the assistant's fixed reply ``"I've understood your instruction, start please."`` (no loss),
+3. the question prompt, which carries the signal: a suffix instruction
+   (``"Question: {question}. Generate a sequence of Thought and Action steps to solve the
+   problem correctly."`` or its ``incorrectly`` twin), a prefix tag (``"[Correct] Question:
+   {question}."``), or a fine-grained quality tag for QA (``"[Mostly Correct] Question: ..."``),
+4. the trajectory itself (the agent's turns are learned, the env's are not).
+
+At inference the model is prompted with the positive signal (:class:`NATPromptAgent`).
+
+Domains (the official prompt files): ``math`` (GSM8K-style ReAct with ``calculate``/``finish``,
+``Mulligan/MathReAct-v0``), ``math_cot`` (the official chain-of-thought variant: no preamble,
+``Please solve the problem correctly.``; for single-step ``Mulligan/Math-v0``), ``hotpotqa``
+(``search``/``finish``; ``qa`` is an alias) and ``strategyqa`` (adds ``Remember you should answer
+Yes or No.``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from mulligan.agents.base import Action, Agent, AgentInput, Message
+from mulligan.envs.verifiers.qa import CORRECT, FINE_GRAINED_LABELS
+
+#: The assistant's reply to the instruction, with no loss (every official NAT template).
+ACKNOWLEDGEMENT = "I've understood your instruction, start please."
+
+_MATH_TOOLS = (
+    "Solve a math problem with interleaving Thought, Action, Observation steps. Thought can reason about the "
+    "current situation, and Action can be two types:\n"
+    "(1) calculate[expression], which calculates the expression and returns the answer.\n"
+    "(2) finish[answer], which returns the answer and finishes the task."
+)
+# The space before the first newline is in the official QA prompts.
+_QA_TOOLS = (
+    "Solve a question answering task with interleaving Thought, Action, Observation steps. Thought can reason "
+    "about the current situation, and Action can be two types: \n"
+    "(1) search[query], which searches a query on google and returns a short snippet containing the answer. "
+    "Note that sometimes the snippet does not contain the answer, and some alternative search might be needed.\n"
+    "(2) finish[answer], which returns the answer and finishes the task."
+)
+#: Added to the QA instruction by the binary target-aware templates (not by the fine-grained ones).
+_QA_TARGET_AWARE_NOTE = (
+    " You need to generate a sequence of Thought and Action steps to solve the question. Note that the steps "
+    "could be correct or incorrect. You need to follow the instruction strictly."
+)
+_YES_NO = " Remember you should answer Yes or No."
+
+#: The first user message per domain and template kind: ``plain`` (no signal: the official
+#: ``zero-shot`` template, used by NUT and positives-only), ``target_aware`` (NAT's binary signal),
+#: ``graded`` (the fine-grained QA templates). ``None``: no preamble (the CoT variant).
+INSTRUCTIONS: dict[str, dict[str, str | None]] = {
+    "math": {"plain": _MATH_TOOLS, "target_aware": _MATH_TOOLS, "graded": _MATH_TOOLS},
+    "math_cot": {"plain": None, "target_aware": None, "graded": None},
+    "hotpotqa": {"plain": _QA_TOOLS, "target_aware": _QA_TOOLS + _QA_TARGET_AWARE_NOTE, "graded": _QA_TOOLS},
+    "strategyqa": {
+        "plain": _QA_TOOLS + _YES_NO,
+        "target_aware": _QA_TOOLS + _QA_TARGET_AWARE_NOTE + _YES_NO,
+        "graded": _QA_TOOLS + _YES_NO,
+    },
+}
+DOMAIN_ALIASES = {"qa": "hotpotqa"}
+DOMAINS = (*INSTRUCTIONS, *DOMAIN_ALIASES)
+
+_QA_SIGNAL = {
+    True: "Question: {question}. Generate a sequence of Thought and Action steps to solve the question **correctly**.",
+    False: "Question: {question}. Generate a sequence of Thought and Action steps. But **incorrectly** solve the "
+    "question.",
+}
+#: NAT's suffix prompts (the ``zero-shot-target-aware`` templates; the QA asterisks are literal).
+SUFFIX_PROMPTS: dict[str, dict[bool, str]] = {
+    "math": {
+        True: "Question: {question}. Generate a sequence of Thought and Action steps to solve the problem correctly.",
+        False: "Question: {question}. Generate a sequence of Thought and Action steps. But incorrectly solve the "
+        "problem.",
+    },
+    "math_cot": {
+        True: "Question: {question}. Please solve the problem correctly.",
+        False: "Question: {question}. Generate steps that incorrectly solve the problem.",
+    },
+    "hotpotqa": _QA_SIGNAL,
+    "strategyqa": _QA_SIGNAL,
+}
+#: The prefix-tag ablation (Sec. 4.4; ``zero-shot-target-aware-prefix-*``): (positive, negative) tags.
+PREFIX_TAGS: dict[str, tuple[str, str]] = {
+    "correct": ("[Correct]", "[Incorrect]"),
+    "good": ("[Good]", "[Bad]"),
+    "AB": ("[A]", "[B]"),
+    "meaningless": ("[1]", "[2]"),
+    "laptop": ("[Laptop]", "[Screen]"),
+}
+#: The prompt without a signal (the official ``zero-shot`` template: NUT and positives-only).
+PLAIN_PROMPT = "Question: {question}"
+#: The three-class fine-grained tags (``zero-shot-target-aware-three-class``), worst to best.
+THREE_CLASS_LABELS = ("[Incorrect]", "[Partially Correct]", "[Correct]")
+POSITIONS = ("suffix", "prefix")
+
+
+def canonical_domain(domain: str) -> str:
+    """The domain's name in :data:`INSTRUCTIONS` (``qa`` is ``hotpotqa``).
+
+    Raises:
+        ValueError: On an unknown domain.
+    """
+    domain = DOMAIN_ALIASES.get(domain, domain)
+    if domain not in INSTRUCTIONS:
+        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    return domain
+
+
+def graded_label_prompt(question: str, label: str) -> str:
+    """``"{label} Question: {question}."`` for a fine-grained (three- or four-class) label."""
+    if label not in FINE_GRAINED_LABELS and label not in THREE_CLASS_LABELS:
+        raise ValueError(f"label must be one of {FINE_GRAINED_LABELS + THREE_CLASS_LABELS}, got {label!r}")
+    return f"{label} Question: {question}."
+
+
+def nat_prompt(
+    question: str, label: bool | str | None, *, domain: str = "math", position: str = "suffix", tags: str = "correct"
+) -> str:
+    """The question prompt of a NAT conversation (step 3 in the module docstring).
+
+    Args:
+        question: The question as the dataset states it (no env instruction around it).
+        label: ``True``/``"positive"`` or ``False``/``"negative"`` for NAT's binary signal, a
+            fine-grained tag (``"[Mostly Correct]"``, ``"[Partially Correct]"``, ...), or ``None``
+            for no signal (``"Question: {question}"``, NUT and positives-only).
+        domain: See the module docstring.
+        position: ``suffix`` (the paper's main setting) or ``prefix`` (a tag before the question,
+            the ablation of Sec. 4.4).
+        tags: Which prefix tag pair (:data:`PREFIX_TAGS`) when ``position="prefix"``.
+
+    Raises:
+        ValueError: On an unknown domain, position, tag pair or label.
+    """
+    domain = canonical_domain(domain)
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    if tags not in PREFIX_TAGS:
+        raise ValueError(f"tags must be one of {sorted(PREFIX_TAGS)}, got {tags!r}")
+    if label is None:
+        return PLAIN_PROMPT.format(question=question)
+    if label in (True, "positive"):
+        positive = True
+    elif label in (False, "negative"):
+        positive = False
+    elif isinstance(label, str):
+        return graded_label_prompt(question, label)
+    else:
+        raise ValueError(f"label must be True/False, 'positive'/'negative', a fine-grained tag or None; got {label!r}")
+    if position == "prefix":
+        tag = PREFIX_TAGS[tags][0 if positive else 1]
+        return f"{tag} Question: {question}."
+    return SUFFIX_PROMPTS[domain][positive].format(question=question)
+
+
+def instruction_kind(label: bool | str | None) -> str:
+    """Which instruction a label's conversation opens with: ``plain``, ``target_aware`` or ``graded``."""
+    if label is None:
+        return "plain"
+    if label in (True, False, "positive", "negative"):
+        return "target_aware"
+    return "graded"
+
+
+def nat_messages(
+    question: str,
+    label: bool | str | None,
+    *,
+    domain: str = "math",
+    position: str = "suffix",
+    tags: str = "correct",
+) -> list[Message]:
+    """The messages that open a NAT conversation: instruction, acknowledgement, question prompt.
+
+    The instruction and the acknowledgement are omitted in the ``math_cot`` domain (the official
+    CoT templates have none). See :func:`nat_prompt` for the arguments.
+    """
+    prompt = nat_prompt(question, label, domain=domain, position=position, tags=tags)
+    instruction = INSTRUCTIONS[canonical_domain(domain)][instruction_kind(label)]
+    if instruction is None:
+        return [{"role": "user", "content": prompt}]
+    return [
+        {"role": "user", "content": instruction},
+        {"role": "assistant", "content": ACKNOWLEDGEMENT},
+        {"role": "user", "content": prompt},
+    ]
+
+
+def question_of(task: Mapping[str, Any] | None, messages: Sequence[Message]) -> str:
+    """The question NAT's prompts wrap: the task record's ``question`` field (the dataset's text).
+
+    Envs put their own instruction around the question in the first observation; NAT replaces it
+    with its own (and would otherwise print ``Question:`` twice). Records without a ``question``
+    (``Mulligan/Echo-v0``) fall back to the first user message.
+    """
+    if task is not None and isinstance(task.get("question"), str) and task["question"].strip():
+        return task["question"].strip()
+    return next((m["content"] for m in messages if m["role"] == "user"), "")
+
+
+def with_nat_opening(messages: Sequence[Message], opening: Sequence[Message]) -> list[Message]:
+    """``messages`` with its first user message replaced by ``opening`` (a copy; system kept)."""
+    out: list[Message] = []
+    replaced = False
+    for message in messages:
+        if not replaced and message["role"] == "user":
+            out.extend(dict(m) for m in opening)
+            replaced = True
+        else:
+            out.append(dict(message))
+    return out
+
+
+class NATPromptAgent(Agent):
+    """Wrap an agent so that it sees NAT's inference prompt: the positive signal (Sec. 3.2).
+
+    The first user message (the env's task text) is replaced by :func:`nat_messages` with the
+    positive label (``[Correct]`` for fine-grained models, the ``prefix`` tag for the prefix
+    ablation), built from the task record's ``question`` (only the question text is read from the
+    record, never its answer). The env is untouched. The inner agent's context record refers to
+    the rewritten conversation, not to the trajectory's messages.
+
+    Args:
+        agent: The agent to wrap (typically an :class:`~mulligan.agents.hf.HFAgent`).
+        domain: See the module docstring.
+        position: ``suffix`` or ``prefix``, as in training.
+        tags: The prefix tag pair, as in training.
+        fine_grained: Prompt with the best fine-grained tag (``[Correct]``), as the official
+            four- and three-class templates do at inference.
+        signal: ``True`` (NAT: the positive signal) or ``False`` for the official plain format
+            (``"Question: {question}"`` after the same instruction), with which models trained by
+            the ``nut`` and ``positives_only`` baselines are prompted.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        domain: str = "math",
+        position: str = "suffix",
+        tags: str = "correct",
+        fine_grained: bool = False,
+        signal: bool = True,
+    ):
+        nat_prompt("", True, domain=domain, position=position, tags=tags)  # validate early
+        self.agent = agent
+        self.domain = canonical_domain(domain)
+        self.position = position
+        self.tags = tags
+        self.label: bool | str | None = (CORRECT if fine_grained else True) if signal else None
+        self.name = f"{'nat' if signal else 'nat_plain'}({getattr(agent, 'name', None) or type(agent).__name__})"
+
+    def rewrite(self, item: AgentInput) -> AgentInput:
+        """``item`` with NAT's positive opening in place of the env's first user message."""
+        opening = nat_messages(
+            question_of(item.task, item.messages),
+            self.label,
+            domain=self.domain,
+            position=self.position,
+            tags=self.tags,
+        )
+        return replace(item, messages=with_nat_opening(item.messages, opening))
+
+    def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
+        """Act with the rewritten prompts."""
+        return self.agent.act([self.rewrite(x) for x in inputs])
+
+    def sample(self, inputs: Sequence[AgentInput], num_samples: int) -> list[list[Action]]:
+        """Sample with the rewritten prompts."""
+        return self.agent.sample([self.rewrite(x) for x in inputs], num_samples)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Reseed the inner agent."""
+        self.agent.reset(seed)
+
+
+__all__ = [
+    "ACKNOWLEDGEMENT",
+    "DOMAINS",
+    "INSTRUCTIONS",
+    "PLAIN_PROMPT",
+    "PREFIX_TAGS",
+    "SUFFIX_PROMPTS",
+    "THREE_CLASS_LABELS",
+    "NATPromptAgent",
+    "nat_messages",
+    "nat_prompt",
+    "question_of",
+    "with_nat_opening",
+]
