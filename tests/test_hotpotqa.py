@@ -6,15 +6,16 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mulligan  # noqa: F401  (registers the ids)
+from mulligan.envs.data import parse_hf_spec
 from mulligan.envs.hotpotqa import (
     ACTION_GRAMMAR,
+    ACTION_VERBS,
+    DEFAULT_HUB_SPLIT,
     HotpotQAEnv,
     load_paragraphs,
-    load_qa_records,
-    parse_hf_name,
-    parse_react_action,
     record_from_hf,
 )
+from mulligan.envs.react import parse_react_action
 from mulligan.envs.retrieval import Document, DocumentStore, LookupState, linear_scan_rank
 
 ENV_ID = "Mulligan/HotpotQA-v0"
@@ -78,7 +79,7 @@ def test_non_exact_search_ranks_by_bm25_and_a_miss_lists_similar_titles():
 def test_malformed_actions_name_the_three_actions_and_count_as_steps():
     env = gymnasium.make(ENV_ID)
     env.reset(seed=1)
-    for action in ["", "I think the answer is Paris", "Action: jump[x]", "search[]", "finish[Paris", "search[a\nb]"]:
+    for action in ["", "I think the answer is Paris", "Action: jump[x]", "search[]", "finish[Paris", "search[a[b]"]:
         obs, reward, terminated, _truncated, info = env.step(action)
         assert obs == ACTION_GRAMMAR == info["feedback"]
         assert "search[entity]" in obs and "lookup[keyword]" in obs and "finish[answer]" in obs
@@ -100,10 +101,13 @@ def test_malformed_actions_name_the_three_actions_and_count_as_steps():
         ("lookup[unclosed", None),
         ("Action: calculate[1+1]", None),
         ("", None),
+        # Multi-line arguments parse as in MathReAct (before: refused here, accepted there).
+        ("Action: finish[Ada\nLovelace]", ("finish", "Ada\nLovelace")),
+        ("my next action: think\nAction: search[X]", ("search", "X")),
     ],
 )
 def test_action_grammar(text, parsed):
-    assert parse_react_action(text) == parsed
+    assert parse_react_action(text, ACTION_VERBS) == parsed
 
 
 def test_reward_em_by_default_and_f1_by_option():
@@ -186,15 +190,21 @@ def test_fullwiki_setting_searches_the_user_corpus():
 
 
 def test_loader_errors_are_explicit(tmp_path):
+    # A record with a missing key fails when the env is built, naming the file and line (before:
+    # it loaded, and failed only when that task was reset, with no file or index).
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "Q?", "answer": "A"}\n')
-    env = HotpotQAEnv(dataset=str(bad))
-    with pytest.raises(ValueError, match="needs 'context'"):
-        env.reset(options={"task_index": 0})
+    good = {"question": "Q?", "answer": "A", "context": [["T", ["s"]]]}
+    bad.write_text(json.dumps(good) + "\n\n" + '{"question": "Q?", "answer": "A"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: .*needs 'context'"):
+        HotpotQAEnv(dataset=str(bad))
+    as_list = tmp_path / "list.json"
+    as_list.write_text("[\n" + json.dumps(good) + ",\n" + json.dumps({**good, "answer": 3}) + "\n]")
+    with pytest.raises(ValueError, match=r"list\.json:3: .*'answer'"):
+        HotpotQAEnv(dataset=str(as_list))
     broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"question": "Q?"}\nnot json\n')
+    broken.write_text(json.dumps(good) + "\nnot json\n")
     with pytest.raises(ValueError, match=r"broken\.jsonl:2"):
-        load_qa_records(broken)
+        HotpotQAEnv(dataset=str(broken))
     with pytest.raises(ValueError, match="needs a non-empty string 'answer'"):
         gymnasium.make(ENV_ID).reset(options={"task": {"question": "Q?", "answer": "", "context": [["T", ["s"]]]}})
     with pytest.raises(ValueError, match="supporting_facts"):
@@ -203,7 +213,7 @@ def test_loader_errors_are_explicit(tmp_path):
         )
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"title": "A", "sentences": ["x"]}\n{"name": "B"}\n')
-    with pytest.raises(ValueError, match="paragraph 2"):
+    with pytest.raises(ValueError, match=r"corpus\.jsonl:2: a paragraph needs"):
         load_paragraphs(corpus)
     with pytest.raises(ValueError, match=r"pass dataset= too"):
         HotpotQAEnv(corpus=str(CORPUS))
@@ -212,16 +222,25 @@ def test_loader_errors_are_explicit(tmp_path):
 
 
 def test_hf_names_and_rows_are_parsed_without_downloading():
-    assert parse_hf_name("hf:hotpotqa/hotpot_qa:distractor:validation") == (
-        "hotpotqa/hotpot_qa", "distractor", "validation")
-    assert parse_hf_name("hf:hotpot_qa:fullwiki") == ("hotpot_qa", "fullwiki", "validation")
-    assert parse_hf_name("hf:some/name") == ("some/name", None, "validation")
-    for bad in ("hotpot_qa", "hf:", "hf:a::b", "hf:a:b:c:d"):
+    def parse(spec):
+        hub = parse_hf_spec(spec, default_split=DEFAULT_HUB_SPLIT)
+        return hub.name, hub.config, hub.split
+
+    assert parse("hf:hotpotqa/hotpot_qa:distractor:validation") == ("hotpotqa/hotpot_qa", "distractor", "validation")
+    assert parse("hf:hotpot_qa:fullwiki") == ("hotpot_qa", "fullwiki", "validation")
+    assert parse("hf:some/name") == ("some/name", None, "validation")
+    for bad in ("hotpot_qa", "hf:", "hf:a:b:", "hf:a:b:c:d"):
         with pytest.raises(ValueError):
-            parse_hf_name(bad)
-    row = {"id": "x1", "question": "Q?", "answer": "A", "type": "bridge", "level": "easy",
-           "supporting_facts": {"title": ["T1", "T2"], "sent_id": [0, 1]},
-           "context": {"title": ["T1", "T2"], "sentences": [["a."], ["b.", "c."]]}}
+            parse(bad)
+    row = {
+        "id": "x1",
+        "question": "Q?",
+        "answer": "A",
+        "type": "bridge",
+        "level": "easy",
+        "supporting_facts": {"title": ["T1", "T2"], "sent_id": [0, 1]},
+        "context": {"title": ["T1", "T2"], "sentences": [["a."], ["b.", "c."]]},
+    }
     record = record_from_hf(row)
     assert record["_id"] == "x1"
     assert record["supporting_facts"] == [["T1", 0], ["T2", 1]]
@@ -232,10 +251,22 @@ def test_hf_names_and_rows_are_parsed_without_downloading():
 
 
 FUZZ = [
-    "", " ", "\x00\x01\x1b[31m\x7f", "search[\x00]", "finish[\u202e\u0000]", "😀" * 1000, "search[東京]",
-    "lookup[" + "a" * 100_000 + "]", "x" * 1_000_000, "search[" + "word " * 200_000 + "]",
-    "finish[" + "y" * 1_000_000 + "]", "Action: " + "[" * 100_000, "import os; os.system('rm -rf /')",
-    "search[__import__('os').system('echo hi')]", "\\frac{\\frac{1}{2}}{3}" * 1000, "\ud800 lone surrogate",
+    "",
+    " ",
+    "\x00\x01\x1b[31m\x7f",
+    "search[\x00]",
+    "finish[\u202e\u0000]",
+    "😀" * 1000,
+    "search[東京]",
+    "lookup[" + "a" * 100_000 + "]",
+    "x" * 1_000_000,
+    "search[" + "word " * 200_000 + "]",
+    "finish[" + "y" * 1_000_000 + "]",
+    "Action: " + "[" * 100_000,
+    "import os; os.system('rm -rf /')",
+    "search[__import__('os').system('echo hi')]",
+    "\\frac{\\frac{1}{2}}{3}" * 1000,
+    "\ud800 lone surrogate",
 ]
 
 

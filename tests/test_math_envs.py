@@ -6,8 +6,17 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mulligan  # noqa: F401 - registers the ids
-from mulligan.envs.math import PROCEDURAL_TEST_SIZE, normalize_math_record, parse_hf_spec
-from mulligan.envs.math_react import parse_react_action
+from mulligan.envs.data import parse_hf_spec
+from mulligan.envs.generators.math import MathGeneratorConfig, math_task_signature
+from mulligan.envs.math import (
+    DEFAULT_HUB_SPLIT,
+    PROCEDURAL_TEST_SIZE,
+    normalize_math_record,
+    procedural_test_indices,
+    split_of_signature,
+)
+from mulligan.envs.math_react import ACTION_VERBS
+from mulligan.envs.react import parse_react_action
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GSM8K = str(FIXTURES / "math_gsm8k_sample.jsonl")
@@ -107,7 +116,7 @@ def test_split_arguments():
     assert train.num_tasks is None and test.num_tasks == PROCEDURAL_TEST_SIZE
     test_questions = {test.get_task(i)["question"] for i in range(200)}
     train_questions = {train.get_task(i)["question"] for i in range(200)}
-    assert not test_questions & train_questions  # disjoint index ranges
+    assert not test_questions & train_questions
     assert [test.get_task(i) for i in range(5)] == [
         gymnasium.make("Mulligan/Math-v0", split="test").unwrapped.get_task(i) for i in range(5)
     ]
@@ -115,11 +124,56 @@ def test_split_arguments():
 
 
 def test_hf_spec_parsing():
-    assert parse_hf_spec("hf:openai/gsm8k:main:test") == ("openai/gsm8k", "main", "test")
-    assert parse_hf_spec("hf:HuggingFaceH4/MATH-500:test") == ("HuggingFaceH4/MATH-500", None, "test")
-    for bad in ["hf:gsm8k", "hf::test", "hf:a:b:c:d", "gsm8k:test"]:
+    def parse(spec):
+        hub = parse_hf_spec(spec, default_split=DEFAULT_HUB_SPLIT)
+        return hub.name, hub.config, hub.split
+
+    assert parse("hf:openai/gsm8k:main:test") == ("openai/gsm8k", "main", "test")
+    assert parse("hf:openai/gsm8k:main") == ("openai/gsm8k", "main", "train")
+    assert parse("hf:HuggingFaceH4/MATH-500::test") == ("HuggingFaceH4/MATH-500", None, "test")
+    # The old Math-only meaning (the second part is a split) is refused with the fix.
+    with pytest.raises(ValueError, match=r"'hf:HuggingFaceH4/MATH-500::test'"):
+        parse("hf:HuggingFaceH4/MATH-500:test")
+    for bad in ["hf::test", "hf:a:b:c:d", "gsm8k:test", "hf:a:b:"]:
         with pytest.raises(ValueError):
-            parse_hf_spec(bad)
+            parse(bad)
+
+
+def test_procedural_splits_are_disjoint_by_content():
+    # Over 1,000 test problems and 20,000 train problems no signature (template, numbers, answer)
+    # is shared. Before, the splits were disjoint by index only, and 278 of the first 20,000 train
+    # problems repeated a test problem under other names.
+    test = gymnasium.make("Mulligan/Math-v0", split="test").unwrapped
+    train = gymnasium.make("Mulligan/Math-v0").unwrapped
+    test_signatures = {math_task_signature(test.get_task(i)) for i in range(test.num_tasks)}
+    assert len(test_signatures) == test.num_tasks == PROCEDURAL_TEST_SIZE  # no problem twice
+    train_signatures = {math_task_signature(train.get_task(i)) for i in range(20_000)}
+    assert len(train_signatures) > 15_000
+    assert not test_signatures & train_signatures
+    assert all(split_of_signature(s) == "test" for s in test_signatures)
+
+
+def test_small_generator_configs_still_hold_out_a_finite_distinct_test_split():
+    # The demo's one-step, numbers-up-to-5 space has ~100 distinct problems: the test split is the
+    # distinct held-out ones (finite, so an evaluation scores each once), and training never sees them.
+    config = {
+        "min_steps": 1,
+        "max_steps": 1,
+        "min_number": 1,
+        "max_number": 5,
+        "templates": ["shopping", "ages"],
+        "non_integer_share": 0.0,
+    }
+    test = gymnasium.make("Mulligan/Math-v0", split="test", generator_config=config).unwrapped
+    train = gymnasium.make("Mulligan/Math-v0", generator_config=config).unwrapped
+    assert 10 <= test.num_tasks < PROCEDURAL_TEST_SIZE
+    test_signatures = [math_task_signature(test.get_task(i)) for i in range(test.num_tasks)]
+    assert len(set(test_signatures)) == test.num_tasks
+    train_signatures = {math_task_signature(train.get_task(i)) for i in range(3000)}
+    assert len(train_signatures) > 20 and not train_signatures & set(test_signatures)
+    assert test.num_tasks == len(
+        procedural_test_indices(MathGeneratorConfig(**{**config, "templates": ("shopping", "ages")}), 0)
+    )
 
 
 @pytest.mark.parametrize("env_id", IDS)
@@ -224,13 +278,21 @@ def test_react_format_reward_for_malformed_actions():
         ("Action: finish[[1, 2)]", ("finish", "[1, 2)")),
         ("Action: calculate[(1+2)*3] then Action: finish[9]", ("calculate", "(1+2)*3")),
         ("Action: finish[\\boxed{5}]", ("finish", "\\boxed{5}")),
-        ("calculate[2*3]", None),
+        # A bare action at the start parses as in HotpotQA (before: refused here, accepted there).
+        ("calculate[2*3]", ("calculate", "2*3")),
+        ("finish[7]", ("finish", "7")),
+        ("Thought: try calculate[2*3]", None),
+        (
+            "Action: finish[\\begin{pmatrix}1\\\\\n2\\end{pmatrix}]",
+            ("finish", "\\begin{pmatrix}1\\\\\n2\\end{pmatrix}"),
+        ),
         ("Action: calculate[]", None),
+        ("Action: search[x]", None),
         ("", None),
     ],
 )
 def test_parse_react_action(text, parsed):
-    assert parse_react_action(text) == parsed
+    assert parse_react_action(text, ACTION_VERBS) == parsed
 
 
 # ----------------------------------------------------------------------------- any string is legal

@@ -9,7 +9,7 @@ Three pieces live here:
   family only writes how a task starts and how an action is scored.
 * :class:`StepOutcome`, what a family's ``_step`` returns.
 
-The contract is in ``DESIGN.md``; the short version:
+The contract (``docs/envs.md`` has the user's version):
 
 * ``reset(seed=None, options=None)``: ``options={"task_index": i}`` picks the i-th task,
   ``options={"task": record}`` runs an explicit record in the dataset's own format, and otherwise a
@@ -18,7 +18,9 @@ The contract is in ``DESIGN.md``; the short version:
   ``score`` (float in [0, 1]) and ``feedback`` (str). Envs never truncate: turn caps come from
   ``max_episode_steps`` at registration.
 * Any string is a legal action. Malformed actions cost reward and explain themselves in
-  ``feedback``; they never raise.
+  ``feedback``; they never raise. An action longer than the action space's ``max_length`` is
+  refused before the env reads it (:meth:`MulliganEnv.refuse_action`): it is scored as the env
+  scores a malformed (empty) action, and ``feedback`` states the limit.
 """
 
 from __future__ import annotations
@@ -128,15 +130,15 @@ class TextSpace(spaces.Space[str]):
 
     def __eq__(self, other: object) -> bool:
         return (
-            isinstance(other, TextSpace)
-            and self.max_length == other.max_length
-            and self.min_length == other.min_length
+            isinstance(other, TextSpace) and self.max_length == other.max_length and self.min_length == other.min_length
         )
 
 
 @dataclass
 class StepOutcome:
     """What an env family's ``_step`` returns; :meth:`MulliganEnv.step` turns it into the 5-tuple.
+
+    Build it with keywords, so that the booleans and floats of a call say which is which.
 
     Attributes:
         observation: The next observation.
@@ -176,6 +178,8 @@ class MulliganEnv(gymnasium.Env[str, str]):
     * ``_start(task) -> (observation, info_updates)``: begin an episode on a task.
     * ``_step(action) -> StepOutcome``: score one action.
     * ``default_info()``: the family's extra ``info`` keys with their values before any step.
+    * optionally ``refuse_action(feedback)``: the outcome of an over-long action (the default
+      scores the empty action, which every family treats as malformed).
 
     After ``reset``, ``self.task`` holds the current task record (what a scripted teacher reads) and
     ``self.task_index`` its index (``None`` for explicit records).
@@ -196,9 +200,7 @@ class MulliganEnv(gymnasium.Env[str, str]):
         render_mode: str | None = None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
-            )
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
         self.action_space = TextSpace(max_action_length)
         self.observation_space = TextSpace(max_observation_length)
@@ -234,10 +236,23 @@ class MulliganEnv(gymnasium.Env[str, str]):
         """Score one action of the current episode."""
         raise NotImplementedError
 
+    def refuse_action(self, feedback: str) -> StepOutcome:
+        """The outcome of an action over the size limit: that of a malformed action.
+
+        The default scores the empty action (a malformed action in every family: no answer, no
+        ReAct step, no command), then makes sure the refusal cannot succeed or pay more than 0 and
+        that ``feedback`` (and, while the episode goes on, the observation) states the limit.
+        """
+        outcome = self._step("")
+        outcome.success, outcome.score = False, 0.0
+        outcome.reward = min(float(outcome.reward), 0.0)
+        outcome.feedback = feedback
+        if not outcome.terminated:
+            outcome.observation = feedback
+        return outcome
+
     # ----------------------------------------------------------------- the contract
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode; see the module docstring for ``options``."""
         super().reset(seed=seed)
         options = dict(options or {})
@@ -276,7 +291,17 @@ class MulliganEnv(gymnasium.Env[str, str]):
             raise RuntimeError("the episode has terminated; call reset() to start a new one")
         if not isinstance(action, str):
             raise TypeError(f"actions are str, got {type(action).__name__}")
-        outcome = self._step(action)
+        limit = self.action_space.max_length
+        if len(action) > limit:
+            # Refused before any parsing, so a 10 MB response costs a len() (issue 15), and the
+            # transcript keeps a note instead of the text.
+            outcome = self.refuse_action(
+                f"The action has {len(action)} characters, more than this env's limit of {limit}; "
+                "it was not read. Write a shorter response."
+            )
+            action = f"<action of {len(action)} characters refused>"
+        else:
+            outcome = self._step(action)
         score = float(outcome.score)
         if not 0.0 <= score <= 1.0:
             raise AssertionError(f"{type(self).__name__} produced score {score} outside [0, 1]")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mulligan.envs.core import MulliganEnv, StepOutcome, stable_task_id, truncate_for_feedback
+from mulligan.envs.data import check_data_seed, load_records, read_json_records
 from mulligan.envs.generators.world import WorldConfig, generate_hotpotqa_task
+from mulligan.envs.react import parse_react_action
 from mulligan.envs.retrieval import Document, DocumentStore, LookupState
 from mulligan.envs.verifiers.qa import fine_grained_label, qa_score
 
@@ -18,67 +18,16 @@ ACTION_GRAMMAR = (
     "Invalid action. Write an optional 'Thought: ...' and then 'Action: ' followed by one of "
     "search[entity], lookup[keyword] or finish[answer]."
 )
-_ACTION_MARKER = re.compile(r"action\s*\d*\s*:", re.IGNORECASE)
-_VERB = re.compile(r"\s*(search|lookup|finish)\s*\[", re.IGNORECASE)
+#: The verbs of a QA step; the grammar around them is :mod:`mulligan.envs.react`'s.
+ACTION_VERBS = ("search", "lookup", "finish")
 #: Longest argument echoed back in an observation.
 _ECHO_LIMIT = 80
+#: The split of a hub spec that names none: HotpotQA's test split has no answers.
+DEFAULT_HUB_SPLIT = "validation"
 
 
-def parse_react_action(text: str) -> tuple[str, str] | None:
-    """Parse a ReAct step into ``(verb, argument)``, or ``None`` if it is malformed.
-
-    The grammar (case-insensitive keywords)::
-
-        step     := [anything, e.g. "Thought: ..."] "Action" [number] ":" action | action
-        action   := ("search" | "lookup" | "finish") "[" argument "]"
-
-    The action is read after the first ``Action:`` marker (ReAct's numbered ``Action 2:`` too);
-    without a marker the whole text must start with the action. The argument is everything up to
-    the matching ``]`` on the same line (brackets inside it must balance) and must not be blank;
-    anything after the closing bracket is ignored, such as a hallucinated ``Observation:``.
-    """
-    marker = _ACTION_MARKER.search(text)
-    body = text[marker.end() :] if marker else text
-    verb = _VERB.match(body)
-    if verb is None:
-        return None
-    depth, start = 1, verb.end()
-    for position in range(start, len(body)):
-        char = body[position]
-        if char == "\n":
-            return None
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-            if depth == 0:
-                argument = body[start:position].strip()
-                return (verb.group(1).lower(), argument) if argument else None
-    return None
-
-
-# --------------------------------------------------------------------------- data
-def load_qa_records(path: str | Path) -> list[dict[str, Any]]:
-    """Read HotpotQA-format records from a JSON list or a JSONL file (one record a line).
-
-    Raises:
-        ValueError: If the file is neither, or holds something other than JSON objects.
-    """
-    text = Path(path).read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        records = json.loads(stripped)
-    else:
-        records = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not a JSON object per line ({err})") from err
-    if not all(isinstance(record, dict) for record in records):
-        raise ValueError(f"{path}: expected JSON objects (HotpotQA records), found other values")
-    return records
+class AnswerFormatError(ValueError):
+    """A ``finish[...]`` answer in a form the env does not grade (StrategyQA: not Yes or No)."""
 
 
 def load_paragraphs(path: str | Path) -> list[Document]:
@@ -89,47 +38,28 @@ def load_paragraphs(path: str | Path) -> list[Document]:
     such objects, or of ``[title, [sentences]]`` pairs (a HotpotQA ``context``), is read too.
 
     Raises:
-        ValueError: Naming the line of the first paragraph without a title or text.
+        ValueError: Naming the file and line of the first paragraph without a title or text, or
+            of the first line that is not UTF-8 JSON.
     """
-    text = Path(path).read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        items = list(enumerate(json.loads(text), 1))
-    else:
-        items = [(number, json.loads(line)) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     documents = []
-    for number, raw in items:
+    for number, raw in read_json_records(path):
         item = {"title": raw[0], "sentences": raw[1]} if isinstance(raw, list | tuple) and len(raw) == 2 else raw
         sentences = item.get("sentences", item.get("text")) if isinstance(item, dict) else None
         if isinstance(sentences, str):
             sentences = [sentences]
         title = item.get("title") if isinstance(item, dict) else None
-        if not isinstance(title, str) or not isinstance(sentences, list) or not all(
-            isinstance(s, str) for s in sentences
+        if (
+            not isinstance(title, str)
+            or not isinstance(sentences, list)
+            or not all(isinstance(s, str) for s in sentences)
         ):
             raise ValueError(
-                f"{path}: paragraph {number} needs a string 'title' and 'sentences' (list of str) or 'text'"
+                f"{path}:{number}: a paragraph needs a string 'title' and 'sentences' (list of str) or 'text'"
             )
         documents.append(Document(title, tuple(sentences)))
+    if not documents:
+        raise ValueError(f"{path}: no paragraphs")
     return documents
-
-
-def parse_hf_name(spec: str) -> tuple[str, str | None, str]:
-    """Split ``"hf:NAME[:CONFIG][:SPLIT]"`` into ``(name, config, split)``; the split defaults to validation.
-
-    Example: ``"hf:hotpotqa/hotpot_qa:distractor:validation"``.
-
-    Raises:
-        ValueError: If ``spec`` does not start with ``hf:`` or has no dataset name.
-    """
-    if not spec.startswith("hf:"):
-        raise ValueError(f"Hugging Face dataset names start with 'hf:', got {spec!r}")
-    parts = spec[3:].split(":")
-    if not parts[0] or len(parts) > 3 or not all(parts):
-        raise ValueError(f"expected 'hf:NAME[:CONFIG][:SPLIT]', got {spec!r}")
-    name = parts[0]
-    config = parts[1] if len(parts) > 1 else None
-    split = parts[2] if len(parts) > 2 else "validation"
-    return name, config, split
 
 
 def record_from_hf(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -144,16 +74,6 @@ def record_from_hf(row: Mapping[str, Any]) -> dict[str, Any]:
     if "id" in record and "_id" not in record:
         record["_id"] = record.pop("id")
     return record
-
-
-def _load_hf(spec: str) -> list[dict[str, Any]]:
-    name, config, split = parse_hf_name(spec)
-    try:
-        import datasets
-    except ImportError as err:  # pragma: no cover - depends on the installed extras
-        raise ImportError("hf: datasets need the 'datasets' package: pip install mulligan[train]") from err
-    rows = datasets.load_dataset(name, config, split=split)
-    return [record_from_hf(row) for row in rows]
 
 
 class HotpotQAEnv(MulliganEnv):
@@ -176,7 +96,11 @@ class HotpotQAEnv(MulliganEnv):
       every question searches the paragraphs of that file (see :func:`load_paragraphs`: JSONL,
       one ``{"title": ..., "sentences": [...]}`` a line).
     * ``"hf:NAME[:CONFIG][:SPLIT]"``, e.g. ``"hf:hotpotqa/hotpot_qa:distractor:validation"``:
-      the same from the Hugging Face hub (needs ``datasets`` and a network connection).
+      the same from the Hugging Face hub (needs ``datasets`` and a network connection); the split
+      defaults to ``validation`` (HotpotQA's test split has no answers). See :mod:`mulligan.envs.data`.
+
+    Every record of a file is validated when the env is built; a record with a missing or
+    malformed field is reported with its file and line.
 
     ## Observation and Action Space
     Both are :class:`~mulligan.envs.core.TextSpace`. The first observation states the action
@@ -192,8 +116,10 @@ class HotpotQAEnv(MulliganEnv):
       document found: ``(Result i / n) <sentence>``, then ``No more results for "<keyword>".``.
     * ``finish[answer]``: answer and end the episode.
 
-    See :func:`parse_react_action` for the exact grammar. A malformed action gets an observation
-    that names the three actions, and counts as a step.
+    The grammar (optional ``Action:`` marker, balanced brackets, multi-line arguments) is that of
+    every ReAct env: :func:`mulligan.envs.react.parse_react_action`. A malformed action gets an
+    observation that names the three actions, and counts as a step; so does an action longer than
+    the action space's ``max_length`` (2**21 characters), which is refused unread.
 
     ## Reward
     ``reward="em"`` (default): 1.0 for an answer that equals the gold one after HotpotQA's
@@ -216,6 +142,12 @@ class HotpotQAEnv(MulliganEnv):
     * ``data_seed`` (int, 0): seed of the procedural world.
     * ``num_distractors`` (int, 8) and ``comparison_fraction`` (float, 0.3): procedural world settings.
     * ``search_sentences`` (int, 3): opening sentences a search shows.
+
+    ## Version History
+    * v0: the action grammar is the shared one of :mod:`mulligan.envs.react` (before: arguments
+      could not span lines, and parsing was quadratic in a long run of whitespace); over-long
+      actions are refused; file records are validated at load (before: at the task's reset);
+      ``hf:`` specs follow :mod:`mulligan.envs.data`.
     """
 
     num_tasks: int | None = None
@@ -240,32 +172,32 @@ class HotpotQAEnv(MulliganEnv):
             raise ValueError(f"reward must be 'em' or 'f1', got {reward!r}")
         if isinstance(search_sentences, bool) or not isinstance(search_sentences, int) or search_sentences < 1:
             raise ValueError(f"search_sentences must be an int >= 1, got {search_sentences!r}")
-        if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
-            raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
+        check_data_seed(data_seed)
         if corpus is not None and dataset is None:
             raise ValueError("corpus= is the fullwiki setting of a dataset file: pass dataset= too")
         self.reward_mode = reward
         self.data_seed = data_seed
         self.search_sentences = search_sentences
         self.world_config = WorldConfig(num_distractors=num_distractors, comparison_fraction=comparison_fraction)
+        self.fullwiki_store = DocumentStore(load_paragraphs(corpus)) if corpus is not None else None
         self._records: list[dict[str, Any]] | None = None
         if dataset is not None:
-            raw = _load_hf(dataset) if dataset.startswith("hf:") else load_qa_records(dataset)
-            self._records = raw
-            self.num_tasks = len(raw)
-            if not raw:
-                raise ValueError(f"dataset {dataset!r} holds no records")
-        self.fullwiki_store = DocumentStore(load_paragraphs(corpus)) if corpus is not None else None
+            self._records = load_records(
+                dataset,
+                default_split=DEFAULT_HUB_SPLIT,
+                normalize=lambda row: self.task_from_record(record_from_hf(row)),
+            )
+            self.num_tasks = len(self._records)
         self._store: DocumentStore | None = None
         self._document: Document | None = None
         self._lookup = LookupState()
 
     # ------------------------------------------------------------------ tasks
     def get_task(self, index: int) -> dict[str, Any]:
-        """The task at ``index``: a procedural record, or the dataset's record (validated)."""
+        """The task at ``index``: a procedural record, or the dataset's record (validated at load)."""
         if self._records is None:
             return self.generate_task(index)
-        return self.task_from_record(self._records[index])
+        return dict(self._records[index])
 
     def generate_task(self, index: int) -> dict[str, Any]:
         """The procedural task at ``index`` (HotpotQA format)."""
@@ -289,8 +221,10 @@ class HotpotQAEnv(MulliganEnv):
         task = dict(record)
         task["answer"] = self.normalize_answer_field(record.get("answer"))
         context = record.get("context", [] if self.fullwiki_store is not None else None)
-        if not isinstance(context, Sequence) or isinstance(context, str) or (
-            not context and self.fullwiki_store is None
+        if (
+            not isinstance(context, Sequence)
+            or isinstance(context, str)
+            or (not context and self.fullwiki_store is None)
         ):
             raise ValueError(
                 "a record needs 'context': [[title, [sentences]], ...] (or pass corpus= for the fullwiki setting)"
@@ -298,17 +232,28 @@ class HotpotQAEnv(MulliganEnv):
         normalized_context = []
         for item in context:
             if (
-                not isinstance(item, Sequence) or isinstance(item, str) or len(item) != 2
-                or not isinstance(item[0], str) or isinstance(item[1], str)
+                not isinstance(item, Sequence)
+                or isinstance(item, str)
+                or len(item) != 2
+                or not isinstance(item[0], str)
+                or isinstance(item[1], str)
                 or not all(isinstance(s, str) for s in item[1])
             ):
                 raise ValueError("each 'context' item must be [title, [sentence, ...]]")
             normalized_context.append([item[0], list(item[1])])
         task["context"] = normalized_context
         facts = record.get("supporting_facts", [])
-        if not isinstance(facts, Sequence) or isinstance(facts, str) or not all(
-            isinstance(f, Sequence) and len(f) == 2 and isinstance(f[0], str)
-            and isinstance(f[1], int) and not isinstance(f[1], bool) for f in facts
+        if (
+            not isinstance(facts, Sequence)
+            or isinstance(facts, str)
+            or not all(
+                isinstance(f, Sequence)
+                and len(f) == 2
+                and isinstance(f[0], str)
+                and isinstance(f[1], int)
+                and not isinstance(f[1], bool)
+                for f in facts
+            )
         ):
             raise ValueError("'supporting_facts' must be a list of [title, sentence index] pairs")
         task["supporting_facts"] = [[title, index] for title, index in facts]
@@ -346,18 +291,18 @@ class HotpotQAEnv(MulliganEnv):
         return f"{self.instructions()}Question: {task['question']}", {}
 
     def _step(self, action: str) -> StepOutcome:
-        parsed = parse_react_action(action)
+        parsed = parse_react_action(action, ACTION_VERBS)
         if parsed is None:
             return self._invalid(ACTION_GRAMMAR)
         verb, argument = parsed
         if verb == "search":
-            return StepOutcome(self._search(argument), info={"action_type": "search"})
+            return StepOutcome(observation=self._search(argument), info={"action_type": "search"})
         if verb == "lookup":
-            return StepOutcome(self._lookup_keyword(argument), info={"action_type": "lookup"})
+            return StepOutcome(observation=self._lookup_keyword(argument), info={"action_type": "lookup"})
         return self._finish(argument)
 
     def _invalid(self, message: str) -> StepOutcome:
-        return StepOutcome(message, feedback=message, info={"action_type": "invalid"})
+        return StepOutcome(observation=message, feedback=message, info={"action_type": "invalid"})
 
     def _opening(self, document: Document) -> str:
         return " ".join(s.strip() for s in document.sentences[: self.search_sentences])
@@ -386,22 +331,32 @@ class HotpotQAEnv(MulliganEnv):
             return f'No more results for "{truncate_for_feedback(keyword, _ECHO_LIMIT)}".'
         return f"(Result {rank} / {total}) {sentence}"
 
-    def grade(self, answer: str) -> tuple[float, float] | str:
-        """``(em, f1)`` of ``answer`` against the task's gold answer, or a format error message."""
+    def grade(self, answer: str) -> tuple[float, float]:
+        """``(em, f1)`` of ``answer`` against the task's gold answer.
+
+        Raises:
+            AnswerFormatError: if the answer is in a form the env does not grade (a subclass's
+                rule; HotpotQA grades any answer). The episode then goes on, as after a malformed action.
+        """
         score = qa_score(answer, self.task["answer"])
         return score.em, score.f1
 
     def _finish(self, answer: str) -> StepOutcome:
-        graded = self.grade(answer)
-        if isinstance(graded, str):
-            return self._invalid(graded)
-        em, f1 = graded
+        try:
+            em, f1 = self.grade(answer)
+        except AnswerFormatError as err:
+            return self._invalid(str(err))
         label = fine_grained_label(f1)
         success = em == 1.0
         reward = em if self.reward_mode == "em" else f1
         feedback = "" if success else f'The answer "{truncate_for_feedback(answer)}" is incorrect {label}.'
         observation = f"Episode finished: the answer is {label[1:-1].lower()} (EM {em:.0f}, F1 {f1:.2f})."
         return StepOutcome(
-            observation, reward=reward, terminated=True, success=success, score=f1, feedback=feedback,
+            observation,
+            reward=reward,
+            terminated=True,
+            success=success,
+            score=f1,
+            feedback=feedback,
             info={"em": em, "f1": f1, "fine_grained_label": label, "action_type": "finish"},
         )

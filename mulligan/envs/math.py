@@ -11,15 +11,18 @@ Extra fields of the source record (``template``, ``level``, ``type``...) are kep
 
 from __future__ import annotations
 
-import json
+import functools
+import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from mulligan.envs.core import MulliganEnv, StepOutcome, stable_task_id, truncate_for_feedback
-from mulligan.envs.generators.math import MathGeneratorConfig, generate_math_task
+from mulligan.envs.data import check_data_seed, dataset_name, is_hub_spec, load_records, parse_hf_spec
+from mulligan.envs.generators.math import MathGeneratorConfig, generate_math_task, math_task_signature
 from mulligan.envs.verifiers.math import (
     DEFAULT_TIMEOUT,
+    MAX_ANSWER_CHARS,
     boxed_final_answer,
     extract_answer,
     gsm8k_final_answer,
@@ -28,10 +31,17 @@ from mulligan.envs.verifiers.math import (
 
 #: The instruction appended to every question (the usual prompt for boxed answers).
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-#: Procedural tasks of the "test" split: indices [0, PROCEDURAL_TEST_SIZE) of the generator.
-#: The "train" split starts after them, so the two never share a task.
+#: Most tasks in the procedural "test" split (a finite list, so that an evaluation can score
+#: each once; a small generator config has fewer distinct test problems).
 PROCEDURAL_TEST_SIZE = 1000
+#: Share of all problem signatures held out for the procedural test split (see ``split_of_signature``).
+PROCEDURAL_TEST_FRACTION = 0.2
+#: Generator indices scanned for the procedural test split.
+PROCEDURAL_TEST_SCAN = 20 * PROCEDURAL_TEST_SIZE
+#: The split of a hub spec that names none (``hf:openai/gsm8k:main`` is GSM8K's train split).
+DEFAULT_HUB_SPLIT = "train"
 _SPLITS = ("train", "test")
+_MAX_REDRAWS = 1000
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -89,85 +99,141 @@ def normalize_math_record(record: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-def load_math_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Load a GSM8K or MATH JSONL file (the format is detected from the file) as normalised records.
+def check_matchable_answer(final_answer: str) -> None:
+    """Refuse a gold answer that no response can ever match.
+
+    The verifier reads at most :data:`~mulligan.envs.verifiers.math.MAX_ANSWER_CHARS` characters of
+    an answer and takes it from ``\\boxed{...}`` by brace matching, so a longer gold answer, or one
+    whose braces do not balance (``"1}"``), can never be produced by a model.
 
     Raises:
-        ValueError: if the file is empty, a line is not JSON, or the records are in neither format
-            (or mix them); the message names the line.
-        FileNotFoundError: if ``path`` does not exist.
+        ValueError: saying why the answer cannot be matched.
     """
-    records: list[dict[str, Any]] = []
-    file_format: str | None = None
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_number}: not a JSON object ({err.msg})") from None
-            if not isinstance(raw, dict):
-                raise ValueError(f"{path}:{line_number}: expected a JSON object, got {type(raw).__name__}")
-            line_format = "gsm8k" if "question" in raw else "math" if "problem" in raw else None
-            if file_format is None:
-                file_format = line_format
-            if line_format is None or line_format != file_format:
-                raise ValueError(
-                    f"{path}:{line_number}: expected a {file_format or 'GSM8K or MATH'} record "
-                    "(GSM8K: 'question', 'answer' ending in '#### N'; MATH: 'problem', 'solution' with "
-                    f"\\boxed{{}}), got fields {sorted(raw)}"
-                )
-            try:
-                records.append(normalize_math_record(raw))
-            except ValueError as err:
-                raise ValueError(f"{path}:{line_number}: {err}") from None
-    if not records:
-        raise ValueError(f"{path}: no records (expected GSM8K or MATH JSONL)")
-    return records
+    if len(final_answer) > MAX_ANSWER_CHARS:
+        raise ValueError(
+            f"the final answer has {len(final_answer)} characters, more than the verifier reads "
+            f"({MAX_ANSWER_CHARS}): no response can match it"
+        )
+    depth = 0
+    for char in final_answer.replace("\\{", "").replace("\\}", ""):
+        depth += (char == "{") - (char == "}")
+        if depth < 0:
+            break
+    if depth != 0 or extract_answer(f"\\boxed{{{final_answer}}}") is None:
+        raise ValueError(
+            f"the final answer {truncate_for_feedback(final_answer)!r} has unbalanced braces: no "
+            "\\boxed{} answer can match it"
+        )
 
 
-def parse_hf_spec(spec: str) -> tuple[str, str | None, str]:
-    """Split ``"hf:<dataset>[:config]:<split>"`` into ``(dataset, config, split)``.
+def _record_normalizer() -> Any:
+    """A normaliser for one file: every record must be in the format of the first (GSM8K or MATH)."""
+    file_format: list[str] = []
+
+    def normalize(raw: Mapping[str, Any]) -> dict[str, Any]:
+        line_format = "gsm8k" if "question" in raw else "math" if "problem" in raw else None
+        if not file_format and line_format is not None:
+            file_format.append(line_format)
+        if line_format is None or line_format != file_format[0]:
+            expected = file_format[0] if file_format else "GSM8K or MATH"
+            raise ValueError(
+                f"expected a {expected} record (GSM8K: 'question', 'answer' ending in '#### N'; MATH: "
+                f"'problem', 'solution' with \\boxed{{}}), got fields {sorted(raw)}"
+            )
+        record = normalize_math_record(raw)
+        check_matchable_answer(record["final_answer"])
+        return record
+
+    return normalize
+
+
+def load_math_records(dataset: str | os.PathLike) -> list[dict[str, Any]]:
+    """Load GSM8K or MATH records (the format is detected from the first record) as normalised records.
+
+    Args:
+        dataset: A .json/.jsonl path or ``"hf:NAME[:CONFIG][:SPLIT]"`` (the split defaults to
+            :data:`DEFAULT_HUB_SPLIT`); see :mod:`mulligan.envs.data`.
 
     Raises:
-        ValueError: if the spec does not have that shape.
+        ValueError: if the file is missing, empty or not UTF-8 JSON, or a record is in neither format
+            (or mixes them), or its answer can never be matched; the message names the file and line.
     """
-    if not spec.startswith("hf:"):
-        raise ValueError(f"a hub dataset spec starts with 'hf:', got {spec!r}")
-    parts = spec[3:].split(":")
-    if len(parts) == 2 and all(parts):
-        return parts[0], None, parts[1]
-    if len(parts) == 3 and all(parts):
-        return parts[0], parts[1], parts[2]
-    raise ValueError(
-        f"bad hub dataset spec {spec!r}: use 'hf:<dataset>:<split>' or 'hf:<dataset>:<config>:<split>', "
-        "e.g. 'hf:openai/gsm8k:main:test'"
-    )
+    return load_records(dataset, default_split=DEFAULT_HUB_SPLIT, normalize=_record_normalizer())
 
 
-def load_hf_math(spec: str) -> list[dict[str, Any]]:
-    """Load GSM8K- or MATH-format records from the Hugging Face hub (needs ``datasets`` and a network)."""
-    name, config, split = parse_hf_spec(spec)
-    try:
-        import datasets
-    except ImportError as err:  # pragma: no cover - depends on the installed extras
-        raise ImportError("hf: datasets need the 'datasets' package: pip install 'mulligan[train]'") from err
-    rows = datasets.load_dataset(name, config, split=split)
-    return [normalize_math_record(dict(row)) for row in rows]
+def split_of_signature(signature: str) -> str:
+    """The procedural split a task's content belongs to: ``"test"`` or ``"train"``.
+
+    A fixed share (:data:`PROCEDURAL_TEST_FRACTION`) of all signatures, chosen by a hash that
+    depends on nothing else (not the seed, not the index), belongs to the test split. So the two
+    splits never share a problem whatever the seeds and indices, even when the generator's
+    content space is small.
+    """
+    digest = hashlib.sha1(signature.encode("utf-8")).digest()
+    return "test" if int.from_bytes(digest[:8], "big") % 1000 < PROCEDURAL_TEST_FRACTION * 1000 else "train"
+
+
+@functools.lru_cache(maxsize=16)
+def procedural_test_indices(config: MathGeneratorConfig, seed: int) -> tuple[int, ...]:
+    """Generator indices of the procedural test split of ``(config, seed)``, in order.
+
+    The test split is every distinct test-content task (:func:`split_of_signature`) among the
+    generator's first ``PROCEDURAL_TEST_SCAN`` indices, in index order, at most
+    :data:`PROCEDURAL_TEST_SIZE` of them: a finite list of distinct problems, as an evaluation that
+    scores each task once needs. A small generator config gives fewer (every distinct test problem
+    it has); it raises if it gives none.
+    """
+    indices: list[int] = []
+    seen: set[str] = set()
+    for raw in range(PROCEDURAL_TEST_SCAN):
+        signature = math_task_signature(generate_math_task(config, seed, raw))
+        if signature in seen or split_of_signature(signature) != "test":
+            continue
+        seen.add(signature)
+        indices.append(raw)
+        if len(indices) == PROCEDURAL_TEST_SIZE:
+            break
+    if not indices:
+        raise ValueError(
+            f"the generator config {config} has no test-split problems in {PROCEDURAL_TEST_SCAN} draws "
+            "(its content space is too small to hold out any): widen max_number, steps or templates"
+        )
+    return tuple(indices)
+
+
+def procedural_train_task(config: MathGeneratorConfig, seed: int, index: int) -> dict[str, Any]:
+    """Task ``index`` of the endless procedural train split: no test-split problem ever appears.
+
+    The generator's task ``PROCEDURAL_TEST_SIZE + index`` is used unless its content belongs to
+    the test split; then it is redrawn at indices ``2**32 * k + PROCEDURAL_TEST_SIZE + index``
+    (k = 1, 2, ...), so the result is a pure function of ``(config, seed, index)``.
+
+    Raises:
+        ValueError: if no train-split problem turns up in ``_MAX_REDRAWS`` draws (a generator
+            config whose content is all held out).
+    """
+    base = PROCEDURAL_TEST_SIZE + index
+    for attempt in range(_MAX_REDRAWS):
+        task = generate_math_task(config, seed, base + attempt * 2**32)
+        if split_of_signature(math_task_signature(task)) == "train":
+            return task
+    raise ValueError(f"the generator config {config} produced no train-split problem in {_MAX_REDRAWS} draws: widen it")
 
 
 class MathTaskSource:
-    """Where an env's math tasks come from: the procedural generator, a JSONL file, or the hub.
+    """Where an env's math tasks come from: the procedural generator, a data file, or the hub.
 
     Args:
-        dataset: ``None`` for the procedural generator, a path to a GSM8K/MATH JSONL file, or
-            ``"hf:<dataset>[:config]:<split>"``.
-        split: For the generator, ``"train"`` (default) or ``"test"`` (disjoint index ranges). A
-            file is its own split, and a hub spec names its split, so it must be ``None`` there.
+        dataset: ``None`` for the procedural generator, or a dataset spec of
+            :mod:`mulligan.envs.data`: a GSM8K/MATH .jsonl/.json path, or
+            ``"hf:NAME[:CONFIG][:SPLIT]"`` (split default: :data:`DEFAULT_HUB_SPLIT`).
+        split: For the generator, ``"train"`` (default) or ``"test"``: disjoint by content (see
+            :func:`split_of_signature`). A file is its own split and a hub spec names its split,
+            so it must be ``None`` there.
         data_seed: Seed of the procedural generator.
         num_tasks: Cap on the number of tasks (``None``: endless for the generator's train split,
-            :data:`PROCEDURAL_TEST_SIZE` for its test split, the whole file otherwise).
+            the whole test split (:func:`procedural_test_indices`, at most
+            :data:`PROCEDURAL_TEST_SIZE`), the whole file otherwise).
         generator_config: The generator's configuration, or a dict of its fields (what a JSON
             ``--env_kwargs`` flag can carry).
     """
@@ -191,43 +257,39 @@ class MathTaskSource:
                 raise ValueError(f"generator_config has an unknown field: {err}") from err
         if num_tasks is not None and (isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1):
             raise ValueError(f"num_tasks must be a positive int or None, got {num_tasks!r}")
-        if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
-            raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
-        self.data_seed = data_seed
+        self.data_seed = check_data_seed(data_seed)
         self.generator_config = generator_config or MathGeneratorConfig()
         self.records: list[dict[str, Any]] | None = None
+        self._test_indices: tuple[int, ...] | None = None
         if dataset is None:
             self.split = "train" if split is None else split
             if self.split not in _SPLITS:
                 raise ValueError(f"the procedural source has splits {_SPLITS}, got split={split!r}")
             self.name = f"gen{data_seed}-{self.split}"
-            self._offset = PROCEDURAL_TEST_SIZE if self.split == "train" else 0
             if self.split == "test":
-                num_tasks = min(num_tasks or PROCEDURAL_TEST_SIZE, PROCEDURAL_TEST_SIZE)
+                self._test_indices = procedural_test_indices(self.generator_config, self.data_seed)
+                num_tasks = min(num_tasks or len(self._test_indices), len(self._test_indices))
             self.num_tasks = num_tasks
             return
         if split is not None:
             raise ValueError(
                 f"split={split!r} is only for the procedural source: a file is its own split, and a "
-                "hub spec names its split ('hf:<dataset>[:config]:<split>')"
+                "hub spec names its split ('hf:NAME[:CONFIG][:SPLIT]')"
             )
-        dataset = os.fspath(dataset)
-        if dataset.startswith("hf:"):
-            self.records, self.name, self.split = load_hf_math(dataset), dataset[3:], parse_hf_spec(dataset)[2]
-        else:
-            if not os.path.exists(dataset):
-                raise ValueError(f"dataset file {dataset!r} does not exist (or use 'hf:<name>:<split>' for the hub)")
-            self.records = load_math_jsonl(dataset)
-            self.name, self.split = os.path.splitext(os.path.basename(dataset))[0], "file"
+        self.records = load_math_records(dataset)
+        self.name = dataset_name(dataset, default_split=DEFAULT_HUB_SPLIT)
+        self.split = parse_hf_spec(dataset, default_split=DEFAULT_HUB_SPLIT).split if is_hub_spec(dataset) else "file"
         if num_tasks is not None:
             self.records = self.records[:num_tasks]
         self.num_tasks = len(self.records)
 
     def get(self, index: int) -> dict[str, Any]:
         """The normalised task record at ``index`` (a copy)."""
-        if self.records is None:
-            return generate_math_task(self.generator_config, self.data_seed, self._offset + index)
-        return dict(self.records[index])
+        if self.records is not None:
+            return dict(self.records[index])
+        if self._test_indices is not None:
+            return generate_math_task(self.generator_config, self.data_seed, self._test_indices[index])
+        return procedural_train_task(self.generator_config, self.data_seed, index)
 
     def task_id(self, task: Mapping[str, Any], index: int | None) -> str:
         """``math-<source>-<index>`` for indexed tasks, a content hash for explicit records."""
@@ -261,7 +323,8 @@ class MathEnv(MulliganEnv):
     ``finish[...]``, else the last number.
 
     ## Episode End
-    Single turn: the episode terminates after one action. With
+    Single turn: the episode terminates after one action, also when it is refused for being
+    longer than the action space's ``max_length`` (2**21 characters; reward ``format_reward``). With
     ``gymnasium.make("Mulligan/Math-v0", max_attempts=5)`` it becomes RISE's multi-turn retry MDP.
 
     ## Information
@@ -270,9 +333,16 @@ class MathEnv(MulliganEnv):
     ``gold_answer``.
 
     ## Arguments
-    * ``dataset`` (str | None): ``None`` for the procedural generator, a GSM8K/MATH JSONL path, or
-      ``"hf:<dataset>[:config]:<split>"`` (needs ``datasets`` and a network).
-    * ``split`` (str | None): ``"train"`` or ``"test"`` for the generator (disjoint); ``None`` otherwise.
+    * ``dataset`` (str | None): ``None`` for the procedural generator, a GSM8K/MATH ``.jsonl`` or
+      ``.json`` path (a file is its own split), or ``"hf:NAME[:CONFIG][:SPLIT]"`` (split default
+      ``train``, e.g. ``"hf:openai/gsm8k:main:test"``; needs ``datasets`` and a network). See
+      :mod:`mulligan.envs.data`. Records are checked at load: a bad one, or a gold answer that no
+      response can match, is reported with its file and line.
+    * ``split`` (str | None): the generator's split, ``"train"`` (default, endless) or ``"test"``
+      (finite: at most ``PROCEDURAL_TEST_SIZE`` = 1000 distinct problems, so an evaluation can
+      score each once). The splits are disjoint by content, not only by index: a problem's
+      signature (template, numbers, answer) decides its split, so no test problem appears in
+      training under other names. ``None`` for files and hub specs.
     * ``data_seed`` (int, 0): seed of the generator.
     * ``num_tasks`` (int | None): cap on the dataset size.
     * ``generator_config`` (:class:`~mulligan.envs.generators.math.MathGeneratorConfig`, a dict of
@@ -280,6 +350,12 @@ class MathEnv(MulliganEnv):
     * ``format_reward`` (float, 0.0): reward when no answer can be extracted.
     * ``instruction`` (str | None): text appended to each question (``None``: the default).
     * ``verify_timeout`` (float, 5.0): hard deadline of one symbolic check, in seconds.
+
+    ## Version History
+    * v0: the procedural splits are disjoint by content (before: by index only, and about 1% of
+      train problems repeated a test problem with other names); actions longer than the action
+      space's ``max_length`` are refused like an answerless response; a hub spec follows
+      :mod:`mulligan.envs.data` (``hf:NAME:X`` names a config, ``hf:NAME::SPLIT`` a split).
     """
 
     #: The instruction appended to each question when ``instruction`` is not given.
@@ -347,8 +423,8 @@ def score_final_answer(
     info = {"parsed_answer": answer, "gold_answer": gold}
     if answer is None:
         feedback = f"No final answer found: put the final answer in {expected_format}."
-        return StepOutcome("", float(format_reward), True, False, 0.0, feedback, info)
+        return StepOutcome(observation="", reward=float(format_reward), terminated=True, feedback=feedback, info=info)
     if verify(gold, answer, timeout):
-        return StepOutcome("", 1.0, True, True, 1.0, "", info)
+        return StepOutcome(observation="", reward=1.0, terminated=True, success=True, score=1.0, info=info)
     feedback = f"The final answer {truncate_for_feedback(answer)!r} is incorrect."
-    return StepOutcome("", 0.0, True, False, 0.0, feedback, info)
+    return StepOutcome(observation="", reward=0.0, terminated=True, feedback=feedback, info=info)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from mulligan.envs.core import StepOutcome, truncate_for_feedback
 from mulligan.envs.math import MathEnv, score_final_answer
+from mulligan.envs.react import parse_react_action
 from mulligan.envs.verifiers.calculator import CalculatorError, calculate
-from mulligan.envs.verifiers.math import MAX_ANSWER_CHARS, extract_answer
+from mulligan.envs.verifiers.math import extract_answer
 
 #: What every malformed action is told.
 ACTION_FORMAT = (
@@ -22,43 +22,8 @@ DEFAULT_INSTRUCTION = (
     "or\n"
     "Action: finish[<final answer>]"
 )
-# "Action:" (ReAct's numbered "Action 2:" too), then the tool and its opening bracket. The first
-# action in the text counts: anything a model writes after it (a hallucinated observation) is ignored.
-_ACTION_RE = re.compile(r"action(?:\s*\d+)?\s*:\s*(calculate|finish)\s*\[", re.IGNORECASE)
-#: Longest calculate[...] or finish[...] content looked at.
-_MAX_ARGUMENT_CHARS = 2 * MAX_ANSWER_CHARS
-
-
-def parse_react_action(text: str) -> tuple[str, str] | None:
-    """The first ``Action: calculate[...]`` or ``Action: finish[...]`` in ``text``.
-
-    Returns:
-        ``(tool, argument)`` with ``tool`` in ``{"calculate", "finish"}``, or ``None`` when the text
-        holds no well-formed action (no ``Action:``, an unknown tool, an unclosed bracket, or an
-        empty argument).
-    """
-    match = _ACTION_RE.search(text)
-    if match is None:
-        return None
-    tool, start = match.group(1).lower(), match.end()
-    window = text[start : start + _MAX_ARGUMENT_CHARS + 1]
-    depth, end = 1, None
-    for position, char in enumerate(window):
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-            if depth == 0:
-                end = position
-                break
-    if end is None:
-        # An interval answer such as finish[[1, 2)] leaves brackets unbalanced: take the line's last ']'.
-        line = window.split("\n", 1)[0]
-        end = line.rfind("]") if tool == "finish" else -1
-        if end < 0:
-            return None
-    argument = window[:end].strip()
-    return (tool, argument) if argument else None
+#: The verbs of a MathReAct step; the grammar around them is :mod:`mulligan.envs.react`'s.
+ACTION_VERBS = ("calculate", "finish")
 
 
 class MathReActEnv(MathEnv):
@@ -75,11 +40,13 @@ class MathReActEnv(MathEnv):
     question; after ``calculate[...]`` it is ``"Observation: <value>"`` (or the calculator's error);
     after a malformed action it says the expected format. An action is
     ``"Thought: ...\\nAction: calculate[...]"`` or ``"Thought: ...\\nAction: finish[...]"``; the
-    first action in the text counts.
+    first action in the text counts. The grammar (marker, brackets, multi-line arguments) is that
+    of every ReAct env, :func:`mulligan.envs.react.parse_react_action`.
 
     ## Reward
     ``finish``: 1.0 if the answer equals the gold answer, else 0.0. ``calculate`` steps pay 0.0.
-    A malformed action pays ``format_reward`` (default 0.0) and counts as a step.
+    A malformed action pays ``format_reward`` (default 0.0) and counts as a step; so does an
+    action longer than the action space's ``max_length`` (2**21 characters), which is not read.
 
     ## Episode End
     Terminates on ``finish``. Registered with ``max_episode_steps=12`` (gymnasium's TimeLimit
@@ -94,6 +61,11 @@ class MathReActEnv(MathEnv):
     Those of ``Mulligan/Math-v0`` (``dataset``, ``split``, ``data_seed``, ``num_tasks``,
     ``generator_config``, ``verify_timeout``), plus ``format_reward`` (float, 0.0): the reward of
     a malformed action, and ``instruction`` (str): the text shown before the question.
+
+    ## Version History
+    * v0: the action grammar is the shared one of :mod:`mulligan.envs.react` (before: ``Action:``
+      was required, so a bare ``finish[7]`` was malformed here but not in HotpotQA-v0); over-long
+      actions are refused; the procedural splits are disjoint by content (see ``Mulligan/Math-v0``).
     """
 
     default_instruction = DEFAULT_INSTRUCTION
@@ -106,13 +78,21 @@ class MathReActEnv(MathEnv):
         question = task["question"].strip()
         return (f"{self.instruction}\n\nQuestion: {question}" if self.instruction else question), {}
 
+    def refuse_action(self, feedback: str) -> StepOutcome:
+        """An over-long action: a malformed step (``format_reward``), told the limit as an observation."""
+        outcome = super().refuse_action(feedback)
+        outcome.observation = f"Observation: {feedback}"
+        return outcome
+
     def _step(self, action: str) -> StepOutcome:
-        parsed = parse_react_action(action)
+        parsed = parse_react_action(action, ACTION_VERBS)
         if parsed is None:
             feedback = f"Invalid action. {ACTION_FORMAT}"
             return StepOutcome(
-                f"Observation: {feedback}", self.format_reward, False, False, 0.0, feedback,
-                {"action_type": "invalid"},
+                observation=f"Observation: {feedback}",
+                reward=self.format_reward,
+                feedback=feedback,
+                info={"action_type": "invalid"},
             )
         tool, argument = parsed
         if tool == "calculate":
@@ -122,7 +102,7 @@ class MathReActEnv(MathEnv):
             except CalculatorError as err:
                 feedback = f"calculate[{truncate_for_feedback(argument)}] failed: {err}."
                 observation = f"Observation: Error: {err}."
-            return StepOutcome(observation, 0.0, False, False, 0.0, feedback, {"action_type": "calculate"})
+            return StepOutcome(observation=observation, feedback=feedback, info={"action_type": "calculate"})
         # A boxed answer inside finish[...] is taken from its box; otherwise the whole argument is the answer.
         answer = extract_answer(argument) if "\\boxed" in argument else argument
         outcome = score_final_answer(

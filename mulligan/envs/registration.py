@@ -16,6 +16,8 @@ from typing import Any
 
 import gymnasium
 
+from mulligan.envs.wrappers import CORGI_FEEDBACK_TEMPLATE, RISE_FEEDBACK_TEMPLATE, RetryWithFeedback
+
 NAMESPACE = "Mulligan"
 
 
@@ -52,28 +54,62 @@ class EnvEntry:
 
 
 ENVS: tuple[EnvEntry, ...] = (
-    EnvEntry("Echo-v0", "mulligan.envs.testing", "EchoEnv",
-             "Test double: repeat a target string (known optimum, for trainer tests)."),
-    EnvEntry("Math-v0", "mulligan.envs.math", "MathEnv",
-             "Single-turn math word problems; answer in \\boxed{} (procedural GSM8K-style, or GSM8K/MATH files)."),
-    EnvEntry("MathReAct-v0", "mulligan.envs.math_react", "MathReActEnv",
-             "NAT's math agent: Thought/Action steps with calculate[...] and finish[...].",
-             max_episode_steps=12),
-    EnvEntry("HotpotQA-v0", "mulligan.envs.hotpotqa", "HotpotQAEnv",
-             "Multi-hop QA with ReAct search[...]/lookup[...]/finish[...] (procedural world or HotpotQA files).",
-             max_episode_steps=10),
-    EnvEntry("StrategyQA-v0", "mulligan.envs.strategyqa", "StrategyQAEnv",
-             "Yes/no questions that need an implicit multi-step strategy, with search/lookup/finish.",
-             max_episode_steps=10),
-    EnvEntry("ScienceWorld-v0", "mulligan.envs.scienceworld", "ScienceWorldEnv",
-             "The real ScienceWorld simulator (30 tasks; needs the scienceworld extra and a JRE).",
-             max_episode_steps=100, nondeterministic=True),
-    EnvEntry("MiniScience-v0", "mulligan.envs.miniscience", "MiniScienceEnv",
-             "A fast pure-Python science world with ScienceWorld's action grammar.",
-             max_episode_steps=100),
-    EnvEntry("Constraints-v0", "mulligan.envs.constraints", "ConstraintsEnv",
-             "Constraint following (CORGI rules and IFEval's 25 instructions) with a checker's critique.",
-             feedback_template="- Feedback: {feedback} Please try again.", retry_reward="max"),
+    EnvEntry(
+        "Echo-v0",
+        "mulligan.envs.testing",
+        "EchoEnv",
+        "Test double: repeat a target string (known optimum, for trainer tests).",
+    ),
+    EnvEntry(
+        "Math-v0",
+        "mulligan.envs.math",
+        "MathEnv",
+        "Single-turn math word problems; answer in \\boxed{} (procedural GSM8K-style, or GSM8K/MATH files).",
+    ),
+    EnvEntry(
+        "MathReAct-v0",
+        "mulligan.envs.math_react",
+        "MathReActEnv",
+        "NAT's math agent: Thought/Action steps with calculate[...] and finish[...].",
+        max_episode_steps=12,
+    ),
+    EnvEntry(
+        "HotpotQA-v0",
+        "mulligan.envs.hotpotqa",
+        "HotpotQAEnv",
+        "Multi-hop QA with ReAct search[...]/lookup[...]/finish[...] (procedural world or HotpotQA files).",
+        max_episode_steps=10,
+    ),
+    EnvEntry(
+        "StrategyQA-v0",
+        "mulligan.envs.strategyqa",
+        "StrategyQAEnv",
+        "Yes/no questions that need an implicit multi-step strategy, with search/lookup/finish.",
+        max_episode_steps=10,
+    ),
+    EnvEntry(
+        "ScienceWorld-v0",
+        "mulligan.envs.scienceworld",
+        "ScienceWorldEnv",
+        "The real ScienceWorld simulator (30 tasks; needs the scienceworld extra and a JRE).",
+        max_episode_steps=100,
+        nondeterministic=True,
+    ),
+    EnvEntry(
+        "MiniScience-v0",
+        "mulligan.envs.miniscience",
+        "MiniScienceEnv",
+        "A fast pure-Python science world with ScienceWorld's action grammar.",
+        max_episode_steps=100,
+    ),
+    EnvEntry(
+        "Constraints-v0",
+        "mulligan.envs.constraints",
+        "ConstraintsEnv",
+        "Constraint following (CORGI rules and IFEval's 25 instructions) with a checker's critique.",
+        feedback_template=CORGI_FEEDBACK_TEMPLATE,
+        retry_reward="max",
+    ),
 )
 
 
@@ -88,8 +124,6 @@ def _factory(entry: EnvEntry) -> Callable[..., gymnasium.Env]:
         env = env_class(**kwargs)
         if max_attempts == 1 and feedback_template is None and retry_reward is None:
             return env
-        from mulligan.envs.wrappers import RISE_FEEDBACK_TEMPLATE, RetryWithFeedback
-
         return RetryWithFeedback(
             env,
             max_attempts=max_attempts,

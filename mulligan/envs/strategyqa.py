@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mulligan.envs.generators.world import generate_strategyqa_task
-from mulligan.envs.hotpotqa import HotpotQAEnv
+from mulligan.envs.hotpotqa import AnswerFormatError, HotpotQAEnv
 from mulligan.envs.verifiers.qa import normalize_yes_no
 
 #: What ``finish[...]`` with something other than Yes or No is told.
@@ -52,7 +52,11 @@ class StrategyQAEnv(HotpotQAEnv):
     ## Arguments
     * ``dataset`` (str | None), ``corpus`` (str | None), ``reward`` (``"em"`` or ``"f1"``),
       ``data_seed`` (int, 0), ``num_distractors`` (int, 8), ``search_sentences`` (int, 3): as in
-      :class:`~mulligan.envs.hotpotqa.HotpotQAEnv`.
+      :class:`~mulligan.envs.hotpotqa.HotpotQAEnv` (``hf:`` specs default to the ``validation`` split).
+
+    ## Version History
+    * v0: as HotpotQA-v0's: the shared ReAct grammar (linear-time parsing, multi-line arguments),
+      over-long actions refused, file records validated at load.
     """
 
     answer_instruction = "finish[answer]: answer Yes or No and end the episode."
@@ -70,8 +74,13 @@ class StrategyQAEnv(HotpotQAEnv):
         render_mode: str | None = None,
     ):
         super().__init__(
-            dataset=dataset, corpus=corpus, reward=reward, data_seed=data_seed,
-            num_distractors=num_distractors, search_sentences=search_sentences, render_mode=render_mode,
+            dataset=dataset,
+            corpus=corpus,
+            reward=reward,
+            data_seed=data_seed,
+            num_distractors=num_distractors,
+            search_sentences=search_sentences,
+            render_mode=render_mode,
         )
 
     def generate_task(self, index: int) -> dict[str, Any]:
@@ -87,10 +96,14 @@ class StrategyQAEnv(HotpotQAEnv):
             raise ValueError(f"a StrategyQA record's 'answer' must be Yes/No or a boolean, got {answer!r}")
         return normalized
 
-    def grade(self, answer: str) -> tuple[float, float] | str:
-        """``(1, 1)`` for the right Yes/No, ``(0, 0)`` for the wrong one, or a format error message."""
+    def grade(self, answer: str) -> tuple[float, float]:
+        """``(1, 1)`` for the right Yes/No, ``(0, 0)`` for the wrong one.
+
+        Raises:
+            AnswerFormatError: with :data:`YES_NO_FORMAT` when the answer is not Yes or No.
+        """
         normalized = normalize_yes_no(answer)
         if normalized is None:
-            return YES_NO_FORMAT
+            raise AnswerFormatError(YES_NO_FORMAT)
         correct = float(normalized == self.task["answer"])
         return correct, correct

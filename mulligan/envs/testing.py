@@ -7,9 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from mulligan.envs.core import MulliganEnv, StepOutcome, seeded_rng, truncate_for_feedback
+from mulligan.envs.data import check_data_seed
 
 DEFAULT_ECHO_WORDS: tuple[str, ...] = (
-    "apple", "river", "stone", "cloud", "lemon", "tiger", "piano", "ocean",
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "lemon",
+    "tiger",
+    "piano",
+    "ocean",
 )
 
 
@@ -92,7 +100,7 @@ class EchoEnv(MulliganEnv):
     ):
         super().__init__(render_mode=render_mode)
         self.config = EchoConfig(tuple(vocabulary), num_words)
-        self.data_seed = data_seed
+        self.data_seed = check_data_seed(data_seed)
         self.partial_credit = partial_credit
 
     def get_task(self, index: int) -> dict[str, Any]:
@@ -121,8 +129,8 @@ class EchoEnv(MulliganEnv):
         target = self.task["target"]
         score = echo_score(action, target)
         success = score == 1.0
-        feedback = "" if success else (
-            f"Expected exactly {target!r}, got {truncate_for_feedback(action.strip())!r}."
-        )
+        feedback = "" if success else (f"Expected exactly {target!r}, got {truncate_for_feedback(action.strip())!r}.")
         reward = score if self.partial_credit else float(success)
-        return StepOutcome("Episode over.", reward, True, success, score, feedback)
+        return StepOutcome(
+            observation="Episode over.", reward=reward, terminated=True, success=success, score=score, feedback=feedback
+        )

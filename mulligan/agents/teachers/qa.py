@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from mulligan.agents.base import Action, Agent, AgentInput
-from mulligan.envs.hotpotqa import parse_react_action
+from mulligan.envs.hotpotqa import ACTION_VERBS
+from mulligan.envs.react import parse_react_action
 from mulligan.envs.retrieval import normalize_title
 from mulligan.envs.verifiers.qa import exact_match, normalize_yes_no
 
@@ -72,7 +73,7 @@ def _read_episode(inp: AgentInput) -> _Episode:
         if message["role"] == "user" and question and question in message["content"]:
             start = i + 1
         elif message["role"] == "assistant":
-            parsed = parse_react_action(message["content"])
+            parsed = parse_react_action(message["content"], ACTION_VERBS)
             following = messages[i + 1]["content"] if i + 1 < len(messages) else ""
             # A finish the env accepted ends an attempt; one it refused ("Invalid answer...") does not.
             if parsed is not None and parsed[0] == "finish" and not following.startswith("Invalid"):
@@ -81,7 +82,7 @@ def _read_episode(inp: AgentInput) -> _Episode:
     for i in range(start, len(messages)):
         if messages[i]["role"] != "assistant":
             continue
-        parsed = parse_react_action(messages[i]["content"])
+        parsed = parse_react_action(messages[i]["content"], ACTION_VERBS)
         actions.append(parsed if parsed is not None else ("invalid", ""))
         following = messages[i + 1] if i + 1 < len(messages) else None
         observations.append(following["content"] if following and following["role"] == "user" else "")
@@ -186,8 +187,8 @@ class QAOracleTeacher(Agent):
                 key = normalize_title(title)
                 sub_question = self._sub_question(task, title)
                 if key not in searched:
-                    intent = f"Next I need to know: {sub_question}" if sub_question else (
-                        f"I need to read about {title}."
+                    intent = (
+                        f"Next I need to know: {sub_question}" if sub_question else (f"I need to read about {title}.")
                     )
                     return _step(f"{evidence}{intent} I will search {title}.", "search", title)
                 sentences = self._sentences(task, title)
@@ -201,8 +202,9 @@ class QAOracleTeacher(Agent):
                         return _step(f"{evidence}I need more from {title}.", "search", title)
                     if episode.lookups_since_search(keyword) < needed:
                         return _step(
-                            f"{evidence}The opening of {title} does not say it; I will look up \"{keyword}\".",
-                            "lookup", keyword,
+                            f'{evidence}The opening of {title} does not say it; I will look up "{keyword}".',
+                            "lookup",
+                            keyword,
                         )
         return self._finish_step(task, evidence)
 
@@ -327,11 +329,14 @@ class NoisyQATeacher(QAOracleTeacher):
                 if draw < share * (i + 1):
                     return self._fail(task, mode, wrong)
         oracle = self.oracle_step(task, episode)
-        parsed = parse_react_action(oracle)
+        parsed = parse_react_action(oracle, ACTION_VERBS)
         distinct = {normalize_title(t) for t in searched}
         at_second_hop = (
-            parsed is not None and parsed[0] == "search" and len(distinct) == 1
-            and normalize_title(parsed[1]) not in distinct and len(gold_titles) >= 2
+            parsed is not None
+            and parsed[0] == "search"
+            and len(distinct) == 1
+            and normalize_title(parsed[1]) not in distinct
+            and len(gold_titles) >= 2
         )
         if at_second_hop and second:
             # Divergence point 2: conditional on having come this far, so each mode's overall

@@ -11,11 +11,15 @@ computed with :mod:`mulligan.envs.verifiers.calculator`, so annotations are exac
 teacher can replay them as ``calculate[...]`` actions; the ``####`` line repeats the last result
 (or writes it as a fraction, for recipe quantities). Templates: shopping, ages, rates, sharing,
 discounts, recipes.
+
+:func:`math_task_signature` names a problem's content (template, numbers, answer) without its
+wording, which is what the train and test splits of ``Mulligan/Math-v0`` keep apart.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,12 +31,36 @@ from mulligan.envs.core import seeded_rng
 from mulligan.envs.verifiers.calculator import evaluate, format_number
 
 NAMES = (
-    "Ava", "Ben", "Chloe", "Daniel", "Emma", "Farah", "Gabriel", "Hana", "Ivan", "Julia",
-    "Kofi", "Lena", "Mateo", "Nora", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tariq",
+    "Ava",
+    "Ben",
+    "Chloe",
+    "Daniel",
+    "Emma",
+    "Farah",
+    "Gabriel",
+    "Hana",
+    "Ivan",
+    "Julia",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nora",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tariq",
 )
 _GOODS = (
-    ("notebooks", "notebook"), ("pens", "pen"), ("apples", "apple"), ("candles", "candle"),
-    ("mugs", "mug"), ("scarves", "scarf"), ("sandwiches", "sandwich"), ("books", "book"),
+    ("notebooks", "notebook"),
+    ("pens", "pen"),
+    ("apples", "apple"),
+    ("candles", "candle"),
+    ("mugs", "mug"),
+    ("scarves", "scarf"),
+    ("sandwiches", "sandwich"),
+    ("books", "book"),
 )
 _INGREDIENTS = ("flour", "sugar", "milk", "oats", "butter", "cocoa")
 _PRODUCTS = (("bottles", "machine"), ("cookies", "bakery oven"), ("pages", "printer"), ("bricks", "press"))
@@ -81,8 +109,7 @@ class MathGeneratorConfig:
                 raise ValueError(f"{name} must be an int, got {value!r}")
         if not 1 <= self.min_steps <= self.max_steps <= 8:
             raise ValueError(
-                f"need 1 <= min_steps <= max_steps <= 8, got min_steps={self.min_steps}, "
-                f"max_steps={self.max_steps}"
+                f"need 1 <= min_steps <= max_steps <= 8, got min_steps={self.min_steps}, max_steps={self.max_steps}"
             )
         if self.min_number < 1 or self.max_number < self.min_number + 4:
             raise ValueError(
@@ -355,9 +382,11 @@ def _recipes(rng: np.random.Generator, config: MathGeneratorConfig, steps: int, 
     total = amounts[0]
     if num_ingredients > 1:
         total = work.calc("+".join(_num(a) for a in amounts), f"Altogether {name} needs {{}} cups.")
-    question = f"One batch of {name}'s muffins needs " + (
-        ", ".join(parts[:-1]) + " and " + parts[-1] if num_ingredients > 1 else parts[0]
-    ) + f". {name} makes {batches} batches."
+    question = (
+        f"One batch of {name}'s muffins needs "
+        + (", ".join(parts[:-1]) + " and " + parts[-1] if num_ingredients > 1 else parts[0])
+        + f". {name} makes {batches} batches."
+    )
     what = "cups of ingredients in total" if num_ingredients > 1 else f"cups of {ingredients[0]}"
     if has_some:
         have = Fraction(_int(rng, 1, max(1, int(total) - 1))) if total > 1 else Fraction(1, 2)
@@ -419,3 +448,24 @@ def generate_math_task(config: MathGeneratorConfig, seed: int, index: int) -> di
         "template": template,
         "num_steps": steps,
     }
+
+
+_SIGNATURE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def math_task_signature(task: dict[str, Any]) -> str:
+    """The content of a generated problem, without its wording: template, numbers and answer.
+
+    Two problems with the same template, the same numbers in the same order and the same answer
+    are the same problem to a learner even when the names or goods differ ("Ava buys 3 pens at
+    $2" and "Ben buys 3 mugs at $2"), so they share a signature. The procedural train and test
+    splits are disjoint by signature (``mulligan.envs.math.split_of_signature``).
+
+    Args:
+        task: A record of :func:`generate_math_task` (``template``, ``question``, ``final_answer``).
+
+    Returns:
+        ``"<template>|<numbers of the question, comma-separated>|<final answer>"``.
+    """
+    numbers = ",".join(_SIGNATURE_NUMBER.findall(task["question"]))
+    return f"{task.get('template', '')}|{numbers}|{task['final_answer']}"
