@@ -5,17 +5,17 @@ from __future__ import annotations
 import copy
 import importlib.util
 
-import gymnasium
 import pytest
 import torch
 
 import mulligan
 from mulligan.agents.base import AgentInput
 from mulligan.agents.context import LastAttempts, TokenBudget
-from mulligan.agents.hf import PLAIN_FORMAT_STOP, HFAgent, render_plain
+from mulligan.agents.hf import HFAgent
 from mulligan.agents.tiny import TinyModelConfig, build_tiny_model
 from mulligan.envs.registration import ENVS
-from mulligan.envs.wrappers import ChatHistory
+from mulligan.training.chat import PLAIN_FORMAT_STOP, render
+from mulligan.training.rollout import EnvPool, collect_episodes
 
 SMALL = TinyModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
                         max_position_embeddings=4096)
@@ -207,8 +207,9 @@ def test_plain_format_without_a_chat_template(tiny):
     agent = HFAgent(model, plain_tokenizer, temperature=0, max_new_tokens=8, system_prompt="Sys")
     item = AgentInput(messages=[{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
                                 {"role": "user", "content": "Q2"}])
-    assert agent.render_prompt(item) == "System: Sys\n\nUser: Q\n\nAssistant: A\n\nUser: Q2\n\nAssistant:"
-    assert render_plain(item.messages, add_generation_prompt=False) == "User: Q\n\nAssistant: A\n\nUser: Q2"
+    # The one plain format of mulligan.training.chat: what the trainer renders, the agent samples from.
+    assert agent.render_prompt(item) == "System: Sys\nUser: Q\nAssistant: A<|im_end|>\nUser: Q2\nAssistant: "
+    assert agent.render_prompt(item) == render(plain_tokenizer, agent.prepare_messages(item.messages), True)
     action = agent.act([item])[0]
     assert action.text == action.text.strip()
     assert PLAIN_FORMAT_STOP not in action.text
@@ -260,7 +261,7 @@ def _module_missing(env_id):
     return importlib.util.find_spec(entry.module) is None
 
 
-def _make(env_id):
+def _skip_without_scienceworld(env_id):
     if env_id == "Mulligan/ScienceWorld-v0":
         from mulligan.envs.scienceworld import import_scienceworld
 
@@ -268,7 +269,6 @@ def _make(env_id):
             import_scienceworld()
         except ImportError as err:
             pytest.skip(f"ScienceWorld's simulator is not installed here: {err}")
-    return ChatHistory(gymnasium.make(env_id, max_episode_steps=3))
 
 
 @pytest.mark.parametrize("env_id", [
@@ -278,25 +278,15 @@ def _make(env_id):
 def test_plays_every_registered_env(env_id, tiny):
     if _module_missing(env_id):
         pytest.skip(f"{env_id}: its module is not written yet (another issue is building it)")
+    _skip_without_scienceworld(env_id)
     # Each ScienceWorld env starts a JVM (about 20 s here); one env and one episode show the agent copes.
     slow = "ScienceWorld" in env_id
-    envs = [_make(env_id) for _ in range(1 if slow else 2)]
     agent = HFAgent(*tiny, temperature=1.0, max_new_tokens=8, seed=0, context=TokenBudget(2000),
                     stop=["\nObservation:"])
-    for episode in range(1 if slow else 2):
-        infos = [env.reset(seed=10 * episode + k)[1] for k, env in enumerate(envs)]
-        live = list(range(len(envs)))
-        while live:
-            inputs = [AgentInput(messages=envs[k].messages, task=envs[k].unwrapped.task, info=infos[k],
-                                 env_id=env_id) for k in live]
-            actions = agent.act(inputs)
-            still = []
-            for k, action in zip(live, actions, strict=True):
-                assert isinstance(action.text, str)
-                _, reward, terminated, truncated, infos[k] = envs[k].step(action.text)
-                assert isinstance(reward, float) and 0.0 <= infos[k]["score"] <= 1.0
-                if not (terminated or truncated):
-                    still.append(k)
-            live = still
-    for env in envs:
-        env.close()
+    with EnvPool(env_id, 1 if slow else 2) as pool:
+        trajectories = collect_episodes(pool, agent, 1 if slow else 4, max_turns=3, progress=False)
+    for trajectory in trajectories:
+        assert 1 <= len(trajectory.turns) <= 3 and 0.0 <= trajectory.score <= 1.0
+        for turn in trajectory.turns:
+            assert isinstance(turn.action, str) and isinstance(turn.reward, float)
+            assert turn.completion_ids and len(turn.logprobs) == len(turn.completion_ids)

@@ -1,4 +1,4 @@
-"""Lockstep collection: batching, reproducibility, resume after a crash."""
+"""Lockstep collection: batching, env pools, reproducibility, resume after a crash, recorded contexts."""
 
 import json
 
@@ -7,29 +7,10 @@ import pytest
 
 import mulligan  # noqa: F401
 from mulligan.agents.base import Action, Agent
-from mulligan.training.rollout import collect_episodes
+from mulligan.agents.context import LastAttempts
+from mulligan.agents.testing import EchoOracle, RandomEchoAgent, ScriptedAgent
+from mulligan.training.rollout import EnvPool, collect_episodes
 from mulligan.training.trajectory import TrajectoryStore
-
-
-class EchoOracle(Agent):
-    """Echoes the target of the current Echo task; records each batch size it was called with."""
-
-    name = "echo-oracle"
-
-    def __init__(self, wrong_every=0):
-        self.batch_sizes = []
-        self.wrong_every = wrong_every
-        self.calls = 0
-
-    def act(self, inputs):
-        self.batch_sizes.append(len(inputs))
-        actions = []
-        for item in inputs:
-            self.calls += 1
-            target = item.observation.removeprefix("Repeat exactly: ")
-            wrong = self.wrong_every and self.calls % self.wrong_every == 0
-            actions.append(Action("nope" if wrong else target))
-        return actions
 
 
 def test_batches_across_envs_and_records_everything():
@@ -67,6 +48,30 @@ def test_samples_per_task_and_explicit_indices():
         collect_episodes("Mulligan/Echo-v0", EchoOracle(), 4, task_indices=[1], progress=False)
 
 
+def test_a_pool_is_built_once_reused_across_calls_and_not_closed():
+    with EnvPool("Mulligan/Echo-v0", 3, {"max_attempts": 2}) as pool:
+        envs = list(pool.envs)
+        assert len(pool) == 3 and pool.is_multi_turn and pool.num_tasks is None
+        first = collect_episodes(pool, EchoOracle(), 4, seed=0, progress=False)
+        second = collect_episodes(pool, EchoOracle(), 4, seed=0, progress=False)
+        assert pool.envs == envs  # the same env objects, still open
+        assert [t.key for t in first] == [t.key for t in second]
+        by_id = collect_episodes("Mulligan/Echo-v0", EchoOracle(), 4, seed=0, env_kwargs={"max_attempts": 2},
+                                 progress=False)
+        assert [t.key for t in by_id] == [t.key for t in first]
+        extra = pool.make()
+        assert extra not in pool.envs
+        extra.close()
+        with pytest.raises(ValueError, match="EnvPool"):
+            collect_episodes(pool, EchoOracle(), 2, env_kwargs={"max_attempts": 3}, progress=False)
+    assert pool.envs == []
+    with pytest.raises(ValueError, match="closed"):
+        collect_episodes(pool, EchoOracle(), 2, progress=False)
+    assert not EnvPool("Mulligan/Echo-v0", 1).is_multi_turn
+    with pytest.raises(ValueError, match="num_envs"):
+        EnvPool("Mulligan/Echo-v0", 0)
+
+
 def test_multi_turn_retries_keep_the_whole_history():
     agent = EchoOracle(wrong_every=1)  # always wrong: every attempt is used
     trajectories = collect_episodes(
@@ -77,6 +82,7 @@ def test_multi_turn_retries_keep_the_whole_history():
         assert [m["role"] for m in trajectory.messages] == ["user", "assistant"] * 3
         assert "Please try again" in trajectory.turns[1].observation
         assert [t.info["attempt"] for t in trajectory.turns] == [1, 2, 3]
+        assert trajectory.sees_full_history and trajectory.agent_system_prompt is None
 
 
 def test_max_turns_truncates():
@@ -93,9 +99,9 @@ def test_resumed_collection_loses_and_duplicates_nothing(tmp_path):
     path = tmp_path / "echo.jsonl"
     reference = collect_episodes("Mulligan/Echo-v0", EchoOracle(), 12, num_envs=3, seed=5, progress=False)
     # A first run that "crashed": 7 complete lines and half of the 8th.
-    store = TrajectoryStore(path)
-    for trajectory in reference[:7]:
-        store.append(trajectory)
+    with TrajectoryStore(path) as store:
+        for trajectory in reference[:7]:
+            store.append(trajectory)
     half = json.dumps(reference[7].to_dict())
     with open(path, "a") as handle:
         handle.write(half[: len(half) // 2])
@@ -111,6 +117,86 @@ def test_resumed_collection_loses_and_duplicates_nothing(tmp_path):
     assert len({t.key for t in on_disk}) == 12
 
 
+class Interrupted(Exception):
+    pass
+
+
+class CrashAfter(RandomEchoAgent):
+    """The sampling agent, killed after ``calls`` batches (a crash in the middle of a collection)."""
+
+    def __init__(self, calls, **kwargs):
+        super().__init__(**kwargs)
+        self.left = calls
+
+    def act(self, inputs):
+        if self.left == 0:
+            raise Interrupted
+        self.left -= 1
+        return super().act(inputs)
+
+
+def test_a_resumed_sampling_run_equals_an_uninterrupted_one(tmp_path):
+    # Issue 15: the agent used to be reseeded from the start on resume, so resumed episodes drew
+    # different samples. Per-input seeds from (seed, k, sample, turn) make them identical.
+    kwargs = {"env_kwargs": {"max_attempts": 3}, "num_envs": 4, "seed": 11, "samples_per_task": 2,
+              "progress": False}
+    uninterrupted = collect_episodes("Mulligan/Echo-v0", RandomEchoAgent(p_correct=0.3), 24, **kwargs)
+    path = tmp_path / "run.jsonl"
+    with pytest.raises(Interrupted):
+        collect_episodes("Mulligan/Echo-v0", CrashAfter(5, p_correct=0.3), 24, store=TrajectoryStore(path), **kwargs)
+    done = len(TrajectoryStore(path).load())
+    assert 0 < done < 24
+    # The resumed run uses a different batch size: batching must not change any episode either.
+    resumed = collect_episodes("Mulligan/Echo-v0", RandomEchoAgent(p_correct=0.3), 24, store=TrajectoryStore(path),
+                               **{**kwargs, "num_envs": 3})
+    assert [t.to_dict() for t in resumed] == [t.to_dict() for t in uninterrupted]
+    assert len({t.messages[1]["content"] for t in uninterrupted}) > 2  # it did sample
+
+
+class SystemAndWindow(Agent):
+    """Shows its model a system prompt and the last attempt only, through Agent.prepare_context."""
+
+    system_prompt = "Be exact."
+    context = LastAttempts(1)
+
+    def act(self, inputs):
+        actions = []
+        for item in inputs:
+            shown, record = self.prepare_context(item.messages)
+            actions.append(Action(text=f"saw {len(shown)}", prompt=json.dumps(shown), context=record))
+        return actions
+
+
+def test_the_context_the_model_saw_is_recorded_and_rebuilt():
+    (trajectory,) = collect_episodes(
+        "Mulligan/Echo-v0", SystemAndWindow(), 1, env_kwargs={"max_attempts": 4}, progress=False
+    )
+    assert len(trajectory.turns) == 4 and trajectory.agent_system_prompt == "Be exact."
+    assert not trajectory.sees_full_history
+    for t, turn in enumerate(trajectory.turns):
+        # What the agent showed its model at turn t is exactly what the trainer rebuilds.
+        shown = [{"role": "system", "content": "Be exact."}, trajectory.messages[0]]
+        if t > 0:
+            shown += trajectory.messages[2 * t - 1: 2 * t + 1]
+        assert trajectory.prompt_messages(t) == shown
+        assert trajectory.training_messages(t) == [*shown, trajectory.messages[2 * t + 1]]
+        assert trajectory.messages[2 * t + 1]["content"] == f"saw {len(shown)}"
+        # A few integers whatever the episode length; None while nothing was dropped yet.
+        assert (turn.context is None) == (t < 2) and len(turn.context or []) <= 2
+    assert trajectory.training_samples() == [trajectory.training_messages(t) for t in range(4)]
+
+
+def test_a_long_episode_stores_linearly_many_bytes(tmp_path):
+    def size(turns):
+        path = tmp_path / f"{turns}.jsonl"
+        collect_episodes("Mulligan/Echo-v0", SystemAndWindow(), 1, env_kwargs={"max_attempts": turns},
+                         store=TrajectoryStore(path), progress=False)
+        return path.stat().st_size
+
+    small, large = size(10), size(40)
+    assert large < 4.6 * small  # 4x the turns: about 4x the bytes, not 16x
+
+
 def test_summaries_per_env_with_wilson_intervals():
     from mulligan.training.stats import format_table, summarize_by_env, summary_row, wilson_interval
 
@@ -119,11 +205,11 @@ def test_summaries_per_env_with_wilson_intervals():
     with pytest.raises(ValueError, match="successes"):
         wilson_interval(3, 2)
     echo = collect_episodes("Mulligan/Echo-v0", EchoOracle(wrong_every=2), 10, progress=False)
-    class WrongFirst(Agent):
-        def act(self, inputs):
-            return [Action("nope" if len(x.messages) == 1 else x.task["target"]) for x in inputs]
-
-    retry = collect_episodes("Mulligan/Echo-v0", WrongFirst(), 4, env_kwargs={"max_attempts": 2}, progress=False)
+    wrong_first = ScriptedAgent(["nope"])
+    wrong_first.act = lambda inputs: [
+        Action("nope" if len(x.messages) == 1 else x.task["target"]) for x in inputs
+    ]
+    retry = collect_episodes("Mulligan/Echo-v0", wrong_first, 4, env_kwargs={"max_attempts": 2}, progress=False)
     for trajectory in retry:
         trajectory.env_id = "Mulligan/Echo-v0+retry"
     summaries = summarize_by_env(echo + retry)

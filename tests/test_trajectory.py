@@ -1,17 +1,26 @@
 """Trajectory records and the crash-safe JSONL store."""
 
 import json
+import multiprocessing
+import os
 
 import numpy as np
 import pytest
 
-from mulligan.training.trajectory import Trajectory, TrajectoryStore, Turn
+from mulligan.training.trajectory import (
+    StoreLockedError,
+    Trajectory,
+    TrajectoryFileError,
+    TrajectoryStore,
+    Turn,
+    load_trajectories,
+)
 
 
 def make_trajectory(task_id="t-0", sample=0, success=True):
     turns = [
         Turn("Repeat exactly: apple", "apple", 1.0, {"success": True, "score": np.float64(1.0), "n": np.int64(3)},
-             prompt_ids=[1, 2], completion_ids=[3, 4], logprobs=[-0.1, -0.2]),
+             completion_ids=[3, 4], logprobs=[-0.1, -0.2]),
     ]
     return Trajectory(
         env_id="Mulligan/Echo-v0", task_id=task_id, task={"target": "apple", "tags": ("a", "b")},
@@ -46,8 +55,8 @@ def test_store_appends_and_reads_back(tmp_path):
 
 def test_partial_last_line_is_ignored_then_cut_on_append(tmp_path):
     path = tmp_path / "data.jsonl"
-    store = TrajectoryStore(path)
-    store.append(make_trajectory("t-0"))
+    with TrajectoryStore(path) as store:
+        store.append(make_trajectory("t-0"))
     whole = path.read_bytes()
     # A crash in the middle of writing the second line.
     line = json.dumps(make_trajectory("t-1").to_dict()).encode()
@@ -66,9 +75,88 @@ def test_datasets_reads_the_store(tmp_path):
     other = make_trajectory("t-1")
     other.task = {"question": "2+2?", "answer": 4}  # a different task schema in the same file
     other.turns[0].info = {"feedback": "wrong", "valid": [1, 2]}
-    other.turns[0].prompt_ids = None
+    other.turns[0].completion_ids = None
+    other.turns[0].context = [[0, 1]]
     store.append(other)
     dataset = datasets.load_dataset("json", data_files=str(store.path), split="train")
     assert dataset.num_rows == 2
     assert Trajectory.from_dict(dataset[1]).task == {"question": "2+2?", "answer": 4}
     assert dataset[0]["turns"][0]["completion_ids"] == [3, 4]
+
+
+def test_rows_of_older_files_with_prompt_ids_still_load():
+    row = make_trajectory().to_dict()
+    row["turns"][0]["prompt_ids"] = [1, 2]
+    del row["turns"][0]["context"]
+    back = Trajectory.from_dict(row)
+    assert back.turns[0].completion_ids == [3, 4] and back.turns[0].context is None
+
+
+def test_a_last_line_cut_inside_a_multibyte_character_is_a_torn_tail(tmp_path):
+    # Issue 15: the reader decoded the whole file as text, so a crash in the middle of "🙂" made
+    # the file unreadable and resume exited 1.
+    path = tmp_path / "data.jsonl"
+    with TrajectoryStore(path) as store:
+        store.append(make_trajectory("t-0"))
+    torn = make_trajectory("t-1")
+    torn.final_observation = "done 🙂 " * 3
+    line = json.dumps(torn.to_dict(), ensure_ascii=False).encode()
+    cut = line.index("🙂".encode()) + 2  # two of the emoji's four bytes
+    path.write_bytes(path.read_bytes() + line[:cut])
+    assert [t.task_id for t in TrajectoryStore(path)] == ["t-0"]
+    with TrajectoryStore(path) as store:
+        store.append(make_trajectory("t-2"))
+    assert [t.task_id for t in load_trajectories(path)] == ["t-0", "t-2"]
+
+
+def test_a_corrupt_middle_line_names_file_and_line_and_is_skipped_only_on_request(tmp_path):
+    path = tmp_path / "data.jsonl"
+    with TrajectoryStore(path) as store:
+        store.append(make_trajectory("t-0"))
+    with open(path, "ab") as handle:
+        handle.write(b'{"env_id": "half a row"\n')
+        handle.write(b"\xff\xfe not utf-8\n")
+    with TrajectoryStore(path) as store:
+        store.append(make_trajectory("t-3"))
+    with pytest.raises(TrajectoryFileError, match=r"data\.jsonl, line 2: .*skip_corrupt"):
+        TrajectoryStore(path).load()
+    with pytest.warns(UserWarning, match="line 3"):
+        kept = TrajectoryStore(path, skip_corrupt=True).load()
+    assert [t.task_id for t in kept] == ["t-0", "t-3"]
+
+
+def _append_in_child(path, queue):
+    try:
+        TrajectoryStore(path).append(make_trajectory("child"))
+        queue.put("appended")
+    except StoreLockedError as err:
+        queue.put(f"refused: {err}")
+
+
+def test_a_second_writer_is_refused_with_a_clear_message(tmp_path):
+    # Issue 15: two writers on one file silently duplicated data.
+    path = tmp_path / "data.jsonl"
+    first = TrajectoryStore(path)
+    first.append(make_trajectory("t-0"))
+    with pytest.raises(StoreLockedError, match=r"another writer.*another file"):
+        TrajectoryStore(path).append(make_trajectory("t-1"))
+    queue = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=_append_in_child, args=(str(path), queue))
+    child.start()
+    child.join(30)
+    assert queue.get(timeout=5).startswith("refused")
+    first.append(make_trajectory("t-2"))
+    first.close()
+    TrajectoryStore(path).append(make_trajectory("t-3"))  # free again once the first writer is done
+    assert [t.task_id for t in load_trajectories(path)] == ["t-0", "t-2", "t-3"]
+
+
+def test_bad_paths_are_rejected_with_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        TrajectoryStore(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        TrajectoryStore(tmp_path / "file" / "data.jsonl")
+    with pytest.raises(FileNotFoundError, match="mulligan collect"):
+        load_trajectories(tmp_path / "missing.jsonl")
+    assert os.path.exists(tmp_path / "file")

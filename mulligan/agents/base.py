@@ -2,8 +2,15 @@
 
 An agent receives, for each env in a batch, the conversation so far (:class:`AgentInput`) and
 returns each env's next action (:class:`Action`). Model agents fill in what trainers need (the
-exact prompt text, token ids, per-token log-probabilities); scripted teachers fill in only the
-text. Nothing here imports torch.
+exact prompt text, token ids, per-token log-probabilities, and which messages they showed the
+model); scripted teachers fill in only the text. Nothing here imports torch.
+
+What a model sees is decided in ONE place, :meth:`Agent.prepare_context`: the agent's system prompt
+is put first (unless the conversation already starts with a system message) and its context policy
+(:mod:`mulligan.agents.context`) keeps some of the messages. The result is reported on the action as
+a compact :class:`ContextRecord` (spans of kept message indices and the system prompt), which the
+rollout stores per turn so that trainers rebuild exactly that context
+(:meth:`mulligan.training.trajectory.Trajectory.training_messages`).
 
 Conversations are lists of chat messages ``{"role": "system"|"user"|"assistant", "content": str}``:
 env observations are ``user`` turns and the agent's actions are ``assistant`` turns, so that any
@@ -16,6 +23,8 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 Message = dict[str, str]
 
@@ -32,6 +41,10 @@ class AgentInput:
         env_id: The registered id of the env, when known.
         stop: Strings at which generation stops for this env (ReAct agents stop at
             ``"\\nObservation:"``); the stop string itself is not part of the action.
+        seed: A seed for this input's randomness, derived by the rollout from the run seed, the
+            episode (task ``k``, sample ``s``) and the turn, so that an episode's actions do not
+            depend on which other episodes share its batch (a resumed run then equals an
+            uninterrupted one). Sampling agents should draw from :func:`input_rng`.
     """
 
     messages: list[Message]
@@ -39,6 +52,7 @@ class AgentInput:
     info: Mapping[str, Any] | None = None
     env_id: str | None = None
     stop: Sequence[str] = ()
+    seed: int | None = None
 
     @property
     def observation(self) -> str:
@@ -47,6 +61,67 @@ class AgentInput:
             if message["role"] == "user":
                 return message["content"]
         return ""
+
+
+@dataclass(frozen=True)
+class ContextRecord:
+    """Which messages a model was shown, compactly (it must not grow with the episode).
+
+    Attributes:
+        spans: Half-open ``(start, stop)`` index ranges of the kept input messages, in order.
+        system_prompt: The system message the agent put first, or ``None`` when it added none.
+    """
+
+    spans: tuple[tuple[int, int], ...]
+    system_prompt: str | None = None
+
+    def covers(self, num_messages: int) -> bool:
+        """Whether every one of ``num_messages`` input messages was kept."""
+        return self.spans == ((0, num_messages),) or (num_messages == 0 and not self.spans)
+
+
+def context_record(messages: Sequence[Message], kept: Sequence[Message], system_prompt: str | None) -> ContextRecord:
+    """The :class:`ContextRecord` of ``kept``, a subsequence of ``messages`` chosen by a context policy.
+
+    Kept messages are matched to the input by identity first (policies return the same dicts), then
+    by equality, in order.
+
+    Raises:
+        ValueError: If ``kept`` is not a subsequence of ``messages`` (a policy that rewrites
+            messages cannot be recorded as indices).
+    """
+    indices: list[int] = []
+    cursor = 0
+    for message in kept:
+        found = next((j for j in range(cursor, len(messages)) if messages[j] is message), None)
+        if found is None:
+            found = next((j for j in range(cursor, len(messages)) if messages[j] == message), None)
+        if found is None:
+            raise ValueError(
+                "a context policy must return a subsequence of the messages it is given (it dropped or "
+                f"reordered nothing else), but it returned {message!r}; rewrite content in the env or prompt instead"
+            )
+        indices.append(found)
+        cursor = found + 1
+    spans: list[tuple[int, int]] = []
+    for index in indices:
+        if spans and spans[-1][1] == index:
+            spans[-1] = (spans[-1][0], index + 1)
+        else:
+            spans.append((index, index + 1))
+    return ContextRecord(tuple(spans), system_prompt)
+
+
+def input_rng(agent_input: AgentInput, fallback: np.random.Generator | None = None) -> np.random.Generator:
+    """The random generator of one input: seeded by ``agent_input.seed`` when the rollout set it.
+
+    Args:
+        agent_input: The input an action is drawn for.
+        fallback: The generator to use when the input carries no seed (an agent's own).
+    """
+    if agent_input.seed is not None:
+        return np.random.default_rng(agent_input.seed)
+    return fallback if fallback is not None else np.random.default_rng()
 
 
 @dataclass
@@ -63,6 +138,8 @@ class Action:
         logprobs: Per-token log-probabilities of ``completion_ids`` under the sampling policy
             (before temperature and top-p, i.e. of the model itself).
         metadata: Anything else an agent reports (e.g. the planner's sub-goal).
+        context: Which input messages the model saw, and the system prompt the agent added
+            (:meth:`Agent.prepare_context`); ``None`` when it saw the input messages unchanged.
     """
 
     text: str
@@ -71,6 +148,7 @@ class Action:
     completion_ids: list[int] | None = None
     logprobs: list[float] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    context: ContextRecord | None = None
 
 
 class Agent(abc.ABC):
@@ -79,7 +157,50 @@ class Agent(abc.ABC):
     Subclasses implement :meth:`act`. An agent keeps no hidden state between episodes beyond what
     its docstring says (a scripted noisy teacher, for instance, owns a random generator that
     :meth:`reset` reseeds).
+
+    Attributes:
+        system_prompt: A system message put first in what the model sees (``None``: none).
+        context: A context policy (:mod:`mulligan.agents.context`); ``None`` keeps everything.
     """
+
+    system_prompt: str | None = None
+    context: Any = None
+
+    def count_tokens(self, text: str) -> int:
+        """Size of ``text`` for token-budget policies; agents with a tokenizer count real tokens."""
+        from mulligan.agents.context import approximate_token_count
+
+        return approximate_token_count(text)
+
+    def prepare_context(self, messages: Sequence[Message]) -> tuple[list[Message], ContextRecord | None]:
+        """What the model sees for ``messages``, and its record (``None`` when nothing changed).
+
+        The one place where the system prompt and the context policy are applied: the system
+        prompt goes first unless the conversation already starts with a system message, then the
+        policy keeps the messages it keeps.
+
+        Raises:
+            ValueError: If ``messages`` is empty.
+        """
+        messages = list(messages)
+        if not messages:
+            raise ValueError("AgentInput.messages is empty; an agent needs at least the first observation")
+        system = None
+        if self.system_prompt is not None and messages[0]["role"] != "system":
+            system = {"role": "system", "content": self.system_prompt}
+        shown = [system, *messages] if system is not None else messages
+        if self.context is not None:
+            shown = list(self.context(shown, self.count_tokens))
+        added = system is not None and any(m is system for m in shown)
+        kept = [m for m in shown if m is not system]
+        record = context_record(messages, kept, self.system_prompt if added else None)
+        if record.system_prompt is None and record.covers(len(messages)):
+            return [dict(m) for m in shown], None
+        return [dict(m) for m in shown], record
+
+    def prepare_messages(self, messages: Sequence[Message]) -> list[Message]:
+        """The messages the model sees for ``messages`` (see :meth:`prepare_context`)."""
+        return self.prepare_context(messages)[0]
 
     @abc.abstractmethod
     def act(self, inputs: Sequence[AgentInput]) -> list[Action]:

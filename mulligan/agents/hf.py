@@ -6,21 +6,14 @@ text, the prompt and completion token ids, and the per-token log-probabilities o
 
 Prompt format
 -------------
-When the tokenizer has a chat template, the prompt is
-``tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`` and is
-tokenised with ``add_special_tokens=False`` (templates write their own special tokens). When it
-has none, the agent uses :data:`PLAIN_FORMAT`, one block per message and an open assistant turn::
-
-    System: You are a careful solver.
-
-    User: What is 2+2?
-
-    Assistant:
-
+What the model sees is decided by :meth:`~mulligan.agents.base.Agent.prepare_context` (system
+prompt, then the context policy) and rendered by :func:`mulligan.training.chat.render` with the
+generation prompt: the tokenizer's chat template, or the plain format when it has none. Trainers
+render recorded turns through the same function, so training sees exactly the sampled prompt. The
+prompt is tokenised with ``add_special_tokens=False`` (templates write their own special tokens).
 In the plain format generation also stops at ``"\\nUser:"`` (so a base model does not write the
-next user turn) and the action text is stripped of surrounding whitespace. :meth:`HFAgent.render_prompt`
-returns exactly the text the model is conditioned on, after the system prompt and the context
-policy are applied.
+next user turn) and the action text is stripped of surrounding whitespace.
+:meth:`HFAgent.render_prompt` returns exactly the text the model is conditioned on.
 
 Sampling and log-probabilities
 ------------------------------
@@ -48,31 +41,24 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from mulligan.agents.base import Action, Agent, AgentInput, Message
+from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message
 from mulligan.agents.context import KeepAll
-
-#: Role labels of the plain prompt format used when a tokenizer has no chat template.
-PLAIN_ROLE_LABELS: dict[str, str] = {"system": "System", "user": "User", "assistant": "Assistant"}
-#: Description of the plain format (see the module docstring).
-PLAIN_FORMAT = "Role: content blocks separated by blank lines, ending with 'Assistant:'"
-#: Extra stop string of the plain format: the model must not write the next user turn.
-PLAIN_FORMAT_STOP = "\nUser:"
+from mulligan.training.chat import PLAIN_FORMAT_STOP, encode, has_chat_template, render
 
 
-def render_plain(messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-    """Render messages in the plain format used for tokenizers without a chat template.
+def _load(name_or_path: str, tokenizer: Any, dtype: Any, trust_remote_code: bool) -> tuple[Any, Any]:
+    """Load a model (and its tokenizer unless given) by hub id, local path or ``"tiny"``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    Args:
-        messages: Chat messages; roles outside system/user/assistant are capitalised as labels.
-        add_generation_prompt: End with an open ``Assistant:`` turn.
+    from mulligan.agents.tiny import resolve_model
 
-    Returns:
-        ``"Role: content"`` blocks joined by blank lines, then ``"\\n\\nAssistant:"``.
-    """
-    blocks = [f"{PLAIN_ROLE_LABELS.get(m['role'], m['role'].capitalize())}: {m['content']}" for m in messages]
-    if add_generation_prompt:
-        blocks.append("Assistant:")
-    return "\n\n".join(blocks)
+    path = resolve_model(name_or_path)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    load_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        load_kwargs["dtype"] = dtype
+    return AutoModelForCausalLM.from_pretrained(path, **load_kwargs), tokenizer
 
 
 def first_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -150,18 +136,8 @@ class HFAgent(Agent):
             raise ValueError("dtype='auto' applies when loading a model by name or path, not to a loaded model")
 
         if isinstance(model, str):
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            from mulligan.agents.tiny import resolve_model
-
-            path = resolve_model(model)
             self.name_or_path = model
-            if tokenizer is None:
-                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            load_kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-            if dtype is not None:
-                load_kwargs["dtype"] = dtype
-            model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+            model, tokenizer = _load(model, tokenizer, dtype, trust_remote_code)
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         else:
             if tokenizer is None:
@@ -181,7 +157,7 @@ class HFAgent(Agent):
         self.context = context if context is not None else KeepAll()
         self.batch_size = batch_size
         self.stop = tuple(stop)
-        self.uses_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self.uses_chat_template = has_chat_template(tokenizer)
 
         self.eos_token_ids = self._eos_ids()
         if not self.eos_token_ids:
@@ -200,20 +176,16 @@ class HFAgent(Agent):
         self._calls = 0
 
     def render_messages(self, agent_input: AgentInput) -> list[Message]:
-        """The messages the model sees: system prompt added, then the context policy applied."""
-        messages = list(agent_input.messages)
-        if not messages:
-            raise ValueError("AgentInput.messages is empty; an agent needs at least the first observation")
-        if self.system_prompt is not None and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return list(self.context(messages, self.count_tokens))
+        """The messages the model sees: :meth:`~mulligan.agents.base.Agent.prepare_messages`."""
+        return self.prepare_messages(agent_input.messages)
 
     def render_prompt(self, agent_input: AgentInput) -> str:
         """The exact prompt text the model is conditioned on for ``agent_input``."""
-        messages = self.render_messages(agent_input)
-        if self.uses_chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return render_plain(messages)
+        return render(self.tokenizer, self.render_messages(agent_input), add_generation_prompt=True)
+
+    def _prepare(self, agent_input: AgentInput) -> tuple[str, ContextRecord | None]:
+        messages, record = self.prepare_context(agent_input.messages)
+        return render(self.tokenizer, messages, add_generation_prompt=True), record
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` under the agent's tokenizer (no special tokens added)."""
@@ -256,8 +228,9 @@ class HFAgent(Agent):
         inputs = list(inputs)
         if not inputs:
             return []
-        prompts = [self.render_prompt(x) for x in inputs]
-        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        prepared = [self._prepare(x) for x in inputs]
+        prompts = [prompt for prompt, _ in prepared]
+        prompt_ids = [encode(self.tokenizer, p) for p in prompts]
         for i, ids in enumerate(prompt_ids):
             if not ids:
                 raise ValueError(f"input {i} renders to an empty prompt")
@@ -278,25 +251,28 @@ class HFAgent(Agent):
             if seed is not None:
                 torch.manual_seed(seed)
             for start in range(0, len(order), self.batch_size):
-                chunk = order[start:start + self.batch_size]
+                chunk = order[start : start + self.batch_size]
                 rows = self._generate_batch([prompt_ids[i] for i in chunk], [stops[i] for i in chunk], num_samples)
                 for j, i in enumerate(chunk):
-                    results[i] = rows[j * num_samples:(j + 1) * num_samples]
+                    results[i] = rows[j * num_samples : (j + 1) * num_samples]
 
         actions = []
         for i, completions in enumerate(results):
             assert completions is not None
-            actions.append([
-                Action(
-                    text=c.text.strip() if not self.uses_chat_template else c.text,
-                    prompt=prompts[i],
-                    prompt_ids=list(prompt_ids[i]),
-                    completion_ids=list(c.ids),
-                    logprobs=list(c.logprobs),
-                    metadata={"finish_reason": c.finish_reason, "model": self.name_or_path},
-                )
-                for c in completions
-            ])
+            actions.append(
+                [
+                    Action(
+                        text=c.text.strip() if not self.uses_chat_template else c.text,
+                        prompt=prompts[i],
+                        prompt_ids=list(prompt_ids[i]),
+                        completion_ids=list(c.ids),
+                        logprobs=list(c.logprobs),
+                        metadata={"finish_reason": c.finish_reason, "model": self.name_or_path},
+                        context=prepared[i][1],
+                    )
+                    for c in completions
+                ]
+            )
         return actions
 
     def _generate_batch(
@@ -315,8 +291,8 @@ class HFAgent(Agent):
         input_ids = torch.full((len(batch_ids), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
         for row, ids in enumerate(batch_ids):
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids):] = 1
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
 
         sampling = self.temperature > 0
@@ -361,9 +337,7 @@ class HFAgent(Agent):
         generated = out.sequences[:, width:]
         logprobs = recorder.finish(generated)
         generated, logprobs = generated.tolist(), logprobs.tolist()
-        completions = [
-            self._cut(generated[r], logprobs[r], row_stops[r]) for r in range(len(generated))
-        ]
+        completions = [self._cut(generated[r], logprobs[r], row_stops[r]) for r in range(len(generated))]
         if copies != num_samples:  # greedy: every sample of an input is the same completion
             completions = [c for c in completions for _ in range(num_samples)]
         return completions
@@ -376,7 +350,7 @@ class HFAgent(Agent):
             if token in eos:
                 end, reason = k + 1, "eos"
                 break
-        body = ids[:end - 1] if reason == "eos" else ids[:end]
+        body = ids[: end - 1] if reason == "eos" else ids[:end]
         text = self.tokenizer.decode(body, skip_special_tokens=True)
         if stops and first_stop(text, stops) is not None:
             # The smallest prefix whose text contains a stop string ends at the completing token.
@@ -388,7 +362,7 @@ class HFAgent(Agent):
                 else:
                     lo = mid + 1
             end, reason = lo, "stop"
-            text = text[:first_stop(text, stops)]
+            text = text[: first_stop(text, stops)]
         return _Completion(ids=ids[:end], logprobs=logprobs[:end], text=text, finish_reason=reason)
 
 
@@ -414,7 +388,7 @@ class _LogprobRecorder(LogitsProcessor):
         """Per-token log-probabilities ``(rows, generated_length)`` of ``generated``."""
         steps = list(self.steps)
         if self.previous is not None and generated.shape[1] > len(steps):
-            steps.append(self.previous.gather(1, generated[:, len(steps):len(steps) + 1]).squeeze(1))
+            steps.append(self.previous.gather(1, generated[:, len(steps) : len(steps) + 1]).squeeze(1))
         if not steps:
             return torch.zeros(generated.shape, dtype=torch.float32)
         return torch.stack(steps, dim=1).cpu()
@@ -436,7 +410,7 @@ class _StopStrings(StoppingCriteria):
         self.done = [False] * len(row_stops)
 
     def __call__(self, input_ids, scores, **kwargs):
-        tails = input_ids[:, self.prompt_width:][:, -self.tail:].tolist()
+        tails = input_ids[:, self.prompt_width :][:, -self.tail :].tolist()
         for row, stops in enumerate(self.row_stops):
             if stops and not self.done[row]:
                 text = self.tokenizer.decode(tails[row], skip_special_tokens=True)

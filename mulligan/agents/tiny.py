@@ -56,8 +56,13 @@ class TinyModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings"):
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -68,8 +73,13 @@ class TinyModelConfig:
             )
 
 
-def build_tiny_tokenizer():
-    """A byte-level ``PreTrainedTokenizerFast`` with the chat template above; no download."""
+def build_tiny_tokenizer(chat_template: bool = True):
+    """A byte-level ``PreTrainedTokenizerFast``; no download.
+
+    Args:
+        chat_template: Attach the ChatML template above; without it, every consumer renders the
+            plain format of :mod:`mulligan.training.chat` (as for a base model).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -92,17 +102,22 @@ def build_tiny_tokenizer():
         padding_side="left",
         model_max_length=4096,
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = CHAT_TEMPLATE if chat_template else None
     return tokenizer
 
 
-def build_tiny_model(config: TinyModelConfig | None = None):
-    """Return ``(model, tokenizer)``: a freshly initialised tiny Llama and its byte tokenizer."""
+def build_tiny_model(config: TinyModelConfig | None = None, chat_template: bool = True):
+    """Return ``(model, tokenizer)``: a freshly initialised tiny Llama and its byte tokenizer.
+
+    Args:
+        config: Model size and seed.
+        chat_template: Give the tokenizer the ChatML template (see :func:`build_tiny_tokenizer`).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = config or TinyModelConfig()
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = build_tiny_tokenizer(chat_template)
     model_config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,

@@ -1,15 +1,27 @@
 """Collect episodes from many envs in lockstep with one agent.
 
-:func:`collect_episodes` keeps ``num_envs`` copies of an env running side by side. At every turn it
+:func:`collect_episodes` keeps several copies of an env running side by side. At every turn it
 gathers the conversation of each live env into one batch and calls ``agent.act`` once, so a model
 agent generates for all envs in a single forward pass. A finished env is reset onto the next
 pending task at once, so the batch stays full until the work runs out.
 
+Envs are built once: a trainer or command makes an :class:`EnvPool` before its loop and passes it
+to every :func:`collect_episodes` call (the pool is reused, never closed by the call); an env id
+instead of a pool builds a temporary pool for one call (one-shot CLI use).
+
 Reproducibility: the ``k``-th task of a run is chosen by a generator seeded with ``(seed, k)``
-(or taken from ``task_indices``), and its ``s``-th sample is reset with a seed derived from
-``(seed, k, s)``; the agent is reseeded with ``seed`` at the start. Which env slot runs an episode
-does not matter. Resume: with a ``store``, episodes whose ``(env_id, task_id, sample_index)`` is
-already stored are not run again; their stored trajectories are returned in their place.
+(or taken from ``task_indices``), its ``s``-th sample is reset with a seed derived from
+``(seed, k, s)``, and every agent input of that episode carries a seed derived from
+``(seed, k, s, turn)`` (:attr:`~mulligan.agents.base.AgentInput.seed`), so an agent that draws from
+it acts the same whatever episodes share its batch. Which env slot runs an episode does not
+matter. Resume: with a ``store``, episodes whose ``(env_id, task_id, sample_index)`` is already
+stored are not run again; their stored trajectories are returned in their place, and the others
+are exactly those an uninterrupted run would produce.
+
+What the model saw: each :class:`~mulligan.training.trajectory.Turn` records the agent's
+:class:`~mulligan.agents.base.ContextRecord` (spans of kept message indices; ``None`` when the
+whole history was shown) and the trajectory records the agent's system prompt once, so trainers
+rebuild exactly that context (:meth:`~mulligan.training.trajectory.Trajectory.training_messages`).
 """
 
 from __future__ import annotations
@@ -28,11 +40,15 @@ from mulligan.training.trajectory import Trajectory, TrajectoryStore, Turn
 #: Salt that separates the task-choice stream from the reset-seed stream of a run.
 _TASK_SALT = 1
 _RESET_SALT = 2
+_AGENT_SALT = 3
 
 
-def task_index_for(env: gymnasium.Env, seed: int, k: int) -> int:
-    """The task index of the ``k``-th task of a run seeded ``seed`` (uniform over the dataset)."""
-    num_tasks = env.unwrapped.num_tasks
+def task_index_for(env: gymnasium.Env | int | None, seed: int, k: int) -> int:
+    """The task index of the ``k``-th task of a run seeded ``seed`` (uniform over the dataset).
+
+    ``env`` is an env or its ``num_tasks`` (``None`` for a procedural source).
+    """
+    num_tasks = env if env is None or isinstance(env, int) else env.unwrapped.num_tasks
     rng = seeded_rng(seed, k, _TASK_SALT)
     return int(rng.integers(num_tasks if num_tasks is not None else 2**31 - 1))
 
@@ -40,6 +56,100 @@ def task_index_for(env: gymnasium.Env, seed: int, k: int) -> int:
 def reset_seed_for(seed: int, k: int, sample: int) -> int:
     """The reset seed of sample ``sample`` of the ``k``-th task of a run seeded ``seed``."""
     return int(seeded_rng(seed, k, _RESET_SALT, sample).integers(2**31 - 1))
+
+
+def agent_seed_for(seed: int, k: int, sample: int, turn: int) -> int:
+    """The agent seed of turn ``turn`` of sample ``sample`` of the ``k``-th task of a run seeded ``seed``."""
+    return int(seeded_rng(seed, k, _AGENT_SALT, sample, turn).integers(2**31 - 1))
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> gymnasium.Env:
+    """``gymnasium.make(env_id, **env_kwargs)`` after registering the ``Mulligan/*`` ids.
+
+    Raises:
+        ValueError: If ``env_kwargs`` is not a dict (with the fix in the message).
+    """
+    import mulligan  # noqa: F401 - registers the ids
+
+    if env_kwargs is not None and not isinstance(env_kwargs, dict):
+        raise ValueError(f"env_kwargs must be a dict of keyword arguments, got {type(env_kwargs).__name__}")
+    return gymnasium.make(env_id, **dict(env_kwargs or {}))
+
+
+def is_multi_turn(env: gymnasium.Env) -> bool:
+    """Whether an episode of ``env`` can take more than one action (turn cap or retry wrapper)."""
+    from mulligan.envs.wrappers import RetryWithFeedback
+
+    if env.spec is not None and env.spec.max_episode_steps not in (None, 1):
+        return True
+    layer = env
+    while isinstance(layer, gymnasium.Wrapper):
+        if isinstance(layer, RetryWithFeedback) and layer.max_attempts > 1:
+            return True
+        layer = layer.env
+    return False
+
+
+class EnvPool:
+    """``num_envs`` copies of one env, built once and reused by every collection of a run.
+
+    Building an env can be expensive (a JVM for ScienceWorld, a BM25 index for HotpotQA
+    fullwiki); a trainer builds its pool before its loop and passes it to
+    :func:`collect_episodes` each iteration. Use it as a context manager or call :meth:`close`.
+
+    Args:
+        env_id: A registered id.
+        num_envs: Envs in the pool (the agent's batch size in a collection).
+        env_kwargs: Keyword arguments for ``gymnasium.make``.
+
+    Raises:
+        ValueError: If ``num_envs < 1`` or ``env_kwargs`` is not a dict.
+        gymnasium.error.Error: If ``env_id`` is not registered.
+    """
+
+    def __init__(self, env_id: str, num_envs: int = 8, env_kwargs: dict[str, Any] | None = None):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
+        self.envs: list[gymnasium.Env] = [make_env(env_id, self.env_kwargs)]
+        try:
+            self.envs += [make_env(env_id, self.env_kwargs) for _ in range(num_envs - 1)]
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def num_tasks(self) -> int | None:
+        """The dataset size, or ``None`` for an endless procedural source."""
+        return self.envs[0].unwrapped.num_tasks
+
+    @property
+    def is_multi_turn(self) -> bool:
+        """Whether an episode can take more than one action."""
+        return is_multi_turn(self.envs[0])
+
+    def make(self) -> gymnasium.Env:
+        """One extra env with the pool's settings (the caller closes it)."""
+        return make_env(self.env_id, self.env_kwargs)
+
+    def close(self) -> None:
+        """Close every env of the pool."""
+        envs, self.envs = self.envs, []
+        for env in envs:
+            env.close()
+
+    def __len__(self) -> int:
+        return len(self.envs)
+
+    def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EnvPool({self.env_id!r}, num_envs={len(self.envs)}, env_kwargs={self.env_kwargs!r})"
 
 
 def agent_name(agent: Agent) -> str:
@@ -65,17 +175,18 @@ class _Slot:
     task: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, str]] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
+    agent_system_prompt: str | None = None
     observation: str = ""
     info: dict[str, Any] = field(default_factory=dict)
 
 
 def collect_episodes(
-    env_id: str,
+    env: str | EnvPool,
     agent: Agent,
     num_episodes: int,
     *,
     env_kwargs: dict | None = None,
-    num_envs: int = 8,
+    num_envs: int | None = None,
     seed: int = 0,
     task_indices: Sequence[int] | None = None,
     samples_per_task: int = 1,
@@ -85,18 +196,20 @@ def collect_episodes(
     progress: bool = True,
     max_turns: int | None = None,
 ) -> list[Trajectory]:
-    """Run ``num_episodes`` episodes of ``agent`` on ``env_id``, batching each turn across envs.
+    """Run ``num_episodes`` episodes of ``agent``, batching each turn across envs.
 
     Args:
-        env_id: A registered id; each of the ``num_envs`` envs is ``gymnasium.make(env_id, **env_kwargs)``
+        env: An :class:`EnvPool` (reused, not closed), or a registered id for which a temporary
+            pool of ``num_envs`` envs ``gymnasium.make(env, **env_kwargs)`` is built and closed
             (pass ``env_kwargs={"max_attempts": k}`` for RISE's multi-turn retries).
         agent: The policy; ``agent.act`` is called once per turn with every live env's input.
         num_episodes: Total episodes: ``num_episodes / samples_per_task`` tasks, each played
             ``samples_per_task`` times. Must be a multiple of ``samples_per_task``.
-        env_kwargs: Keyword arguments for ``gymnasium.make``.
-        num_envs: Envs run side by side (the agent's batch size).
+        env_kwargs: Keyword arguments for ``gymnasium.make`` (only with an env id).
+        num_envs: Envs run side by side (the agent's batch size): default 8 with an env id, the
+            whole pool with a pool (a smaller number uses only the pool's first envs).
         seed: Seed of the run: picks the tasks (unless ``task_indices`` is given), the reset
-            seeds and the agent's seed.
+            seeds, the per-input agent seeds, and ``agent.reset(seed)`` at the start.
         task_indices: Explicit task indices (e.g. ``range(100)`` to evaluate on a dataset's first
             100 tasks); then ``num_episodes`` must be ``len(task_indices) * samples_per_task``.
         samples_per_task: Episodes per task (GRPO groups, best-of-N, majority voting).
@@ -126,57 +239,95 @@ def collect_episodes(
             f"with task_indices, num_episodes must be len(task_indices) * samples_per_task = "
             f"{len(task_indices) * samples_per_task}, got {num_episodes}"
         )
-    if num_envs < 1:
+    if num_envs is not None and num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     if max_turns is not None and max_turns < 1:
         raise ValueError(f"max_turns must be >= 1 or None, got {max_turns}")
-    import mulligan  # noqa: F401 - registers the ids
-
-    env_kwargs = dict(env_kwargs or {})
-    num_tasks = num_episodes // samples_per_task
-    slots = [_Slot(gymnasium.make(env_id, **env_kwargs)) for _ in range(min(num_envs, max(num_episodes, 1)))]
-    if task_indices is None:
-        indices = [task_index_for(slots[0].env, seed, k) for k in range(num_tasks)]
+    if isinstance(env, EnvPool):
+        if env_kwargs:
+            raise ValueError("env_kwargs apply when building envs: pass them to EnvPool(...), not with a pool")
+        if not env.envs:
+            raise ValueError("the EnvPool is closed; build a new one")
+        pool, own_pool = env, False
     else:
-        indices = [int(i) for i in task_indices]
-    jobs = [_Job(k, s, indices[k]) for k in range(num_tasks) for s in range(samples_per_task)]
-    results: dict[tuple[int, int], Trajectory] = {}
-    stored: dict[tuple[str, str, int], Trajectory] = {}
-    if store is not None and store.path.exists():
-        stored = {t.key: t for t in store}
-    agent.reset(seed)
-    name = agent_name(agent)
+        wanted = 8 if num_envs is None else num_envs
+        pool, own_pool = EnvPool(env, min(wanted, max(num_episodes, 1)), env_kwargs), True
+    try:
+        return _collect(
+            pool,
+            agent,
+            num_episodes,
+            num_envs=num_envs,
+            seed=seed,
+            task_indices=task_indices,
+            samples_per_task=samples_per_task,
+            system_prompt=system_prompt,
+            stop=stop,
+            store=store,
+            progress=progress,
+            max_turns=max_turns,
+        )
+    finally:
+        if own_pool:
+            pool.close()
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(jobs), desc=f"collect {env_id}", unit="ep", dynamic_ncols=True)
-    pending = iter(jobs)
+class _Collection:
+    """One run of :func:`collect_episodes` over a pool: the job queue, the slots and the results."""
 
-    def start_next(slot: _Slot) -> None:
+    def __init__(
+        self,
+        pool: EnvPool,
+        agent: Agent,
+        jobs: list[_Job],
+        *,
+        num_slots: int,
+        seed: int,
+        system_prompt: str | None,
+        stop: Sequence[str],
+        store: TrajectoryStore | None,
+        stored: dict[tuple[str, str, int], Trajectory],
+        progress: bool,
+        max_turns: int | None,
+    ):
+        self.env_id = pool.env_id
+        self.agent, self.name = agent, agent_name(agent)
+        self.jobs, self.pending = jobs, iter(jobs)
+        self.slots = [_Slot(env) for env in pool.envs[:num_slots]]
+        self.seed, self.system_prompt, self.stop = seed, system_prompt, tuple(stop)
+        self.store, self.stored, self.max_turns = store, stored, max_turns
+        self.results: dict[tuple[int, int], Trajectory] = {}
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(jobs), desc=f"collect {self.env_id}", unit="ep", dynamic_ncols=True)
+
+    def start_next(self, slot: _Slot) -> None:
         """Reset ``slot`` onto the next job not already stored; leave it idle when none is left."""
         slot.job = None
-        for job in pending:
-            reset_seed = reset_seed_for(seed, job.k, job.sample)
+        for job in self.pending:
+            reset_seed = reset_seed_for(self.seed, job.k, job.sample)
             observation, info = slot.env.reset(seed=reset_seed, options={"task_index": job.task_index})
-            key = (env_id, str(info["task_id"]), job.sample)
-            if key in stored:
-                results[(job.k, job.sample)] = stored[key]
-                if bar is not None:
-                    bar.update(1)
+            key = (self.env_id, str(info["task_id"]), job.sample)
+            if key in self.stored:
+                self.results[(job.k, job.sample)] = self.stored[key]
+                if self.bar is not None:
+                    self.bar.update(1)
                 continue
             slot.job, slot.seed, slot.task_id = job, reset_seed, str(info["task_id"])
             slot.task = json.loads(json.dumps(slot.env.unwrapped.task, default=str))
-            slot.messages = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+            slot.messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
             slot.messages.append({"role": "user", "content": observation})
             slot.turns, slot.observation, slot.info = [], observation, info
+            slot.agent_system_prompt = None
             return
 
-    def finish(slot: _Slot, observation: str, terminated: bool, truncated: bool) -> None:
+    def finish(self, slot: _Slot, observation: str, terminated: bool, truncated: bool) -> None:
+        """Record the finished episode of ``slot`` (and append it to the store)."""
         info = slot.info
         trajectory = Trajectory(
-            env_id=env_id,
+            env_id=self.env_id,
             task_id=slot.task_id,
             task=slot.task,
             messages=slot.messages,
@@ -186,65 +337,128 @@ def collect_episodes(
             episode_return=float(sum(t.reward for t in slot.turns)),
             terminated=terminated,
             truncated=truncated,
-            agent=name,
+            agent=self.name,
             seed=slot.seed,
-            metadata={"task_index": slot.job.task_index, "sample_index": slot.job.sample, "run_seed": seed},
+            metadata={"task_index": slot.job.task_index, "sample_index": slot.job.sample, "run_seed": self.seed},
             final_observation=observation,
+            agent_system_prompt=slot.agent_system_prompt,
         )
-        results[(slot.job.k, slot.job.sample)] = trajectory
-        if store is not None:
-            store.append(trajectory)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(success=f"{sum(t.success for t in results.values()) / len(results):.2f}")
+        self.results[(slot.job.k, slot.job.sample)] = trajectory
+        if self.store is not None:
+            self.store.append(trajectory)
+        if self.bar is not None:
+            self.bar.update(1)
+            successes = sum(t.success for t in self.results.values())
+            self.bar.set_postfix(success=f"{successes / len(self.results):.2f}")
 
+    def agent_input(self, slot: _Slot) -> AgentInput:
+        """What the agent is given for ``slot``'s current turn (with the episode's turn seed)."""
+        return AgentInput(
+            messages=[dict(m) for m in slot.messages],
+            task=slot.env.unwrapped.task,
+            info=slot.info,
+            env_id=self.env_id,
+            stop=self.stop,
+            seed=agent_seed_for(self.seed, slot.job.k, slot.job.sample, len(slot.turns)),
+        )
+
+    def step(self, slot: _Slot, action) -> None:
+        """Step ``slot``'s env with ``action``, record the turn, and move on when the episode ends."""
+        text = action.text if isinstance(action.text, str) else str(action.text)
+        observation, reward, terminated, truncated, info = slot.env.step(text)
+        record = getattr(action, "context", None)
+        if record is not None and record.system_prompt is not None and slot.agent_system_prompt is None:
+            slot.agent_system_prompt = record.system_prompt
+        slot.turns.append(
+            Turn(
+                observation=slot.observation,
+                action=text,
+                reward=float(reward),
+                info=dict(info),
+                completion_ids=action.completion_ids,
+                logprobs=action.logprobs,
+                context=_spans(record, len(slot.messages)),
+            )
+        )
+        slot.messages.append({"role": "assistant", "content": text})
+        slot.info = info
+        if not (terminated or truncated) and self.max_turns is not None and len(slot.turns) >= self.max_turns:
+            truncated = True
+        if terminated or truncated:
+            self.finish(slot, observation, bool(terminated), bool(truncated))
+            self.start_next(slot)
+        else:
+            slot.messages.append({"role": "user", "content": observation})
+            slot.observation = observation
+
+    def run(self) -> list[Trajectory]:
+        """Play every job; the trajectories in job order."""
+        try:
+            for slot in self.slots:
+                self.start_next(slot)
+            while live := [slot for slot in self.slots if slot.job is not None]:
+                actions = self.agent.act([self.agent_input(slot) for slot in live])
+                if len(actions) != len(live):
+                    raise RuntimeError(f"{self.name}.act returned {len(actions)} actions for {len(live)} inputs")
+                for slot, action in zip(live, actions, strict=True):
+                    self.step(slot, action)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+        return [self.results[(job.k, job.sample)] for job in self.jobs]
+
+
+def _collect(
+    pool: EnvPool,
+    agent: Agent,
+    num_episodes: int,
+    *,
+    num_envs: int | None,
+    seed: int,
+    task_indices: Sequence[int] | None,
+    samples_per_task: int,
+    system_prompt: str | None,
+    stop: Sequence[str],
+    store: TrajectoryStore | None,
+    progress: bool,
+    max_turns: int | None,
+) -> list[Trajectory]:
+    num_tasks = num_episodes // samples_per_task
+    size = len(pool) if num_envs is None else min(num_envs, len(pool))
+    if task_indices is None:
+        indices = [task_index_for(pool.num_tasks, seed, k) for k in range(num_tasks)]
+    else:
+        indices = [int(i) for i in task_indices]
+    jobs = [_Job(k, s, indices[k]) for k in range(num_tasks) for s in range(samples_per_task)]
+    locked_here = False
+    stored: dict[tuple[str, str, int], Trajectory] = {}
+    if store is not None:
+        # Refuse a second writer before doing any work; keep the lock until the collection ends.
+        locked_here = store.lock()
+        stored = {t.key: t for t in store}
     try:
-        for slot in slots:
-            start_next(slot)
-        while True:
-            live = [slot for slot in slots if slot.job is not None]
-            if not live:
-                break
-            inputs = [
-                AgentInput(
-                    messages=[dict(m) for m in slot.messages],
-                    task=slot.env.unwrapped.task,
-                    info=slot.info,
-                    env_id=env_id,
-                    stop=tuple(stop),
-                )
-                for slot in live
-            ]
-            actions = agent.act(inputs)
-            if len(actions) != len(live):
-                raise RuntimeError(f"{name}.act returned {len(actions)} actions for {len(live)} inputs")
-            for slot, action in zip(live, actions, strict=True):
-                text = action.text if isinstance(action.text, str) else str(action.text)
-                observation, reward, terminated, truncated, info = slot.env.step(text)
-                slot.turns.append(
-                    Turn(
-                        observation=slot.observation,
-                        action=text,
-                        reward=float(reward),
-                        info=dict(info),
-                        prompt_ids=action.prompt_ids,
-                        completion_ids=action.completion_ids,
-                        logprobs=action.logprobs,
-                    )
-                )
-                slot.messages.append({"role": "assistant", "content": text})
-                slot.info = info
-                if not truncated and max_turns is not None and len(slot.turns) >= max_turns and not terminated:
-                    truncated = True
-                if terminated or truncated:
-                    finish(slot, observation, bool(terminated), bool(truncated))
-                    start_next(slot)
-                else:
-                    slot.messages.append({"role": "user", "content": observation})
-                    slot.observation = observation
+        agent.reset(seed)
+        collection = _Collection(
+            pool,
+            agent,
+            jobs,
+            num_slots=min(size, max(num_episodes, 1)),
+            seed=seed,
+            system_prompt=system_prompt,
+            stop=stop,
+            store=store,
+            stored=stored,
+            progress=progress,
+            max_turns=max_turns,
+        )
+        return collection.run()
     finally:
-        if bar is not None:
-            bar.close()
-        for slot in slots:
-            slot.env.close()
-    return [results[(job.k, job.sample)] for job in jobs]
+        if locked_here:
+            store.unlock()
+
+
+def _spans(record, num_messages: int) -> list[list[int]] | None:
+    """The stored form of a context record: ``None`` when the whole history was shown."""
+    if record is None or record.covers(num_messages):
+        return None
+    return [[int(a), int(b)] for a, b in record.spans]

@@ -1,15 +1,41 @@
 """Trajectories, the unit of training data, and their crash-safe JSONL store.
 
-A :class:`Trajectory` records one episode: the task, every turn's observation and action, the
-per-turn reward and ``info``, success, score, and for model agents the token ids and
-log-probabilities of each turn. :meth:`Trajectory.tokenize` gives the whole conversation as tokens
-with the mask that separates the model's tokens from the env's (through
-:func:`mulligan.training.tokens.tokenize_conversation`, the one place that decides it).
+A :class:`Trajectory` records one episode: the task, the conversation (observations as ``user``
+messages, actions as ``assistant`` messages), every turn's action, reward and ``info``, success,
+score, and for model agents what the model saw and generated at each turn.
 
+What the model saw, and how trainers rebuild it
+-----------------------------------------------
+An agent shows its model a *context* built by
+:meth:`~mulligan.agents.base.Agent.prepare_context`: its system prompt (stored once per trajectory
+as :attr:`Trajectory.agent_system_prompt`) and the messages its context policy kept (stored per turn
+as :attr:`Turn.context`, half-open index spans into :attr:`Trajectory.messages`; ``None`` when the
+whole history was kept). The record is a few integers per turn, so the file grows linearly with
+episode length. Trainers never rebuild a context themselves; they call:
+
+* :meth:`Trajectory.prompt_messages` ``(t)``: exactly the messages the model saw before turn ``t``;
+* :meth:`Trajectory.training_messages` ``(t)``: those plus the turn's action (one sample per turn;
+  learn its last message);
+* :attr:`Trajectory.sees_full_history` and :meth:`Trajectory.conversation`: when every turn saw the
+  whole history, the episode is one conversation (agent system prompt + messages) in which every
+  assistant message is a learned turn; :meth:`Trajectory.training_samples` picks the right form;
+* :meth:`Trajectory.tokenize`: the one-sequence form as tokens with the agent-token mask (through
+  :func:`mulligan.training.chat.tokenize_conversation`, the one place that decides it).
+
+Token ids: model agents record each turn's :attr:`Turn.completion_ids` and their behaviour
+:attr:`Turn.logprobs` (the exact tokens sampled, for exact-token RL); prompt ids are not stored
+(they would re-store the whole prefix every turn), they are re-rendered from the context above.
+
+The store
+---------
 A :class:`TrajectoryStore` is an append-only JSONL file, one trajectory per line, that
 ``datasets.load_dataset("json", data_files=path)`` reads. Every append writes a whole line, flushes
-and fsyncs; on open, a trailing partial line (the trace of a crash mid-write) is cut off, so a
-resumed collection continues from the last complete trajectory and skips what is already stored.
+and fsyncs. A last line without its newline (a crash mid-write, even inside a multi-byte UTF-8
+character) is a torn tail: readers skip it and the first append cuts it, so a resumed collection
+continues from the last complete trajectory. A corrupt line in the middle raises
+:class:`TrajectoryFileError` naming the file and line, unless the store was opened with
+``skip_corrupt=True``. A writer holds an exclusive lock on the file; a second writer is refused
+with :class:`StoreLockedError` instead of silently duplicating data.
 
 Rows are kept consistently typed across envs: the free-form records (``task``, each turn's
 ``info``, ``metadata``) are stored as JSON strings, so that Arrow never sees two types for one
@@ -18,8 +44,11 @@ column. :meth:`Trajectory.from_dict` accepts both the stored form and plain dict
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,18 +88,20 @@ class Turn:
         action: The text the agent sent to the env.
         reward: The reward the env paid for this action.
         info: The env's ``info`` after this action.
-        prompt_ids: Token ids the model was conditioned on (model agents only).
         completion_ids: Token ids the model generated (model agents only).
         logprobs: Per-token log-probabilities of ``completion_ids`` under the sampling policy.
+        context: Which messages the model saw before this action: half-open ``[start, stop)``
+            spans of indices into the trajectory's ``messages``; ``None`` means all of them (see
+            :meth:`Trajectory.prompt_messages`).
     """
 
     observation: str
     action: str
     reward: float
     info: dict[str, Any]
-    prompt_ids: list[int] | None = None
     completion_ids: list[int] | None = None
     logprobs: list[float] | None = None
+    context: list[list[int]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: ``info`` as a JSON string, everything else plain."""
@@ -79,22 +110,26 @@ class Turn:
             "action": self.action,
             "reward": float(self.reward),
             "info": _dumps(self.info),
-            "prompt_ids": None if self.prompt_ids is None else [int(t) for t in self.prompt_ids],
             "completion_ids": None if self.completion_ids is None else [int(t) for t in self.completion_ids],
             "logprobs": None if self.logprobs is None else [float(x) for x in self.logprobs],
+            "context": None if self.context is None else [[int(a), int(b)] for a, b in self.context],
         }
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> Turn:
-        """Inverse of :meth:`to_dict`; also accepts ``info`` as a plain dict."""
+        """Inverse of :meth:`to_dict`; also accepts ``info`` as a plain dict.
+
+        The ``prompt_ids`` that files written by older versions hold are ignored.
+        """
+        context = row.get("context")
         return cls(
             observation=row["observation"],
             action=row["action"],
             reward=float(row["reward"]),
             info=_loads_if_str(row.get("info")),
-            prompt_ids=row.get("prompt_ids"),
             completion_ids=row.get("completion_ids"),
             logprobs=row.get("logprobs"),
+            context=None if context is None else [[int(a), int(b)] for a, b in context],
         )
 
 
@@ -120,6 +155,8 @@ class Trajectory:
         metadata: Free-form extras; :func:`~mulligan.training.rollout.collect_episodes` stores
             ``task_index`` and ``sample_index`` here (the resume key).
         final_observation: The env's observation after the last action.
+        agent_system_prompt: The system prompt the agent put in front of what its model saw
+            (stored once; see :meth:`prompt_messages`), or ``None``.
     """
 
     env_id: str
@@ -136,6 +173,7 @@ class Trajectory:
     seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     final_observation: str = ""
+    agent_system_prompt: str | None = None
 
     @property
     def rewards(self) -> list[float]:
@@ -157,11 +195,65 @@ class Trajectory:
         """The first observation of the episode (the task as the agent first saw it)."""
         return self.turns[0].observation if self.turns else self.final_observation
 
-    def tokenize(self, tokenizer, *, learn_turns=None):
-        """The conversation as tokens with the agent-token mask (see :mod:`mulligan.training.tokens`)."""
-        from mulligan.training.tokens import tokenize_conversation
+    def assistant_positions(self) -> list[int]:
+        """The index in :attr:`messages` of each turn's action, in turn order."""
+        return [i for i, m in enumerate(self.messages) if m["role"] == "assistant"]
 
-        return tokenize_conversation(tokenizer, self.messages, learn_turns=learn_turns)
+    def _system(self) -> list[dict[str, str]]:
+        return [] if self.agent_system_prompt is None else [{"role": "system", "content": self.agent_system_prompt}]
+
+    def prompt_messages(self, turn: int) -> list[dict[str, str]]:
+        """Exactly the messages the model saw before acting at turn ``turn`` (0-based).
+
+        The agent's system prompt (if any), then the messages its context policy kept.
+
+        Raises:
+            IndexError: If the trajectory has no turn ``turn``.
+        """
+        positions = self.assistant_positions()
+        if not 0 <= turn < len(positions):
+            raise IndexError(f"turn {turn} out of range: the trajectory has {len(positions)} turns")
+        history = self.messages[: positions[turn]]
+        spans = self.turns[turn].context if turn < len(self.turns) else None
+        kept = history if spans is None else [m for start, stop in spans for m in history[start:stop]]
+        return self._system() + [dict(m) for m in kept]
+
+    def training_messages(self, turn: int) -> list[dict[str, str]]:
+        """:meth:`prompt_messages` of ``turn`` followed by the turn's action (learn the last message)."""
+        return [*self.prompt_messages(turn), dict(self.messages[self.assistant_positions()[turn]])]
+
+    @property
+    def sees_full_history(self) -> bool:
+        """Whether every turn saw the whole history (no message dropped by a context policy)."""
+        return all(turn.context is None for turn in self.turns)
+
+    def conversation(self) -> list[dict[str, str]]:
+        """The agent's system prompt (if any) and every message.
+
+        This is what the model saw at its last turn when :attr:`sees_full_history`.
+        """
+        return self._system() + [dict(m) for m in self.messages]
+
+    def training_samples(self) -> list[list[dict[str, str]]]:
+        """The conversations to learn this episode's turns from, exactly as the model saw them.
+
+        One conversation whose every assistant message is a learned turn when
+        :attr:`sees_full_history`, else one :meth:`training_messages` per turn (learn its last
+        message). Trainers pass these to :mod:`mulligan.training.chat`.
+        """
+        if self.sees_full_history:
+            return [self.conversation()]
+        return [self.training_messages(t) for t in range(len(self.assistant_positions()))]
+
+    def tokenize(self, tokenizer, *, learn_turns=None):
+        """:meth:`conversation` as tokens with the agent-token mask (see :mod:`mulligan.training.chat`).
+
+        ``learn_turns`` index into :meth:`conversation`. Meaningful as one sequence when
+        :attr:`sees_full_history`; otherwise tokenize each of :meth:`training_samples`.
+        """
+        from mulligan.training.chat import tokenize_conversation
+
+        return tokenize_conversation(tokenizer, self.conversation(), learn_turns=learn_turns)
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: a JSON-ready row with ``task``, ``metadata`` and turn infos as JSON strings."""
@@ -180,6 +272,7 @@ class Trajectory:
             "seed": None if self.seed is None else int(self.seed),
             "metadata": _dumps(self.metadata),
             "final_observation": self.final_observation,
+            "agent_system_prompt": self.agent_system_prompt,
         }
 
     @classmethod
@@ -203,32 +296,103 @@ class Trajectory:
             seed=values.get("seed"),
             metadata=values["metadata"],
             final_observation=values.get("final_observation") or "",
+            agent_system_prompt=values.get("agent_system_prompt"),
         )
+
+
+class TrajectoryFileError(ValueError):
+    """A trajectory file holds a line that is not a trajectory (the message names file and line)."""
+
+
+class StoreLockedError(RuntimeError):
+    """Another writer holds the trajectory file."""
 
 
 class TrajectoryStore:
     """Append-only JSONL file of trajectories that survives crashes.
 
     Each :meth:`append` writes one complete line in a single ``write``, then flushes and fsyncs.
-    Opening a store whose last line is incomplete (a crash mid-write) truncates that partial line,
-    so the file always holds whole trajectories and a resumed collection redoes only the episode
-    that was cut. (The cut happens at the first append, never on read: a reader skips an
-    incomplete last line without touching the file.)
+    A last line without its newline (a crash mid-write, possibly inside a multi-byte character)
+    is a torn tail: readers skip it, and the first append of a writer cuts it off, so the file
+    always holds whole trajectories and a resumed collection redoes only the episode that was cut.
+    A malformed line before the last raises :class:`TrajectoryFileError` with the file and line
+    number; with ``skip_corrupt=True`` it is skipped with a warning instead.
+
+    One writer at a time: the first :meth:`append` (or :meth:`lock`) takes an exclusive,
+    non-blocking ``flock`` on the file and holds it until :meth:`unlock`/:meth:`close`; a second
+    writer (another process, or another store object on the same file) gets
+    :class:`StoreLockedError`. Readers do not lock.
     ``datasets.load_dataset("json", data_files=str(store.path))`` reads the file.
 
     Args:
         path: The JSONL file; created (with its parent folders) on first append.
+        skip_corrupt: Skip malformed middle lines (with a warning) instead of raising.
+
+    Raises:
+        ValueError: If ``path`` is an existing directory, or a parent of it is a file.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, skip_corrupt: bool = False):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(
+                f"trajectory file {self.path} is a directory; pass a file path such as "
+                f"{self.path / 'trajectories.jsonl'}"
+            )
+        for parent in self.path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(
+                        f"cannot create {self.path}: {parent} is a file, not a folder; choose another path"
+                    )
+                break
+        self.skip_corrupt = skip_corrupt
         self._keys: set[tuple[str, str, int]] | None = None
-        self._repaired = False
+        self._handle = None
+
+    # ------------------------------------------------------------------ writing
+    def lock(self) -> bool:
+        """Take the writer's lock (and cut a torn tail); ``True`` if this call took it, ``False`` if held.
+
+        Raises:
+            StoreLockedError: If another writer holds the file.
+        """
+        if self._handle is not None:
+            return False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "ab")  # noqa: SIM115 - held open: the lock lives as long as the handle
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreLockedError(
+                f"{self.path} is being written by another writer (a process or store holds its lock); wait "
+                "for it to finish, or write to another file"
+            ) from None
+        self._handle = handle
+        self._repair()
+        return True
+
+    def unlock(self) -> None:
+        """Release the writer's lock (a later append takes it again)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()  # closing the descriptor releases the flock
+
+    close = unlock
+
+    def __enter__(self) -> TrajectoryStore:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.unlock()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to release
+            self.unlock()
 
     def _repair(self) -> None:
-        """Cut a trailing partial line left by a crash."""
-        if not self.path.exists():
-            return
+        """Cut a torn tail (a last line without its newline) left by a crash."""
         size = self.path.stat().st_size
         if size == 0:
             return
@@ -252,16 +416,16 @@ class TrajectoryStore:
                 os.fsync(handle.fileno())
 
     def append(self, trajectory: Trajectory) -> None:
-        """Write ``trajectory`` as one line, durably (flush + fsync)."""
-        if not self._repaired:
-            self._repair()
-            self._repaired = True
+        """Write ``trajectory`` as one line, durably (flush + fsync); takes the lock on first use.
+
+        Raises:
+            StoreLockedError: If another writer holds the file.
+        """
+        self.lock()
         line = json.dumps(trajectory.to_dict(), ensure_ascii=False) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as handle:
-            handle.write(line.encode("utf-8", "surrogatepass"))
-            handle.flush()
-            os.fsync(handle.fileno())
+        self._handle.write(line.encode("utf-8", "surrogatepass"))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
         if self._keys is not None:
             self._keys.add(trajectory.key)
 
@@ -270,15 +434,34 @@ class TrajectoryStore:
         for trajectory in trajectories:
             self.append(trajectory)
 
+    # ------------------------------------------------------------------ reading
     def __iter__(self) -> Iterator[Trajectory]:
         if not self.path.exists():
             return
-        with open(self.path, encoding="utf-8", errors="surrogatepass") as handle:
-            for line in handle:
-                if not line.endswith("\n"):
-                    break  # a partial line written after this store was opened: not yet a trajectory
-                if line.strip():
-                    yield Trajectory.from_dict(json.loads(line))
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.endswith(b"\n"):
+                    break  # a torn tail (or a line being written right now): not yet a trajectory
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw.decode("utf-8", "surrogatepass"))
+                    trajectory = Trajectory.from_dict(row)
+                except (
+                    ValueError,
+                    KeyError,
+                    TypeError,
+                    AttributeError,
+                ) as err:  # JSON and UTF-8 errors are ValueErrors
+                    message = f"{self.path}, line {number}: not a trajectory ({type(err).__name__}: {err})"
+                    if not self.skip_corrupt:
+                        raise TrajectoryFileError(
+                            message + "; fix or delete that line, or skip corrupt lines (TrajectoryStore("
+                            "skip_corrupt=True), mulligan collect --skip_corrupt_lines)"
+                        ) from None
+                    warnings.warn(message + "; skipped", stacklevel=2)
+                    continue
+                yield trajectory
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -294,6 +477,14 @@ class TrajectoryStore:
         return set(self._keys)
 
 
-def load_trajectories(path: str | os.PathLike) -> list[Trajectory]:
-    """Read every trajectory of a JSONL file written by :class:`TrajectoryStore`."""
-    return TrajectoryStore(path).load()
+def load_trajectories(path: str | os.PathLike, *, skip_corrupt: bool = False) -> list[Trajectory]:
+    """Read every trajectory of a JSONL file written by :class:`TrajectoryStore`.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist (with the fix in the message).
+        TrajectoryFileError: On a corrupt line (unless ``skip_corrupt``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no trajectory file at {path}; pass the JSONL file written by mulligan collect")
+    return TrajectoryStore(path, skip_corrupt=skip_corrupt).load()
