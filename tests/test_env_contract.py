@@ -1,9 +1,10 @@
-"""The environment contract of DESIGN.md, checked on every registered id, starting from the registry."""
+"""The env contract of ``mulligan.envs.core`` (docs/envs.md), checked on every registered id from the registry."""
 
 from __future__ import annotations
 
 import importlib
 import time
+import tracemalloc
 
 import gymnasium
 import pytest
@@ -156,6 +157,34 @@ def test_action_fuzz(env_id, env, fuzz_name):
     assert not os.path.exists("/tmp/mulligan_pwned"), "an env executed model text"
 
 
+def test_actions_over_the_size_limit_are_refused_cheaply(env_id, env):
+    # Issue 15: a 10 MB action took 22 s and 477 MB on Constraints-v0. Now every env refuses an
+    # action over its action space's max_length before reading it: the outcome of a malformed
+    # (empty) action, with feedback that states the limit.
+    limit = env.unwrapped.action_space.max_length
+    env.reset(seed=7)
+    _, empty_reward, empty_terminated, _, _ = env.step("")
+    env.reset(seed=7)
+    action = "x" * (10 * 2**20)
+    assert len(action) > limit
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        observation, reward, terminated, _, info = env.step(action)
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 1.0, f"{env_id} took {elapsed:.2f}s to refuse a 10 MB action"
+    assert peak < 2**20, f"{env_id} allocated {peak} bytes to refuse a 10 MB action"
+    assert str(limit) in info["feedback"] and "limit" in info["feedback"]
+    assert (reward, terminated) == (min(empty_reward, 0.0), empty_terminated)
+    assert not info["success"] and info["score"] == 0.0
+    assert env.observation_space.contains(observation) and len(observation) < 10_000
+    if not terminated:
+        assert str(limit) in observation  # the model is told why, not only the logs
+
+
 def test_step_before_reset_and_after_termination_raise():
     env = gymnasium.make("Mulligan/Echo-v0").unwrapped
     with pytest.raises(RuntimeError, match="reset"):
@@ -179,6 +208,5 @@ def test_env_class_has_a_gymnasium_style_docstring(entry):
         pytest.importorskip("scienceworld")
     env_class = getattr(importlib.import_module(entry.module), entry.class_name)
     doc = env_class.__doc__ or ""
-    for section in ("Description", "Observation and Action Space", "Reward", "Episode End",
-                    "Information", "Arguments"):
+    for section in ("Description", "Observation and Action Space", "Reward", "Episode End", "Information", "Arguments"):
         assert section in doc, f"{entry.class_name} docstring lacks a '{section}' section"
