@@ -1,13 +1,13 @@
 """The ``mulligan`` command.
 
-``mulligan envs`` and ``mulligan play`` live here. The training commands are thin dispatches to
-the ``main(argv)`` of their modules, each of which parses its own config dataclass, so that
-``mulligan train nat --help`` documents every field of ``NATConfig``:
+``mulligan envs`` and ``mulligan play`` live here. The other commands are thin dispatches to the
+``main(argv)`` of their modules, each of which parses its own config dataclass, so that
+``mulligan train nat --help`` documents every field of the NAT config:
 
 =========================  =======================================
-``mulligan collect``       :mod:`mulligan.training.collect`
-``mulligan eval``          :mod:`mulligan.training.evaluate`
-``mulligan demo``          :mod:`mulligan.training.demo`
+``mulligan collect``       :mod:`mulligan.commands.collect`
+``mulligan eval``          :mod:`mulligan.commands.evaluate`
+``mulligan demo``          the demo (the main job)
 ``mulligan train nat``     :mod:`mulligan.training.nat`
 ``mulligan train rise``    :mod:`mulligan.training.rise`
 ``mulligan train subgoal`` :mod:`mulligan.training.subgoal`
@@ -15,20 +15,29 @@ the ``main(argv)`` of their modules, each of which parses its own config datacla
 ``mulligan train ppo``     :mod:`mulligan.training.ppo`
 ``mulligan train corgi``   :mod:`mulligan.training.corgi`
 =========================  =======================================
+
+Flags follow one convention in every command: ``--env_id``, ``--env_kwargs`` (a JSON object),
+``--disable_tqdm``, ``--resume_from_checkpoint``, ``--report_to``. A usage mistake (an unknown env
+id, bad JSON, a size below 1, a missing model or file, a directory where a file is expected) prints
+one line that names the problem and the fix, and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
 
+#: Exit status of a usage error (as argparse uses).
+USAGE_ERROR = 2
+
 COMMANDS = {
-    "collect": ("mulligan.training.collect", "Collect trajectories from an env with an agent into JSONL."),
-    "eval": ("mulligan.training.evaluate", "Evaluate an agent or checkpoint on an env (success, score, CIs)."),
-    "demo": ("mulligan.training.demo", "The main job: teacher data, NAT vs positives-only, RISE, eval."),
+    "collect": ("mulligan.commands.collect", "Collect trajectories from an env with an agent into JSONL."),
+    "eval": ("mulligan.commands.evaluate", "Evaluate an agent or checkpoint on an env (success, score, CIs)."),
+    "demo": ("mulligan.commands.demo", "The main job: teacher data, NAT vs positives-only, RISE, eval."),
 }
 TRAINERS = {
     "nat": ("mulligan.training.nat", "Negative-aware fine-tuning (arXiv 2402.11651)."),
@@ -38,6 +47,13 @@ TRAINERS = {
     "ppo": ("mulligan.training.ppo", "PPO over multi-turn episodes with a value head and GAE."),
     "corgi": ("mulligan.training.corgi", "RL with a checker's corrective feedback (arXiv 2411.01483)."),
 }
+
+
+def _module_for(name: str) -> str:
+    module = COMMANDS[name][0]
+    if name == "demo" and importlib.util.find_spec(module) is None:
+        return "mulligan.training.demo"  # until the demo moves to mulligan.commands
+    return module
 
 
 def _dispatch(module: str, argv: Sequence[str]) -> int:
@@ -57,32 +73,39 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_env_kwargs(text: str | None) -> dict:
+    """``--env_kwargs``: a JSON object (empty: none).
+
+    Raises:
+        ValueError: If ``text`` is not a JSON object (with an example of one).
+    """
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"--env_kwargs is not valid JSON ({err}); pass an object such as '{{\"max_attempts\": 3}}'"
+        ) from err
+    if not isinstance(value, dict):
+        raise ValueError(f"--env_kwargs must be a JSON object such as '{{\"max_attempts\": 3}}', got {text!r}")
+    return value
+
+
 def cmd_play(args: argparse.Namespace) -> int:
     """Play an env in the terminal: print each observation and read actions from stdin."""
-    import gymnasium
+    from mulligan.training.rollout import make_env
 
-    import mulligan  # noqa: F401 - registers the ids
-
-    kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
-    env = gymnasium.make(args.env_id, **kwargs)
+    env = make_env(args.env_id, parse_env_kwargs(args.env_kwargs))
     observation, info = env.reset(seed=args.seed)
     print(f"[{args.env_id} | task {info['task_id']}]  (end a multi-line action with a line '.', quit with EOF)")
     total = 0.0
     while True:
         print(observation)
-        lines: list[str] = []
         try:
-            while True:
-                line = input("> " if not lines else ". ")
-                if line == "." or (not args.multiline and not lines):
-                    if line != ".":
-                        lines.append(line)
-                    break
-                lines.append(line)
+            action = _read_action(args.multiline)
         except EOFError:
             print("\n(quit)")
             return 0
-        observation, reward, terminated, truncated, info = env.step("\n".join(lines))
+        observation, reward, terminated, truncated, info = env.step(action)
         total += reward
         status = f"reward {reward:+.3f}  score {info['score']:.3f}  success {info['success']}"
         print(status + (f"\nfeedback: {info['feedback']}" if info["feedback"] else ""))
@@ -90,6 +113,19 @@ def cmd_play(args: argparse.Namespace) -> int:
             print(observation)
             print(f"episode over ({'terminated' if terminated else 'truncated'}): return {total:+.3f}")
             return 0
+
+
+def _read_action(multiline: bool) -> str:
+    """One action from stdin: a line, or lines up to a line '.' with ``multiline``."""
+    lines: list[str] = []
+    while True:
+        line = input("> " if not lines else ". ")
+        if line == ".":
+            break
+        lines.append(line)
+        if not multiline:
+            break
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,8 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("env_id", help="A registered id, e.g. Mulligan/Math-v0.")
     play.add_argument("--seed", type=int, default=None, help="Seed of the reset (picks the task).")
     play.add_argument(
-        "--env-kwargs", default=None,
-        help='JSON keyword arguments for gymnasium.make, e.g. \'{"max_attempts": 3}\'.',
+        "--env_kwargs", default=None, help="JSON keyword arguments for gymnasium.make, e.g. '{\"max_attempts\": 3}'."
     )
     play.add_argument("--multiline", action="store_true", help="Read multi-line actions, ended by a line '.'.")
     play.set_defaults(func=cmd_play)
@@ -118,16 +153,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def usage_error_message(error: BaseException) -> str | None:
+    """The one-line message for a user's mistake, or ``None`` when ``error`` is not one (a bug).
+
+    Usage errors are what the library raises for bad input (``ValueError`` with the fix in its
+    message, missing files, a directory where a file is expected, a file held by another writer),
+    gymnasium's unknown-id errors, an unexpected keyword in ``--env_kwargs``, and the hub's
+    errors for a model path that does not exist.
+    """
+    import gymnasium
+
+    from mulligan.training.trajectory import StoreLockedError
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, gymnasium.error.Error):
+        return f"{text} Run `mulligan envs` for the registered ids."
+    if "Repo id must be" in text or "is not a local folder and is not a valid model identifier" in text:
+        return (
+            f"model not found ({text}); pass an existing checkpoint folder, 'tiny', or a hub id that is cached "
+            "or reachable"
+        )
+    if isinstance(error, TypeError) and "unexpected keyword argument" in text:
+        return f"{text}; check --env_kwargs against the env's Arguments (docs/envs.md)"
+    usage = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, StoreLockedError)
+    if isinstance(error, usage):
+        return text
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mulligan`` command."""
+    """Entry point of the ``mulligan`` command; usage errors print one line and return 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Training commands own their flags: hand everything after the command name to the module.
-    if argv and argv[0] in COMMANDS:
-        return _dispatch(COMMANDS[argv[0]][0], argv[1:])
-    if len(argv) >= 2 and argv[0] == "train" and argv[1] in TRAINERS:
-        return _dispatch(TRAINERS[argv[1]][0], argv[2:])
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    name = " ".join(argv[:2]) if argv[:1] == ["train"] else (argv[0] if argv else "")
+    try:
+        # Commands own their flags: hand everything after the command name to the module.
+        if argv and argv[0] in COMMANDS:
+            return _dispatch(_module_for(argv[0]), argv[1:])
+        if len(argv) >= 2 and argv[0] == "train" and argv[1] in TRAINERS:
+            return _dispatch(TRAINERS[argv[1]][0], argv[2:])
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except Exception as error:
+        message = usage_error_message(error)
+        if message is None:
+            raise
+        print(f"mulligan {name}: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

@@ -133,6 +133,11 @@ class EnvPool:
         """One extra env with the pool's settings (the caller closes it)."""
         return make_env(self.env_id, self.env_kwargs)
 
+    def grow(self, num_envs: int) -> None:
+        """Add envs until the pool holds ``num_envs`` (a no-op when it already does)."""
+        while len(self.envs) < num_envs:
+            self.envs.append(self.make())
+
     def close(self) -> None:
         """Close every env of the pool."""
         envs, self.envs = self.envs, []
