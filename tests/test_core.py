@@ -1,4 +1,4 @@
-"""The text space, the base env, the retry and chat wrappers, and the CLI, on the Echo test double."""
+"""The text space, the base env and the CLI, on the Echo test double (wrappers: test_wrappers.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import mulligan
 from mulligan.cli import main as cli_main
 from mulligan.envs.core import TextSpace, seeded_rng, stable_task_id
 from mulligan.envs.testing import EchoConfig, EchoEnv, echo_score, generate_echo_task
-from mulligan.envs.wrappers import RISE_FEEDBACK_TEMPLATE, ChatHistory, RetryWithFeedback
 
 # ----------------------------------------------------------------------------- TextSpace
 
@@ -55,7 +54,10 @@ def test_generators_are_pure_functions_of_config_seed_index():
     assert generate_echo_task(config, 0, 5) == generate_echo_task(config, 0, 5)
     tasks = {generate_echo_task(config, 0, i)["target"] for i in range(50)}
     assert len(tasks) > 10
-    assert generate_echo_task(config, 1, 5) != generate_echo_task(config, 0, 5) or True
+    # Another seed gives another sequence of tasks (any single index may coincide by chance).
+    assert [generate_echo_task(config, 1, i) for i in range(20)] != [
+        generate_echo_task(config, 0, i) for i in range(20)
+    ]
     assert [generate_echo_task(config, 0, i) for i in range(20)] == [
         generate_echo_task(config, 0, i) for i in range(20)
     ]
@@ -118,110 +120,6 @@ def test_render_ansi_shows_the_transcript():
         EchoEnv(render_mode="rgb_array")
 
 
-# ----------------------------------------------------------------------------- RetryWithFeedback
-
-
-def _retry_env(**kwargs):
-    return gymnasium.make("Mulligan/Echo-v0", partial_credit=True, **kwargs)
-
-
-def test_make_with_max_attempts_returns_the_retry_wrapper():
-    env = gymnasium.make("Mulligan/Echo-v0", max_attempts=3)
-    assert isinstance(env.env.env.env, RetryWithFeedback) or any(
-        isinstance(w, RetryWithFeedback) for w in _wrapper_chain(env)
-    )
-    plain = gymnasium.make("Mulligan/Echo-v0")
-    assert not any(isinstance(w, RetryWithFeedback) for w in _wrapper_chain(plain))
-
-
-def _wrapper_chain(env):
-    chain = []
-    while hasattr(env, "env"):
-        chain.append(env)
-        env = env.env
-    return chain
-
-
-def test_retry_feedback_repeats_the_question_and_counts_attempts():
-    env = _retry_env(max_attempts=3)
-    question, info = env.reset(options={"task": {"target": "apple"}})
-    assert info["attempt"] == 1
-    obs, _, terminated, _, info = env.step("pear")
-    assert not terminated and info["attempt"] == 1
-    assert obs == RISE_FEEDBACK_TEMPLATE.format(question=question)
-    obs, reward, terminated, _, info = env.step("apple")
-    assert terminated and info["success"] and info["attempt"] == 2 and reward == 1.0
-
-
-def test_retry_episode_ends_after_max_attempts():
-    env = _retry_env(max_attempts=3)
-    env.reset(options={"task": {"target": "apple"}})
-    done = [env.step("zzz")[2] for _ in range(3)]
-    assert done == [False, False, True]
-
-
-@pytest.mark.parametrize(
-    ("mode", "actions", "expected_return"),
-    [
-        ("last", ["app", "a", "zz"], 0.0),  # scores 0.6, 0.2, 0.0: the last counts
-        ("max", ["app", "a", "zz"], 0.6),  # the best counts (CORGI)
-        ("last", ["a", "app", "apple"], 1.0),
-        ("max", ["a", "app", "apple"], 1.0),
-    ],
-)
-def test_retry_return_equals_the_objective(mode, actions, expected_return):
-    env = _retry_env(max_attempts=3, retry_reward=mode)
-    env.reset(options={"task": {"target": "apple"}})
-    total, attempt_returns = 0.0, []
-    for action in actions:
-        _, reward, terminated, _, info = env.step(action)
-        total += reward
-        attempt_returns.append(info["attempt_return"])
-        if terminated:
-            break
-    assert total == pytest.approx(expected_return)
-
-
-def test_retry_keeps_task_id_and_runs_the_same_task():
-    env = _retry_env(max_attempts=4)
-    _, info = env.reset(seed=3)
-    task_id, target = info["task_id"], info["target"]
-    for _ in range(3):
-        _, _, terminated, _, info = env.step("wrong")
-        assert info["task_id"] == task_id and info["target"] == target
-    assert not terminated
-
-
-def test_retry_template_can_quote_the_env_critique():
-    env = _retry_env(max_attempts=2, feedback_template="Attempt {attempt}/{max_attempts}: {feedback}")
-    env.reset(options={"task": {"target": "apple"}})
-    obs, *_ = env.step("pear")
-    assert obs == "Attempt 1/2: Expected exactly 'apple', got 'pear'."
-
-
-def test_retry_rejects_bad_arguments():
-    base = EchoEnv()
-    with pytest.raises(ValueError, match="max_attempts"):
-        RetryWithFeedback(base, max_attempts=0)
-    with pytest.raises(ValueError, match="reward"):
-        RetryWithFeedback(base, reward="mean")
-    with pytest.raises(ValueError, match="unknown fields"):
-        RetryWithFeedback(base, feedback_template="{answer}")
-    with pytest.raises(ValueError, match="format string"):
-        RetryWithFeedback(base, feedback_template="{oops")
-
-
-def test_chat_history_records_the_conversation():
-    env = ChatHistory(_retry_env(max_attempts=2), system_prompt="Be exact.")
-    env.reset(options={"task": {"target": "river"}})
-    env.step("rive")
-    env.step("river")
-    roles = [m["role"] for m in env.messages]
-    assert roles == ["system", "user", "assistant", "user", "assistant"]
-    assert env.messages[1]["content"] == "Repeat exactly: river"
-    assert env.messages[-1]["content"] == "river"
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -238,7 +136,11 @@ def test_cli_play_runs_an_episode_from_stdin():
     target = gymnasium.make("Mulligan/Echo-v0").reset(seed=5)[1]["target"]
     result = subprocess.run(
         [sys.executable, "-m", "mulligan.cli", "play", "Mulligan/Echo-v0", "--seed", "5"],
-        input=target + "\n", capture_output=True, text=True, timeout=60, check=False,
+        input=target + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "success True" in result.stdout and "return +1.000" in result.stdout

@@ -38,7 +38,10 @@ class RetryWithFeedback(gymnasium.Wrapper[str, str, str, str]):
       constraint checker's),
     * ``{attempt}`` and ``{max_attempts}``: the number of the attempt that just failed, and the cap.
 
-    The episode ends at the first success or after ``max_attempts`` attempts.
+    The episode ends at the first success or after ``max_attempts`` attempts. With
+    ``stop_on_success=False`` it ends only after ``max_attempts`` attempts, and every attempt, right
+    or wrong, is answered with the feedback: RISE's sequential evaluation without an oracle
+    (arXiv 2407.18219, Sec. 5, m1@t5), where the model cannot learn from the env that it was right.
 
     Reward: the wrapper pays, at the end of each attempt, the change in the episode objective, so
     that the episode's return equals the objective: ``reward="last"`` (the last attempt's return,
@@ -54,6 +57,8 @@ class RetryWithFeedback(gymnasium.Wrapper[str, str, str, str]):
         max_attempts: Attempts per episode (>= 1).
         feedback_template: Format string for the retry observation (see above).
         reward: ``"last"`` or ``"max"``.
+        stop_on_success: End the episode at the first success (the default, with an oracle), or
+            keep retrying until ``max_attempts`` (no oracle).
     """
 
     def __init__(
@@ -62,14 +67,18 @@ class RetryWithFeedback(gymnasium.Wrapper[str, str, str, str]):
         max_attempts: int = 5,
         feedback_template: str = RISE_FEEDBACK_TEMPLATE,
         reward: str = "last",
+        stop_on_success: bool = True,
     ):
         super().__init__(env)
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise ValueError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
         if reward not in ("last", "max"):
             raise ValueError(f"reward must be 'last' or 'max', got {reward!r}")
+        if not isinstance(stop_on_success, bool):
+            raise ValueError(f"stop_on_success must be a bool, got {stop_on_success!r}")
         _check_template(feedback_template)
         self.max_attempts = max_attempts
+        self.stop_on_success = stop_on_success
         self.feedback_template = feedback_template
         self.reward_mode = reward
         self._attempt = 0
@@ -96,13 +105,11 @@ class RetryWithFeedback(gymnasium.Wrapper[str, str, str, str]):
         if self.reward_mode == "last":
             new_objective = self._attempt_return
         else:
-            new_objective = self._attempt_return if self._attempt == 1 else max(
-                self._objective, self._attempt_return
-            )
+            new_objective = self._attempt_return if self._attempt == 1 else max(self._objective, self._attempt_return)
         step_reward = new_objective - self._objective
         self._objective = new_objective
         info = self._with_attempt(info)
-        if info["success"] or self._attempt >= self.max_attempts:
+        if (info["success"] and self.stop_on_success) or self._attempt >= self.max_attempts:
             return observation, step_reward, True, False, info
 
         feedback = self.feedback_template.format(
@@ -112,9 +119,7 @@ class RetryWithFeedback(gymnasium.Wrapper[str, str, str, str]):
             max_attempts=self.max_attempts,
         )
         base = self.env.unwrapped
-        retry_options = (
-            {"task_index": base.task_index} if base.task_index is not None else {"task": base.task}
-        )
+        retry_options = {"task_index": base.task_index} if base.task_index is not None else {"task": base.task}
         self.env.reset(options=retry_options)
         self._attempt += 1
         self._attempt_return = 0.0

@@ -4,189 +4,176 @@ RISE teaches a model to improve its own answer over turns. The env is a multi-tu
 attempt is answered with "The answer is incorrect. Please try again." (Sec. 4.1), which is
 :class:`~mulligan.envs.wrappers.RetryWithFeedback`, i.e. ``gymnasium.make(env_id, max_attempts=k)``.
 
-One iteration (Sec. 4.2, Algorithm 1):
+One iteration (Sec. 4.2, Algorithm 1), as the official code runs it:
 
-1. Roll out the current model for up to ``max_attempts`` turns on each task
-   (:func:`~mulligan.training.rollout.collect_episodes`).
-2. For every turn ``t`` of every rollout, improve the response: draw ``best_of_n`` candidates,
-   conditioned on the whole history up to ``t``, from the learner itself (self-distillation) or a
-   teacher agent (distillation), score each on the task, keep the best.
-3. Each turn becomes a sample: the history is the context (unweighted, unlearned), the improved
-   response is the target, with reward ``r``. A filter (``all``, ``better``, ``best``,
-   ``success``) keeps some samples.
-4. Reward-weighted regression: the target's token loss is weighted by ``exp(r / tau)``
-   (tau = 0.4 in the paper).
+1. **Collect** (``workflow_gen.py``): in the retry MDP with ``max_attempts`` turns (2 in the
+   paper), the first attempt is the learner's own on-policy sample (N = 1); every later attempt is
+   the best of ``best_of_n`` candidates from the improver (the learner: self-distillation; or a
+   teacher: distillation), conditioned on the attempts so far; the episode stops at the first
+   success (:class:`~mulligan.agents.best_of_n.BestOfNAfterFirst`). Degenerate candidates (a word
+   repeated more than 150 times) are set aside.
+2. **Convert** (``workflow_convert.py``, :func:`rise_samples`): every attempt becomes a sample whose
+   context is the history before it (learned: nothing) and whose target is the attempt, with reward
+   ``r``. Repeated and empty attempts are dropped first (``--remove_duplication``). The filter
+   keeps samples: ``all``; ``better`` (turn 1, and a turn whose reward beats the previous turn's);
+   ``best`` (turn 1, and a turn whose reward is at least every earlier one); ``success``.
+3. **Reward-weighted regression** (``CustomTrainer``): each sample's loss is weighted by
+   ``exp(r / tau)`` (tau = 0.4); the official loss is the mean over samples of each sample's mean
+   token loss (``loss_normalization="sample"``), ``"token"`` weighs every learned token equally.
 
-Iterating repeats 1-4 with the newly trained model. :func:`evaluate_rise` computes the paper's
-metrics (Sec. 5): m1@t1, m5@t1, m1@t5 (majority over 5 turns, no oracle) and p1@t5 (success within
-5 turns), with a sliding window of the last 2 attempts in the model's context.
+Iterating repeats 1-3 with the newly trained model. :func:`evaluate_rise` computes the paper's
+metrics (Sec. 5) on a fixed list of tasks, each scored once: m1@t1 and m5@t1 from parallel
+samples, m1@t5 (majority over 5 turns with no oracle: ``RetryWithFeedback(stop_on_success=False)``)
+and p1@t5 (success within 5 turns), at temperature 1.0, with the model seeing the first prompt and
+its most recent attempt (the paper's ``context_window 2`` = ``LastAttempts(1)``).
 
-Candidates are scored by stepping a fresh single-attempt env on the same task once: RISE's tasks
-(GSM8K, MATH) answer in one step per attempt, and so does every mulligan env where an attempt is one
-action (Math-v0, Echo-v0, Constraints-v0).
+Attempts must be one action each (RISE's GSM8K and MATH; ``Mulligan/Math-v0``, ``Echo-v0``,
+``Constraints-v0``); :func:`train_rise` checks it.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
-import re
-import sys
+import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-import gymnasium
+import numpy as np
 
-from mulligan.agents.base import Agent, AgentInput
-from mulligan.envs.wrappers import RISE_FEEDBACK_TEMPLATE
-from mulligan.training.rollout import collect_episodes
+from mulligan.agents.base import Agent
+from mulligan.agents.best_of_n import BestOfNAfterFirst, is_degenerate
+from mulligan.agents.context import KeepAll, LastAttempts, keep_last_attempts
+from mulligan.envs.verifiers.math import extract_answer
+from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_args
+from mulligan.training.rollout import EnvPool, collect_episodes
+from mulligan.training.sft import load_model, load_tokenizer, resolve_checkpoint
 from mulligan.training.trajectory import Trajectory, TrajectoryStore
 
 FILTERS = ("all", "better", "best", "success")
-
-
-# --------------------------------------------------------------------------------------- scoring
-def score_actions(env: gymnasium.Env, task: dict[str, Any], actions: Sequence[str]) -> list[tuple[float, bool]]:
-    """``(reward, success)`` of each action as a single attempt on ``task`` (a fresh reset per action)."""
-    results = []
-    for action in actions:
-        env.reset(options={"task": task})
-        _, reward, _, _, info = env.step(action)
-        results.append((float(reward), bool(info["success"])))
-    return results
-
-
-def load_agent(spec: str, **kwargs: Any) -> Agent:
-    """An agent from ``"module:Class"`` (a scripted teacher, built with no arguments) or a model path.
-
-    Anything without a ``:`` (or a model id such as ``org/name``) becomes an
-    :class:`~mulligan.agents.hf.HFAgent` with ``kwargs``.
-    """
-    if ":" in spec and not os.path.exists(spec):
-        module, _, name = spec.partition(":")
-        return getattr(importlib.import_module(module), name)()
-    from mulligan.agents.hf import HFAgent
-
-    return HFAgent(spec, **kwargs)
+LOSS_NORMALIZATIONS = ("sample", "token")
 
 
 # --------------------------------------------------------------------------------------- samples
-def improve_rollouts(
-    rollouts: Sequence[Trajectory],
-    improver: Agent,
-    env_id: str,
-    *,
-    best_of_n: int = 4,
-    env_kwargs: dict | None = None,
-    batch_size: int = 32,
-) -> list[dict[str, Any]]:
-    """Best-of-N improvement of every turn of every rollout (Sec. 4.2).
+def _attempts(trajectory: Trajectory) -> list[tuple[str, float, bool, str | None]]:
+    """``(action, reward, success, next observation)`` of each attempt of a rollout."""
+    messages = trajectory.messages
+    positions = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    attempts = []
+    for turn, position in zip(trajectory.turns, positions, strict=False):
+        reward = float(turn.info.get("attempt_return", turn.reward))
+        following = messages[position + 1]["content"] if position + 1 < len(messages) else None
+        attempts.append((messages[position]["content"], reward, bool(turn.info.get("success")), following))
+    return attempts
 
-    For turn ``t`` the improver sees the rollout's history up to the observation of turn ``t``
-    (the previous attempts and their feedback) and proposes ``best_of_n`` responses; the best by
-    reward (ties broken by success, then by order) becomes the sample's target.
+
+def _keep(criteria: str, index: int, rewards: Sequence[float], success: bool) -> bool:
+    """The official ``workflow_convert.py`` criteria for the attempt at ``index`` (0-based)."""
+    if criteria == "success":
+        return success
+    if index == 0 or criteria == "all":
+        return True  # every other criterion always keeps the first attempt
+    if criteria == "better":
+        return rewards[index] > rewards[index - 1]
+    return all(rewards[index] >= earlier for earlier in rewards[:index])  # best
+
+
+def rise_samples(
+    rollouts: Sequence[Trajectory],
+    *,
+    criteria: str = "all",
+    remove_duplicates: bool = True,
+    max_repeats: int = 150,
+    window: int = 1,
+    system_prompt: str | None = None,
+) -> list[dict[str, Any]]:
+    """Training samples from RISE rollouts, as the official converter builds them.
+
+    For each rollout the attempts are taken in order; with ``remove_duplicates`` an attempt whose
+    stripped text is empty or repeats an earlier attempt is dropped together with the feedback
+    after it, and attempts that :func:`~mulligan.agents.best_of_n.is_degenerate` flags are dropped
+    the same way. Then attempt ``i`` becomes a sample when ``criteria`` keeps it (see the module
+    docstring); the conversation ends at the first success.
+
+    A sample's context is what the learner sees at that turn with a window of ``window`` previous
+    attempts (:func:`~mulligan.agents.context.keep_last_attempts`; 0 keeps all), after the
+    ``system_prompt`` if any.
 
     Returns:
-        One dict per turn: ``messages`` (history + improved response), ``reward`` and ``success``
-        of the improved response, ``policy_reward`` (the rollout's own response at that turn),
-        ``turn`` (1-based), ``rollout`` (index into ``rollouts``), ``task_id``.
+        Dicts with ``messages`` (context + the attempt), ``reward``, ``success``, ``turn``
+        (1-based among the kept attempts), ``rollout`` (index into ``rollouts``) and ``task_id``.
     """
-    if best_of_n < 1:
-        raise ValueError(f"best_of_n must be >= 1, got {best_of_n}")
-    env = gymnasium.make(env_id, **{k: v for k, v in (env_kwargs or {}).items() if k != "max_attempts"})
-    pending = []  # (rollout index, turn index, history messages, task)
-    for r, trajectory in enumerate(rollouts):
-        assistant_positions = [i for i, m in enumerate(trajectory.messages) if m["role"] == "assistant"]
-        for t, position in enumerate(assistant_positions):
-            pending.append((r, t, trajectory.messages[:position], trajectory.task))
+    if criteria not in FILTERS:
+        raise ValueError(f"filter must be one of {FILTERS}, got {criteria!r}")
     samples = []
-    try:
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start:start + batch_size]
-            inputs = [AgentInput(messages=[dict(m) for m in history], task=task, env_id=env_id)
-                      for _, _, history, task in chunk]
-            candidates = improver.sample(inputs, best_of_n)
-            for (r, t, history, task), options in zip(chunk, candidates, strict=True):
-                texts = [a.text for a in options]
-                scored = score_actions(env, task, texts)
-                best = max(range(len(texts)), key=lambda i: (scored[i][0], scored[i][1], -i))
-                turn_info = rollouts[r].turns[t].info
-                samples.append({
-                    "messages": [*map(dict, history), {"role": "assistant", "content": texts[best]}],
-                    "reward": scored[best][0],
-                    "success": scored[best][1],
-                    # The raw return of the model's own attempt (RetryWithFeedback pays objective changes).
-                    "policy_reward": float(turn_info.get("attempt_return", rollouts[r].turns[t].reward)),
-                    "turn": t + 1,
-                    "rollout": r,
-                    "task_id": rollouts[r].task_id,
-                })
-    finally:
-        env.close()
+    for r, rollout in enumerate(rollouts):
+        kept, seen = [], set()
+        for action, reward, success, following in _attempts(rollout):
+            text = action.strip()
+            if remove_duplicates and (not text or text in seen):
+                continue
+            if is_degenerate(action, max_repeats):
+                continue
+            seen.add(text)
+            kept.append((action, reward, success, following))
+        rewards = [reward for _, reward, _, _ in kept]
+        history = [dict(next(m for m in rollout.messages if m["role"] == "user"))]
+        for i, (action, reward, success, following) in enumerate(kept):
+            if _keep(criteria, i, rewards, success):
+                context = keep_last_attempts(history, window) if window else list(history)
+                system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+                samples.append(
+                    {
+                        "messages": [*system, *context, {"role": "assistant", "content": action}],
+                        "reward": reward,
+                        "success": success,
+                        "turn": i + 1,
+                        "rollout": r,
+                        "task_id": rollout.task_id,
+                    }
+                )
+            if success or following is None:
+                break
+            history += [{"role": "assistant", "content": action}, {"role": "user", "content": following}]
     return samples
-
-
-def filter_samples(samples: Sequence[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
-    """Keep the samples the paper's data filter selects (Sec. 4.2; our reading of each below).
-
-    * ``all``: every sample.
-    * ``better``: samples whose improved response beats the model's own response at that turn.
-    * ``best``: per rollout, the samples that reach the rollout's best improved reward.
-    * ``success``: samples whose improved response solves the task.
-    """
-    if mode not in FILTERS:
-        raise ValueError(f"filter must be one of {FILTERS}, got {mode!r}")
-    if mode == "all":
-        return list(samples)
-    if mode == "better":
-        return [s for s in samples if s["reward"] > s["policy_reward"]]
-    if mode == "success":
-        return [s for s in samples if s["success"]]
-    best: dict[int, float] = {}
-    for s in samples:
-        best[s["rollout"]] = max(best.get(s["rollout"], -math.inf), s["reward"])
-    return [s for s in samples if s["reward"] == best[s["rollout"]]]
 
 
 def rwr_dataset(tokenizer, samples: Sequence[dict[str, Any]], tau: float, max_length: int | None = None):
     """Tokenized samples with reward-weighted-regression weights (Sec. 4.2, Eq. 4.3).
 
-    Only the last assistant turn (the improved response) is learned, with per-token weight
-    ``exp(reward / tau)``; the history's tokens (earlier attempts, feedback) are context: label
-    -100, weight 0. Longer samples keep their *end* (the learned turn) when ``max_length`` is set.
+    Only the last assistant turn is learned, with weight ``exp(reward / tau)``; the history's tokens
+    (earlier attempts, feedback) are context: label -100. Samples longer than ``max_length`` keep
+    their *end* (the learned turn).
 
     Returns:
-        A ``datasets.Dataset`` with ``input_ids``, ``labels`` and ``loss_weights``.
+        A ``datasets.Dataset`` with ``input_ids``, ``labels`` and ``weight`` (one per sample).
     """
     from datasets import Dataset
 
-    from mulligan.training.tokens import tokenize_conversation
+    from mulligan.training.chat import tokenize_conversation
 
     if tau <= 0:
         raise ValueError(f"tau must be > 0 (the paper uses 0.4), got {tau}")
-    rows: dict[str, list] = {"input_ids": [], "labels": [], "loss_weights": []}
+    rows: dict[str, list] = {"input_ids": [], "labels": [], "weight": []}
     for sample in samples:
         messages = sample["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         episode = tokenize_conversation(tokenizer, messages, learn_turns=[last])
-        weight = math.exp(float(sample["reward"]) / tau)
         ids = episode.input_ids
         labels = [tok if m else -100 for tok, m in zip(ids, episode.assistant_mask, strict=True)]
-        weights = [weight if m else 0.0 for m in episode.assistant_mask]
         if max_length is not None and len(ids) > max_length:
-            ids, labels, weights = ids[-max_length:], labels[-max_length:], weights[-max_length:]
+            ids, labels = ids[-max_length:], labels[-max_length:]
         rows["input_ids"].append(ids)
         rows["labels"].append(labels)
-        rows["loss_weights"].append(weights)
+        rows["weight"].append(math.exp(float(sample["reward"]) / tau))
     return Dataset.from_dict(rows)
 
 
 class RWRCollator:
-    """Right-pad ``input_ids`` (pad id), ``labels`` (-100) and ``loss_weights`` (0) into tensors."""
+    """Right-pad ``input_ids`` (pad id) and ``labels`` (-100) into tensors; stack ``weight``."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
@@ -197,399 +184,471 @@ class RWRCollator:
 
         width = max(len(f["input_ids"]) for f in features)
 
-        def pad(key, value, dtype):
-            return torch.tensor([list(f[key]) + [value] * (width - len(f[key])) for f in features], dtype=dtype)
+        def pad(key, value):
+            return torch.tensor([list(f[key]) + [value] * (width - len(f[key])) for f in features], dtype=torch.long)
 
-        input_ids = pad("input_ids", self.pad_token_id, torch.long)
         attention_mask = torch.tensor(
             [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features], dtype=torch.long
         )
         return {
-            "input_ids": input_ids,
+            "input_ids": pad("input_ids", self.pad_token_id),
             "attention_mask": attention_mask,
-            "labels": pad("labels", -100, torch.long),
-            "loss_weights": pad("loss_weights", 0.0, torch.float32),
+            "labels": pad("labels", -100),
+            "weight": torch.tensor([float(f["weight"]) for f in features], dtype=torch.float32),
         }
 
 
-def _reward_weighted_trainer_class():
+def rwr_loss(logits, labels, weight, normalization: str = "sample"):
+    """RISE's reward-weighted regression loss over a batch (Sec. 4.2).
+
+    Args:
+        logits: ``[B, T, V]`` model outputs.
+        labels: ``[B, T]`` token ids, -100 off the learned turn.
+        weight: ``[B]`` per-sample weights ``exp(r / tau)``.
+        normalization: ``sample``: mean over samples of ``weight x`` the sample's mean token NLL
+            (the official ``CustomTrainer``); ``token``: ``sum(weight x NLL) / learned tokens``
+            over the batch (longer responses weigh more).
+    """
+    import torch.nn.functional as F
+
+    logits, targets = logits[:, :-1, :].float(), labels[:, 1:]
+    nll = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="none"
+    ).view_as(targets)  # [B, T-1]
+    learned = (targets != -100).float()
+    if normalization == "sample":
+        per_sample = (nll * learned).sum(dim=1) / learned.sum(dim=1).clamp(min=1.0)  # [B]
+        return (weight * per_sample).mean()
+    return (nll * learned * weight[:, None]).sum() / learned.sum().clamp(min=1.0)
+
+
+def reward_weighted_trainer(model, args, dataset, tokenizer, normalization: str):
+    """A ``transformers.Trainer`` whose loss is :func:`rwr_loss`."""
     from transformers import Trainer
 
     class RewardWeightedTrainer(Trainer):
-        """A ``transformers.Trainer`` whose loss is RISE's reward-weighted regression (Sec. 4.2).
-
-        loss = sum_i w_i * nll_i / #learned tokens, over the batch's learned tokens ``i``, where
-        ``w_i = exp(r / tau)`` of the sample token ``i`` belongs to.
-        """
-
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            import torch.nn.functional as F
-
-            labels = inputs.pop("labels")
-            weights = inputs.pop("loss_weights")
+            labels, weight = inputs.pop("labels"), inputs.pop("weight")
             outputs = model(**inputs)
-            logits = outputs.logits[:, :-1, :].float()
-            targets = labels[:, 1:]
-            token_weights = weights[:, 1:]
-            nll = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="none"
-            ).view_as(targets)
-            learned = (targets != -100).float()
-            loss = (nll * token_weights * learned).sum() / learned.sum().clamp(min=1.0)
+            loss = rwr_loss(outputs.logits, labels, weight, normalization)
             return (loss, outputs) if return_outputs else loss
 
-    return RewardWeightedTrainer
-
-
-def __getattr__(name: str):
-    # ``RewardWeightedTrainer`` is built on first access so that importing this module stays light.
-    if name == "RewardWeightedTrainer":
-        return _reward_weighted_trainer_class()
-    raise AttributeError(name)
+    trainer = RewardWeightedTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=RWRCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+    )
+    # The loss is a per-batch mean that ignores num_items_in_batch: let the Trainer divide it by
+    # the accumulation steps (it skips that for models that take loss kwargs).
+    trainer.model_accepts_loss_kwargs = False
+    return trainer
 
 
 # --------------------------------------------------------------------------------------- evaluation
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-
-
 def answer_key(text: str) -> str:
-    """The answer a response commits to, for majority voting.
+    """The answer a response commits to, for majority votes.
 
-    The last ``\\boxed{}`` content, else the last number, else the whitespace-normalised text.
+    The math verifier's extraction (:func:`~mulligan.envs.verifiers.math.extract_answer`), so
+    ``\\boxed{\\frac{1}{2}}`` votes as ``\\frac{1}{2}``; else the whitespace-normalised text.
     """
-    boxed = _BOXED.findall(text)
-    if boxed:
-        return boxed[-1].strip()
-    numbers = _NUMBER.findall(text)
-    if numbers:
-        return numbers[-1]
-    return " ".join(text.split())
+    answer = extract_answer(text)
+    return answer if answer is not None else " ".join(text.split())
 
 
-def _majority(keys: Sequence[str], correct: Sequence[bool]) -> bool:
-    """Whether the most common answer (first seen wins ties) is a correct one."""
+def majority_vote(keys: Sequence[str], correct: Sequence[bool], rng: np.random.Generator) -> tuple[bool, bool]:
+    """``(correct, tied)``: whether the most common answer is a correct one, ties broken at random.
+
+    The tie rule (documented in docs/fidelity.md): among the answers with the top count, one is
+    drawn with ``rng``, so with five distinct answers m1@t5 is the mean of their correctness in
+    expectation rather than the first turn's. ``tied`` reports whether a draw was needed.
+    """
     counts = Counter(keys)
     top = max(counts.values())
-    winner = next(k for k in keys if counts[k] == top)
-    return any(c for k, c in zip(keys, correct, strict=True) if k == winner)
+    leaders = sorted({k for k in keys if counts[k] == top}, key=keys.index)
+    winner = leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
+    return any(c for k, c in zip(keys, correct, strict=True) if k == winner), len(leaders) > 1
+
+
+def _task_rng(seed: int, task_id: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(task_id.encode("utf-8"))])
+
+
+def parallel_metrics(
+    trajectories: Sequence[Trajectory], *, seed: int = 0, key: Callable[[str], str] = answer_key
+) -> dict[str, float]:
+    """m1@t1 and m{k}@t1 from ``k`` single-attempt samples per task (Sec. 5).
+
+    m1@t1 is the mean success of all samples (the single-sample accuracy, estimated from every
+    sample); m{k}@t1 the success of each task's majority answer; ``m{k}@t1_ties`` the share of tasks
+    whose vote was tied.
+    """
+    by_task: dict[str, list[Trajectory]] = {}
+    for t in trajectories:
+        by_task.setdefault(t.task_id, []).append(t)
+    k = min(len(v) for v in by_task.values())
+    votes = [
+        majority_vote([key(t.turns[0].action) for t in v], [t.success for t in v], _task_rng(seed, task))
+        for task, v in by_task.items()
+    ]
+    return {
+        "m1@t1": float(np.mean([t.success for t in trajectories])),
+        f"m{k}@t1": float(np.mean([c for c, _ in votes])),
+        f"m{k}@t1_ties": float(np.mean([tied for _, tied in votes])),
+    }
+
+
+def sequential_metrics(
+    trajectories: Sequence[Trajectory], *, seed: int = 0, key: Callable[[str], str] = answer_key
+) -> dict[str, float]:
+    """m1@t{n} and p1@t{n} from ``n``-attempt episodes run without an oracle (Sec. 5).
+
+    m1@t{n}: the success of the majority answer over the ``n`` attempts (ties at random, see
+    :func:`majority_vote`; ``m1@t{n}_ties`` their share). p1@t{n}: success at some attempt, which
+    equals the oracle-stopped run's success since the attempts before the first success coincide.
+    """
+    n = min(len(t.turns) for t in trajectories)
+    votes, any_success = [], []
+    for t in trajectories:
+        correct = [bool(turn.info.get("success")) for turn in t.turns]
+        votes.append(majority_vote([key(turn.action) for turn in t.turns], correct, _task_rng(seed, t.task_id)))
+        any_success.append(any(correct))
+    return {
+        f"m1@t{n}": float(np.mean([c for c, _ in votes])),
+        f"m1@t{n}_ties": float(np.mean([tied for _, tied in votes])),
+        f"p1@t{n}": float(np.mean(any_success)),
+    }
 
 
 def evaluate_rise(
     agent: Agent,
     env_id: str,
+    task_indices: Sequence[int],
     *,
-    num_tasks: int = 50,
-    seed: int = 1000,
+    env_kwargs: Mapping[str, Any] | None = None,
     turns: int = 5,
-    samples_at_turn_one: int = 5,
-    env_kwargs: dict | None = None,
-    feedback_template: str = RISE_FEEDBACK_TEMPLATE,
+    parallel_samples: int = 5,
+    seed: int = 0,
+    num_envs: int = 8,
+    progress: bool = False,
 ) -> dict[str, float]:
-    """The paper's metrics (Sec. 5) on ``num_tasks`` tasks drawn with ``seed``.
+    """The paper's metrics (Sec. 5) on ``task_indices``, each task scored once per sample.
 
-    * ``m1@t1``: success of the first turn's answer.
-    * ``m5@t1``: success of the majority answer of ``samples_at_turn_one`` samples at turn 1.
-    * ``m1@t5``: success of the majority answer over ``turns`` turns, run *without an oracle*: the
-      retry prompt follows every turn, right or wrong, so the model cannot know when it is right.
-    * ``p1@t5``: success within ``turns`` turns (with an oracle the episode stops at the first
-      success; its turns up to then are those of the oracle-free run).
+    * m1@t1, m{k}@t1: ``parallel_samples`` single-attempt samples per task (``--max_turns 1
+      --num_of_samples 5`` in the official ``workflow_eval.py``).
+    * m1@t{turns}, p1@t{turns}: one ``turns``-attempt episode per task in
+      ``RetryWithFeedback(stop_on_success=False)``: the feedback follows every attempt, right or
+      wrong, so the model cannot know when it is right.
 
-    The agent's own context policy applies (RISE evaluates with a window of the last 2 attempts:
-    ``HFAgent(..., context=LastAttempts(2))``).
+    The agent's own context policy applies: RISE evaluates with the first prompt and the most
+    recent attempt (``LastAttempts(1)``) at temperature 1.0; build the agent that way.
     """
-    from mulligan.training.rollout import reset_seed_for, task_index_for
-
-    env = gymnasium.make(env_id, **{k: v for k, v in (env_kwargs or {}).items() if k != "max_attempts"})
-    tasks, questions = [], []
-    for k in range(num_tasks):
-        options = {"task_index": task_index_for(env, seed, k)}
-        observation, _ = env.reset(seed=reset_seed_for(seed, k, 0), options=options)
-        tasks.append(env.unwrapped.task)
-        questions.append(observation)
-    agent.reset(seed)
-    histories = [[{"role": "user", "content": q}] for q in questions]
-    keys: list[list[str]] = [[] for _ in tasks]
-    correct: list[list[bool]] = [[] for _ in tasks]
-    first_samples = agent.sample(
-        [AgentInput(list(h), task=t, env_id=env_id) for h, t in zip(histories, tasks, strict=True)],
-        samples_at_turn_one,
-    )
-    m5 = []
-    for task, options in zip(tasks, first_samples, strict=True):
-        texts = [a.text for a in options]
-        scores = score_actions(env, task, texts)
-        m5.append(_majority([answer_key(x) for x in texts], [s for _, s in scores]))
-    for _ in range(turns):
-        actions = agent.act([AgentInput([dict(m) for m in h], task=t, env_id=env_id)
-                             for h, t in zip(histories, tasks, strict=True)])
-        for i, action in enumerate(actions):
-            (_, success), = score_actions(env, tasks[i], [action.text])
-            keys[i].append(answer_key(action.text))
-            correct[i].append(success)
-            histories[i].append({"role": "assistant", "content": action.text})
-            histories[i].append({"role": "user", "content": feedback_template.format(
-                question=questions[i], feedback="", attempt=len(keys[i]), max_attempts=turns)})
-    env.close()
-    n = max(len(tasks), 1)
-    return {
-        "m1@t1": sum(c[0] for c in correct) / n,
-        f"m{samples_at_turn_one}@t1": sum(m5) / n,
-        f"m1@t{turns}": sum(_majority(k, c) for k, c in zip(keys, correct, strict=True)) / n,
-        f"p1@t{turns}": sum(any(c) for c in correct) / n,
-    }
+    kwargs = {k: v for k, v in dict(env_kwargs or {}).items() if k != "max_attempts"}
+    parallel = collect_episodes(
+        env_id, agent, len(task_indices) * parallel_samples, env_kwargs=kwargs, seed=seed,
+        task_indices=list(task_indices), samples_per_task=parallel_samples, num_envs=num_envs, progress=progress,
+    )  # fmt: skip
+    sequential = collect_episodes(
+        env_id, agent, len(task_indices), env_kwargs={**kwargs, "max_attempts": turns, "stop_on_success": False},
+        seed=seed + 1, task_indices=list(task_indices), num_envs=num_envs, progress=progress,
+    )  # fmt: skip
+    return {**parallel_metrics(parallel, seed=seed), **sequential_metrics(sequential, seed=seed)}
 
 
 # --------------------------------------------------------------------------------------- trainer
 @dataclass
-class RISEConfig:
-    """Configuration of ``mulligan train rise``.
+class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
+    """Configuration of ``mulligan train rise`` (fields left at ``None`` come from ``--preset``).
+
+    Presets: ``tiny`` (offline CPU: lr 5e-4, constant with warm-up, 2 epochs, batch 8, 1,024
+    tokens, 64 new tokens, best-of-4) and ``paper`` (the official ``finetune_deepspeed.sh`` and
+    README: lr 1e-5, cosine, warm-up 0.04, 1 x 16 accumulation, 2,048 tokens, bf16, gradient
+    checkpointing, weight decay 0; 1,000 new tokens; best-of-16 self-distillation; the official run
+    adds ``--deepspeed`` ZeRO-3; epochs are not stated, 1 here).
 
     Attributes:
-        env_id: A registered env whose attempts are one action each (``Mulligan/Math-v0``).
-        env_kwargs: JSON keyword arguments for ``gymnasium.make`` (generator settings, ...).
-        output_dir: Iteration folders ``iter-<i>/`` (rollouts, samples, checkpoints, model) go here.
-        model: The learner: a Hugging Face id or path, or ``tiny``.
         improver: ``self`` (best-of-N from the learner: self-distillation) or a teacher, as
             ``module:Class`` of a scripted agent or a model id/path (distillation).
         iterations: Collect -> train rounds (Algorithm 1).
-        num_tasks: Tasks rolled out per iteration.
-        max_attempts: Turns per rollout (RetryWithFeedback attempts).
-        best_of_n: Candidates per turn when improving.
+        num_tasks: Tasks rolled out per iteration (indices from ``task_offset``).
+        best_of_n: Candidates per improved attempt (the paper: 16 for self-distillation).
         tau: RWR temperature: weights are exp(reward / tau) (the paper's 0.4).
-        filter: Which samples to keep: all | better | best | success.
-        temperature: Sampling temperature of rollouts and candidates.
-        max_new_tokens: Tokens generated per action.
-        num_envs: Envs run side by side while collecting.
-        window: Attempts the model sees (sliding window, the paper's 2); 0 keeps everything.
-        max_length: Longest training sequence (longer ones keep their end).
-        num_train_epochs: Epochs per iteration (ignored when max_steps > 0).
-        max_steps: Optimiser steps per iteration; -1 uses num_train_epochs.
-        per_device_train_batch_size: Samples per device per step.
-        gradient_accumulation_steps: Micro-batches per optimiser step.
-        learning_rate: Peak learning rate.
-        lr_scheduler_type: Learning-rate schedule.
-        warmup_ratio: Fraction of steps for warm-up.
-        logging_steps: Log every this many steps.
-        save_steps: Checkpoint every this many steps.
-        save_total_limit: Checkpoints kept per iteration.
-        report_to: Metrics integrations (none, tensorboard, wandb, ...).
-        resume_from_checkpoint: ``auto`` resumes finished iterations and the latest checkpoint.
-        eval_tasks: Held-out tasks for the RISE metrics after the last iteration (0 skips).
-        seed: Seed of task choice, sampling and training.
-        disable_tqdm: Hide progress bars.
+        filter: Which samples to keep: all | better | best | success (official meanings).
+        remove_duplicates: Drop repeated and empty attempts (the official ``--remove_duplication``).
+        max_repeats: Degenerate text: a word repeated more often than this (0: keep all).
+        loss_normalization: ``sample`` (official: mean over samples of the mean token loss) or
+            ``token`` (every learned token weighs the same).
+        window: Previous attempts the model sees (the paper's ``context_window 2`` = 1); 0: all.
+        format_reward: Reward of an attempt with no extractable answer, passed to the env as
+            ``format_reward`` (RISE's GSM8K env pays -1); empty: the env's default.
+        eval_tasks: Held-out tasks for the RISE metrics after the last iteration (0 skips; -1: the
+            whole evaluation split).
+        eval_env_kwargs: JSON merged over ``env_kwargs`` for evaluation (the test split).
+        eval_turns: Sequential turns of the metrics (m1@t5, p1@t5).
+        eval_samples: Parallel samples of the metrics (m5@t1).
+        eval_temperature: Sampling temperature of every metric (the paper's 1.0).
     """
 
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {
+            "learning_rate": 5e-4,
+            "lr_scheduler_type": "constant_with_warmup",
+            "warmup_ratio": 0.05,
+            "num_train_epochs": 2.0,
+            "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 1,
+            "max_length": 1024,
+            "max_new_tokens": 64,
+            "best_of_n": 4,
+        },
+        "paper": {
+            "learning_rate": 1e-5,
+            "lr_scheduler_type": "cosine",
+            "warmup_ratio": 0.04,
+            "num_train_epochs": 1.0,
+            "per_device_train_batch_size": 1,
+            "gradient_accumulation_steps": 16,
+            "max_length": 2048,
+            "weight_decay": 0.0,
+            "bf16": True,
+            "gradient_checkpointing": True,
+            "max_new_tokens": 1000,
+            "best_of_n": 16,
+        },
+    }
+
     env_id: str = field(default="Mulligan/Math-v0", metadata={"help": "Env id (one action per attempt)."})
-    env_kwargs: str = field(default="{}", metadata={"help": "JSON kwargs for gymnasium.make."})
+    max_attempts: int = field(default=2, metadata={"help": "Attempts per rollout (the paper's 2)."})
+    num_envs: int = field(default=16, metadata={"help": "Envs run side by side."})
     output_dir: str = field(default="runs/rise", metadata={"help": "Output folder."})
-    model: str = field(default="tiny", metadata={"help": "Learner: HF id or path, or 'tiny'."})
     improver: str = field(default="self", metadata={"help": "'self' or a teacher ('module:Class' or model)."})
     iterations: int = field(default=1, metadata={"help": "Collect -> train rounds."})
     num_tasks: int = field(default=64, metadata={"help": "Tasks rolled out per iteration."})
-    max_attempts: int = field(default=3, metadata={"help": "Turns per rollout."})
-    best_of_n: int = field(default=4, metadata={"help": "Candidates per turn."})
+    best_of_n: int | None = field(default=None, metadata={"help": "Candidates per improved attempt (preset)."})
     tau: float = field(default=0.4, metadata={"help": "RWR temperature (paper: 0.4)."})
     filter: str = field(default="all", metadata={"help": "all | better | best | success."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Tokens per action."})
-    num_envs: int = field(default=16, metadata={"help": "Envs in lockstep."})
-    window: int = field(default=2, metadata={"help": "Attempts in context (0: all)."})
-    max_length: int = field(default=1024, metadata={"help": "Longest training sequence."})
-    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs per iteration."})
-    max_steps: int = field(default=-1, metadata={"help": "Steps per iteration; -1 uses epochs."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Samples per step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per step."})
-    learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate."})
-    lr_scheduler_type: str = field(default="constant_with_warmup", metadata={"help": "LR schedule."})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "Warm-up fraction."})
-    logging_steps: int = field(default=10, metadata={"help": "Log every N steps."})
-    save_steps: int = field(default=500, metadata={"help": "Checkpoint every N steps."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
-    report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb | ..."})
-    resume_from_checkpoint: str = field(default="", metadata={"help": "'auto' to resume."})
-    eval_tasks: int = field(default=0, metadata={"help": "Held-out tasks for RISE metrics (0: skip)."})
-    seed: int = field(default=0, metadata={"help": "Random seed."})
-    disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
+    remove_duplicates: bool = field(default=True, metadata={"help": "Drop repeated and empty attempts."})
+    max_repeats: int = field(default=150, metadata={"help": "Degenerate: a word repeated more (0: off)."})
+    loss_normalization: str = field(default="sample", metadata={"help": "sample (official) | token."})
+    window: int = field(default=1, metadata={"help": "Previous attempts in context (paper: 1); 0: all."})
+    format_reward: float | None = field(default=None, metadata={"help": "Reward with no answer (RISE: -1)."})
+    eval_tasks: int = field(default=0, metadata={"help": "Held-out tasks for RISE metrics (0: skip, -1: all)."})
+    eval_env_kwargs: str = field(default='{"split": "test"}', metadata={"help": "JSON over env_kwargs for eval."})
+    eval_turns: int = field(default=5, metadata={"help": "Sequential turns (m1@t5, p1@t5)."})
+    eval_samples: int = field(default=5, metadata={"help": "Parallel samples (m5@t1)."})
+    eval_temperature: float = field(default=1.0, metadata={"help": "Temperature of the metrics (paper: 1.0)."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.env_kwargs, dict):
-            self.env_kwargs = json.dumps(self.env_kwargs)
-        try:
-            kwargs = json.loads(self.env_kwargs)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"env_kwargs must be a JSON object, e.g. '{{\"data_seed\": 1}}': {err}") from err
-        if not isinstance(kwargs, dict):
-            raise ValueError("env_kwargs must be a JSON object, e.g. '{\"data_seed\": 1}'")
-        if "max_attempts" in kwargs:
-            raise ValueError("set turns with --max_attempts, not inside env_kwargs")
+        super().__post_init__()
         if self.filter not in FILTERS:
             raise ValueError(f"filter must be one of {FILTERS}, got {self.filter!r}")
+        if self.loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ValueError(
+                f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {self.loss_normalization!r}"
+            )
         if self.tau <= 0:
             raise ValueError(f"tau must be > 0 (the paper uses 0.4), got {self.tau}")
-        for name in ("iterations", "num_tasks", "max_attempts", "best_of_n", "num_envs", "max_new_tokens"):
+        for name in ("iterations", "num_tasks", "best_of_n", "eval_turns", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.window < 0:
-            raise ValueError(f"window must be >= 0 (0 keeps every attempt), got {self.window}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"max_steps must be a positive int, or -1 to use num_train_epochs; got {self.max_steps}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.window < 0 or self.max_repeats < 0:
+            raise ValueError("window and max_repeats must be >= 0 (0: keep every attempt / no check)")
+        if self.eval_tasks < -1:
+            raise ValueError(f"eval_tasks must be >= 0, or -1 for the whole split; got {self.eval_tasks}")
+        if self.eval_temperature < 0:
+            raise ValueError(
+                f"eval_temperature must be >= 0 (the paper's metrics use 1.0), got {self.eval_temperature}"
+            )
+        self.eval_env_kwargs_dict = {**self.env_kwargs_dict, **_json_object("eval_env_kwargs", self.eval_env_kwargs)}
+        if "max_attempts" in self.eval_env_kwargs_dict:
+            raise ValueError("set evaluation turns with --eval_turns, not inside eval_env_kwargs")
+        if self.format_reward is not None:
+            self.env_kwargs_dict["format_reward"] = self.format_reward
+            self.eval_env_kwargs_dict["format_reward"] = self.format_reward
 
-    @property
-    def env_kwargs_dict(self) -> dict[str, Any]:
-        """``env_kwargs`` parsed."""
-        return json.loads(self.env_kwargs)
+    def context(self):
+        """The context policy of every RISE agent: the last ``window`` attempts (0: all)."""
+        return LastAttempts(self.window) if self.window else KeepAll()
 
 
-def _learner(model_path: str, config: RISEConfig, model=None, tokenizer=None):
-    from mulligan.agents.context import KeepAll, LastAttempts
+#: The name this config had before the config pieces; kept for scripts that import it.
+RISEConfig = RISEArgs
+
+
+def _json_object(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    try:
+        parsed = json.loads(value or "{}")
+    except json.JSONDecodeError as err:
+        raise ValueError(f'{name} must be a JSON object, e.g. \'{{"split": "test"}}\': {err}') from err
+    if not isinstance(parsed, dict):
+        raise ValueError(f'{name} must be a JSON object, e.g. \'{{"split": "test"}}\'')
+    return parsed
+
+
+def _agent(config: RISEArgs, model, tokenizer=None, *, temperature: float):
     from mulligan.agents.hf import HFAgent
 
-    context = LastAttempts(config.window) if config.window else KeepAll()
-    if model is not None:
-        return HFAgent(model, tokenizer, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
-                       seed=config.seed, context=context)
-    return HFAgent(model_path, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
-                   seed=config.seed, context=context)
+    return HFAgent(
+        model, tokenizer, temperature=temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+        seed=config.seed, context=config.context(), system_prompt=config.system_prompt or None,
+    )  # fmt: skip
 
 
-def train_rise(
-    config: RISEConfig, env_kwargs: dict[str, Any] | None = None, improver: Agent | None = None
-) -> dict[str, Any]:
-    """Run ``config.iterations`` rounds of collect -> improve -> reward-weighted regression.
+def _check_single_action_attempts(rollouts: Sequence[Trajectory]) -> None:
+    for rollout in rollouts:
+        attempts = [turn.info.get("attempt") for turn in rollout.turns]
+        if len(set(attempts)) != len(attempts):
+            raise ValueError(
+                f"{rollout.env_id}: an attempt took several actions; RISE needs one action per attempt "
+                "(Math-v0, Echo-v0, Constraints-v0), not a ReAct env"
+            )
+
+
+def eval_task_indices(config: RISEArgs, num_tasks: int | None) -> list[int]:
+    """The held-out tasks: the first ``eval_tasks`` of the evaluation split (all with -1)."""
+    if config.eval_tasks == -1:
+        if num_tasks is None:
+            raise ValueError("eval_tasks=-1 needs a finite evaluation split; pass a number of tasks")
+        return list(range(num_tasks))
+    if num_tasks is not None and config.eval_tasks > num_tasks:
+        raise ValueError(f"eval_tasks={config.eval_tasks} exceeds the {num_tasks} tasks of the evaluation split")
+    return list(range(config.eval_tasks))
+
+
+def _collect_and_convert(config: RISEArgs, pool: EnvPool, agents: tuple[Agent, Agent], iter_dir: str, seed: int):
+    from mulligan.training.rewards import EnvReward
+
+    scorer = EnvReward(config.env_id, {k: v for k, v in config.env_kwargs_dict.items()})
+    learner, improver = agents
+    data_agent = BestOfNAfterFirst(
+        learner, improver, config.best_of_n, lambda text, task: scorer.score(text, {"task": dict(task)}),
+        max_repeats=config.max_repeats,
+    )  # fmt: skip
+    rollouts = collect_episodes(
+        pool, data_agent, config.num_tasks, seed=seed,
+        task_indices=range(config.task_offset, config.task_offset + config.num_tasks),
+        store=TrajectoryStore(os.path.join(iter_dir, "rollouts.jsonl")), progress=not config.disable_tqdm,
+    )  # fmt: skip
+    _check_single_action_attempts(rollouts)
+    samples = rise_samples(
+        rollouts, criteria=config.filter, remove_duplicates=config.remove_duplicates,
+        max_repeats=config.max_repeats, window=config.window, system_prompt=config.system_prompt or None,
+    )  # fmt: skip
+    with open(os.path.join(iter_dir, "samples.jsonl"), "w", encoding="utf-8") as handle:
+        for sample in samples:
+            handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+    return rollouts, samples
+
+
+def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any]:
+    """Run ``config.iterations`` rounds of collect -> convert -> reward-weighted regression.
 
     Args:
-        config: The run's configuration.
-        env_kwargs: Keyword arguments for ``gymnasium.make`` that replace ``config.env_kwargs``
-            (for Python objects JSON cannot carry, such as a generator config dataclass).
+        config: The run's configuration (``env_kwargs`` may be a dict holding objects JSON cannot
+            carry, such as a generator config dataclass).
         improver: An agent object that replaces ``config.improver`` (a teacher built in Python).
 
     Returns:
         ``{"output_dir", "model_dir", "iterations": [per-iteration stats], "eval": metrics or None}``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
+    from transformers import set_seed
 
-    from mulligan.agents.tiny import resolve_model
-    from mulligan.training.nat import resolve_checkpoint
+    from mulligan.agents.loading import load_agent
 
     # Seed.
     set_seed(config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
-    env_kwargs = dict(env_kwargs) if env_kwargs is not None else config.env_kwargs_dict
-    model_path = resolve_model(config.model)
+    model_path = config.model
     history = []
+    pool = EnvPool(config.env_id, config.num_envs, {**config.env_kwargs_dict, "max_attempts": config.max_attempts})
+    try:
+        for iteration in range(config.iterations):
+            iter_dir = os.path.join(config.output_dir, f"iter-{iteration}")
+            done_marker = os.path.join(iter_dir, "model", "rise_iteration.json")
+            if config.resume_from_checkpoint and os.path.exists(done_marker):
+                with open(done_marker, encoding="utf-8") as handle:
+                    history.append(json.load(handle))
+                model_path = os.path.join(iter_dir, "model")
+                continue
+            os.makedirs(iter_dir, exist_ok=True)
 
-    for iteration in range(config.iterations):
-        iter_dir = os.path.join(config.output_dir, f"iter-{iteration}")
-        done_marker = os.path.join(iter_dir, "model", "rise_iteration.json")
-        if config.resume_from_checkpoint and os.path.exists(done_marker):
-            with open(done_marker, encoding="utf-8") as handle:
-                history.append(json.load(handle))
-            model_path = os.path.join(iter_dir, "model")
-            continue
-        os.makedirs(iter_dir, exist_ok=True)
+            # Model: the learner of this iteration (the previous iteration's output).
+            tokenizer = load_tokenizer(config, model_path)
+            model = load_model(config, model_path)
+            learner = _agent(config, model, tokenizer, temperature=config.temperature)
 
-        # Model: the learner of this iteration (the previous iteration's output).
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path)
-        learner = _learner(model_path, config, model, tokenizer)
+            # Data: turn 1 on-policy, later turns best-of-N from the improver (Sec. 4.2), converted.
+            if improver is not None:
+                improving = improver
+            elif config.improver == "self":
+                improving = learner
+            else:
+                improving = load_agent(
+                    config.improver, temperature=config.temperature, max_new_tokens=config.max_new_tokens
+                )
+            rollouts, samples = _collect_and_convert(
+                config, pool, (learner, improving), iter_dir, config.seed + iteration
+            )
+            if not samples:
+                raise ValueError(
+                    f"iteration {iteration}: filter {config.filter!r} kept no sample of {len(rollouts)} rollouts; "
+                    "use --filter all, more --best_of_n, or a teacher --improver"
+                )
 
-        # Rollouts: the current model in the multi-turn MDP (Sec. 4.1); resumable through the store.
-        rollouts = collect_episodes(
-            config.env_id, learner, config.num_tasks, env_kwargs={**env_kwargs, "max_attempts": config.max_attempts},
-            num_envs=config.num_envs, seed=config.seed + iteration, store=TrajectoryStore(
-                os.path.join(iter_dir, "rollouts.jsonl")), progress=not config.disable_tqdm,
-        )
-
-        # Improvement: best-of-N from the learner (self-distillation) or a teacher (Sec. 4.2).
-        if improver is not None:
-            improving = improver
-        elif config.improver == "self":
-            improving = learner
-        else:
-            improving = load_agent(config.improver, temperature=config.temperature,
-                                   max_new_tokens=config.max_new_tokens)
-        samples = improve_rollouts(rollouts, improving, config.env_id, best_of_n=config.best_of_n,
-                                   env_kwargs=env_kwargs, batch_size=config.num_envs)
-        kept = filter_samples(samples, config.filter)
-        with open(os.path.join(iter_dir, "samples.jsonl"), "w", encoding="utf-8") as handle:
-            for sample in samples:
-                handle.write(json.dumps({**sample, "kept": sample in kept}, ensure_ascii=False) + "\n")
-        if not kept:
-            raise ValueError(
-                f"iteration {iteration}: filter {config.filter!r} kept no sample of {len(samples)}; use "
-                "--filter all, more --best_of_n, or a teacher --improver"
+            # Update loop: reward-weighted regression on the kept samples (Sec. 4.2).
+            dataset = rwr_dataset(tokenizer, samples, config.tau, config.max_length)
+            args = config.to_training_arguments(os.path.join(iter_dir, "checkpoints"), remove_unused_columns=False)
+            trainer = reward_weighted_trainer(model, args, dataset, tokenizer, config.loss_normalization)
+            result = trainer.train(
+                resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, args.output_dir)
             )
 
-        # Update loop: reward-weighted regression on the improved turns (Sec. 4.2).
-        dataset = rwr_dataset(tokenizer, kept, config.tau, config.max_length)
-        args = TrainingArguments(
-            output_dir=os.path.join(iter_dir, "checkpoints"),
-            num_train_epochs=config.num_train_epochs,
-            max_steps=config.max_steps,
-            per_device_train_batch_size=config.per_device_train_batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            learning_rate=config.learning_rate,
-            lr_scheduler_type=config.lr_scheduler_type,
-            warmup_steps=config.warmup_ratio,
-            logging_steps=config.logging_steps,
-            save_steps=config.save_steps,
-            save_total_limit=config.save_total_limit,
-            report_to=[r for r in config.report_to.split(",") if r] or "none",
-            seed=config.seed,
-            disable_tqdm=config.disable_tqdm,
-            remove_unused_columns=False,
-            dataloader_num_workers=0,
-        )
-        trainer = _reward_weighted_trainer_class()(
-            model=model, args=args, train_dataset=dataset, data_collator=RWRCollator(tokenizer.pad_token_id),
-            processing_class=tokenizer,
-        )
-        result = trainer.train(
-            resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, args.output_dir))
-
-        # Logging and checkpoint: the iteration's model is the next iteration's learner.
-        model_path = os.path.join(iter_dir, "model")
-        trainer.save_model(model_path)
-        tokenizer.save_pretrained(model_path)
-        stats = {
-            "iteration": iteration,
-            "rollouts": len(rollouts),
-            "rollout_success": sum(t.success for t in rollouts) / max(len(rollouts), 1),
-            "turn1_success": sum(bool(t.turns[0].info.get("success")) for t in rollouts) / max(len(rollouts), 1),
-            "samples": len(samples),
-            "kept": len(kept),
-            "improved_success": sum(s["success"] for s in samples) / max(len(samples), 1),
-            "train_loss": float(result.training_loss),
-        }
-        with open(done_marker, "w", encoding="utf-8") as handle:
-            json.dump(stats, handle, indent=2)
-        history.append(stats)
+            # Logging and checkpoint: the iteration's model is the next iteration's learner.
+            model_path = os.path.join(iter_dir, "model")
+            trainer.save_model(model_path)
+            tokenizer.save_pretrained(model_path)
+            stats = {
+                "iteration": iteration,
+                "rollouts": len(rollouts),
+                "rollout_success": sum(t.success for t in rollouts) / max(len(rollouts), 1),
+                "turn1_success": sum(bool(t.turns[0].info.get("success")) for t in rollouts) / max(len(rollouts), 1),
+                "samples": len(samples),
+                "sample_success": sum(s["success"] for s in samples) / len(samples),
+                "train_loss": float(result.training_loss),
+            }
+            with open(done_marker, "w", encoding="utf-8") as handle:
+                json.dump(stats, handle, indent=2)
+            history.append(stats)
+    finally:
+        pool.close()
 
     evaluation = None
     if config.eval_tasks:
+        with EnvPool(config.env_id, 1, config.eval_env_kwargs_dict) as probe:
+            indices = eval_task_indices(config, probe.num_tasks)
         evaluation = evaluate_rise(
-            _learner(model_path, config),
-            config.env_id, num_tasks=config.eval_tasks, seed=config.seed + 10_000, turns=5,
-            env_kwargs=env_kwargs,
-        )
-    summary = {"output_dir": config.output_dir, "model_dir": model_path, "iterations": history,
-               "eval": evaluation, "config": asdict(config)}
+            _agent(config, model_path, temperature=config.eval_temperature), config.env_id, indices,
+            env_kwargs=config.eval_env_kwargs_dict, turns=config.eval_turns, parallel_samples=config.eval_samples,
+            seed=config.seed + 10_000, num_envs=config.num_envs, progress=not config.disable_tqdm,
+        )  # fmt: skip
+    summary = {
+        "output_dir": config.output_dir,
+        "model_dir": model_path,
+        "iterations": history,
+        "eval": evaluation,
+        "config": asdict(config),
+    }
     with open(os.path.join(config.output_dir, "rise_summary.json"), "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
+        json.dump(summary, handle, indent=2, default=str)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``mulligan train rise``: parse :class:`RISEConfig` flags and train."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(RISEConfig, prog="mulligan train rise", description=__doc__.split("\n")[0])
-    (config,) = parser.parse_args_into_dataclasses(args=argv if argv is not None else sys.argv[1:])
+    """``mulligan train rise``: parse :class:`RISEArgs` flags and train."""
+    config = parse_args(RISEArgs, argv, prog="mulligan train rise", description=__doc__.split("\n")[0])
     summary = train_rise(config)
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     return 0
