@@ -1,6 +1,5 @@
 """RISE: on-policy first turns, the official converter and filters, RWR losses, metrics, one iteration."""
 
-import inspect
 import json
 import math
 from dataclasses import replace
@@ -222,16 +221,6 @@ def test_metrics_on_hand_made_trajectories():
     assert metrics["m1@t1"] == pytest.approx(2 / 3) and metrics["m3@t1"] == 1.0 and metrics["m3@t1_ties"] == 0.0
 
 
-registration_forwards_stop_on_success = (
-    "stop_on_success"
-    in inspect.signature(__import__("mulligan.envs.registration", fromlist=["make_EchoEnv"]).make_EchoEnv).parameters
-)
-
-
-@pytest.mark.skipif(
-    not registration_forwards_stop_on_success,
-    reason="gymnasium.make must forward stop_on_success to RetryWithFeedback (envs/registration.py)",
-)
 def test_evaluate_rise_runs_the_no_oracle_loop_on_each_task_once():
     class LearnsFromFeedback(Agent):
         """Wrong at turn 1, right once it has seen feedback."""

@@ -6,7 +6,7 @@ import gymnasium
 import pytest
 
 from mulligan.envs.testing import EchoEnv
-from mulligan.envs.wrappers import RISE_FEEDBACK_TEMPLATE, ChatHistory, RetryWithFeedback
+from mulligan.envs.wrappers import RISE_FEEDBACK_TEMPLATE, ChatHistory, RetryWithFeedback, set_stop_on_success
 
 
 def _retry_env(**kwargs):
@@ -123,3 +123,12 @@ def test_without_stop_on_success_every_attempt_is_answered_with_feedback():
     assert terminated and info["attempt"] == 3 and info["success"]
     with pytest.raises(ValueError, match="stop_on_success"):
         RetryWithFeedback(EchoEnv(), stop_on_success="no")
+
+
+def test_set_stop_on_success_reaches_the_retry_layer_of_a_made_env():
+    env = set_stop_on_success(gymnasium.make("Mulligan/Echo-v0", max_attempts=2), False)
+    env.reset(options={"task": {"target": "apple"}})
+    _, _, terminated, _, info = env.step("apple")
+    assert info["success"] and not terminated
+    with pytest.raises(ValueError, match="max_attempts"):
+        set_stop_on_success(gymnasium.make("Mulligan/Echo-v0"), False)

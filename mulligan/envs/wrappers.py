@@ -164,3 +164,27 @@ class ChatHistory(gymnasium.Wrapper[str, str, str, str]):
         if not (terminated or truncated):
             self.messages.append({"role": "user", "content": observation})
         return observation, reward, terminated, truncated, info
+
+
+def set_stop_on_success(env: gymnasium.Env, stop_on_success: bool) -> gymnasium.Env:
+    """Set ``stop_on_success`` on the :class:`RetryWithFeedback` layer of an env made elsewhere.
+
+    ``gymnasium.make(env_id, max_attempts=k)`` builds the retry layer; RISE's oracle-free
+    evaluation then keeps it retrying after a success (``stop_on_success=False``).
+
+    Returns:
+        ``env`` itself.
+
+    Raises:
+        ValueError: If ``env`` has no retry layer (make it with ``max_attempts`` > 1).
+    """
+    if not isinstance(stop_on_success, bool):
+        raise ValueError(f"stop_on_success must be a bool, got {stop_on_success!r}")
+    layer, found = env, False
+    while isinstance(layer, gymnasium.Wrapper):
+        if isinstance(layer, RetryWithFeedback):
+            layer.stop_on_success, found = stop_on_success, True
+        layer = layer.env
+    if not found:
+        raise ValueError("the env has no RetryWithFeedback layer; make it with max_attempts > 1")
+    return env

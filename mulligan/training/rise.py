@@ -324,7 +324,7 @@ def sequential_metrics(
 def evaluate_rise(
     agent: Agent,
     env_id: str,
-    task_indices: Sequence[int],
+    task_indices: Sequence[int] | None,
     *,
     env_kwargs: Mapping[str, Any] | None = None,
     turns: int = 5,
@@ -335,6 +335,9 @@ def evaluate_rise(
 ) -> dict[str, float]:
     """The paper's metrics (Sec. 5) on ``task_indices``, each task scored once per sample.
 
+    ``task_indices=None`` is the whole split. Both runs go through
+    :func:`~mulligan.training.evaluation.evaluate`:
+
     * m1@t1, m{k}@t1: ``parallel_samples`` single-attempt samples per task (``--max_turns 1
       --num_of_samples 5`` in the official ``workflow_eval.py``).
     * m1@t{turns}, p1@t{turns}: one ``turns``-attempt episode per task in
@@ -344,16 +347,22 @@ def evaluate_rise(
     The agent's own context policy applies: RISE evaluates with the first prompt and the most
     recent attempt (``LastAttempts(1)``) at temperature 1.0; build the agent that way.
     """
+    from mulligan.envs.wrappers import set_stop_on_success
+    from mulligan.training.evaluation import evaluate
+
     kwargs = {k: v for k, v in dict(env_kwargs or {}).items() if k != "max_attempts"}
-    parallel = collect_episodes(
-        env_id, agent, len(task_indices) * parallel_samples, env_kwargs=kwargs, seed=seed,
-        task_indices=list(task_indices), samples_per_task=parallel_samples, num_envs=num_envs, progress=progress,
+    parallel = evaluate(
+        agent, env_id, task_indices, env_kwargs=kwargs, samples_per_task=parallel_samples, seed=seed,
+        num_envs=num_envs, progress=progress, metrics=[lambda t: parallel_metrics(t, seed=seed)],
     )  # fmt: skip
-    sequential = collect_episodes(
-        env_id, agent, len(task_indices), env_kwargs={**kwargs, "max_attempts": turns, "stop_on_success": False},
-        seed=seed + 1, task_indices=list(task_indices), num_envs=num_envs, progress=progress,
-    )  # fmt: skip
-    return {**parallel_metrics(parallel, seed=seed), **sequential_metrics(sequential, seed=seed)}
+    with EnvPool(env_id, num_envs, {**kwargs, "max_attempts": turns}) as pool:
+        for env in pool.envs:
+            set_stop_on_success(env, False)  # no oracle
+        sequential = evaluate(
+            agent, pool, task_indices, seed=seed + 1, progress=progress,
+            metrics=[lambda t: sequential_metrics(t, seed=seed)],
+        )  # fmt: skip
+    return {**parallel.metrics, **sequential.metrics}
 
 
 # --------------------------------------------------------------------------------------- trainer
