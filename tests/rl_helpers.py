@@ -57,14 +57,15 @@ def warm_start(answers=("a", "b", "c", "d"), steps: int = 40, seed: int = 0):
 
 def echo_success(model, tokenizer, seed: int = 123) -> float:
     """Success rate of ``model`` on :data:`HELD_OUT` Echo tasks (sampling at temperature 1, 4 tokens)."""
-    from mulligan.training.evaluation import evaluate
-
     from mulligan.agents.hf import HFAgent
+    from mulligan.training.evaluation import evaluate
 
     was_training = model.training
     agent = HFAgent(model, tokenizer, temperature=1.0, max_new_tokens=4, seed=seed, batch_size=32)
     try:
-        result = evaluate(agent, "Mulligan/Echo-v0", HELD_OUT, env_kwargs=ECHO_KWARGS, seed=seed, progress=False)
+        result = evaluate(
+            agent, "Mulligan/Echo-v0", HELD_OUT, env_kwargs=ECHO_KWARGS, seed=seed, num_envs=32, progress=False
+        )
     finally:
         model.train(was_training)
     return result.summary.success_rate

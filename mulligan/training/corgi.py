@@ -172,6 +172,7 @@ def evaluate_corgi(trainer: PPOTrainer, args: CORGIArgs, env: Any) -> dict[str, 
             env,
             indices,
             seed=args.seed,
+            num_envs=len(env),
             progress=False,
             metrics=(success_curve(args.eval_retry_limit + 1),),
         )
