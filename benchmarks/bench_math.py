@@ -26,16 +26,59 @@ from mulligan.envs.verifiers.math import (
 
 # (gold, answer) pairs in the forms models write; half are equivalent.
 VERIFIER_PAIRS = [
-    ("72", "72"), ("72", "73"), ("1234", "1,234"), ("18", "$18"), ("0.5", "\\frac{1}{2}"),
-    ("7/4", "1.75"), ("3", "x = 3"), ("25", "25\\%"), ("\\frac{1}{2}", "\\frac{2}{4}"),
-    ("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}"), ("\\{1,2\\}", "\\{2,1\\}"), ("[1,2)", "(1,2)"),
-    ("y=2x+1", "2x+1=y"), ("x^2+2x+1", "(x+1)^2"), ("\\pi", "3.14"), ("1/3", "0.333333"),
-    ("12.5", "12.50"), ("-4", "-4.0"), ("100", "99"), ("2\\sqrt{3}", "\\sqrt{12}"),
+    ("72", "72"),
+    ("72", "73"),
+    ("1234", "1,234"),
+    ("18", "$18"),
+    ("0.5", "\\frac{1}{2}"),
+    ("7/4", "1.75"),
+    ("3", "x = 3"),
+    ("25", "25\\%"),
+    ("\\frac{1}{2}", "\\frac{2}{4}"),
+    ("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}"),
+    ("\\{1,2\\}", "\\{2,1\\}"),
+    ("[1,2)", "(1,2)"),
+    ("y=2x+1", "2x+1=y"),
+    ("x^2+2x+1", "(x+1)^2"),
+    ("\\pi", "3.14"),
+    ("1/3", "0.333333"),
+    ("12.5", "12.50"),
+    ("-4", "-4.0"),
+    ("100", "99"),
+    ("2\\sqrt{3}", "\\sqrt{12}"),
 ]
 ADVERSARIAL = [
-    "9^{9^{9^{9^9}}}", "2^{2^{2^{2^{2^{2}}}}}", "99999999^{99999999}", "(x+1)^{100000}",
-    "{" * 400 + "1" + "}" * 400, "x" * 999, "\\sqrt{" * 200 + "2" + "}" * 200,
-    "\\int_0^\\infty e^{-x^{x^{x}}} dx", "1\x00\x1b[31m2\x7f",
+    "9^{9^{9^{9^9}}}",
+    "2^{2^{2^{2^{2^{2}}}}}",
+    "99999999^{99999999}",
+    "(x+1)^{100000}",
+    "{" * 400 + "1" + "}" * 400,
+    "x" * 999,
+    "\\sqrt{" * 200 + "2" + "}" * 200,
+    "\\int_0^\\infty e^{-x^{x^{x}}} dx",
+    "1\x00\x1b[31m2\x7f",
+]
+# Answers to a question whose gold answer is 72 that are not 72 (issue 15): each must be refused.
+REWARD_HACKS = [
+    "72 minus one",
+    "72 times two",
+    "72 or more",
+    "72 is not the answer",
+    "72 \\text{ or more}",
+    "99 = 72",
+    "x = 99 = 72",
+    "73 \\to 72",
+    "73 := 72",
+    "73 \\coloneqq 72",
+    "73 \\approx 72",
+    "71, 72, \\ldots",
+    "71, 72, ...",
+    "71 \\\\ 72",
+    "71 1",
+    "71 \\quad 1",
+    "{99 \\atop 72}",
+    "99 \\therefore 72",
+    "99 \\boxed{72}",
 ]
 ADVERSARIAL_RESPONSES = ["x" * 2**20, "\\boxed{" + "{" * 2**19 + "}" * 2**19, "9" * 2**20, "\\boxed{" * 2**17]
 
@@ -153,6 +196,9 @@ def main() -> None:
         ("adversarial set median latency, s", f"{sorted(latencies)[len(latencies) // 2]:.3f}"),
         ("forced overrun (timeout 0.5 s) returned after, s", f"{kill_latency:.2f}"),
     ]
+
+    refused = sum(not verify("72", answer) for answer in REWARD_HACKS)
+    rows.append(("reward-hacking answers to gold 72 refused", f"{refused}/{len(REWARD_HACKS)}"))
 
     if args.gsm8k:
         total, solved, consistent = gsm8k_check(args.gsm8k)

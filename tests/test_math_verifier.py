@@ -15,7 +15,6 @@ from mulligan.envs.verifiers.math import (
     extract_answer,
     get_verifier_pool,
     math_reward,
-    math_reward_func,
     normalize_answer,
     shutdown_verifier_pool,
     verify,
@@ -145,11 +144,6 @@ def test_math_reward_and_format_reward():
     assert math_reward("so \\boxed{13}", "12") == 0.0
     assert math_reward("I do not know.", "12") == 0.0
     assert math_reward("I do not know.", "12", format_reward=-1.0) == -1.0
-
-
-def test_trl_reward_function_takes_strings_and_conversations():
-    completions = ["\\boxed{4}", [{"role": "assistant", "content": "#### 5"}], "no idea"]
-    assert math_reward_func(completions, answer=["4", "4", "4"], format_reward=-1.0) == [1.0, 0.0, -1.0]
 
 
 def test_bad_gold_and_timeout_rejected():
@@ -349,3 +343,198 @@ def test_pool_size_from_environment(monkeypatch):
     monkeypatch.setenv("MULLIGAN_MATH_VERIFY_WORKERS", "zero")
     with pytest.raises(ValueError, match="MULLIGAN_MATH_VERIFY_WORKERS"):
         mv.default_pool_size()
+
+
+# --------------------------------------------------------------------------- reward hacking (issue 15)
+
+# Answers to a question whose gold answer is 72 that are not 72: prose after the number that changes
+# or denies it, and statements that contradict themselves. math-verify alone drops trailing words
+# and keeps the last side of arrows, definitions and ellipses, so every one of these used to verify.
+WRONG_FOR_72 = [
+    "72 minus one",
+    "72 times two",
+    "72 or more",
+    "72 is not the answer",
+    "72 \\text{ or more}",  # the same words inside \text{}
+    "72 \\text{ is not the answer}",
+    "72 apples and 3 pears",
+    "99 = 72",
+    "x = 99 = 72",
+    "73 \\to 72",
+    "73 \\rightarrow 72",
+    "73 -> 72",
+    "73 \\Rightarrow 72",
+    "73 \\implies 72",
+    "73 \\mapsto 72",
+    "73 := 72",
+    "73 =: 72",
+    "73 \\coloneqq 72",
+    "73 \\equiv 72",
+    "73 == 72",
+    "73 \\sim 72",
+    "71, 72, \\ldots",
+    "71, 72, \\dots",
+    "71, 72, ...",
+    "71 \\\\ 72",  # a line break keeps only the last line
+    "71 & 72",
+    "71 \\mid 72",
+    "71 \\vee 72",
+    "\\neg 72",
+    "\\not 72",
+    "71 1",  # juxtaposed numbers are added (mixed-number rule)
+    "71 \\quad 1",
+    "70~2",
+    "7\\;2",
+    "{99 \\atop 72}",  # commands math-verify does not know are dropped: only known ones are allowed
+    "99 \\therefore 72",
+    "99 \\hookrightarrow 72",
+    "\\cancel{99} 72",
+    "99 \\vert 72",
+    "72 \\setminus 72",
+    "99 \\boxed{72}",
+]
+
+# Forms of 72 that must stay correct: the number with a real unit, or a true statement.
+STILL_72 = [
+    "72 dollars",
+    "72 \\text{ dollars}",
+    "\\$72",
+    "72 cm",
+    "72 \\text{ cm}^2",
+    "72 \\mbox{ square feet}",
+    "72 km/h",
+    "72 miles per hour",
+    "72 minutes",
+    "72^\\circ",
+    "72°",
+    "72 degrees",
+    "x = 72",
+    "48 + 24 = 72",
+    "f(2) = 72",
+    "72\\,000 / 1000",
+    "\\frac{144}{2}",
+]
+
+
+@pytest.mark.parametrize("answer", WRONG_FOR_72)
+def test_words_and_contradictions_do_not_verify(answer):
+    assert not verify("72", answer), answer
+
+
+@pytest.mark.parametrize("answer", STILL_72)
+def test_real_units_and_true_statements_still_verify(answer):
+    assert verify("72", answer), answer
+
+
+def test_units_are_a_closed_list():
+    assert normalize_answer("18 dollars") == "18"
+    assert normalize_answer("5 \\text{ cm}^2") == "5"
+    assert normalize_answer("72 apples") == "72 apples"  # a count noun is not a unit
+    assert normalize_answer("72 or more") == "72 or more"
+    assert normalize_answer("2 m") == "2 m"  # one-letter symbols are variables as often as units
+    assert "apples" not in mv.UNIT_WORDS and "dollars" in mv.UNIT_WORDS
+
+
+def test_the_noun_a_question_counts_is_a_unit_of_that_task():
+    question = "A baker sells 1,250 rolls on Monday and twice as many on Tuesday. How many rolls does he sell?"
+    units = mv.question_units(question)
+    assert units == {"rolls", "roll"}
+    assert verify("3750", "3750 rolls", units=units)
+    assert not verify("3750", "3750 rolls", units=())  # a count noun is not a unit by itself
+    assert not verify("3750", "3750 rolls or more", units=units)
+    assert not verify("3750", "3751 rolls", units=units)
+    assert mv.question_units("How many more apples than pears? How many boxes?") == {"apples", "apple", "boxes", "box"}
+    assert mv.question_units("How much is it? 72 or more?") == frozenset()
+    assert math_reward("The answer is 3750 rolls.", "3750", units=units) == 1.0
+    assert verify_batch(["3750", "3750"], ["3750 rolls", "3750 rolls"], units=[units, ()]) == [True, False]
+
+
+def test_a_gold_answer_with_a_text_unit_accepts_that_unit():
+    # MATH writes some answers as "4\text{ ways}"; its own word is that task's unit.
+    assert verify("4\\text{ ways}", "4")
+    assert verify("4\\text{ ways}", "4 ways")
+    assert not verify("4\\text{ ways}", "4 or more ways")
+    assert not verify("4\\text{ ways}", "5 ways")
+
+
+def test_statements_allowed_when_the_gold_is_written_the_same_way():
+    assert verify("1, 2, \\ldots, n", "1, 2, \\ldots, n")
+    assert verify("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}")
+    assert not verify("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\3\\end{pmatrix}")
+
+
+EIGHT_NINES = {"question": "What is 8 * 9?", "answer": "8 * 9 = <<8*9=72>>72\n#### 72"}
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "So \\boxed{72 \\text{ or more}}.",
+        "The answer is 72 minus one.",
+        "The answer is 73 \\to 72.",
+        "#### 99 = 72",
+        "so \\boxed{71, 72, \\ldots}",
+    ],
+)
+def test_math_env_refuses_reward_hacks(response):
+    import gymnasium
+
+    import mulligan  # noqa: F401 - registers the ids
+
+    env = gymnasium.make("Mulligan/Math-v0")
+    env.reset(options={"task": EIGHT_NINES})
+    _, reward, terminated, _, info = env.step(response)
+    assert terminated and reward == 0.0 and not info["success"], (response, info)
+    env.reset(options={"task": EIGHT_NINES})
+    assert env.step("So \\boxed{72 \\text{ dollars}}.")[1] == 1.0
+
+
+@pytest.mark.parametrize("answer", ["72 or more", "72 is not the answer", "99 = 72", "73 := 72"])
+def test_math_react_finish_refuses_reward_hacks(answer):
+    import gymnasium
+
+    import mulligan  # noqa: F401 - registers the ids
+
+    env = gymnasium.make("Mulligan/MathReAct-v0")
+    env.reset(options={"task": EIGHT_NINES})
+    _, reward, _, _, info = env.step(f"Thought: done\nAction: finish[{answer}]")
+    assert reward == 0.0 and not info["success"], (answer, info)
+    env.reset(options={"task": EIGHT_NINES})
+    assert env.step("Thought: done\nAction: finish[72]")[1] == 1.0
+
+
+# --------------------------------------------------------------------------- worker death (issue 15)
+
+
+def test_a_worker_killed_while_idle_is_replaced_and_the_check_retried():
+    pool = VerifierPool(1)
+    try:
+        assert pool.check("x+1", "1+x", 30.0)
+        (pid,) = pool.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        assert _wait_dead([pid])
+        assert pool.check("x+1", "1+x", 30.0)  # a correct answer stays correct
+        (replacement,) = pool.worker_pids()
+        assert replacement != pid
+        # Killed between the liveness check and the request (no time to be reaped): still retried.
+        os.kill(replacement, signal.SIGKILL)
+        assert pool.check("\\{1,2\\}", "\\{2,1\\}", 30.0)
+    finally:
+        pool.shutdown()
+
+
+# --------------------------------------------------------------------------- the answer key (issue 11)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("so \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{\\frac{\\sqrt{3}}{2}} and not 2", "\\frac{\\sqrt{3}}{2}"),
+        ("\\boxed{\\left\\{ 1, \\{2\\} \\right\\}}", "\\left\\{ 1, \\{2\\} \\right\\}"),
+        ("\\boxed{x^{2^{3}}}", "x^{2^{3}}"),
+    ],
+)
+def test_extract_answer_is_a_majority_vote_key(text, expected):
+    # RISE's majority vote groups samples by this key: the whole boxed answer, never its last number.
+    assert extract_answer(text) == expected

@@ -7,7 +7,8 @@ nothing from ``mulligan``: startup cost is sympy and math-verify alone.
 Protocol (one JSON object per line): the worker writes ``{"ready": true}`` once its imports are
 done; then for each request ``{"id": n, "gold": str, "answer": str, "inner_timeout": int}`` on
 stdin it writes ``{"id": n, "equal": bool}`` on stdout. Any error while parsing or comparing is a
-non-match (``false``). The parent enforces the hard wall-clock deadline by killing this process;
+non-match (``false``), and so is an equation with a constant side that differs from a gold value
+(``99 = 72`` against 72). The parent enforces the hard wall-clock deadline by killing this process;
 math-verify's own ``signal.alarm`` timeouts (which work here, since this is the main thread of its
 own process) are only a cheaper first line of defence that keeps the worker alive.
 
@@ -52,18 +53,57 @@ def _harden(parent_pid: int) -> None:
         pass
 
 
+def _equation_sides(expr: object) -> list:
+    """The sides of an equation or a chain of equations (``a = b = c``), else an empty list."""
+    from sympy import And, Eq
+
+    if isinstance(expr, Eq):
+        return [expr.lhs, expr.rhs]
+    if isinstance(expr, And) and expr.args and all(isinstance(arg, Eq) for arg in expr.args):
+        return [side for arg in expr.args for side in (arg.lhs, arg.rhs)]
+    return []
+
+
+def _is_constant(expr: object) -> bool:
+    """Whether ``expr`` has a value of its own: no free symbols and no undefined function calls."""
+    from sympy.core.function import AppliedUndef
+
+    return not getattr(expr, "free_symbols", True) and not expr.atoms(AppliedUndef)
+
+
 def main() -> None:
     """Serve verification requests until stdin closes."""
     parent_pid = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
     _harden(parent_pid)
     # Integers of more than 4300 digits are refused by int(str) in Python >= 3.11 already; keep it so.
-    from math_verify import parse, verify
+    from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+    # math-verify's defaults, except its unit list: it strips words such as "more", "less", "gain"
+    # and any trailing \text{...}, so "72 or more" would equal 72. The parent strips real units itself.
+    extraction_config = [
+        LatexExtractionConfig(
+            normalization_config=NormalizationConfig(
+                basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all", equations=False
+            )
+        ),
+        ExprExtractionConfig(),
+    ]
     gold_cache: dict[tuple[str, int], list] = {}
 
     def parse_boxed(text: str, inner_timeout: int) -> list:
         # The parent already extracted the final answer; \boxed{} tells math-verify to take all of it.
-        return parse("\\boxed{" + text + "}", parsing_timeout=inner_timeout)
+        return parse("\\boxed{" + text + "}", extraction_config=extraction_config, parsing_timeout=inner_timeout)
+
+    def contradicts_itself(parsed_gold: list, parsed_answer: list, inner_timeout: int) -> bool:
+        # math-verify compares only the last side of an equation with a gold value ("99 = 72" is 72).
+        # Every constant side must equal the gold value; sides with variables or functions are names.
+        sides = _equation_sides(parsed_answer[0])
+        if not sides or _equation_sides(parsed_gold[0]):
+            return False
+        return any(
+            _is_constant(side) and not verify(parsed_gold, [side], timeout_seconds=inner_timeout) for side in sides
+        )
 
     def check(gold: str, answer: str, inner_timeout: int) -> bool:
         key = (gold, inner_timeout)
@@ -75,6 +115,8 @@ def main() -> None:
             gold_cache[key] = parsed_gold
         parsed_answer = parse_boxed(answer, inner_timeout)
         if not parsed_gold or not parsed_answer:
+            return False
+        if contradicts_itself(parsed_gold, parsed_answer, inner_timeout):
             return False
         return bool(verify(parsed_gold, parsed_answer, timeout_seconds=inner_timeout))
 

@@ -1,7 +1,7 @@
 """Math answer verification: extract a final answer from model text, decide equivalence safely.
 
-One implementation of math correctness, shared by ``Mulligan/Math-v0``, ``Mulligan/MathReAct-v0``,
-TRL reward functions and the benchmarks.
+One implementation of math correctness, shared by ``Mulligan/Math-v0``, ``Mulligan/MathReAct-v0``
+and the benchmarks; TRL trainers reach it through those envs (:mod:`mulligan.training.rewards`).
 
 * :func:`extract_answer` finds the final answer in a response: the last ``\\boxed{...}`` (balanced
   braces), else the last ``#### N`` line (GSM8K), else "the answer is ...", else the last
@@ -9,6 +9,16 @@ TRL reward functions and the benchmarks.
 * :func:`verify` decides whether an answer equals the gold answer with math-verify (thousands
   separators, units, percent and currency signs, fractions against decimals, LaTeX against plain
   text, ``x = 3`` against ``3``, sets, intervals, equations).
+
+Reward hacking. An answer is judged as one value. Words after it are dropped only when they are a
+unit from the closed list :data:`UNIT_WORDS` (``72 dollars`` is 72; ``72 or more``, ``72 minus one``
+and ``72 is not the answer`` are not), and math-verify's own unit list, which holds words such as
+"more" and "less" and drops any trailing ``\\text{...}``, is switched off in the sandbox. An answer
+that states two things is wrong unless the gold answer is written the same way: arrows,
+definitions, ellipses and LaTeX commands that math-verify would drop (``73 \\to 72``,
+``73 := 72``, ``71, 72, \\ldots``, ``{99 \\atop 72}``; see :func:`refused_statement`), and an
+equation with a constant side that is not the gold answer (``99 = 72``; ``x = 72`` and
+``48 + 24 = 72`` are fine).
 
 Safety. Model text is untrusted: parsing it with sympy can hang for minutes (``9^{9^{9^9}}``) or
 exhaust memory, and math-verify's own timeouts use ``signal.alarm``, which only works on the main
@@ -208,25 +218,115 @@ def boxed_final_answer(solution: str) -> str:
 
 # --------------------------------------------------------------------------------------- normalisation
 
+#: Words and symbols that are stripped after an answer's value as its unit, and nothing else: a
+#: closed list, so that a trailing "minus one", "or more" or "is not the answer" is never mistaken
+#: for a unit (it stays in the answer, which then does not equal the gold answer). Matching is
+#: case-insensitive. One-letter symbols (m, g, s, h, l) are variables as often as units, so they
+#: count only inside a compound such as ``km/h`` or ``m/s``, or when the gold answer itself writes
+#: them as text (``5\text{ m}``). Count nouns ("apples", "students") are not units.
+UNIT_WORDS: frozenset[str] = frozenset(
+    " ".join(
+        (
+            # money
+            "dollar dollars usd cent cents euro euros pound pounds yen",
+            "yuan rupee rupees rs",
+            # time
+            "second seconds sec secs minute minutes min mins hour hours",
+            "hr hrs day days week weeks month months year years yr yrs",
+            "decade decades century centuries",
+            # length
+            "mm cm km millimeter millimeters millimetre millimetres centimeter",
+            "centimeters centimetre centimetres meter meters metre metres",
+            "kilometer kilometers kilometre kilometres inch inches foot feet ft",
+            "yard yards yd yds mile miles mi",
+            # mass
+            "mg kg gram grams milligram milligrams kilogram kilograms lb lbs",
+            "ounce ounces oz ton tons tonne tonnes",
+            # volume
+            "ml liter liters litre litres milliliter milliliters millilitre",
+            "millilitres gallon gallons gal quart quarts pint pints cup cups",
+            "teaspoon teaspoons tsp tablespoon tablespoons tbsp cc",
+            # speed, angle, temperature, area and volume words, generic
+            "mph kph kmh degree degrees deg radian radians rad celsius",
+            "fahrenheit unit units square sq cubic cu per",
+        )
+    ).split()
+)
+#: Unit words that only qualify a following unit ("square feet", "miles per hour"): never last.
+_UNIT_QUALIFIERS = frozenset({"square", "sq", "cubic", "cu", "per"})
+#: One-letter unit symbols accepted next to a ``/`` of a compound unit (``km/h``, ``m/s``).
+_COMPOUND_UNIT_LETTERS = frozenset({"s", "h", "m", "g", "l"})
+
 _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 _PLAIN_FRACTION_RE = re.compile(r"([-+]?\d+)\s*/\s*(\d+)")
 _LATEX_FRACTION_RE = re.compile(r"(-?)\\frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}")
 _ASSIGNMENT_RE = re.compile(r"[A-Za-z]\s*=\s*(.+)")
-_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
-# "18 dollars", "5 cm", "3 apples": a number followed by words only. Words that are math are kept.
-_NUMBER_WITH_UNIT_RE = re.compile(r"(-?[\d.,/]+)\s*([A-Za-z][A-Za-z .]*)")
-_MATH_WORDS = frozenset({"pi", "e", "i", "sqrt", "infty", "inf", "infinity", "frac", "x", "y", "z"})
+_TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|textsf|mathrm|mbox)\s*\{([^{}]*)\}")
+# A thin space between digit groups is a thousands separator ("72\,000"); anywhere else it is a space.
+_THIN_SPACE_THOUSANDS_RE = re.compile(r"(?<=\d)\\[,;:!](?=\d{3}(?!\d))")
+_THIN_SPACE_RE = re.compile(r"(?<!\\)\\[,;:!]")
+_WIDE_SPACE_RE = re.compile(
+    r"(?<!\\)\\(?:(?:qquad|quad|enspace|thinspace|medspace|thickspace)(?![A-Za-z])| |hspace\*?\{[^{}]*\})"
+)
+_DEGREE_RE = re.compile(r"\^\s*(?:\{\s*\\circ\s*\}|\\circ(?![A-Za-z]))")
+_UNIT_EXPONENT_RE = re.compile(r"(?<=[A-Za-z])\s*\^\s*(?:\{\s*([23])\s*\}|([23])(?!\d))")
+_UNIT_TOKEN_RE = re.compile(r"[A-Za-z]+|\s+|.", re.DOTALL)
 
 
-def normalize_answer(answer: str) -> str:
+def _strip_unit(text: str, units: frozenset[str]) -> str:
+    """``text`` without a trailing unit from ``units``, if what precedes it is a value; else ``text``."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return text
+    candidate = _UNIT_EXPONENT_RE.sub(lambda m: "²" if "2" in m.group(0) else "³", _DEGREE_RE.sub("°", text))
+    tokens = _UNIT_TOKEN_RE.findall(candidate)
+    start = len(tokens)
+    words: list[str] = []  # the unit's words and symbols, last first
+    while start > 0:
+        token = tokens[start - 1]
+        previous = tokens[start - 2] if start >= 2 else ""
+        following = words[-1] if words else ""
+        if token.isspace() or token in "²³°/":
+            pass
+        elif not (token.isascii() and token.isalpha()) or previous == "\\":
+            break  # a digit, a brace, a LaTeX command: the value ends here
+        elif token.lower() not in units and not (
+            token.lower() in _COMPOUND_UNIT_LETTERS and "/" in (previous, following)
+        ):
+            break
+        if not token.isspace():
+            words.append(token.lower() if token.isalpha() else token)
+        start -= 1
+    value = "".join(tokens[:start]).rstrip()
+    if not words or not value or value[-1] not in "0123456789})%":
+        return text
+    real = [w for w in words if w not in _UNIT_QUALIFIERS and w not in "/²³"]
+    if not real or words[0] in _UNIT_QUALIFIERS or words[0] == "/" or words[-1] in "/²³":
+        return text  # "72 per", "72 square", "72 /": not a unit
+    return value
+
+
+def _text_words(gold: str) -> frozenset[str]:
+    """Words a gold answer writes as text (``4\\text{ ways}``): that task's own unit words."""
+    return frozenset(
+        word.lower() for match in _TEXT_WRAPPER_RE.finditer(gold) for word in re.findall(r"[A-Za-z]+", match.group(1))
+    )
+
+
+def normalize_answer(answer: str, units: Iterable[str] = UNIT_WORDS) -> str:
     """Light, safe normalisation of a final answer before comparison (pure string operations).
 
-    Strips math delimiters, currency signs, LaTeX spacing, a trailing period, ``\\text{}``
-    wrappers, thousands separators and trailing unit words (``"18 dollars"`` becomes ``"18"``),
-    and writes ``\\dfrac``/``\\tfrac`` as ``\\frac``. Percent signs are kept: whether ``25%``
-    means 25 or 0.25 is math-verify's call.
+    Strips math delimiters, a box around the whole answer, currency signs, a trailing period,
+    ``\\text{}`` wrappers, thousands separators (``1,234``, ``72\\,000``) and a trailing unit from
+    the closed list ``units`` (``"18 dollars"`` and ``"5\\text{ cm}^2"`` become ``"18"`` and
+    ``"5"``; ``"72 or more"`` stays as it is), writes other LaTeX spacing as spaces and
+    ``\\dfrac``/``\\tfrac`` as ``\\frac``. Percent signs are kept: whether ``25%`` means 25 or
+    0.25 is math-verify's call.
+
+    Args:
+        answer: An extracted final answer.
+        units: Words accepted as a unit after the value (default :data:`UNIT_WORDS`).
     """
     text = answer.strip()
     changed = True
@@ -236,20 +336,134 @@ def normalize_answer(answer: str) -> str:
             if len(text) >= len(left) + len(right) and text.startswith(left) and text.endswith(right):
                 text = text[len(left) : len(text) - len(right)].strip()
                 changed = True
-        if text.endswith("."):
+        if text.endswith(".") and not text.endswith(".."):  # a sentence's period, not an ellipsis
             text = text[:-1].strip()
             changed = True
+        for command in _BOX_COMMANDS:  # a box around the whole answer, left in by the model
+            if text.startswith(command + "{") and _braced_content(text, len(command)) == text[len(command) + 1 : -1]:
+                text = text[len(command) + 1 : -1].strip()
+                changed = True
     text = text.replace("\\$", "").replace("$", "").replace("\\%", "%")
-    for spacing in ("\\!", "\\,", "\\;", "\\:", "~"):
-        text = text.replace(spacing, " " if spacing == "~" else "")
+    text = _THIN_SPACE_THOUSANDS_RE.sub("", text)
+    text = _THIN_SPACE_RE.sub(" ", text)
+    text = _WIDE_SPACE_RE.sub(" ", text).replace("~", " ")
     text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     text = _TEXT_WRAPPER_RE.sub(lambda m: " " + m.group(1) + " ", text).strip()
-    unit = _NUMBER_WITH_UNIT_RE.fullmatch(text)
-    if unit and not (_MATH_WORDS & set(unit.group(2).lower().replace(".", " ").split())):
-        text = unit.group(1)
+    text = _strip_unit(text, units if isinstance(units, frozenset) else frozenset(u.lower() for u in units))
     if _THOUSANDS_RE.fullmatch(text):
         text = text.replace(",", "")
     return " ".join(text.split())
+
+
+# ------------------------------------------------------------------------------ refused statements
+
+#: LaTeX commands an answer may use freely: values, operators, functions, sets, intervals, matrices,
+#: Greek letters, fonts. Any other command is accepted only if the gold answer uses it too, because
+#: math-verify drops commands it does not know or keeps one side of them (``73 \to 72``,
+#: ``{99 \atop 72}`` and ``99 \therefore 72`` all parse as 72): arrows, definitions and
+#: approximations (``\coloneqq``, ``\approx``, ``\equiv``), logic, ellipses (``71, 72, \ldots`` is
+#: a sequence), ``\setminus``, TeX's ``\atop``/``\over``, kerning and phantoms, cancellations.
+ALLOWED_COMMANDS: frozenset[str] = frozenset(
+    " ".join(
+        (
+            # numbers and arithmetic
+            "frac dfrac tfrac cfrac sqrt cdot times div pm mp ast circ",
+            "infty pi imath prime overline binom dbinom tbinom",
+            # comparisons and sets (an answer such as "x \le 3" or "(-\infty, 2] \cup [3, \infty)")
+            "le leq leqslant ge geq geqslant lt gt ne neq in cup cap",
+            "emptyset varnothing mathbb",
+            # functions
+            "sin cos tan sec csc cot arcsin arccos arctan sinh cosh tanh",
+            "log ln lg exp max min gcd lcm det deg mod bmod pmod",
+            "lfloor rfloor lceil rceil operatorname",
+            # delimiters, matrices, layout
+            "left right big Big bigg Bigg langle rangle vert lvert rvert",
+            "begin end displaystyle",
+            # fonts and accents
+            "mathbf mathit mathcal boldsymbol vec hat bar tilde dot",
+            # Greek letters
+            "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta",
+            "iota kappa lambda mu nu xi rho varrho sigma tau upsilon phi",
+            "varphi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma",
+            "Upsilon Phi Psi Omega",
+        )
+    ).split()
+)
+#: Statements written in plain text or Unicode (arrows, definitions, approximations, ellipses), plus
+#: LaTeX's line break and column separator (a ``cases`` or ``aligned`` block keeps only its last line).
+REFUSED_SYMBOLS: tuple[str, ...] = (
+    "->",
+    "=>",
+    ":=",
+    "=:",
+    "==",
+    "...",
+    "\\\\",
+    "&",
+    "→",
+    "⇒",
+    "↦",
+    "←",
+    "⇐",
+    "↔",
+    "⇔",
+    "≈",
+    "∼",
+    "≃",
+    "≅",
+    "≡",
+    "∝",
+    "∣",
+    "∨",
+    "∧",
+    "¬",
+    "…",
+    "⋯",
+    "≔",
+)
+_COMMAND_RE = re.compile(r"\\([A-Za-z]+)")
+_BAR_COMMAND_RE = re.compile(r"\\[lr]?vert(?![A-Za-z])")
+# Two numbers side by side ("71 1", "71 \quad 1"): math-verify adds them, reading a mixed number.
+_JUXTAPOSED_RE = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s+([-+]?\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?")
+
+
+def _statement_marks(text: str) -> set[str]:
+    marks = {f"\\{name}" for name in _COMMAND_RE.findall(text) if name not in ALLOWED_COMMANDS}
+    marks.update(symbol for symbol in REFUSED_SYMBOLS if symbol in text)
+    # An unpaired bar is "divides" or "such that", not an absolute value or a norm.
+    if text.count("\\|") % 2:
+        marks.add("\\|")
+    if (text.replace("\\|", "").count("|") + len(_BAR_COMMAND_RE.findall(text))) % 2:
+        marks.add("|")
+    for match in _JUXTAPOSED_RE.finditer(text):
+        whole, numerator, denominator = match.group(1), match.group(2), match.group(3)
+        mixed_number = (
+            denominator is not None and "." not in whole + numerator and 0 < int(numerator) < int(denominator)
+        )
+        if not mixed_number:
+            marks.add("juxtaposed numbers")
+    return marks
+
+
+def refused_statement(gold: str, answer: str) -> str | None:
+    """Why ``answer`` cannot equal ``gold`` whatever its value, or ``None``.
+
+    Both arguments are normalised (:func:`normalize_answer`). An answer is refused when it uses a
+    mark that the gold answer does not use: a LaTeX command outside :data:`ALLOWED_COMMANDS`, one
+    of :data:`REFUSED_SYMBOLS`, an unpaired ``|``, or two numbers side by side other than a mixed
+    number ``1 3/4``. Such an answer says two things, or says something math-verify would read as
+    a different value. (``99 = 72`` is refused by the sandbox, which requires every constant side
+    of an equation to equal a gold value.)
+
+    Args:
+        gold: The normalised gold answer.
+        answer: The normalised answer.
+
+    Returns:
+        A reason naming the marks, or ``None`` when the answer may be compared.
+    """
+    extra = _statement_marks(answer) - _statement_marks(gold)
+    return f"the answer uses {', '.join(sorted(extra))}, which the gold answer does not" if extra else None
 
 
 def parse_plain_number(text: str) -> Fraction | None:
@@ -280,10 +494,50 @@ def parse_plain_number(text: str) -> Fraction | None:
     return None
 
 
+_HOW_MANY_RE = re.compile(r"\bhow\s+many\s+([A-Za-z]+(?:\s+[A-Za-z]+){0,2})", re.IGNORECASE)
+# Words between "how many" and the counted noun; never a unit themselves.
+_COUNT_QUALIFIERS = frozenset({"more", "fewer", "less", "additional", "extra", "total", "different", "of", "the"})
+
+
+def question_units(question: str) -> frozenset[str]:
+    """The noun a question counts ("How many rolls ...?" counts rolls), as extra unit words.
+
+    GSM8K answers are often written with that noun ("The answer is 3750 rolls."); pass the result
+    as ``units`` to :func:`verify` so that it is stripped like a unit. Only the first word after
+    "how many" (skipping "more", "fewer", "total", ...) counts, with its singular form, so the
+    question cannot lend words such as "or", "minus" or "more" to an answer.
+
+    Args:
+        question: The task's question text.
+
+    Returns:
+        Lower-case unit words, possibly empty.
+    """
+    words: set[str] = set()
+    for match in _HOW_MANY_RE.finditer(question[:100_000]):
+        for word in match.group(1).lower().split():
+            if word not in _COUNT_QUALIFIERS:
+                words.add(word)
+                if word.endswith("s") and len(word) > 3:
+                    words.add(word[:-2] if word.endswith(("ches", "shes", "sses", "xes")) else word[:-1])
+                break
+    return frozenset(words)
+
+
+def _normalize_pair(gold: str, answer: str, units: Iterable[str] = ()) -> tuple[str, str]:
+    # Words the gold answer writes as text (4\text{ ways}) are that task's units, for both sides.
+    units = UNIT_WORDS | _text_words(gold) | {str(unit).lower() for unit in units}
+    return normalize_answer(gold, units), normalize_answer(answer, units)
+
+
 def _fast_verdict(gold: str, answer: str) -> bool | None:
     """Decide in-process when it is safe and certain; ``None`` sends the pair to a worker."""
+    if not answer:
+        return False
     if gold == answer:
         return True
+    if refused_statement(gold, answer) is not None:
+        return False
     gold_number, answer_number = parse_plain_number(gold), parse_plain_number(answer)
     if gold_number is None or answer_number is None:
         return None
@@ -300,7 +554,11 @@ def _fast_verdict(gold: str, answer: str) -> bool | None:
 
 
 class _WorkerDied(Exception):
-    """A worker overran its deadline or exited; it has been killed."""
+    """A worker overran its deadline (``overran``) or had exited; it has been killed."""
+
+    def __init__(self, overran: bool):
+        super().__init__("the worker overran its deadline" if overran else "the worker had exited")
+        self.overran = overran
 
 
 class _Worker:
@@ -360,9 +618,15 @@ class _Worker:
                 reply = json.loads(self._read_line(deadline))
                 if reply.get("id") == request_id:
                     return bool(reply.get("equal"))
-        except (TimeoutError, EOFError, OSError, ValueError) as err:
+        except TimeoutError as err:
             self.kill()
-            raise _WorkerDied from err
+            raise _WorkerDied(overran=True) from err
+        except (EOFError, OSError, ValueError) as err:
+            self.kill()
+            raise _WorkerDied(overran=False) from err
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
 
     def _stderr_tail(self) -> str:
         try:
@@ -429,8 +693,13 @@ class VerifierPool:
             while True:
                 if self._closed:
                     raise RuntimeError("the math verifier pool is shut down")
-                if self._idle:
-                    return self._idle.pop()
+                while self._idle:
+                    worker = self._idle.pop()
+                    if worker.is_alive():
+                        return worker
+                    # Died while idle (killed by the OOM killer or a user): forget it, start another.
+                    self._all.discard(worker)
+                    worker.kill()
                 if len(self._all) < self.size:
                     worker = self._spawn()
                     self._all.add(worker)
@@ -451,21 +720,28 @@ class VerifierPool:
             self._condition.notify()
 
     def check(self, gold: str, answer: str, timeout: float) -> bool:
-        """Run one equivalence check in a worker; ``False`` if it overruns ``timeout`` seconds."""
-        worker = self._acquire()
-        alive = True
-        try:
-            worker.wait_ready(WORKER_STARTUP_TIMEOUT)
-            return worker.check(gold, answer, timeout)
-        except _WorkerDied:
-            alive = False
-            return False
-        except BaseException:
-            alive = False
-            worker.kill()
-            raise
-        finally:
-            self._release(worker, alive)
+        """Run one equivalence check in a worker; ``False`` if it overruns ``timeout`` seconds.
+
+        A worker found dead (it died while idle, or exits before answering) is replaced and the
+        check retried once on a fresh worker, so that a correct answer is not marked wrong for it.
+        """
+        for attempt in range(2):
+            worker = self._acquire()
+            alive = True
+            try:
+                worker.wait_ready(WORKER_STARTUP_TIMEOUT)
+                return worker.check(gold, answer, timeout)
+            except _WorkerDied as died:
+                alive = False
+                if died.overran or attempt == 1:
+                    return False
+            except BaseException:
+                alive = False
+                worker.kill()
+                raise
+            finally:
+                self._release(worker, alive)
+        return False  # not reached: the second attempt returns
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for monitoring and tests)."""
@@ -547,7 +823,7 @@ if hasattr(os, "register_at_fork"):
 # --------------------------------------------------------------------------------------- public checks
 
 
-def verify(gold: str, answer: str | None, timeout: float = DEFAULT_TIMEOUT) -> bool:
+def verify(gold: str, answer: str | None, timeout: float = DEFAULT_TIMEOUT, *, units: Iterable[str] = ()) -> bool:
     """Whether ``answer`` is mathematically equivalent to ``gold``.
 
     Plain numbers are compared exactly in-process; everything else is decided by math-verify in a
@@ -558,6 +834,8 @@ def verify(gold: str, answer: str | None, timeout: float = DEFAULT_TIMEOUT) -> b
         gold: The reference answer (trusted), e.g. ``"72"``, ``"\\frac{7}{4}"``, ``"[1, 2)"``.
         answer: The extracted answer (untrusted), or ``None`` when none was found (``False``).
         timeout: Hard wall-clock deadline of the symbolic check, in seconds.
+        units: Unit words of this task, accepted after the answer's value besides
+            :data:`UNIT_WORDS`, e.g. :func:`question_units` of the question.
 
     Returns:
         ``True`` if the answer matches the gold answer.
@@ -572,9 +850,7 @@ def verify(gold: str, answer: str | None, timeout: float = DEFAULT_TIMEOUT) -> b
         raise ValueError(f"timeout must be positive, got {timeout!r}")
     if not isinstance(answer, str) or not answer.strip() or len(answer) > MAX_ANSWER_CHARS:
         return False
-    gold_normal, answer_normal = normalize_answer(gold), normalize_answer(answer)
-    if not answer_normal:
-        return False
+    gold_normal, answer_normal = _normalize_pair(gold, answer, units)
     verdict = _fast_verdict(gold_normal, answer_normal)
     if verdict is not None:
         return verdict
@@ -582,15 +858,27 @@ def verify(gold: str, answer: str | None, timeout: float = DEFAULT_TIMEOUT) -> b
 
 
 def verify_batch(
-    golds: Sequence[str], answers: Sequence[str | None], timeout: float = DEFAULT_TIMEOUT
+    golds: Sequence[str],
+    answers: Sequence[str | None],
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    units: Sequence[Iterable[str]] | None = None,
 ) -> list[bool]:
     """:func:`verify` over pairs, using every worker of the pool at once.
+
+    Args:
+        golds: Reference answers.
+        answers: Extracted answers, one per gold answer.
+        timeout: Hard wall-clock deadline of each symbolic check, in seconds.
+        units: Extra unit words per pair (see :func:`verify`), or ``None``.
 
     Raises:
         ValueError: if the sequences differ in length (and as :func:`verify`).
     """
-    if len(golds) != len(answers):
-        raise ValueError(f"golds and answers differ in length: {len(golds)} != {len(answers)}")
+    if len(golds) != len(answers) or (units is not None and len(units) != len(golds)):
+        lengths = [len(golds), len(answers)] + ([] if units is None else [len(units)])
+        raise ValueError(f"golds, answers and units differ in length: {lengths}")
+    task_units: list[Iterable[str]] = [()] * len(golds) if units is None else list(units)
     results: list[bool | None] = [None] * len(golds)
     pending: list[int] = []
     for i, (gold, answer) in enumerate(zip(golds, answers, strict=True)):
@@ -599,7 +887,7 @@ def verify_batch(
         if not isinstance(answer, str) or not answer.strip() or len(answer) > MAX_ANSWER_CHARS:
             results[i] = False
             continue
-        verdict = _fast_verdict(normalize_answer(gold), normalize_answer(answer))
+        verdict = _fast_verdict(*_normalize_pair(gold, answer, task_units[i]))
         if verdict is None:
             pending.append(i)
         else:
@@ -608,61 +896,32 @@ def verify_batch(
         pool = get_verifier_pool()
         if len(pending) == 1 or pool.size == 1:
             for i in pending:
-                results[i] = verify(golds[i], answers[i], timeout)
+                results[i] = verify(golds[i], answers[i], timeout, units=task_units[i])
         else:
             with ThreadPoolExecutor(max_workers=min(pool.size, len(pending))) as executor:
                 for i, verdict in zip(
-                    pending, executor.map(lambda j: verify(golds[j], answers[j], timeout), pending), strict=True
+                    pending,
+                    executor.map(lambda j: verify(golds[j], answers[j], timeout, units=task_units[j]), pending),
+                    strict=True,
                 ):
                     results[i] = verdict
     return [bool(r) for r in results]
 
 
 def math_reward(
-    response: str, gold: str, format_reward: float = 0.0, timeout: float = DEFAULT_TIMEOUT
+    response: str,
+    gold: str,
+    format_reward: float = 0.0,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    units: Iterable[str] = (),
 ) -> float:
     """Reward of one response: 1.0 correct, 0.0 wrong, ``format_reward`` when no answer is found.
 
     RISE (Qu et al. 2024, Sec. 5) used ``format_reward=-1.0`` to discourage answer-less responses.
+    ``units`` are the task's extra unit words (see :func:`verify`).
     """
     answer = extract_answer(response)
     if answer is None:
         return float(format_reward)
-    return 1.0 if verify(gold, answer, timeout) else 0.0
-
-
-def _completion_text(completion: Any) -> str:
-    # TRL passes plain strings, or for conversational data a list of messages.
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    return str(completion)
-
-
-def math_reward_func(
-    completions: Iterable[Any], answer: Sequence[str], format_reward: float = 0.0, **kwargs: Any
-) -> list[float]:
-    """A TRL reward function (``GRPOTrainer(reward_funcs=[math_reward_func])``).
-
-    TRL calls reward functions with the completions and every dataset column as keyword
-    arguments; the dataset needs an ``answer`` column holding the gold final answers.
-
-    Args:
-        completions: Strings, or conversational completions (lists of message dicts).
-        answer: Gold final answers, one per completion.
-        format_reward: Reward of a completion with no extractable answer.
-        **kwargs: Other dataset columns (ignored).
-
-    Returns:
-        One reward per completion.
-    """
-    texts = [_completion_text(c) for c in completions]
-    if len(texts) != len(answer):
-        raise ValueError(f"got {len(texts)} completions but {len(answer)} answers")
-    extracted = [extract_answer(t) for t in texts]
-    verdicts = verify_batch(list(answer), extracted)
-    return [
-        float(format_reward) if e is None else (1.0 if ok else 0.0)
-        for e, ok in zip(extracted, verdicts, strict=True)
-    ]
+    return 1.0 if verify(gold, answer, timeout, units=units) else 0.0
