@@ -181,11 +181,29 @@ def usage_error_message(error: BaseException) -> str | None:
     return None
 
 
+def check_env_id(argv: Sequence[str]) -> None:
+    """Fail fast on an unknown ``--env_id``, before a command loads a model or data.
+
+    Raises:
+        gymnasium.error.Error: If the id is not registered.
+    """
+    ids = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--env_id"]
+    ids += [a.split("=", 1)[1] for a in argv if a.startswith("--env_id=")]
+    if ids:
+        import gymnasium
+
+        import mulligan  # noqa: F401 - registers the ids
+
+        for env_id in ids:
+            gymnasium.spec(env_id)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mulligan`` command; usage errors print one line and return 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     name = " ".join(argv[:2]) if argv[:1] == ["train"] else (argv[0] if argv else "")
     try:
+        check_env_id(argv)
         # Commands own their flags: hand everything after the command name to the module.
         if argv and argv[0] in COMMANDS:
             return _dispatch(_module_for(argv[0]), argv[1:])
