@@ -23,8 +23,16 @@ import gymnasium
 
 import mulligan  # noqa: F401 - registers the ids
 
-DEFAULT_TASKS = ["boil", "melt", "find-animal", "grow-plant", "use-thermometer", "chemistry-mix",
-                 "lifespan-longest-lived", "measure-melting-point-known-substance"]
+DEFAULT_TASKS = [
+    "boil",
+    "melt",
+    "find-animal",
+    "grow-plant",
+    "use-thermometer",
+    "chemistry-mix",
+    "lifespan-longest-lived",
+    "measure-melting-point-known-substance",
+]
 
 
 def bench_scienceworld(tasks: list[str], episodes: int) -> float:
@@ -74,10 +82,14 @@ def bench_scienceworld(tasks: list[str], episodes: int) -> float:
     rate = {k: s / t for k, (s, t) in totals.items()}
     print(f"\nScienceWorld gold paths, variation 0 of {len(tasks)} tasks x {episodes} rounds (steps only)")
     print(f"{'driver':<34}{'steps':>8}{'seconds':>10}{'steps/s':>10}")
-    print(f"{'scienceworld.ScienceWorldEnv':<34}{totals['direct'][0]:>8}{totals['direct'][1]:>10.2f}"
-          f"{rate['direct']:>10.1f}")
-    print(f"{'Mulligan/ScienceWorld-v0':<34}{totals['wrapper'][0]:>8}{totals['wrapper'][1]:>10.2f}"
-          f"{rate['wrapper']:>10.1f}")
+    print(
+        f"{'scienceworld.ScienceWorldEnv':<34}{totals['direct'][0]:>8}{totals['direct'][1]:>10.2f}"
+        f"{rate['direct']:>10.1f}"
+    )
+    print(
+        f"{'Mulligan/ScienceWorld-v0':<34}{totals['wrapper'][0]:>8}{totals['wrapper'][1]:>10.2f}"
+        f"{rate['wrapper']:>10.1f}"
+    )
     print(f"ratio wrapper / direct: {rate['wrapper'] / rate['direct']:.2f}")
     return rate["wrapper"]
 

@@ -163,7 +163,8 @@ def test_simulator_death_raises_then_reset_recovers(capfd, caplog):
         env.unwrapped.java_process.kill()
         env.unwrapped.java_process.wait()
         # Every action, sent to the JVM or refused for its length, raises the same clear error.
-        for action in ("look around", "x" * 5000, "look around"):
+        too_long = "x" * (env.unwrapped.action_space.max_length + 1)  # refused unread by the base class
+        for action in (too_long, "look around", "x" * 5000, "look around"):
             with pytest.raises(SimulatorDiedError, match="died mid-episode; call reset"):
                 env.step(action)
         # py4j's tracebacks do not reach the user.

@@ -1,20 +1,23 @@
-"""Sub-goal distillation: data from annotated gold paths, planner/executor/flat training, evaluation."""
+"""Sub-goal distillation: data from oracle gold paths, planner/executor/flat training, the paper's evaluation."""
 
 import json
 
 import pytest
 import torch
 
-from mulligan.agents.base import Action, Agent, AgentInput
-from mulligan.agents.hierarchical import END_SUBGOAL, executor_prompt, planner_prompt
+from mulligan.agents.base import Action, Agent
+from mulligan.agents.hierarchical import END_SUBGOAL, executor_prompt, flat_prompt, planner_prompt
+from mulligan.agents.teachers.science import ScienceOracle
 from mulligan.training.subgoal import (
-    FlatAgent,
-    SubgoalConfig,
-    collect_gold,
-    distillation_conversations,
-    flat_prompt,
+    PAPER_EVAL_MAX_TURNS,
+    PAPER_STALL_LIMIT,
+    SubgoalArgs,
+    eval_env_options,
+    evaluate_subgoal_agents,
+    paper_test_indices,
     train_subgoal,
 )
+from mulligan.training.subgoal_data import collect_gold, distillation_conversations, step_contexts
 
 
 @pytest.fixture(autouse=True)
@@ -26,45 +29,91 @@ def one_thread():
 
 
 def test_conversations_use_the_agents_prompt_formats():
-    annotated = collect_gold("Mulligan/MiniScience-v0", {}, 2, seed=0)
+    annotated = collect_gold("Mulligan/MiniScience-v0", 2, seed=0)
     data = distillation_conversations(annotated, history_len=2)
     first = annotated[0]
+    contexts = step_contexts(first.trajectory)
+    for context in contexts:
+        context.history = context.history[-2:]
     planner_first = data["planner"][0]
-    assert planner_first[0]["content"] == planner_prompt(first.task, [], [], first.initial_observation)
+    assert planner_first[0]["content"] == planner_prompt(contexts[0], [], None, history_len=2)
     assert planner_first[1]["content"] == first.subgoals[0].text
     executor_first = data["executor"][0]
-    assert executor_first[0]["content"] == executor_prompt(first.task, first.subgoals[0].text, [], [],
-                                                           first.initial_observation)
+    assert executor_first[0]["content"] == executor_prompt(contexts[0], first.subgoals[0].text, [], history_len=2)
     assert executor_first[1]["content"] == first.actions[0]
+    assert data["flat"][1][0]["content"] == flat_prompt(contexts[1], history_len=2)
+    assert data["flat"][1][1]["content"] == first.actions[1]
     assert sum(c[1]["content"] == END_SUBGOAL for c in data["executor"]) == sum(len(a.subgoals) for a in annotated)
-    assert len(data["planner"]) == sum(len(a.subgoals) for a in annotated)
+    # The planner is trained at every step (official controller) unless told otherwise.
+    assert len(data["planner"]) == sum(len(a.actions) + len(a.subgoals) - 1 for a in annotated)
+    boundaries = distillation_conversations(annotated, history_len=2, planner_every_step=False)["planner"]
+    assert len(boundaries) == sum(len(a.subgoals) for a in annotated)
     assert len(data["flat"]) == sum(len(a.actions) for a in annotated)
-    assert data["flat"][1][0]["content"] == flat_prompt(
-        first.task, [{"action": first.actions[0], "observation": first.observations[0]}], first.observations[0])
     assert all("sub-goal" not in c[0]["content"] for c in data["flat"])
 
 
-def test_flat_agent_renders_its_training_prompt():
-    seen = []
-
-    class Recorder(Agent):
-        def act(self, inputs):
-            seen.extend(inputs)
-            return [Action("go to kitchen\nextra") for _ in inputs]
-
-    messages = [{"role": "user", "content": "Your task is X.\n\nRoom A."},
-                {"role": "assistant", "content": "look around"}, {"role": "user", "content": "Room A again."}]
-    (action,) = FlatAgent(Recorder(), history_len=4).act([AgentInput(messages)])
-    assert action.text == "go to kitchen"
-    assert seen[0].messages[0]["content"] == flat_prompt(
-        "Your task is X.", [{"action": "look around", "observation": "Room A again."}], "Room A again.")
-
-
-def test_config_validation():
+def test_config_composes_the_shared_pieces_and_validates():
+    config = SubgoalArgs()
+    assert (config.learning_rate, config.planner_learning_rate, config.history_len) == (1e-3, 1e-3, 10)
+    paper = SubgoalArgs(preset="paper")
+    assert (paper.learning_rate, paper.num_train_epochs) == (1e-4, 30.0)  # official ds_train.sh
+    assert (paper.planner_learning_rate, paper.planner_num_train_epochs) == (4e-4, 20.0)  # ds_train_sg.sh
+    assert paper.per_device_train_batch_size * paper.gradient_accumulation_steps == 32 and paper.bf16
+    assert SubgoalArgs(preset="paper", learning_rate=3e-5).learning_rate == 3e-5
     with pytest.raises(ValueError, match="JSON object"):
-        SubgoalConfig(env_kwargs="[1]")
+        SubgoalArgs(env_kwargs="[1]")
+    with pytest.raises(ValueError, match="eval_env_kwargs must be a JSON object"):
+        SubgoalArgs(eval_env_kwargs="nope")
     with pytest.raises(ValueError, match="max_steps"):
-        SubgoalConfig(max_steps=0)
+        SubgoalArgs(max_steps=0)
+    with pytest.raises(ValueError, match="num_gold"):
+        SubgoalArgs(num_gold=0)
+
+
+def test_eval_env_defaults_to_the_papers_protocol_on_test_variations():
+    config = SubgoalArgs(env_kwargs='{"task": "boil"}')
+    assert eval_env_options(config) == {
+        "task": "boil",
+        "variation": "test",
+        "include_valid_actions": True,
+        "stall_limit": PAPER_STALL_LIMIT,
+        "max_episode_steps": PAPER_EVAL_MAX_TURNS,
+    }
+    assert (PAPER_STALL_LIMIT, PAPER_EVAL_MAX_TURNS) == (50, 200)
+    assert eval_env_options(SubgoalArgs(eval_env_kwargs='{"variation": 3}')) == {"variation": 3}
+
+
+def test_paper_test_indices_take_the_first_variations_of_each_task():
+    pairs = [("boil", 3), ("boil", 7), ("boil", 9), ("melt", 2), ("grow", 1), ("grow", 4)]
+    assert paper_test_indices(pairs, 2) == [0, 1, 3, 4, 5]
+    assert paper_test_indices(pairs, 0) == list(range(6))
+
+
+class GoldOnBoilOnly(Agent):
+    """Follows the gold path on boil tasks and looks around elsewhere."""
+
+    def __init__(self):
+        self.oracle = ScienceOracle()
+
+    def act(self, inputs):
+        gold = self.oracle.act(inputs)
+        return [
+            g if (x.task or {}).get("task_name") == "boil" else Action("look around")
+            for x, g in zip(inputs, gold, strict=True)
+        ]
+
+
+def test_results_are_macro_averaged_per_task_as_in_the_paper(tmp_path):
+    # 8 test episodes over 7 tasks: boil gets 2 variations, every other task 1. An agent that solves
+    # only boil succeeds on 2/8 episodes (micro) but on 1 task of 7 (macro, the paper's average).
+    config = SubgoalArgs(eval_episodes=8, num_envs=4, disable_tqdm=True, output_dir=str(tmp_path))
+    results = evaluate_subgoal_agents(config, {"boil_only": GoldOnBoilOnly()})["boil_only"]
+    assert results["summary"]["episodes"] == 8
+    assert results["summary"]["success_rate"] == pytest.approx(2 / 8)
+    assert results["macro"] == {"success": pytest.approx(1 / 7), "score": pytest.approx(1 / 7)}
+    assert results["groups"]["boil"]["episodes"] == 2 and results["groups"]["melt"]["episodes"] == 1
+    # The paper's stall rule ended the episodes that never scored after 50 actions, not the 200-turn cap.
+    assert results["groups"]["melt"]["success_rate"] == 0.0 and results["groups"]["melt"]["mean_turns"] == 50
 
 
 def _changed(path):
@@ -78,44 +127,53 @@ def _changed(path):
 
 
 def test_trains_planner_executor_and_flat_then_evaluates(tmp_path):
-    config = SubgoalConfig(output_dir=str(tmp_path / "sg"), num_gold=2, max_steps=2, per_device_train_batch_size=2,
-                           max_length=768, eval_episodes=2, eval_max_turns=2, max_new_tokens=8, disable_tqdm=True)
+    config = SubgoalArgs(
+        output_dir=str(tmp_path / "sg"),
+        num_gold=2,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        max_length=768,
+        eval_episodes=2,
+        eval_max_turns=2,
+        max_new_tokens=8,
+        disable_tqdm=True,
+        history_len=2,
+        random_subgoals=True,
+        num_envs=2,
+    )
     summary = train_subgoal(config)
     for role in ("planner", "executor", "flat"):
         assert summary["training"][role]["global_step"] == 2
         assert _changed(summary["models"][role])
-    assert set(summary["eval"]) == {"hierarchical", "flat"}
-    assert summary["eval"]["hierarchical"]["episodes"] == 2
+    assert set(summary["eval"]) == {"hierarchical", "flat", "random_subgoals"}
+    assert summary["eval"]["hierarchical"]["summary"]["episodes"] == 2
+    assert set(summary["eval"]["flat"]["macro"]) >= {"success", "score"}
     assert json.loads((tmp_path / "sg" / "subgoal_summary.json").read_text())["gold_paths"] == 2
     # Resuming skips the finished models.
-    again = train_subgoal(SubgoalConfig(**{**config.__dict__, "resume_from_checkpoint": "auto", "eval_episodes": 0}))
+    again = train_subgoal(
+        SubgoalArgs(
+            **{
+                **{k: v for k, v in config.__dict__.items() if not k.endswith("_dict")},
+                "resume_from_checkpoint": "auto",
+                "eval_episodes": 0,
+            }
+        )
+    )
     assert again["training"] == summary["training"]
 
 
 def test_shared_model_serves_both_roles(tmp_path):
-    config = SubgoalConfig(output_dir=str(tmp_path / "sg"), num_gold=1, max_steps=1, per_device_train_batch_size=2,
-                           max_length=512, shared_model=True, train_flat=False, disable_tqdm=True)
+    config = SubgoalArgs(
+        output_dir=str(tmp_path / "sg"),
+        num_gold=1,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        max_length=1024,
+        shared_model=True,
+        train_flat=False,
+        disable_tqdm=True,
+        history_len=2,
+    )
     summary = train_subgoal(config)
     assert summary["models"]["planner"] == summary["models"]["executor"]
     assert set(summary["training"]) == {"shared"}
-
-
-def test_flat_agent_maps_invalid_actions_to_the_nearest_valid_one():
-    class Garbler(Agent):
-        def act(self, inputs):
-            return [Action(text="opn dor to kitchn\nmore text") for _ in inputs]
-
-    agent = FlatAgent(Garbler())
-    messages = [{"role": "user", "content": "Your task is to boil water.\n\nYou are in the hallway."}]
-    valid = ["open door to kitchen", "go to kitchen", "look around"]
-    mapped, unmapped = agent.act([AgentInput(messages, info={"valid_actions": valid}), AgentInput(messages)])
-    assert mapped.text == "open door to kitchen"
-    assert unmapped.text == "opn dor to kitchn"  # no valid actions offered: the first line, as generated
-
-
-def test_eval_env_defaults_to_the_training_env_on_test_variations():
-    from mulligan.training.subgoal import eval_env_options
-
-    config = SubgoalConfig(env_kwargs='{"task": "boil"}')
-    assert eval_env_options(config) == {"task": "boil", "variation": "test", "include_valid_actions": True}
-    assert eval_env_options(SubgoalConfig(eval_env_kwargs='{"variation": 3}')) == {"variation": 3}

@@ -1,4 +1,4 @@
-"""Sub-goal annotation of gold paths and the sub-goal distillation training views."""
+"""Sub-goal annotation of gold paths and the sub-goal distillation training views (training/subgoal_data.py)."""
 
 from __future__ import annotations
 
@@ -9,32 +9,67 @@ import gymnasium
 import pytest
 
 import mulligan  # noqa: F401 - registers the ids
-from mulligan.envs.subgoals import (
-    END_SUBGOAL,
+from mulligan.agents.hierarchical import END_SUBGOAL, StepContext
+from mulligan.training.subgoal_data import (
     AnnotatedTrajectory,
     RuleBasedAnnotator,
     SubGoal,
     SubgoalAnnotator,
-    annotate_gold_trajectory,
+    annotate,
     build_training_views,
     check_annotation,
+    collect_gold,
+    render_record,
+    step_contexts,
 )
 
 # ScienceWorld's own gold path for boil, variation 0, easy (recorded from the simulator).
 SCIENCEWORLD_BOIL = [
-    "open door to kitchen", "go to kitchen", "look around", "pick up thermometer", "open cupboard",
-    "pick up metal pot", "look around", "move metal pot to sink", "activate sink", "deactivate sink",
-    "pick up metal pot", "focus on substance in metal pot", "pour metal pot into metal pot", "pick up metal pot",
-    "move metal pot to stove", "activate stove", "examine substance in metal pot",
-    "use thermometer in inventory on substance in metal pot", "examine substance in metal pot",
-    "use thermometer in inventory on substance in metal pot", "examine steam",
-    "use thermometer in inventory on steam", "wait1",
+    "open door to kitchen",
+    "go to kitchen",
+    "look around",
+    "pick up thermometer",
+    "open cupboard",
+    "pick up metal pot",
+    "look around",
+    "move metal pot to sink",
+    "activate sink",
+    "deactivate sink",
+    "pick up metal pot",
+    "focus on substance in metal pot",
+    "pour metal pot into metal pot",
+    "pick up metal pot",
+    "move metal pot to stove",
+    "activate stove",
+    "examine substance in metal pot",
+    "use thermometer in inventory on substance in metal pot",
+    "examine substance in metal pot",
+    "use thermometer in inventory on substance in metal pot",
+    "examine steam",
+    "use thermometer in inventory on steam",
+    "wait1",
 ]
 SCIENCEWORLD_GROW = [
-    "open door to kitchen", "go to kitchen", "look around", "pick up seed jar", "open door to outside",
-    "go to outside", "open door to greenhouse", "go to greenhouse", "look around",
-    "move apple seed in seed jar to flower pot 1", "0", "focus on apple seed in flower pot 1", "activate sink",
-    "move jug to sink", "pour jug into flower pot 1", "deactivate sink", "wait1", "wait1", "look around", "wait1",
+    "open door to kitchen",
+    "go to kitchen",
+    "look around",
+    "pick up seed jar",
+    "open door to outside",
+    "go to outside",
+    "open door to greenhouse",
+    "go to greenhouse",
+    "look around",
+    "move apple seed in seed jar to flower pot 1",
+    "0",
+    "focus on apple seed in flower pot 1",
+    "activate sink",
+    "move jug to sink",
+    "pour jug into flower pot 1",
+    "deactivate sink",
+    "wait1",
+    "wait1",
+    "look around",
+    "wait1",
 ]
 
 
@@ -61,14 +96,26 @@ def test_disambiguation_answers_join_their_action_and_sinks_water_pots():
     check_annotation(SCIENCEWORLD_GROW, goals)
     got = texts(goals)
     assert ("navigate_to(greenhouse)", SCIENCEWORLD_GROW[4:8]) in got
-    assert ("move(apple seed in seed jar, flower pot 1)",
-            ["look around", "move apple seed in seed jar to flower pot 1", "0"]) in got
+    assert (
+        "move(apple seed in seed jar, flower pot 1)",
+        ["look around", "move apple seed in seed jar to flower pot 1", "0"],
+    ) in got
     assert ("water(flower pot 1)", SCIENCEWORLD_GROW[12:16]) in got
     assert got[-2:] == [("wait(2)", ["wait1", "wait1"]), ("wait(1)", ["look around", "wait1"])]
 
 
-@pytest.mark.parametrize("actions", [[], ["look around"], ["0", "1"], ["juggle"], ["wait", "wait1", "wait"],
-                                     ["open door to a", "close door to b"], ["use thermometer on x", "wait1"]])
+@pytest.mark.parametrize(
+    "actions",
+    [
+        [],
+        ["look around"],
+        ["0", "1"],
+        ["juggle"],
+        ["wait", "wait1", "wait"],
+        ["open door to a", "close door to b"],
+        ["use thermometer on x", "wait1"],
+    ],
+)
 def test_edge_cases_are_covered(actions):
     check_annotation(actions, RuleBasedAnnotator().annotate("t", actions))
 
@@ -85,16 +132,26 @@ def test_check_annotation_rejects_gaps_overlaps_and_reordering():
 
 
 def test_miniscience_gold_paths_are_covered_exactly_once_in_order():
-    env = gymnasium.make("Mulligan/MiniScience-v0")
+    annotated = collect_gold("Mulligan/MiniScience-v0", 140, seed=0)
+    assert len(annotated) == 140
     names = set()
-    for index in range(140):
-        trajectory = annotate_gold_trajectory(env, options={"task_index": index})
-        check_annotation(trajectory.actions, trajectory.subgoals)
-        flat = [a for g in trajectory.subgoals for a in g.actions]
-        assert flat == trajectory.actions
-        names |= {g.name for g in trajectory.subgoals}
-    assert {"navigate_to", "pick_up", "focus_on", "heat", "cool", "fill", "water", "monitor_temperature",
-            "wait"} <= names
+    for item in annotated:
+        assert item.trajectory.success  # the oracle completed the gold path
+        assert item.actions == item.trajectory.task["gold_actions"]
+        check_annotation(item.actions, item.subgoals)
+        assert [a for g in item.subgoals for a in g.actions] == item.actions
+        names |= {g.name for g in item.subgoals}
+    assert {
+        "navigate_to",
+        "pick_up",
+        "focus_on",
+        "heat",
+        "cool",
+        "fill",
+        "water",
+        "monitor_temperature",
+        "wait",
+    } <= names
 
 
 @pytest.mark.scienceworld
@@ -113,38 +170,83 @@ def test_scienceworld_gold_paths_are_covered_exactly_once_in_order():
         env.close()
 
 
-def test_training_views_follow_the_documented_format():
-    env = gymnasium.make("Mulligan/MiniScience-v0", task="boil", variation=3)
-    trajectory = annotate_gold_trajectory(env, options={"task_index": 0})
-    records = build_training_views(trajectory, history_len=2)
+def boil_gold():
+    (item,) = collect_gold("Mulligan/MiniScience-v0", 1, env_kwargs={"task": "boil", "variation": 3})
+    return item
+
+
+def test_step_contexts_hold_what_the_env_reported():
+    item = boil_gold()
+    turns = item.trajectory.turns
+    contexts = step_contexts(item.trajectory)
+    assert len(contexts) == len(turns) + 1
+    first = contexts[0]
+    assert first.step == 0 and first.score == 0 and first.history == []
+    assert first.look == turns[0].observation.split("\n\n", 1)[1]
+    assert first.inventory == "In your inventory, you see:\n\tnothing"
+    for t in range(1, len(contexts)):
+        context = contexts[t]
+        assert context.step == t and context.score == round(100 * turns[t - 1].info["score"])
+        assert context.look == turns[t - 1].info["look"] and context.inventory == turns[t - 1].info["inventory"]
+        assert [h["action"] for h in context.history] == item.actions[:t]
+        assert [h["reward"] for h in context.history] == [round(100 * x.reward) for x in turns[:t]]
+    assert contexts[-1].score == 100 and sum(h["reward"] for h in contexts[-1].history) == 100
+    assert contexts[-1].visited_rooms[0] == contexts[0].visited_rooms[0] and "kitchen" in contexts[-1].visited_rooms
+
+
+@pytest.mark.parametrize("every_step", [True, False])
+def test_training_views_follow_the_documented_format(every_step):
+    item = boil_gold()
+    goals, actions = item.subgoals, item.actions
+    records = build_training_views(item, history_len=2, planner_every_step=every_step)
     json.loads(json.dumps(records))  # JSONL friendly
-    goals = trajectory.subgoals
     first = [r for r in records if r["view"] == "first_step"]
     planner = [r for r in records if r["view"] == "planner"]
     executor = [r for r in records if r["view"] == "executor"]
+    flat = [r for r in records if r["view"] == "flat"]
     assert len(first) == 1 and first[0]["completion"] == goals[0].text and first[0]["step"] == 0
-    assert first[0]["task"].startswith("Your task is to boil")
-    assert [r["completion"] for r in planner] == [g.text for g in goals[1:]]
-    assert len(executor) == len(trajectory.actions) + len(goals)
+    assert first[0]["current_subgoal"] is None
+    starts = [r for r in planner if r["current_subgoal"] is None]
+    assert [r["completion"] for r in starts] == [g.text for g in goals[1:]]
+    assert [r["completed_subgoals"] for r in starts] == [[g.text for g in goals[:k]] for k in range(1, len(goals))]
+    if every_step:
+        # One record per step of each sub-goal, plus the step after its last action (but the episode's end).
+        assert len(first) + len(planner) == len(actions) + len(goals) - 1
+        keep = [r for r in planner if r["current_subgoal"] is not None]
+        assert all(r["completion"] == r["current_subgoal"] for r in keep)
+    else:
+        assert len(planner) == len(goals) - 1
+    assert len(executor) == len(actions) + len(goals)
     for goal in goals:
         mine = [r for r in executor if r["subgoal"] == goal.text and goal.start <= r["step"] <= goal.end]
-        assert [r["completion"] for r in mine][-len(goal.actions) - 1:] == [*goal.actions, END_SUBGOAL]
+        assert [r["completion"] for r in mine][-len(goal.actions) - 1 :] == [*goal.actions, END_SUBGOAL]
+    assert [r["completion"] for r in flat] == actions and all(r["completed_subgoals"] == [] for r in flat)
     for record in records:
-        assert len(record["history"]) <= 2
-        assert record["prompt"].startswith("Task: ")
-        assert record["prompt"].endswith("Next action:" if record["view"] == "executor" else "Next sub-goal:")
+        context = StepContext.from_dict(record["context"])
+        assert len(context.history) <= 2 and context.step == record["step"]
+        prompt = render_record(record, history_len=2)
+        assert prompt.startswith("Task: Your task is to boil")
+        assert prompt.endswith("Next sub-goal:" if record["view"] in ("first_step", "planner") else "Next action:")
         if record["view"] == "executor":
-            assert f"Current sub-goal: {record['subgoal']}" in record["prompt"]
-    # The executor's history holds only the current sub-goal's turns.
-    second = next(r for r in executor if r["step"] == goals[1].start and r["subgoal"] == goals[1].text)
-    assert second["history"] == []
-    assert second["completed_subgoals"] == [goals[0].text]
+            assert f"Current sub-goal: {record['subgoal']}" in prompt
+        if record["view"] == "flat":
+            assert "sub-goal" not in prompt
 
 
 def test_views_reject_an_annotation_that_does_not_cover_the_actions():
-    bad = AnnotatedTrajectory("id", "task", "obs", ["a", "b"], ["o1", "o2"], [SubGoal("x", [], ["a"], 0, 1)])
+    item = boil_gold()
+    bad = AnnotatedTrajectory(item.trajectory, [SubGoal("x", [], item.actions[:1], 0, 1)])
     with pytest.raises(ValueError, match="cover"):
         build_training_views(bad)
+    with pytest.raises(ValueError, match="unknown view"):
+        render_record({**build_training_views(item)[0], "view": "critic"})
+
+
+def test_annotated_trajectories_round_trip_through_json():
+    item = boil_gold()
+    again = AnnotatedTrajectory.from_dict(json.loads(json.dumps(item.to_dict())))
+    assert again.subgoals == item.subgoals and again.actions == item.actions
+    assert build_training_views(again) == build_training_views(item)
 
 
 def test_annotator_is_a_protocol_an_llm_can_implement():
@@ -154,7 +256,7 @@ def test_annotator_is_a_protocol_an_llm_can_implement():
 
     assert isinstance(RuleBasedAnnotator(), SubgoalAnnotator)
     assert isinstance(OneGoal(), SubgoalAnnotator)
-    env = gymnasium.make("Mulligan/MiniScience-v0")
-    trajectory = annotate_gold_trajectory(env, OneGoal(), options={"task_index": 2})
-    assert len(trajectory.subgoals) == 1 and trajectory.subgoals[0].actions == trajectory.actions
-    assert SubGoal.from_dict(trajectory.subgoals[0].to_dict()) == trajectory.subgoals[0]
+    (item,) = collect_gold("Mulligan/MiniScience-v0", 1, annotator=OneGoal())
+    assert len(item.subgoals) == 1 and item.subgoals[0].actions == item.actions
+    assert SubGoal.from_dict(item.subgoals[0].to_dict()) == item.subgoals[0]
+    assert annotate(item.trajectory, OneGoal()).subgoals == item.subgoals

@@ -1,53 +1,61 @@
-"""``HierarchicalAgent``: sub-goal distillation's planner and executor (arXiv 2405.02749).
+"""``HierarchicalAgent``: sub-goal distillation's controller and executor (arXiv 2405.02749).
 
 Two policies share the work (Section 3 of the paper):
 
-* the **planner** reads the context (task, completed sub-goals, recent actions and observations,
-  the latest observation) and emits the current sub-goal as a function call, e.g.
-  ``navigate_to(kitchen)`` or ``pick_up(thermometer)``;
+* the **planner** (the paper's *controller*) reads the context and emits the current sub-goal as a
+  function call, e.g. ``navigate_to(kitchen)`` or ``pick_up(thermometer)``;
 * the **executor** reads the same context plus the current sub-goal and emits the next elementary
   action, or ``END_SG()`` when the sub-goal is done.
 
-``END_SG()`` never reaches the env: within the same :meth:`HierarchicalAgent.act` call the finished
-sub-goal joins the completed list, the planner is asked for the next one, and the executor is asked
-again, at most ``max_subgoals_per_act`` planner calls per env and call.
+This module is the single definition of what the models see: :func:`planner_prompt`,
+:func:`executor_prompt` and :func:`flat_prompt` (the flat baseline of
+:class:`~mulligan.agents.flat.FlatAgent`) render a :class:`StepContext`; the sub-goal trainer
+(:mod:`mulligan.training.subgoal_data`) renders its training data with the same functions.
 
-Prompt formats
---------------
-:func:`planner_prompt` and :func:`executor_prompt` are the single definition of what the two
-models see; the sub-goal distillation trainer builds its training data with them. They render the
-same text as the training views of :mod:`mulligan.envs.subgoals` (``record["prompt"]``), with the
-same fields: ``task``, ``completed_subgoals``, ``history`` (``{"action", "observation"}`` dicts),
-``observation`` and, for the executor, ``subgoal``::
+Context (the official ``compose_instance_v4_sg``)
+-------------------------------------------------
+Every prompt shows what the official executor input shows: the task, the time step and the score,
+the last ``history_len`` (10) steps as ``action (+reward) --> observation``, the current room
+(``look around``), the inventory and the rooms visited so far. The flat baseline sees exactly this
+context without the sub-goal lines (the official ``compose_instance_v4``), so a comparison is not
+won by a baseline that sees less. Newlines inside texts are flattened to `` | `` as the official
+``sanitizeStr`` does, so every field is one line::
 
     Task: <task description>
-    Completed sub-goals: navigate_to(kitchen); pick_up(thermometer)      ("none" when empty)
-    History:                                                             (omitted when empty)
-    > <action>
-    <observation>
-    Observation: <latest observation>
-    Current sub-goal: <sub-goal>                                         (executor only)
-    Next action:                                                         (executor; planner: "Next sub-goal:")
+    Time: 3; Score: 25
+    Completed sub-goals: navigate_to(kitchen); pick_up(thermometer)     ("none" when empty)
+    Current sub-goal: heat(metal pot)                                    ("none" for the planner after END_SG())
+    Action history:                                                      (" none" at the first step)
+    > open door to kitchen (+0) --> The door is now open.
+    > go to kitchen (+8) --> You move to the kitchen.
+    Current environment: This room is called the kitchen. | ...
+    Current inventory: In your inventory, you see: | a thermometer
+    Visited rooms: hallway, kitchen
+    Next action:                                                         (planner: "Next sub-goal:")
 
-The planner's history is the last ``history_len`` steps; the executor's is the last
-``history_len`` steps of the current sub-goal, as in the training views.
+``look`` and ``inventory`` come from the env's ``info`` (``Mulligan/ScienceWorld-v0`` and
+``Mulligan/MiniScience-v0`` provide them; they are free actions in ScienceWorld); rewards come from
+the score in ``info`` on each turn; visited rooms from the observations.
 
-Episode state
--------------
-The agent keeps, per env, the list of completed sub-goals, the current sub-goal and the step at
-which it started. That state is keyed by the conversation: after returning an action the agent
-files the state under the conversation extended by that action, and on the next call it finds the
-state again under the conversation minus its latest observation. Envs whose conversations are
-identical share identical state, so envs are never confused; a conversation the agent has not seen
-(a new episode, or one rewritten by someone else) starts from an empty state. :meth:`reset`
-clears all state.
+Protocol
+--------
+With ``planner_every_step=True`` (the official agent, the default) the planner is queried before
+every action; when its answer differs from the current sub-goal, the current one joins the completed
+list. With ``False`` it is queried only at the start and after ``END_SG()``. ``END_SG()`` never
+reaches the env: within the same :meth:`HierarchicalAgent.act` call the finished sub-goal joins the
+completed list, the planner is asked again, and the executor too, at most ``max_subgoals_per_act``
+planner calls per env and call.
+
+The agent keeps, per conversation, the completed sub-goals, the current one and the score after
+each step (for the rewards in the history): after returning an action it files that state under the
+conversation extended by the action, and finds it again on the next call under the conversation
+minus its latest observation. A conversation it has not seen starts from an empty state.
 
 Invalid actions
 ---------------
-When the env lists its valid actions in ``info["valid_actions"]`` (ScienceWorld does) and the
-executor's action is not among them, the action sent is the most similar valid one
-(:func:`most_similar_action`: ``difflib`` string similarity by default, or cosine similarity of an
-embedding function), as in the paper's Section 4.
+When the env lists its valid actions in ``info["valid_actions"]`` and the executor's action is not
+among them, the action sent is the most similar valid one (:func:`most_similar_action`: ``difflib``
+by default, or the cosine similarity of an embedding function, the paper's SBERT).
 """
 
 from __future__ import annotations
@@ -56,49 +64,79 @@ import difflib
 import hashlib
 import json
 import math
+import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 from mulligan.agents.base import Action, Agent, AgentInput, Message
 from mulligan.agents.context import split_head
 
-# The prompt formats are defined once, next to the training records they render.
-from mulligan.envs.subgoals import END_SUBGOAL, executor_prompt, planner_prompt
-
 __all__ = [
     "END_SUBGOAL",
+    "HISTORY_LEN",
     "HierarchicalAgent",
+    "StepContext",
     "executor_prompt",
+    "flat_prompt",
     "is_end_subgoal",
     "most_similar_action",
+    "parse_steps",
     "planner_prompt",
-    "prompt_for_record",
+    "step_context",
     "string_similarity",
     "task_description",
 ]
 
+#: The executor's answer when its sub-goal is done.
+END_SUBGOAL = "END_SG()"
+#: Steps of history in every prompt (the official ``recent_actions[-10:]``).
+HISTORY_LEN = 10
+#: How often the official ``rand`` ablation replaces the controller's sub-goal by a random one.
+RANDOM_SUBGOAL_EVERY = 10
+
 #: Embeds texts as vectors, for embedding-based action mapping.
 EmbedFunction = Callable[[Sequence[str]], Sequence[Sequence[float]]]
 
+_MOVED = re.compile(r"move to the ([^.\n]+)\.")
+_ROOM = re.compile(r"This room is called the ([^.\n]+)\.")
 
-def prompt_for_record(record: Mapping[str, Any]) -> str:
-    """Render a training-view record of :func:`mulligan.envs.subgoals.build_training_views`.
 
-    Args:
-        record: A record with ``view`` (``"executor"``, ``"planner"`` or ``"first_step"``),
-            ``task``, ``completed_subgoals``, ``history``, ``observation`` and, for the executor,
-            ``subgoal``.
+# ---------------------------------------------------------------------- the context
+@dataclass
+class StepContext:
+    """What the sub-goal paper's agents see before one action (the official composer's inputs).
 
-    Returns:
-        The prompt the agent would show its planner or executor in that situation.
+    Attributes:
+        task: The task description.
+        step: Actions taken so far (the prompt shows ``Time: step + 1``).
+        score: The score so far, in points (0-100).
+        history: Every step so far as ``{"action", "reward" (points), "observation"}``, oldest
+            first; prompts show the last ``history_len``.
+        look: The current room's description (``look around``).
+        inventory: The inventory listing.
+        visited_rooms: Rooms visited so far, in order of first visit.
     """
-    fields = {k: record[k] for k in ("task", "completed_subgoals", "history", "observation")}
-    if record["view"] == "executor":
-        return executor_prompt(subgoal=record["subgoal"], **fields)
-    if record["view"] in ("planner", "first_step"):
-        return planner_prompt(**fields)
-    raise ValueError(f"unknown view {record['view']!r}; expected 'executor', 'planner' or 'first_step'")
+
+    task: str
+    step: int = 0
+    score: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    look: str = ""
+    inventory: str = ""
+    visited_rooms: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict; :meth:`from_dict` inverts it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> StepContext:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{k: record[k] for k in cls.__dataclass_fields__})
 
 
 def task_description(first_observation: str) -> str:
@@ -106,6 +144,156 @@ def task_description(first_observation: str) -> str:
     return first_observation.split("\n\n", 1)[0]
 
 
+def _room_part(first_observation: str) -> str:
+    """The room description of a ScienceWorld-style first observation (after the task paragraph)."""
+    parts = first_observation.split("\n\n", 1)
+    return parts[1] if len(parts) > 1 else ""
+
+
+def visited_rooms(observations: Sequence[str]) -> list[str]:
+    """Rooms named by ``You move to the X.`` or ``This room is called the X.``, in order of first mention.
+
+    The official ``add_current_place`` reads the same two phrases.
+    """
+    rooms: list[str] = []
+    for text in observations:
+        for match in sorted([*_MOVED.finditer(text), *_ROOM.finditer(text)], key=lambda m: m.start()):
+            room = match.group(1).strip()
+            if room and room not in rooms:
+                rooms.append(room)
+    return rooms
+
+
+def parse_steps(messages: Sequence[Message]) -> tuple[str, list[dict[str, str]], str]:
+    """Split a conversation into ``(first observation, steps, latest observation)``.
+
+    Args:
+        messages: An env conversation: optional system messages, the first observation as a user
+            message, then assistant actions each answered by a user observation.
+
+    Returns:
+        The first observation, the steps as ``{"action", "observation"}`` dicts (the observation
+        that answered each action; ``""`` for an unanswered last action), and the latest
+        observation (the first one when no action was taken).
+    """
+    head, rest = split_head(messages)
+    first = head[-1]["content"] if head and head[-1]["role"] == "user" else ""
+    steps = []
+    for k, message in enumerate(rest):
+        if message["role"] == "assistant":
+            following = rest[k + 1]["content"] if k + 1 < len(rest) and rest[k + 1]["role"] == "user" else ""
+            steps.append({"action": message["content"], "observation": following})
+    latest = messages[-1]["content"] if messages and messages[-1]["role"] == "user" else first
+    return first, steps, latest
+
+
+def step_context(
+    task: str,
+    first_observation: str,
+    steps: Sequence[Mapping[str, str]],
+    scores: Sequence[float],
+    *,
+    look: str | None = None,
+    inventory: str = "",
+) -> StepContext:
+    """The context before the next action, from the episode so far.
+
+    Args:
+        task: The task description.
+        first_observation: The observation on reset (its room part is the look at step 0).
+        steps: The steps so far as ``{"action", "observation"}`` dicts.
+        scores: The score (in [0, 1]) after each step; missing entries count as unchanged.
+        look: The current room description (``info["look"]``); ``None`` uses the first
+            observation's room part at step 0 and ``""`` later.
+        inventory: The inventory listing (``info["inventory"]``).
+
+    Returns:
+        The :class:`StepContext`; rewards are score changes in points, as the official agent shows.
+    """
+    points = [0]
+    for k in range(len(steps)):
+        points.append(round(100 * float(scores[k])) if k < len(scores) else points[-1])
+    history = [
+        {"action": step["action"], "reward": points[k + 1] - points[k], "observation": step["observation"]}
+        for k, step in enumerate(steps)
+    ]
+    if look is None:
+        look = _room_part(first_observation) if not steps else ""
+    rooms = visited_rooms([first_observation, *(s["observation"] for s in steps), look])
+    return StepContext(task, len(steps), points[-1], history, look, inventory, rooms)
+
+
+# ---------------------------------------------------------------------- the prompts
+def one_line(text: str) -> str:
+    """``text`` with newlines and tabs as `` | `` (the official ``sanitizeStr``), stripped."""
+    return text.replace("\n\t", " | ").replace("\n", " | ").replace("\t", " | ").strip()
+
+
+def _context_lines(context: StepContext, history_len: int, subgoal_lines: Sequence[str]) -> list[str]:
+    lines = [f"Task: {one_line(context.task)}", f"Time: {context.step + 1}; Score: {context.score}"]
+    lines += subgoal_lines
+    shown = context.history[max(0, len(context.history) - history_len) :] if history_len else []
+    lines.append("Action history:" + ("" if shown else " none"))
+    for turn in shown:
+        lines.append(f"> {one_line(turn['action'])} ({int(turn['reward']):+d}) --> {one_line(turn['observation'])}")
+    lines.append(f"Current environment: {one_line(context.look)}")
+    lines.append(f"Current inventory: {one_line(context.inventory)}")
+    lines.append("Visited rooms: " + (", ".join(context.visited_rooms) or "none"))
+    return lines
+
+
+def _completed_line(completed: Sequence[str]) -> str:
+    return "Completed sub-goals: " + ("; ".join(completed) or "none")
+
+
+def planner_prompt(
+    context: StepContext,
+    completed_subgoals: Sequence[str] = (),
+    current_subgoal: str | None = None,
+    history_len: int = HISTORY_LEN,
+) -> str:
+    """The planner's (controller's) input, ending with ``Next sub-goal:``.
+
+    Args:
+        context: The context before the next action.
+        completed_subgoals: Sub-goal texts finished so far, oldest first.
+        current_subgoal: The sub-goal being executed, or ``None`` (start, or after ``END_SG()``).
+        history_len: Steps of history shown.
+
+    Returns:
+        The prompt (see the module docstring); the target is the sub-goal for the next action.
+    """
+    subgoal_lines = [_completed_line(completed_subgoals), f"Current sub-goal: {current_subgoal or 'none'}"]
+    return "\n".join([*_context_lines(context, history_len, subgoal_lines), "Next sub-goal:"])
+
+
+def executor_prompt(
+    context: StepContext,
+    subgoal: str,
+    completed_subgoals: Sequence[str] = (),
+    history_len: int = HISTORY_LEN,
+) -> str:
+    """The executor's input, ending with ``Next action:``.
+
+    Args:
+        context: The context before the next action.
+        subgoal: The sub-goal being executed.
+        completed_subgoals: Sub-goal texts finished before it, oldest first.
+        history_len: Steps of history shown.
+
+    Returns:
+        The prompt; the target is the next action, or ``END_SG()`` when the sub-goal is done.
+    """
+    subgoal_lines = [_completed_line(completed_subgoals), f"Current sub-goal: {subgoal}"]
+    return "\n".join([*_context_lines(context, history_len, subgoal_lines), "Next action:"])
+
+
+def flat_prompt(context: StepContext, history_len: int = HISTORY_LEN) -> str:
+    """The flat baseline's input: the executor's context without sub-goals, ending with ``Next action:``."""
+    return "\n".join([*_context_lines(context, history_len, ()), "Next action:"])
+
+
+# ---------------------------------------------------------------------- actions
 def is_end_subgoal(text: str) -> bool:
     """Whether an executor output means "this sub-goal is done" (``END_SG()``, spacing tolerated)."""
     return text.strip().replace(" ", "").startswith("END_SG")
@@ -148,9 +336,25 @@ def most_similar_action(action: str, valid_actions: Sequence[str], embed: EmbedF
     return valid_actions[best]
 
 
+def map_to_valid(action: str, info: Mapping[str, Any] | None, embed: EmbedFunction | None = None) -> str:
+    """``action``, or the most similar of ``info["valid_actions"]`` when the env lists them and it is not one."""
+    valid = list((info or {}).get("valid_actions") or [])
+    return most_similar_action(action, valid, embed) if valid else action
+
+
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     return sum(x * y for x, y in zip(a, b, strict=True)) / norm if norm else 0.0
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of a model's answer, stripped (a sub-goal or an action is one line)."""
+    stripped = text.strip()
+    return stripped.split("\n", 1)[0].strip() if stripped else ""
+
+
+# ---------------------------------------------------------------------- per-conversation memory
+State = TypeVar("State")
 
 
 def _conversation_key(messages: Sequence[Message]) -> str:
@@ -158,19 +362,82 @@ def _conversation_key(messages: Sequence[Message]) -> str:
     return hashlib.sha1(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class ConversationMemory(Generic[State]):
+    """Per-episode state of a batched agent, keyed by the conversation (no env ids needed).
+
+    :meth:`put` files a state under the conversation extended by the action just returned;
+    :meth:`get` finds it on the next call under the conversation minus its latest observation.
+
+    Args:
+        max_states: Conversations remembered at most (oldest forgotten first).
+    """
+
+    def __init__(self, max_states: int = 100_000):
+        self.max_states = max_states
+        self._states: OrderedDict[str, State] = OrderedDict()
+
+    def get(self, messages: Sequence[Message]) -> State | None:
+        """The state filed for this conversation's previous turn, or ``None``."""
+        _, rest = split_head(messages)
+        if rest and rest[-1]["role"] == "user":
+            return self._states.get(_conversation_key(list(messages[:-1])))
+        return None
+
+    def put(self, messages: Sequence[Message], action: str, state: State) -> None:
+        """File ``state`` under ``messages`` extended by the assistant turn ``action``."""
+        self._states[_conversation_key([*messages, {"role": "assistant", "content": action}])] = state
+        while len(self._states) > self.max_states:
+            self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every state."""
+        self._states.clear()
+
+
+def context_of(
+    item: AgentInput, scores: Sequence[float], task_extractor: Callable[[str], str] = task_description
+) -> tuple[StepContext, list[float]]:
+    """The :class:`StepContext` of an agent input, and the score list extended by its latest score.
+
+    Args:
+        item: The env's conversation and latest ``info`` (``score``, ``look``, ``inventory``).
+        scores: The scores after each earlier step, as remembered by the agent.
+        task_extractor: Maps the first observation to the task description.
+    """
+    first, steps, _ = parse_steps(item.messages)
+    info = item.info or {}
+    # Scores after each earlier step come from memory (unknown ones repeat the last known); the
+    # latest comes from the env's info.
+    known = list(scores)[: max(0, len(steps) - 1)]
+    while len(known) < len(steps) - 1:
+        known.append(known[-1] if known else 0.0)
+    if steps:
+        known.append(float(info.get("score", 0.0)))
+    look = info.get("look") or None
+    inventory = str(info.get("inventory", ""))
+    context = step_context(task_extractor(first), first, steps, known, look=look, inventory=inventory)
+    scores = known
+    return context, scores
+
+
+# ---------------------------------------------------------------------- the agent
 @dataclass
 class SubgoalState:
-    """One env's episode state in a :class:`HierarchicalAgent`.
+    """One episode's state in a :class:`HierarchicalAgent`.
 
     Attributes:
         completed: Completed sub-goal texts, oldest first.
         subgoal: The current sub-goal, or ``None`` when the planner must be asked.
-        subgoal_start: The step (actions taken) at which the current sub-goal started.
+        scores: The score after each step taken so far.
     """
 
     completed: list[str] = field(default_factory=list)
     subgoal: str | None = None
-    subgoal_start: int = 0
+    scores: list[float] = field(default_factory=list)
+
+    def copy(self) -> SubgoalState:
+        """An independent copy."""
+        return SubgoalState(list(self.completed), self.subgoal, list(self.scores))
 
 
 @dataclass
@@ -180,9 +447,7 @@ class _Pending:
     index: int
     item: AgentInput
     state: SubgoalState
-    task: str
-    steps: list[dict[str, str]]
-    observation: str
+    context: StepContext
     planner_calls: int = 0
     planner_actions: list[Action] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
@@ -194,20 +459,25 @@ class HierarchicalAgent(Agent):
     See the module docstring for the protocol, the prompts, the episode state and action mapping.
     Both policies are ordinary :class:`~mulligan.agents.base.Agent` objects (an ``HFAgent`` each,
     a served model, or scripted agents in tests): each receives one user message, the rendered
-    prompt, and its first line (stripped) is the sub-goal or action.
+    prompt, and the first line of its answer is the sub-goal or action.
 
     Args:
-        planner: The policy that emits sub-goals.
+        planner: The policy that emits sub-goals (the paper's controller).
         executor: The policy that emits actions or ``END_SG()``.
-        history_len: Steps of history shown (the training views' ``history_len``).
+        history_len: Steps of history shown (the official 10).
+        planner_every_step: Query the planner before every action (the official agent) instead of
+            only at the start and after ``END_SG()``.
         max_subgoals_per_act: Planner calls allowed per env within one ``act`` call; when the
             executor keeps answering ``END_SG()``, ``fallback_action`` is sent instead.
         fallback_action: The action sent when the loop bound is reached (ScienceWorld's no-op).
+        random_subgoals: The official ``rand`` ablation: when given, every
+            ``RANDOM_SUBGOAL_EVERY``-th step the planner's sub-goal is replaced by one drawn
+            uniformly from these texts.
         embed: Optional embedding function for mapping invalid actions (default: ``difflib``).
-        task_extractor: Maps the first observation to the task description (default: its first
-            paragraph, as the sub-goal annotations do).
+        task_extractor: Maps the first observation to the task description.
         stop: Stop strings given to both policies (a sub-goal or an action is one line).
-        max_states: Conversations remembered at most (oldest forgotten first).
+        max_states: Conversations remembered at most.
+        seed: Seed of the random sub-goals.
     """
 
     def __init__(
@@ -215,117 +485,111 @@ class HierarchicalAgent(Agent):
         planner: Agent,
         executor: Agent,
         *,
-        history_len: int = 4,
+        history_len: int = HISTORY_LEN,
+        planner_every_step: bool = True,
         max_subgoals_per_act: int = 4,
         fallback_action: str = "look around",
+        random_subgoals: Sequence[str] | None = None,
         embed: EmbedFunction | None = None,
         task_extractor: Callable[[str], str] = task_description,
         stop: Sequence[str] = ("\n",),
         max_states: int = 100_000,
+        seed: int = 0,
     ):
         if history_len < 0:
             raise ValueError(f"history_len must be >= 0, got {history_len}")
         if max_subgoals_per_act < 1:
             raise ValueError(f"max_subgoals_per_act must be >= 1, got {max_subgoals_per_act}")
+        if random_subgoals is not None and not list(random_subgoals):
+            raise ValueError("random_subgoals must hold at least one sub-goal text, or be None")
         self.planner = planner
         self.executor = executor
         self.history_len = history_len
+        self.planner_every_step = bool(planner_every_step)
         self.max_subgoals_per_act = max_subgoals_per_act
         self.fallback_action = fallback_action
+        self.random_subgoals = list(random_subgoals) if random_subgoals is not None else None
         self.embed = embed
         self.task_extractor = task_extractor
         self.stop = tuple(stop)
-        self.max_states = max_states
-        self._states: dict[str, SubgoalState] = {}
+        self.memory: ConversationMemory[SubgoalState] = ConversationMemory(max_states)
+        self._rng = np.random.default_rng(seed)
 
     def reset(self, seed: int | None = None) -> None:
-        """Forget every episode's sub-goal state and reset both policies."""
-        self._states.clear()
+        """Forget every episode's state and reset both policies."""
+        self.memory.clear()
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
         self.planner.reset(seed)
         self.executor.reset(seed)
 
     def state_for(self, messages: Sequence[Message]) -> SubgoalState:
         """The episode state the agent holds for a conversation (a fresh one if it has none)."""
-        _, rest = split_head(messages)
-        if rest and rest[-1]["role"] == "user":
-            found = self._states.get(_conversation_key(list(messages[:-1])))
-            if found is not None:
-                return SubgoalState(list(found.completed), found.subgoal, found.subgoal_start)
-        return SubgoalState()
+        found = self.memory.get(messages)
+        return found.copy() if found is not None else SubgoalState()
 
     # ------------------------------------------------------------------ acting
     def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
-        """One env action per input, asking the planner for sub-goals as the executor finishes them."""
+        """One env action per input, querying the planner before the executor (see the module docstring)."""
         pending = [self._prepare(i, item) for i, item in enumerate(inputs)]
         results: list[Action | None] = [None] * len(pending)
+        # Every step (official) or only when no sub-goal is current.
+        needs_plan = [p for p in pending if self.planner_every_step or p.state.subgoal is None]
         while pending:
-            needs_plan = [p for p in pending if p.state.subgoal is None]
             exhausted = [p for p in needs_plan if p.planner_calls >= self.max_subgoals_per_act]
             for p in exhausted:
                 results[p.index] = self._finish(p, self.fallback_action, None, exhausted=True)
-            needs_plan = [p for p in needs_plan if p.planner_calls < self.max_subgoals_per_act]
             pending = [p for p in pending if results[p.index] is None]
-            if needs_plan:
-                plans = self.planner.act([self._planner_input(p) for p in needs_plan])
-                for p, plan in zip(needs_plan, plans, strict=True):
-                    p.planner_calls += 1
-                    p.planner_actions.append(plan)
-                    p.state.subgoal = _first_line(plan.text)
-                    p.state.subgoal_start = len(p.steps)
+            self._plan([p for p in needs_plan if results[p.index] is None])
             if not pending:
                 break
-            decisions = self.executor.act([self._executor_input(p) for p in pending])
-            still = []
+            decisions = self.executor.act([self._prompt_input(p, self._executor_prompt(p)) for p in pending])
+            needs_plan = []
             for p, decision in zip(pending, decisions, strict=True):
                 if is_end_subgoal(decision.text):
                     # END_SG() is not sent to the env: the sub-goal is done, ask for the next one.
-                    assert p.state.subgoal is not None
-                    p.state.completed.append(p.state.subgoal)
-                    p.ended.append(p.state.subgoal)
+                    p.state.completed.append(p.state.subgoal or "")
+                    p.ended.append(p.state.subgoal or "")
                     p.state.subgoal = None
-                    still.append(p)
+                    needs_plan.append(p)
                 else:
-                    results[p.index] = self._finish(p, _first_line(decision.text), decision, exhausted=False)
-            pending = still
-        actions = [r for r in results if r is not None]
-        assert len(actions) == len(inputs)
-        return actions
+                    results[p.index] = self._finish(p, first_line(decision.text), decision, exhausted=False)
+            pending = needs_plan
+        return [r for r in results if r is not None]
 
     def _prepare(self, index: int, item: AgentInput) -> _Pending:
         if not item.messages:
             raise ValueError(f"input {index} has no messages; the agent needs at least the first observation")
-        head, rest = split_head(item.messages)
-        first_observation = head[-1]["content"] if head and head[-1]["role"] == "user" else ""
-        steps = []
-        for k, message in enumerate(rest):
-            if message["role"] == "assistant":
-                following = rest[k + 1]["content"] if k + 1 < len(rest) and rest[k + 1]["role"] == "user" else ""
-                steps.append({"action": message["content"], "observation": following})
         state = self.state_for(item.messages)
-        state.subgoal_start = min(state.subgoal_start, len(steps))
-        observation = item.messages[-1]["content"] if item.messages[-1]["role"] == "user" else first_observation
-        return _Pending(index, item, state, self.task_extractor(first_observation), steps, observation)
+        context, state.scores = context_of(item, state.scores, self.task_extractor)
+        return _Pending(index, item, state, context)
 
-    def _planner_input(self, p: _Pending) -> AgentInput:
-        history = p.steps[max(0, len(p.steps) - self.history_len):] if self.history_len else []
-        prompt = planner_prompt(p.task, p.state.completed, history, p.observation)
-        return AgentInput([{"role": "user", "content": prompt}], p.item.task, p.item.info, p.item.env_id, self.stop)
+    def _plan(self, needs_plan: Sequence[_Pending]) -> None:
+        """Ask the planner for each env's sub-goal; a changed sub-goal retires the current one."""
+        if not needs_plan:
+            return
+        prompts = [planner_prompt(p.context, p.state.completed, p.state.subgoal, self.history_len) for p in needs_plan]
+        plans = self.planner.act([self._prompt_input(p, prompt) for p, prompt in zip(needs_plan, prompts, strict=True)])
+        for p, plan in zip(needs_plan, plans, strict=True):
+            p.planner_calls += 1
+            p.planner_actions.append(plan)
+            subgoal = first_line(plan.text)
+            if self.random_subgoals is not None and p.context.step % RANDOM_SUBGOAL_EVERY == 0:
+                # The official `rand` ablation: a random sub-goal every 10th step.
+                subgoal = self.random_subgoals[int(self._rng.integers(len(self.random_subgoals)))]
+            if p.state.subgoal is not None and subgoal != p.state.subgoal:
+                p.state.completed.append(p.state.subgoal)
+            p.state.subgoal = subgoal
 
-    def _executor_input(self, p: _Pending) -> AgentInput:
-        assert p.state.subgoal is not None
-        lo = max(p.state.subgoal_start, len(p.steps) - self.history_len)
-        history = p.steps[lo:] if self.history_len else []
-        prompt = executor_prompt(p.task, p.state.subgoal, p.state.completed, history, p.observation)
+    def _executor_prompt(self, p: _Pending) -> str:
+        return executor_prompt(p.context, p.state.subgoal or "", p.state.completed, self.history_len)
+
+    def _prompt_input(self, p: _Pending, prompt: str) -> AgentInput:
         return AgentInput([{"role": "user", "content": prompt}], p.item.task, p.item.info, p.item.env_id, self.stop)
 
     def _finish(self, p: _Pending, raw: str, decision: Action | None, *, exhausted: bool) -> Action:
-        valid = (p.item.info or {}).get("valid_actions") or []
-        text = most_similar_action(raw, list(valid), self.embed) if valid else raw
-        # File the state under the conversation as it will read once this action is appended.
-        key = _conversation_key([*p.item.messages, {"role": "assistant", "content": text}])
-        self._states[key] = SubgoalState(list(p.state.completed), p.state.subgoal, p.state.subgoal_start)
-        while len(self._states) > self.max_states:
-            self._states.pop(next(iter(self._states)))
+        text = map_to_valid(raw, p.item.info, self.embed)
+        self.memory.put(p.item.messages, text, p.state.copy())
         metadata = {
             "subgoal": p.state.subgoal,
             "completed_subgoals": list(p.state.completed),
@@ -346,8 +610,3 @@ class HierarchicalAgent(Agent):
             logprobs=decision.logprobs,
             metadata={**metadata, "executor_metadata": decision.metadata},
         )
-
-
-def _first_line(text: str) -> str:
-    stripped = text.strip()
-    return stripped.split("\n", 1)[0].strip() if stripped else ""

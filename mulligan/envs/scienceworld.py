@@ -135,7 +135,8 @@ class ScienceWorldEnv(MulliganEnv):
     valid action-object combinations with ``include_valid_actions=True``; an empty list otherwise,
     so that ``info`` has the same keys on every step), ``look`` and ``inventory`` (the simulator's
     free ``look around`` and ``inventory`` answers, which the sub-goal paper's agents read on every
-    step; empty strings with ``include_look_inventory=False``).
+    step; empty strings with ``include_look_inventory=False``). On reset the task record also gets
+    ``initial_inventory`` (the reset ``info["inventory"]``, which a stored trajectory would lose).
 
     ## Arguments
     * ``task`` (str | int | None, None): a task name ("boil"), the paper's name ("Matter Changes of
@@ -353,7 +354,10 @@ class ScienceWorldEnv(MulliganEnv):
         self._simulator_died = False
         description = str(server.getTaskDescription())
         look = str(server.freeActionLook())
-        return f"{description}\n\n{look}", self._info_updates(0)
+        info = self._info_updates(0)
+        # What the agent carries at the start, for trainers that rebuild the first turn's context.
+        task["initial_inventory"] = info["inventory"]
+        return f"{description}\n\n{look}", info
 
     def _info_updates(self, moves: int) -> dict[str, Any]:
         server = self._sim.server
@@ -374,6 +378,10 @@ class ScienceWorldEnv(MulliganEnv):
         """Score ``action``; after the JVM died, every call raises :class:`SimulatorDiedError` until reset."""
         if self._simulator_died:
             raise SimulatorDiedError(SIMULATOR_DIED_MESSAGE)
+        if self._started and not self._done and not self.simulator_alive():
+            # Checked here too, so that an action the base class refuses unread (over its length
+            # limit) ends the episode the same way.
+            raise self._died()
         return super().step(action)
 
     def _died(self, cause: BaseException | None = None) -> SimulatorDiedError:

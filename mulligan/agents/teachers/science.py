@@ -60,7 +60,7 @@ class ScienceOracle(Agent):
 def _object_of(action: str) -> str | None:
     for prefix in _OBJECT_PREFIXES:
         if action.startswith(prefix) and not action.startswith("open door"):
-            return action[len(prefix):]
+            return action[len(prefix) :]
     if action.startswith("move ") and " to " in action:
         return action[5:].rpartition(" to ")[0]
     return None
@@ -86,14 +86,14 @@ class NoisyScienceTeacher(Agent):
         seed: Seed of the decisions.
     """
 
-    def __init__(self, error_rate: float = 0.2, mistake_weights: Sequence[float] = (1.0, 1.0, 1.0),
-                 seed: int = 0):
+    def __init__(self, error_rate: float = 0.2, mistake_weights: Sequence[float] = (1.0, 1.0, 1.0), seed: int = 0):
         if not 0.0 <= float(error_rate) <= 1.0:
             raise ValueError(f"error_rate must lie in [0, 1], got {error_rate!r}")
         weights = np.asarray(mistake_weights, dtype=float)
         if weights.shape != (3,) or (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError("mistake_weights must be three non-negative numbers (wander, skip, wrong object) "
-                             "with a positive sum")
+            raise ValueError(
+                "mistake_weights must be three non-negative numbers (wander, skip, wrong object) with a positive sum"
+            )
         self.error_rate = float(error_rate)
         self.mistake_probs = weights / weights.sum()
         self.seed = int(seed)

@@ -83,7 +83,8 @@ class MiniScienceEnv(MulliganEnv):
     listing): the state the sub-goal paper's agents read on every step (``look`` and ``inventory``
     are free actions in ScienceWorld, so showing them costs the agent nothing).
     On reset the env adds ``gold_actions`` to the task record (``env.unwrapped.task``), which is
-    how scripted teachers read the gold path through ``AgentInput.task``.
+    how scripted teachers read the gold path through ``AgentInput.task``, and
+    ``initial_inventory`` (the reset ``info["inventory"]``, which a stored trajectory would lose).
 
     ## Arguments
     * ``task`` (str | int | None, None): a task name, an index into the tasks, or ``None`` for all.
@@ -200,6 +201,8 @@ class MiniScienceEnv(MulliganEnv):
     def _start(self, task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         self.world = self._build(task)
         task["gold_actions"] = plan_gold_actions(self._build(task))
+        # What the agent carries at the start, for trainers that rebuild the first turn's context.
+        task["initial_inventory"] = self.world.inventory_text()
         self._score = 0
         self._stalled = 0
         return f"{self.world.description}\n\n{self.world.look()}", self._info_updates()

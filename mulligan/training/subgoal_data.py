@@ -1,0 +1,570 @@
+"""Sub-goal distillation's data: sub-goal annotation of gold paths and the training views.
+
+Sub-goal distillation (arXiv 2405.02749, Sec. 3) splits each gold trajectory into sub-goals written
+as function calls, each covering a contiguous run of actions::
+
+    navigate_to(kitchen) : ['open door to kitchen', 'go to kitchen']
+    pick_up(thermometer) : ['pick up thermometer']
+    find(metal pot)      : ['open cupboard', 'pick up metal pot']
+    fill(metal pot, water)
+    focus_on(substance in metal pot)
+    heat(metal pot)      : ['move metal pot to stove', 'activate stove']
+    monitor_temperature(substance in metal pot)
+    wait(2)              : ['wait1', 'wait1']
+
+and trains a planner (context -> sub-goal) and an executor (context + sub-goal -> next action, or
+``END_SG()`` when the sub-goal is done).
+
+* Gold paths are ordinary :class:`~mulligan.training.trajectory.Trajectory` objects, played by
+  :class:`~mulligan.agents.teachers.science.ScienceOracle` through
+  :func:`~mulligan.training.rollout.collect_episodes` (:func:`collect_gold`).
+* An annotator is anything with ``annotate(task, actions) -> list[SubGoal]``
+  (:class:`SubgoalAnnotator`); :class:`RuleBasedAnnotator` works on the gold paths of both
+  ``Mulligan/ScienceWorld-v0`` and ``Mulligan/MiniScience-v0``. :func:`check_annotation` verifies
+  that an annotation covers every action exactly once, in order.
+* :func:`build_training_views` cuts an :class:`AnnotatedTrajectory` into records that store the
+  fields of a decision (the :class:`~mulligan.agents.hierarchical.StepContext`, the sub-goals, the
+  target); :func:`render_record` renders them with the agent's own prompt functions, so training
+  and inference see the same text by construction.
+
+``SubGoal.to_dict()``::
+
+    {"name": "navigate_to", "args": ["kitchen"], "text": "navigate_to(kitchen)",
+     "actions": ["open door to kitchen", "go to kitchen"], "start": 0, "end": 2}
+
+(``start``/``end``: the half-open range of action indices the sub-goal covers.)
+
+Records (one per decision) share ``view`` (``"first_step"``, ``"planner"``, ``"executor"`` or
+``"flat"``), ``task_id``, ``task_name``, ``step`` (actions taken before the decision), ``context``
+(``StepContext.to_dict()``, its history cut to the last ``history_len`` steps),
+``completed_subgoals`` and ``completion`` (the target), and per view:
+
+* ``executor``: ``subgoal``; the target is the next action, or ``END_SG()`` after the sub-goal's
+  last action (one record per action plus one ``END_SG()`` per sub-goal).
+* ``first_step`` / ``planner``: ``current_subgoal`` (``None`` at the start and after ``END_SG()``);
+  the target is the sub-goal being executed. With ``planner_every_step`` (the official controller,
+  trained at every step) there is a record at every step of a sub-goal and at the step after its
+  last action (where it keeps the sub-goal, so that the executor answers ``END_SG()``); otherwise
+  one per sub-goal, at its start.
+* ``flat``: the baseline's record, one per action; the target is the action.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+from mulligan.agents.hierarchical import (
+    END_SUBGOAL,
+    HISTORY_LEN,
+    StepContext,
+    executor_prompt,
+    flat_prompt,
+    planner_prompt,
+    step_context,
+    task_description,
+)
+from mulligan.training.trajectory import Trajectory
+
+VIEWS = ("first_step", "planner", "executor", "flat")
+
+
+_HEATERS = ("stove", "burner", "oven", "blast furnace", "hot plate", "fire pit", "campfire", "lighter")
+_COOLERS = ("freezer", "fridge", "refrigerator", "ultra low temperature freezer")
+_NAV = re.compile(r"^(open door to|close door to|go to|teleport to) (.+)$")
+_QUALIFIER = re.compile(r" in (inventory|the [a-z ]+)$")
+
+
+@dataclass
+class SubGoal:
+    """One sub-goal: a function-call text and the contiguous actions it covers.
+
+    Attributes:
+        name: The function name (``navigate_to``, ``pick_up``, ``find``, ...).
+        args: Its arguments.
+        actions: The actions it covers, in order.
+        start: Index of its first action in the trajectory.
+        end: One past the index of its last action.
+    """
+
+    name: str
+    args: list[str]
+    actions: list[str]
+    start: int
+    end: int
+
+    @property
+    def text(self) -> str:
+        """The functional form, e.g. ``fill(metal pot, water)``."""
+        return f"{self.name}({', '.join(self.args)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (see the module docstring)."""
+        return {**asdict(self), "text": self.text}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> SubGoal:
+        """Inverse of :meth:`to_dict`."""
+        return cls(record["name"], list(record["args"]), list(record["actions"]), record["start"], record["end"])
+
+    def __str__(self) -> str:
+        return f"{self.text} : {self.actions!r}"
+
+
+@runtime_checkable
+class SubgoalAnnotator(Protocol):
+    """Anything that splits a task's action sequence into sub-goals (rules, or an LLM agent)."""
+
+    def annotate(self, task: str, actions: Sequence[str]) -> list[SubGoal]:
+        """Split ``actions`` (the trajectory of ``task``) into contiguous sub-goals covering all of them."""
+        ...
+
+
+def _strip(ref: str) -> str:
+    """An object reference without its location qualifier ("thermometer in inventory" -> "thermometer")."""
+    if ref.startswith("substance in "):
+        return ref
+    return _QUALIFIER.sub("", ref)
+
+
+def _move_parts(action: str) -> tuple[str, str] | None:
+    if not action.startswith("move ") or " to " not in action:
+        return None
+    src, _, dst = action[5:].rpartition(" to ")
+    return _strip(src), _strip(dst)
+
+
+def _pour_parts(action: str) -> tuple[str, str] | None:
+    if not action.startswith("pour "):
+        return None
+    rest = action[5:]
+    sep = " into " if " into " in rest else (" in " if " in " in rest else None)
+    if sep is None:
+        return None
+    src, _, dst = rest.rpartition(sep)
+    return _strip(src), _strip(dst)
+
+
+def _is_search(action: str) -> bool:
+    """Actions that look for something: they join the sub-goal that uses what they found."""
+    return action in ("look around", "look") or (action.startswith("open ") and not action.startswith("open door"))
+
+
+def _is_sink_action(action: str) -> bool:
+    parts = _move_parts(action)
+    return action in ("activate sink", "deactivate sink") or (parts is not None and parts[1] == "sink")
+
+
+class RuleBasedAnnotator:
+    """Rule-based sub-goals for ScienceWorld-style gold paths (both ScienceWorld envs).
+
+    The paper annotates with GPT-4 (Sec. 3.1); these rules stand in for it offline, and an LLM
+    annotator can replace them through :class:`SubgoalAnnotator`.
+
+    Rules, applied left to right (each sub-goal takes the longest run its rule matches):
+
+    * a run of door/``go to`` actions -> ``navigate_to(last room)``;
+    * a run of sink actions (move X to sink, (de)activate sink, pick up X, pours of X) ->
+      ``fill(X, water)``, or ``water(pot, ...)`` when the water is poured into flower pots;
+    * ``move X to <heater>`` / ``activate <heater>`` -> ``heat(X)``; ``move X to <cooler>`` -> ``cool(X)``;
+    * a run of ``use thermometer ... on Y`` / ``examine Y`` (with the ``wait1`` between readings)
+      -> ``monitor_temperature(Y)``;
+    * a run of waits -> ``wait(n)`` (``n`` actions); ``focus on X`` -> ``focus_on(X)``;
+    * ``pick up X`` -> ``pick_up(X)``, or ``find(X)`` when search actions (``look around``,
+      ``open <container>``) led to it; search actions otherwise join the next sub-goal, or make
+      ``look_around()`` at the end;
+    * the simulator's disambiguation answers (``0``, ``1``, ...) join the previous sub-goal;
+    * anything else -> ``<verb>(<objects>)`` (``move``, ``pour``, ``mix``, ``read``, ``activate``,
+      ``connect``, ``examine``, ...), with repeated identical actions grouped.
+    """
+
+    def annotate(self, task: str, actions: Sequence[str]) -> list[SubGoal]:
+        """Split ``actions`` into sub-goals; ``task`` is unused by the rules."""
+        actions = list(actions)
+        goals: list[SubGoal] = []
+        pending: list[int] = []  # search actions waiting for the sub-goal that uses them
+        i = 0
+        while i < len(actions):
+            action = actions[i]
+            if action.strip().isdigit() and (goals or pending):
+                if pending:
+                    pending.append(i)
+                else:
+                    goals[-1].actions.append(action)
+                    goals[-1].end = i + 1
+                i += 1
+                continue
+            if _is_search(action):
+                pending.append(i)
+                i += 1
+                continue
+            name, args, j = self._match(actions, i)
+            start = pending[0] if pending else i
+            if pending and name == "pick_up":
+                name = "find"
+            # Pending search actions are contiguous with i by construction.
+            goals.append(SubGoal(name, args, actions[start:j], start, j))
+            pending = []
+            i = j
+        if pending:
+            goals.append(SubGoal("look_around", [], actions[pending[0] :], pending[0], len(actions)))
+        return goals
+
+    def _match(self, actions: list[str], i: int) -> tuple[str, list[str], int]:
+        """The rule that fires at ``i``: ``(name, args, end)``."""
+        action = actions[i]
+        if _NAV.match(action):
+            return self._match_navigation(actions, i)
+        if _is_sink_action(action):
+            return self._match_sink(actions, i)
+        device = self._match_device(actions, i)
+        if device is not None:
+            return device
+        if action.startswith("use thermometer") or (action.startswith("examine ") and self._monitors(actions, i)):
+            return self._match_monitoring(actions, i)
+        if action.startswith("wait"):
+            j = i
+            while j < len(actions) and actions[j].startswith("wait"):
+                j += 1
+            return "wait", [str(j - i)], j
+        if action.startswith("focus on "):
+            return "focus_on", [_strip(action[9:])], i + 1
+        if action.startswith("pick up "):
+            return "pick_up", [_strip(action[8:])], i + 1
+        # Generic: verb(objects); identical repeats are one sub-goal.
+        j = i + 1
+        while j < len(actions) and actions[j] == action:
+            j += 1
+        return (*self._generic(action), j)
+
+    @staticmethod
+    def _match_navigation(actions: list[str], i: int) -> tuple[str, list[str], int]:
+        """A run of door and ``go to`` actions: ``navigate_to(last room)``, or ``open_door``/``close_door``."""
+        j, room = i, _NAV.match(actions[i]).group(2)
+        while j < len(actions) and (m := _NAV.match(actions[j])):
+            if m.group(1) in ("go to", "teleport to"):
+                room = m.group(2)
+            j += 1
+        if not any(_NAV.match(a).group(1) in ("go to", "teleport to") for a in actions[i:j]):
+            verb = "open" if actions[i].startswith("open") else "close"
+            rooms = [_NAV.match(a).group(2) for a in actions[i:j]]
+            return f"{verb}_door", list(dict.fromkeys(rooms)), j
+        return "navigate_to", [room], j
+
+    @staticmethod
+    def _match_device(actions: list[str], i: int) -> tuple[str, list[str], int] | None:
+        """``heat(X)`` / ``cool(X)`` for moves to heaters or coolers and heater activations, else ``None``."""
+        action = actions[i]
+        move = _move_parts(action)
+        if move and move[1] in _HEATERS:
+            j = i + 1
+            if j < len(actions) and actions[j] == f"activate {move[1]}":
+                j += 1
+            return "heat", [move[0]], j
+        if action.startswith("activate ") and action[9:] in _HEATERS:
+            return "heat", [action[9:]], i + 1
+        if move and move[1] in _COOLERS:
+            return "cool", [move[0]], i + 1
+        return None
+
+    @staticmethod
+    def _match_monitoring(actions: list[str], i: int) -> tuple[str, list[str], int]:
+        """Thermometer readings and examinations, with the waits between readings."""
+        n = len(actions)
+        target = ""
+        j = i
+        while j < n:
+            if actions[j].startswith("use thermometer") or actions[j].startswith("examine "):
+                if actions[j].startswith("use thermometer") and " on " in actions[j]:
+                    target = target or _strip(actions[j].split(" on ", 1)[1])
+                j += 1
+                continue
+            # Waits between two readings are part of monitoring; trailing waits are wait(n).
+            k = j
+            while k < n and actions[k] == "wait1":
+                k += 1
+            if k > j and k < n and actions[k].startswith("use thermometer"):
+                j = k
+                continue
+            break
+        return "monitor_temperature", [target or _strip(actions[i][8:])], j
+
+    @staticmethod
+    def _monitors(actions: list[str], i: int) -> bool:
+        """``examine X`` is monitoring when a thermometer reading follows it."""
+        return i + 1 < len(actions) and actions[i + 1].startswith("use thermometer")
+
+    def _match_sink(self, actions: list[str], i: int) -> tuple[str, list[str], int]:
+        n = len(actions)
+        j = i
+        filled: list[str] = []
+        poured: list[str] = []
+        while j < n:
+            action = actions[j]
+            move = _move_parts(action)
+            pour = _pour_parts(action)
+            if _is_sink_action(action):
+                if move:
+                    filled.append(move[0])
+            elif action.startswith("pick up ") and _strip(action[8:]) in filled:
+                pass
+            elif pour and pour[0] in filled and pour[1] != pour[0]:
+                poured.append(pour[1])
+            else:
+                break
+            j += 1
+        if poured:
+            return "water", list(dict.fromkeys(poured)), j
+        container = filled[0] if filled else "sink"
+        return "fill", [container, "water"], j
+
+    @staticmethod
+    def _generic(action: str) -> tuple[str, list[str]]:
+        move = _move_parts(action)
+        if move:
+            return "move", [move[0], move[1]]
+        pour = _pour_parts(action)
+        if pour:
+            return "pour", [pour[0], pour[1]]
+        if action.startswith("connect ") and " to " in action:
+            a, _, b = action[8:].partition(" to ")
+            return "connect", [_strip(a), _strip(b)]
+        if action.startswith("look at "):
+            return "examine", [_strip(action[8:])]
+        words = action.split(" ", 1)
+        verb = re.sub(r"[^a-z_]", "_", words[0].lower()) or "act"
+        return verb, [_strip(words[1])] if len(words) > 1 else []
+
+
+def check_annotation(actions: Sequence[str], subgoals: Sequence[SubGoal]) -> None:
+    """Raise ``ValueError`` unless ``subgoals`` cover every action exactly once, in order, contiguously."""
+    position = 0
+    for goal in subgoals:
+        if goal.start != position or goal.end - goal.start != len(goal.actions) or not goal.actions:
+            raise ValueError(f"sub-goal {goal.text} does not start where the previous one ended ({position})")
+        if list(actions[goal.start : goal.end]) != goal.actions:
+            raise ValueError(f"sub-goal {goal.text} does not cover actions[{goal.start}:{goal.end}]")
+        position = goal.end
+    if position != len(actions):
+        raise ValueError(f"the sub-goals cover {position} of {len(actions)} actions")
+
+
+@dataclass
+class AnnotatedTrajectory:
+    """A gold trajectory with its sub-goals: what :func:`build_training_views` reads.
+
+    Attributes:
+        trajectory: The episode, as :func:`~mulligan.training.rollout.collect_episodes` records it.
+        subgoals: The annotation of its actions.
+    """
+
+    trajectory: Trajectory
+    subgoals: list[SubGoal] = field(default_factory=list)
+
+    @property
+    def actions(self) -> list[str]:
+        """The actions taken."""
+        return [turn.action for turn in self.trajectory.turns]
+
+    @property
+    def task(self) -> str:
+        """The task description (the first observation's first paragraph)."""
+        turns = self.trajectory.turns
+        return task_description(turns[0].observation if turns else self.trajectory.final_observation)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict."""
+        return {"trajectory": self.trajectory.to_dict(), "subgoals": [g.to_dict() for g in self.subgoals]}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> AnnotatedTrajectory:
+        """Inverse of :meth:`to_dict`."""
+        return cls(Trajectory.from_dict(dict(record["trajectory"])), [SubGoal.from_dict(g) for g in record["subgoals"]])
+
+
+def annotate(trajectory: Trajectory, annotator: SubgoalAnnotator | None = None) -> AnnotatedTrajectory:
+    """Annotate a gold trajectory (rule-based by default) and check the annotation."""
+    annotated = AnnotatedTrajectory(trajectory)
+    annotated.subgoals = (annotator or RuleBasedAnnotator()).annotate(annotated.task, annotated.actions)
+    check_annotation(annotated.actions, annotated.subgoals)
+    return annotated
+
+
+def step_contexts(trajectory: Trajectory) -> list[StepContext]:
+    """The context before each action of ``trajectory``, and after the last (``len(turns) + 1`` items).
+
+    Built from what the rollout recorded, exactly as the agents build it from the conversation and
+    ``info`` (:func:`~mulligan.agents.hierarchical.context_of`): the observation that answered each
+    action, the score after it (``info["score"]``), and ``info["look"]`` / ``info["inventory"]``
+    after the previous action; at the first step the room part of the first observation and the
+    task record's ``initial_inventory``.
+    """
+    turns = trajectory.turns
+    if not turns:
+        raise ValueError(f"trajectory {trajectory.task_id} has no turns: there is nothing to learn from")
+    first = turns[0].observation
+    answers = [
+        turns[k + 1].observation if k + 1 < len(turns) else trajectory.final_observation for k in range(len(turns))
+    ]
+    steps = [{"action": turn.action, "observation": answer} for turn, answer in zip(turns, answers, strict=True)]
+    scores = [float(turn.info.get("score", 0.0)) for turn in turns]
+    task = task_description(first)
+    contexts = []
+    for t in range(len(turns) + 1):
+        if t == 0:
+            look, inventory = None, str((trajectory.task or {}).get("initial_inventory", ""))
+        else:
+            info = turns[t - 1].info
+            look, inventory = info.get("look") or None, str(info.get("inventory", ""))
+        contexts.append(step_context(task, first, steps[:t], scores[:t], look=look, inventory=inventory))
+    return contexts
+
+
+def _trimmed(context: StepContext, history_len: int) -> dict[str, Any]:
+    record = context.to_dict()
+    record["history"] = record["history"][max(0, len(record["history"]) - history_len) :] if history_len else []
+    return record
+
+
+def build_training_views(
+    annotated: AnnotatedTrajectory, history_len: int = HISTORY_LEN, *, planner_every_step: bool = True
+) -> list[dict[str, Any]]:
+    """The first-step, planner, executor and flat records of one annotated trajectory (module docstring)."""
+    trajectory, goals = annotated.trajectory, annotated.subgoals
+    actions = annotated.actions
+    check_annotation(actions, goals)
+    contexts = step_contexts(trajectory)
+    task_name = str((trajectory.task or {}).get("task_name", ""))
+
+    def record(view: str, step: int, completed: Sequence[str], completion: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "view": view,
+            "task_id": trajectory.task_id,
+            "task_name": task_name,
+            "step": step,
+            "context": _trimmed(contexts[step], history_len),
+            "completed_subgoals": list(completed),
+            "completion": completion,
+            **extra,
+        }
+
+    records: list[dict[str, Any]] = []
+    for k, goal in enumerate(goals):
+        completed = [g.text for g in goals[:k]]
+        # The planner: at the sub-goal's start (no current sub-goal: the start, or after END_SG()),
+        # and, as the official controller is trained, at every later step of it too, including the
+        # step after its last action, where it keeps the sub-goal so that the executor ends it.
+        last = min(goal.end, len(actions) - 1) if planner_every_step else goal.start
+        planner_steps = range(goal.start, last + 1)
+        for step in planner_steps:
+            view = "first_step" if step == 0 else "planner"
+            current = None if step == goal.start else goal.text
+            records.append(record(view, step, completed, goal.text, current_subgoal=current))
+        for step in range(goal.start, goal.end + 1):
+            target = actions[step] if step < goal.end else END_SUBGOAL
+            records.append(record("executor", step, completed, target, subgoal=goal.text))
+    for step, action in enumerate(actions):
+        records.append(record("flat", step, [], action))
+    return records
+
+
+def render_record(record: Mapping[str, Any], history_len: int = HISTORY_LEN) -> str:
+    """The prompt of a training record, rendered by the agents' own prompt functions.
+
+    Raises:
+        ValueError: For an unknown ``view``.
+    """
+    context = StepContext.from_dict(record["context"])
+    view = record["view"]
+    if view == "executor":
+        return executor_prompt(context, record["subgoal"], record["completed_subgoals"], history_len)
+    if view in ("planner", "first_step"):
+        return planner_prompt(context, record["completed_subgoals"], record["current_subgoal"], history_len)
+    if view == "flat":
+        return flat_prompt(context, history_len)
+    raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+
+
+def distillation_conversations(
+    annotated: Sequence[AnnotatedTrajectory], history_len: int = HISTORY_LEN, *, planner_every_step: bool = True
+) -> dict[str, list[list[dict[str, str]]]]:
+    """Planner, executor and flat SFT conversations (prompt as ``user``, target as ``assistant``).
+
+    Returns:
+        ``{"planner": [...], "executor": [...], "flat": [...]}``; the planner's list holds the
+        ``first_step`` and ``planner`` records.
+    """
+    out: dict[str, list[list[dict[str, str]]]] = {"planner": [], "executor": [], "flat": []}
+    for trajectory in annotated:
+        for record in build_training_views(trajectory, history_len, planner_every_step=planner_every_step):
+            role = "planner" if record["view"] == "first_step" else record["view"]
+            out[role].append(
+                [
+                    {"role": "user", "content": render_record(record, history_len)},
+                    {"role": "assistant", "content": record["completion"]},
+                ]
+            )
+    return out
+
+
+def subgoal_vocabulary(annotated: Sequence[AnnotatedTrajectory]) -> list[str]:
+    """Every distinct sub-goal text of the annotations, in first-seen order (the ``rand`` ablation's pool)."""
+    return list(dict.fromkeys(g.text for a in annotated for g in a.subgoals))
+
+
+def gold_prefix(trajectory: Trajectory) -> Trajectory:
+    """``trajectory`` cut to its gold path: the oracle's turns after the path ran out are dropped."""
+    gold = (trajectory.task or {}).get("gold_actions")
+    if isinstance(gold, list) and len(trajectory.turns) > len(gold):
+        kept = trajectory.turns[: len(gold)]
+        final = trajectory.turns[len(gold)].observation
+        last = kept[-1].info if kept else {}
+        return replace(
+            trajectory,
+            turns=kept,
+            final_observation=final,
+            success=bool(last.get("success", False)),
+            score=float(last.get("score", 0.0)),
+            episode_return=float(sum(t.reward for t in kept)),
+            truncated=True,
+        )
+    return trajectory
+
+
+def collect_gold(
+    env: Any,
+    num_tasks: int,
+    *,
+    env_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    annotator: SubgoalAnnotator | None = None,
+    num_envs: int = 1,
+    progress: bool = False,
+) -> list[AnnotatedTrajectory]:
+    """Play the gold paths of ``num_tasks`` tasks with :class:`ScienceOracle` and annotate them.
+
+    Args:
+        env: An env id (``Mulligan/MiniScience-v0`` or ``Mulligan/ScienceWorld-v0``) or a pool
+            that :func:`~mulligan.training.rollout.collect_episodes` accepts.
+        num_tasks: Gold paths to play (tasks chosen with ``seed``).
+        env_kwargs: Keyword arguments of the env.
+        seed: Seed of the task choice.
+        annotator: The sub-goal annotator (rule-based by default).
+        num_envs: Envs run side by side.
+        progress: Show a progress bar.
+    """
+    from mulligan.agents.teachers.science import ScienceOracle
+    from mulligan.training.rollout import collect_episodes
+
+    trajectories = collect_episodes(
+        env,
+        ScienceOracle(),
+        num_tasks,
+        env_kwargs=dict(env_kwargs or {}),
+        seed=seed,
+        num_envs=num_envs,
+        progress=progress,
+    )
+    return [annotate(gold_prefix(t), annotator) for t in trajectories if t.turns]
