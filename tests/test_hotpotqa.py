@@ -11,8 +11,10 @@ from mulligan.envs.hotpotqa import (
     ACTION_GRAMMAR,
     ACTION_VERBS,
     DEFAULT_HUB_SPLIT,
+    PROCEDURAL_TEST_SIZE,
     HotpotQAEnv,
     load_paragraphs,
+    qa_task_signature,
     record_from_hf,
 )
 from mulligan.envs.react import parse_react_action
@@ -312,3 +314,22 @@ def test_lookup_state_restarts_on_a_new_keyword():
     assert state.next(sentences, "alpha") == ("alpha three.", 2, 2)
     assert state.next(sentences, "alpha") == (None, 0, 2)
     assert state.next(sentences, "beta") == ("Beta two.", 1, 1)
+
+
+@pytest.mark.parametrize("env_id", [ENV_ID, "Mulligan/StrategyQA-v0"])
+def test_procedural_splits_are_disjoint_by_content(env_id):
+    # Before, the procedural world had one stream: no held-out questions at all.
+    test = gymnasium.make(env_id, split="test").unwrapped
+    train = gymnasium.make(env_id).unwrapped
+    assert test.num_tasks == PROCEDURAL_TEST_SIZE and train.num_tasks is None
+    assert gymnasium.make(env_id, split="test", num_tasks=50).unwrapped.num_tasks == 50
+    test_signatures = {qa_task_signature(test.get_task(i)) for i in range(300)}
+    train_signatures = {qa_task_signature(train.get_task(i)) for i in range(1500)}
+    assert len(test_signatures) > 250 and len(train_signatures) > 1200
+    assert not test_signatures & train_signatures
+    assert test.get_task(3)["_id"].endswith("-test-3") and train.get_task(3)["_id"].endswith("-0-3")
+    assert test.get_task(3) == gymnasium.make(env_id, split="test").unwrapped.get_task(3)
+    with pytest.raises(ValueError, match="splits"):
+        gymnasium.make(env_id, split="validation")
+    with pytest.raises(ValueError, match="only for the procedural world"):
+        gymnasium.make(env_id, dataset=str(DISTRACTOR), split="test")

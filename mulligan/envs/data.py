@@ -25,6 +25,7 @@ invalid UTF-8 are refused with the file, the line and the fix.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import os
 import re
@@ -92,6 +93,26 @@ def parse_hf_spec(spec: str, *, default_split: str) -> HubSpec:
             f"'hf:{name}::{config}' (the grammar is 'hf:NAME[:CONFIG][:SPLIT]')"
         )
     return HubSpec(name, config, split)
+
+
+#: Share of all procedural problem signatures held out for the test splits (see :func:`split_of_signature`).
+HELD_OUT_FRACTION = 0.2
+
+
+def split_of_signature(signature: str, *, test_fraction: float = HELD_OUT_FRACTION) -> str:
+    """The procedural split a problem's content belongs to: ``"test"`` or ``"train"``.
+
+    A share ``test_fraction`` of all signatures, chosen by a hash of the signature alone (not the
+    seed, not the index), belongs to the test split. So procedural train and test splits never
+    share a problem, whatever the seeds and indices, even when the generator's content space is small.
+
+    Args:
+        signature: The problem's content without its wording, e.g.
+            :func:`mulligan.envs.generators.math.math_task_signature`.
+        test_fraction: The share of signatures in the test split.
+    """
+    digest = hashlib.sha1(signature.encode("utf-8", "surrogatepass")).digest()
+    return "test" if int.from_bytes(digest[:8], "big") % 10_000 < test_fraction * 10_000 else "train"
 
 
 def check_data_seed(data_seed: Any) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mulligan.envs.core import MulliganEnv, StepOutcome, stable_task_id, truncate_for_feedback
-from mulligan.envs.data import check_data_seed, load_records, read_json_records
+from mulligan.envs.data import check_data_seed, load_records, read_json_records, split_of_signature
 from mulligan.envs.generators.world import WorldConfig, generate_hotpotqa_task
 from mulligan.envs.react import parse_react_action
 from mulligan.envs.retrieval import Document, DocumentStore, LookupState
@@ -24,6 +24,24 @@ ACTION_VERBS = ("search", "lookup", "finish")
 _ECHO_LIMIT = 80
 #: The split of a hub spec that names none: HotpotQA's test split has no answers.
 DEFAULT_HUB_SPLIT = "validation"
+
+
+#: Procedural splits: disjoint by content (see :func:`qa_task_signature`).
+PROCEDURAL_SPLITS = ("train", "test")
+#: Tasks of the procedural test split (finite, so that an evaluation can score each once).
+PROCEDURAL_TEST_SIZE = 1000
+#: World indices of the test split start here (the train split uses those below, as before splits existed).
+PROCEDURAL_TEST_OFFSET = 2**31
+_MAX_REDRAWS = 1000
+
+
+def qa_task_signature(task: Mapping[str, Any]) -> str:
+    """A QA problem's content: its question and answer (the invented entities are in both).
+
+    Two worlds that ask the same question with the same answer are the same problem to a learner
+    that memorises, so they share a signature and a split.
+    """
+    return f"{task['question']}|{task['answer']}"
 
 
 class AnswerFormatError(ValueError):
@@ -89,7 +107,10 @@ class HotpotQAEnv(MulliganEnv):
     * ``None`` (default): the offline procedural world of :mod:`mulligan.envs.generators.world`
       (invented people, films, books, bands, cities, companies and universities; bridge and
       comparison questions; 2 gold and ``num_distractors`` distractor paragraphs per question).
-      Endless; task ``i`` is deterministic in ``(data_seed, i)``.
+      Task ``i`` is deterministic in ``(data_seed, split, i)``. ``split="train"`` (default) is
+      endless; ``split="test"`` has ``PROCEDURAL_TEST_SIZE`` (1000) tasks. The two are disjoint by
+      content: a fixed hash of the question and answer decides the split of a problem, so no test
+      question (with its answer) is ever a training task, whatever the seeds.
     * a path to an official HotpotQA file (JSON list or JSONL of records with ``question``,
       ``answer``, ``context``, ``supporting_facts``). Without ``corpus``, the distractor setting:
       each question searches its own ``context`` paragraphs. With ``corpus``, the fullwiki setting:
@@ -142,12 +163,17 @@ class HotpotQAEnv(MulliganEnv):
     * ``data_seed`` (int, 0): seed of the procedural world.
     * ``num_distractors`` (int, 8) and ``comparison_fraction`` (float, 0.3): procedural world settings.
     * ``search_sentences`` (int, 3): opening sentences a search shows.
+    * ``split`` (str | None): ``"train"`` (default) or ``"test"`` for the procedural world; ``None``
+      for a dataset (a file is its own split; a hub spec names its split).
+    * ``num_tasks`` (int | None): cap on the number of tasks (``None``: endless for the procedural
+      train split, 1000 for its test split, the whole dataset otherwise).
 
     ## Version History
     * v0: the action grammar is the shared one of :mod:`mulligan.envs.react` (before: arguments
       could not span lines, and parsing was quadratic in a long run of whitespace); over-long
       actions are refused; file records are validated at load (before: at the task's reset);
-      ``hf:`` specs follow :mod:`mulligan.envs.data`.
+      ``hf:`` specs follow :mod:`mulligan.envs.data`; the procedural world has content-disjoint
+      ``train``/``test`` splits (before: one stream; about 20% of train tasks are now redrawn).
     """
 
     num_tasks: int | None = None
@@ -165,9 +191,21 @@ class HotpotQAEnv(MulliganEnv):
         num_distractors: int = 8,
         comparison_fraction: float = 0.3,
         search_sentences: int = 3,
+        split: str | None = None,
+        num_tasks: int | None = None,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
+        if num_tasks is not None and (isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1):
+            raise ValueError(f"num_tasks must be a positive int or None, got {num_tasks!r}")
+        if dataset is not None and split is not None:
+            raise ValueError(
+                f"split={split!r} is only for the procedural world: a file is its own split, and a hub "
+                "spec names its split ('hf:NAME[:CONFIG][:SPLIT]')"
+            )
+        self.split = "train" if split is None and dataset is None else split
+        if dataset is None and self.split not in PROCEDURAL_SPLITS:
+            raise ValueError(f"the procedural world has splits {PROCEDURAL_SPLITS}, got split={split!r}")
         if reward not in ("em", "f1"):
             raise ValueError(f"reward must be 'em' or 'f1', got {reward!r}")
         if isinstance(search_sentences, bool) or not isinstance(search_sentences, int) or search_sentences < 1:
@@ -187,7 +225,12 @@ class HotpotQAEnv(MulliganEnv):
                 default_split=DEFAULT_HUB_SPLIT,
                 normalize=lambda row: self.task_from_record(record_from_hf(row)),
             )
+            self._records = self._records[:num_tasks] if num_tasks is not None else self._records
             self.num_tasks = len(self._records)
+        elif self.split == "test":
+            self.num_tasks = min(num_tasks or PROCEDURAL_TEST_SIZE, PROCEDURAL_TEST_SIZE)
+        else:
+            self.num_tasks = num_tasks
         self._store: DocumentStore | None = None
         self._document: Document | None = None
         self._lookup = LookupState()
@@ -196,8 +239,26 @@ class HotpotQAEnv(MulliganEnv):
     def get_task(self, index: int) -> dict[str, Any]:
         """The task at ``index``: a procedural record, or the dataset's record (validated at load)."""
         if self._records is None:
-            return self.generate_task(index)
+            return self.procedural_task(index)
         return dict(self._records[index])
+
+    def procedural_task(self, index: int) -> dict[str, Any]:
+        """Task ``index`` of the procedural split: train and test never share a question.
+
+        The world's task ``index`` (train) or ``PROCEDURAL_TEST_OFFSET + index`` (test) is used when
+        its content (:func:`qa_task_signature`) belongs to the split
+        (:func:`~mulligan.envs.data.split_of_signature`); otherwise it is redrawn at indices
+        ``2**32 * k + ...`` (k = 1, 2, ...), so a task stays a pure function of ``(data_seed, index)``.
+        """
+        base = index if self.split == "train" else PROCEDURAL_TEST_OFFSET + index
+        for attempt in range(_MAX_REDRAWS):
+            task = self.generate_task(base + attempt * 2**32)
+            if split_of_signature(qa_task_signature(task)) == self.split:
+                # Ids name the split and index, not the world index a redraw used.
+                split_tag = "" if self.split == "train" else "test-"
+                task["_id"] = f"world-{self.task_prefix}-{self.data_seed}-{split_tag}{index}"
+                return task
+        raise RuntimeError(f"no {self.split}-split task in {_MAX_REDRAWS} draws")  # pragma: no cover - p = 0.8**1000
 
     def generate_task(self, index: int) -> dict[str, Any]:
         """The procedural task at ``index`` (HotpotQA format)."""

@@ -12,13 +12,19 @@ Extra fields of the source record (``template``, ``level``, ``type``...) are kep
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from mulligan.envs.core import MulliganEnv, StepOutcome, stable_task_id, truncate_for_feedback
-from mulligan.envs.data import check_data_seed, dataset_name, is_hub_spec, load_records, parse_hf_spec
+from mulligan.envs.data import (
+    check_data_seed,
+    dataset_name,
+    is_hub_spec,
+    load_records,
+    parse_hf_spec,
+    split_of_signature,
+)
 from mulligan.envs.generators.math import MathGeneratorConfig, generate_math_task, math_task_signature
 from mulligan.envs.verifiers.math import (
     DEFAULT_TIMEOUT,
@@ -34,8 +40,6 @@ DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer wit
 #: Most tasks in the procedural "test" split (a finite list, so that an evaluation can score
 #: each once; a small generator config has fewer distinct test problems).
 PROCEDURAL_TEST_SIZE = 1000
-#: Share of all problem signatures held out for the procedural test split (see ``split_of_signature``).
-PROCEDURAL_TEST_FRACTION = 0.2
 #: Generator indices scanned for the procedural test split.
 PROCEDURAL_TEST_SCAN = 20 * PROCEDURAL_TEST_SIZE
 #: The split of a hub spec that names none (``hf:openai/gsm8k:main`` is GSM8K's train split).
@@ -161,23 +165,11 @@ def load_math_records(dataset: str | os.PathLike) -> list[dict[str, Any]]:
     return load_records(dataset, default_split=DEFAULT_HUB_SPLIT, normalize=_record_normalizer())
 
 
-def split_of_signature(signature: str) -> str:
-    """The procedural split a task's content belongs to: ``"test"`` or ``"train"``.
-
-    A fixed share (:data:`PROCEDURAL_TEST_FRACTION`) of all signatures, chosen by a hash that
-    depends on nothing else (not the seed, not the index), belongs to the test split. So the two
-    splits never share a problem whatever the seeds and indices, even when the generator's
-    content space is small.
-    """
-    digest = hashlib.sha1(signature.encode("utf-8")).digest()
-    return "test" if int.from_bytes(digest[:8], "big") % 1000 < PROCEDURAL_TEST_FRACTION * 1000 else "train"
-
-
 @functools.lru_cache(maxsize=16)
 def procedural_test_indices(config: MathGeneratorConfig, seed: int) -> tuple[int, ...]:
     """Generator indices of the procedural test split of ``(config, seed)``, in order.
 
-    The test split is every distinct test-content task (:func:`split_of_signature`) among the
+    The test split is every distinct test-content task (:func:`~mulligan.envs.data.split_of_signature`) among the
     generator's first ``PROCEDURAL_TEST_SCAN`` indices, in index order, at most
     :data:`PROCEDURAL_TEST_SIZE` of them: a finite list of distinct problems, as an evaluation that
     scores each task once needs. A small generator config gives fewer (every distinct test problem
@@ -228,7 +220,7 @@ class MathTaskSource:
             :mod:`mulligan.envs.data`: a GSM8K/MATH .jsonl/.json path, or
             ``"hf:NAME[:CONFIG][:SPLIT]"`` (split default: :data:`DEFAULT_HUB_SPLIT`).
         split: For the generator, ``"train"`` (default) or ``"test"``: disjoint by content (see
-            :func:`split_of_signature`). A file is its own split and a hub spec names its split,
+            :func:`~mulligan.envs.data.split_of_signature`). A file is its own split and a hub spec names its split,
             so it must be ``None`` there.
         data_seed: Seed of the procedural generator.
         num_tasks: Cap on the number of tasks (``None``: endless for the generator's train split,

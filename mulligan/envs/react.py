@@ -55,15 +55,22 @@ class ReactAction(NamedTuple):
     argument: str
 
 
+_LEADING_SPACE = re.compile(r"\s*")
+
+
 @lru_cache(maxsize=32)
-def _action_pattern(verbs: tuple[str, ...]) -> re.Pattern[str]:
+def _patterns(verbs: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """``(action at a given position, first marker followed by an action)`` for these verbs."""
     alternatives = "|".join(re.escape(verb) for verb in verbs)
-    # `(?:\s*\d+)?` rather than `\s*\d*\s*`: two adjacent `\s*` backtrack quadratically over a long
-    # run of whitespace after "action" (issue 15: 100k spaces took 14-27 s).
-    return re.compile(
-        rf"\A\s*({alternatives})\s*\[|action(?:\s*\d+)?\s*:\s*({alternatives})\s*\[",
-        re.IGNORECASE,
+    # Every run of whitespace is matched atomically, as `(?=(\s*))\N`: a lookahead captures the
+    # whole run and the backreference consumes it, so a failed match never gives whitespace back
+    # and retries (possessive `\s*+` needs Python 3.11). The old QA marker `action\s*\d*\s*:` did
+    # retry, quadratically: 100k spaces after "action" took 14-27 s (issue 15).
+    at_position = re.compile(rf"({alternatives})(?=(\s*))\2\[", re.IGNORECASE)
+    after_marker = re.compile(
+        rf"action(?=(\s*))\1(?:\d+(?=(\s*))\2)?:(?=(\s*))\3({alternatives})(?=(\s*))\5\[", re.IGNORECASE
     )
+    return at_position, after_marker
 
 
 def parse_react_action(
@@ -89,10 +96,16 @@ def parse_react_action(
     if isinstance(verbs, str) or not verbs or not all(isinstance(v, str) and re.fullmatch(r"\w+", v) for v in verbs):
         raise ValueError(f"verbs must be a non-empty sequence of words, got {verbs!r}")
     verbs = tuple(v.lower() for v in verbs)
-    match = _action_pattern(verbs).search(text)
+    at_position, after_marker = _patterns(verbs)
+    # An action at the start wins; the leading whitespace is skipped by one greedy scan, so that a
+    # run of it is not rescanned (no backtracking).
+    match = at_position.match(text, _LEADING_SPACE.match(text).end())
+    verb_group = 1
+    if match is None:
+        match, verb_group = after_marker.search(text), 4
     if match is None:
         return None
-    verb = (match.group(1) or match.group(2)).lower()
+    verb = match.group(verb_group).lower()
     start = match.end()
     window = text[start : start + max_argument_chars + 1]
     depth = 1

@@ -28,11 +28,44 @@ import numpy as np
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 # Function words carry no signal for entity search and have the longest postings lists.
-STOPWORDS: frozenset[str] = frozenset({
-    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "he", "her",
-    "his", "in", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their", "they",
-    "this", "to", "was", "were", "which", "who", "with",
-})
+STOPWORDS: frozenset[str] = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "she",
+        "that",
+        "the",
+        "their",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "which",
+        "who",
+        "with",
+    }
+)
 #: BM25 parameters (Robertson and Zaragoza 2009): term-frequency saturation and length normalisation.
 BM25_K1 = 1.2
 BM25_B = 0.75

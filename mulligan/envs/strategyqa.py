@@ -51,12 +51,13 @@ class StrategyQAEnv(HotpotQAEnv):
 
     ## Arguments
     * ``dataset`` (str | None), ``corpus`` (str | None), ``reward`` (``"em"`` or ``"f1"``),
-      ``data_seed`` (int, 0), ``num_distractors`` (int, 8), ``search_sentences`` (int, 3): as in
+      ``data_seed`` (int, 0), ``num_distractors`` (int, 8), ``search_sentences`` (int, 3),
+      ``split`` (``"train"``/``"test"``, content-disjoint), ``num_tasks`` (int | None): as in
       :class:`~mulligan.envs.hotpotqa.HotpotQAEnv` (``hf:`` specs default to the ``validation`` split).
 
     ## Version History
     * v0: as HotpotQA-v0's: the shared ReAct grammar (linear-time parsing, multi-line arguments),
-      over-long actions refused, file records validated at load.
+      over-long actions refused, file records validated at load, content-disjoint procedural splits.
     """
 
     answer_instruction = "finish[answer]: answer Yes or No and end the episode."
@@ -71,6 +72,8 @@ class StrategyQAEnv(HotpotQAEnv):
         data_seed: int = 0,
         num_distractors: int = 8,
         search_sentences: int = 3,
+        split: str | None = None,
+        num_tasks: int | None = None,
         render_mode: str | None = None,
     ):
         super().__init__(
@@ -80,6 +83,8 @@ class StrategyQAEnv(HotpotQAEnv):
             data_seed=data_seed,
             num_distractors=num_distractors,
             search_sentences=search_sentences,
+            split=split,
+            num_tasks=num_tasks,
             render_mode=render_mode,
         )
 

@@ -86,6 +86,9 @@ class EchoEnv(MulliganEnv):
     * ``num_words`` (int, 1): words per target.
     * ``data_seed`` (int, 0): seed of the procedural task source.
     * ``partial_credit`` (bool, False): pay the score instead of 0/1.
+
+    ## Version History
+    * v0: actions longer than the action space's ``max_length`` are refused (reward 0, the episode ends).
     """
 
     num_tasks = None
