@@ -7,7 +7,7 @@
 =========================  =======================================
 ``mulligan collect``       :mod:`mulligan.commands.collect`
 ``mulligan eval``          :mod:`mulligan.commands.evaluate`
-``mulligan demo``          the demo (the main job)
+``mulligan demo``          :mod:`mulligan.commands.demo`
 ``mulligan train nat``     :mod:`mulligan.training.nat`
 ``mulligan train rise``    :mod:`mulligan.training.rise`
 ``mulligan train subgoal`` :mod:`mulligan.training.subgoal`
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -47,13 +46,6 @@ TRAINERS = {
     "ppo": ("mulligan.training.ppo", "PPO over multi-turn episodes with a value head and GAE."),
     "corgi": ("mulligan.training.corgi", "RL with a checker's corrective feedback (arXiv 2411.01483)."),
 }
-
-
-def _module_for(name: str) -> str:
-    module = COMMANDS[name][0]
-    if name == "demo" and importlib.util.find_spec(module) is None:
-        return "mulligan.training.demo"  # until the demo moves to mulligan.commands
-    return module
 
 
 def _dispatch(module: str, argv: Sequence[str]) -> int:
@@ -206,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_env_id(argv)
         # Commands own their flags: hand everything after the command name to the module.
         if argv and argv[0] in COMMANDS:
-            return _dispatch(_module_for(argv[0]), argv[1:])
+            return _dispatch(COMMANDS[argv[0]][0], argv[1:])
         if len(argv) >= 2 and argv[0] == "train" and argv[1] in TRAINERS:
             return _dispatch(TRAINERS[argv[1]][0], argv[2:])
         args = build_parser().parse_args(argv)

@@ -17,8 +17,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium
-
 from mulligan.agents.base import Agent
 from mulligan.agents.loading import load_agent
 from mulligan.training.args import EnvArgs, SamplingArgs, parse_args
@@ -117,17 +115,12 @@ def build_eval_agent(args: EvalArgs) -> Agent:
 
 
 def without_oracle(pool: EnvPool) -> EnvPool:
-    """Make every retry wrapper of ``pool`` keep retrying after a success (RISE's no-oracle runs)."""
-    from mulligan.envs.wrappers import RetryWithFeedback
+    """Make every env of ``pool`` keep retrying after a success (RISE's no-oracle runs)."""
+    from mulligan.envs.wrappers import set_stop_on_success
 
-    for env in pool.envs:
-        layer = env
-        while isinstance(layer, gymnasium.Wrapper):
-            if isinstance(layer, RetryWithFeedback):
-                if not hasattr(layer, "stop_on_success"):
-                    raise ValueError("this version of RetryWithFeedback always stops on success; update mulligan")
-                layer.stop_on_success = False
-            layer = layer.env
+    if pool.is_multi_turn:
+        for env in pool.envs:
+            set_stop_on_success(env, False)
     return pool
 
 
