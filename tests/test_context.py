@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mulligan.agents.base import Action, Agent, ContextRecord, context_record
 from mulligan.agents.context import (
     CharBudget,
     KeepAll,
@@ -118,3 +119,46 @@ def test_policies_never_mutate_their_input():
     for policy in (KeepAll(), LastAttempts(1), CharBudget(5), TokenBudget(3)):
         policy(messages)
     assert messages == snapshot
+
+
+class Shown(Agent):
+    """An agent whose model would see ``prepare_context(messages)``; it acts on nothing else."""
+
+    def __init__(self, system_prompt=None, context=None):
+        self.system_prompt, self.context = system_prompt, context
+
+    def act(self, inputs):
+        return [Action("ok") for _ in inputs]
+
+
+def test_prepare_context_adds_the_system_prompt_then_applies_the_policy():
+    messages = episode(4, system=False)
+    shown, record = Shown("SYS", LastAttempts(1)).prepare_context(messages)
+    assert contents(shown) == ["SYS", "TASK", "a3", "u3"]
+    # Recorded compactly: spans of kept input indices and the agent's system prompt, once.
+    assert record == ContextRecord(spans=((0, 1), (7, 9)), system_prompt="SYS")
+    assert [messages[i] for a, b in record.spans for i in range(a, b)] == shown[1:]
+    assert Shown("SYS").prepare_messages(messages) == [msg("system", "SYS"), *messages]
+    assert messages == episode(4, system=False)  # the input is untouched
+
+
+def test_prepare_context_records_nothing_when_the_model_saw_the_input_unchanged():
+    messages = episode(3)
+    assert Shown().prepare_context(messages) == (messages, None)
+    # The conversation already starts with a system message: the agent's prompt is not added.
+    assert Shown("OTHER").prepare_context(messages) == (messages, None)
+    assert Shown(context=KeepAll()).prepare_context(messages)[1] is None
+    shown, record = Shown(context=CharBudget(12)).prepare_context(messages)
+    assert record is not None and record.system_prompt is None and not record.covers(len(messages))
+    assert len(shown) < len(messages)
+    with pytest.raises(ValueError, match="empty"):
+        Shown().prepare_context([])
+
+
+def test_a_policy_that_rewrites_messages_cannot_be_recorded():
+    def shout(messages, count_tokens=None):
+        return [{"role": m["role"], "content": m["content"].upper()} for m in messages]
+
+    with pytest.raises(ValueError, match="subsequence"):
+        Shown(context=shout).prepare_context(episode(1))
+    assert context_record(episode(2), episode(2)[:2], None) == ContextRecord(((0, 2),), None)

@@ -92,6 +92,19 @@ def test_chat_template_renders_chatml_with_generation_prompt(saved):
     assert without == text[: -len("<|im_start|>assistant\n")]
 
 
+def test_the_tokenizer_can_be_built_without_a_chat_template(tmp_path):
+    # A base-model stand-in: every consumer then renders the one plain format (mulligan.training.chat).
+    from mulligan.training.chat import has_chat_template, render
+
+    plain = build_tiny_tokenizer(chat_template=False)
+    assert not has_chat_template(plain) and has_chat_template(build_tiny_tokenizer())
+    assert render(plain, [{"role": "user", "content": "2+2?"}], add_generation_prompt=True) == "User: 2+2?\nAssistant: "
+    model, tokenizer = build_tiny_model(SMALL, chat_template=False)
+    assert not has_chat_template(tokenizer) and model.config.eos_token_id == tokenizer.eos_token_id
+    tokenizer.save_pretrained(tmp_path)
+    assert not has_chat_template(AutoTokenizer.from_pretrained(tmp_path))
+
+
 def test_tiny_model_path_caches_and_resolve_model_maps_the_keyword(tmp_path, monkeypatch):
     monkeypatch.setenv("MULLIGAN_CACHE", str(tmp_path))
     first = tiny_model_path(SMALL)
