@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from mulligan.training.demo import DemoConfig, main
+from mulligan.commands.demo import DemoConfig, main
 from mulligan.training.trajectory import TrajectoryStore
 
 
@@ -18,11 +18,29 @@ def restore_threads():
 
 def test_demo_runs_end_to_end_and_writes_table_plot_and_jsonl(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main([
-        "--output_dir", str(out), "--teacher_episodes", "16", "--train_steps", "2", "--batch_size", "4",
-        "--rise_tasks", "4", "--eval_tasks", "4", "--rise_eval_tasks", "2", "--max_new_tokens", "8",
-        "--torch_threads", "1", "--disable_tqdm",
-    ])
+    code = main(
+        [
+            "--output_dir",
+            str(out),
+            "--teacher_episodes",
+            "16",
+            "--train_steps",
+            "2",
+            "--batch_size",
+            "4",
+            "--rise_tasks",
+            "4",
+            "--eval_tasks",
+            "4",
+            "--rise_eval_tasks",
+            "2",
+            "--max_new_tokens",
+            "8",
+            "--torch_threads",
+            "1",
+            "--disable_tqdm",
+        ]
+    )
     assert code == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["model"] for r in rows] == ["untrained", "positives_only", "nat", "rise"]

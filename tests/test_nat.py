@@ -147,6 +147,8 @@ def test_amounts_ratio_pos_num_and_neg_num():
     assert len(positives_only) == 10 and positives_only[0]["messages"][0]["content"] == "Question: p0"
     nut = build_nat_examples(trajectories, method="nut", domain="math_cot")
     assert len(nut) == 30 and all(e["messages"][0]["content"] == f"Question: {e['task_id']}" for e in nut)
+    as_env = build_nat_examples(trajectories, method="positives_only", baseline_prompt="env")
+    assert [e["messages"] for e in as_env] == [t.messages for t in trajectories[:10]]  # the env's own prompt
     with pytest.raises(ValueError, match="pos_num"):
         build_nat_examples(trajectories, pos_num=-2)
 

@@ -54,6 +54,7 @@ from mulligan.training.trajectory import Trajectory, load_trajectories
 
 METHODS = ("nat", "positives_only", "nut", "fine_grained", "fine_grained_3", "soft")
 BUDGETS = ("epochs", "matched_steps")
+BASELINE_PROMPTS = ("official", "env")
 #: The ``soft`` template's cut: a QA trajectory with F1 above it counts as positive.
 SOFT_F1_THRESHOLD = 0.2
 
@@ -93,6 +94,7 @@ def build_nat_examples(
     pos_num: int = -1,
     neg_num: int = -1,
     seed: int = 0,
+    baseline_prompt: str = "official",
 ) -> list[dict[str, Any]]:
     """SFT conversations for NAT or one of its baselines (see the module docstring).
 
@@ -103,7 +105,10 @@ def build_nat_examples(
 
     Each conversation opens with :func:`~mulligan.agents.nat_prompt.nat_messages` built from the
     task's ``question`` (the env's own first observation is replaced, so ``Question:`` never
-    appears twice), then the trajectory's turns.
+    appears twice), then the trajectory's turns. With ``baseline_prompt="env"`` the ``nut`` and
+    ``positives_only`` conversations keep the env's own prompt instead of the official plain one
+    (``"Question: {question}"`` after the instruction), so the model is prompted as the env and
+    other trainers (RISE) prompt it.
 
     Returns:
         Dicts with ``messages``, ``learn_turns`` (indices of the agent's messages: the opening's
@@ -116,6 +121,8 @@ def build_nat_examples(
         raise ValueError(f"negative_ratio must be >= 0, got {negative_ratio}")
     if pos_num < -1 or neg_num < -1:
         raise ValueError(f"pos_num and neg_num must be >= 0, or -1 for all / the ratio; got {pos_num}, {neg_num}")
+    if baseline_prompt not in BASELINE_PROMPTS:
+        raise ValueError(f"baseline_prompt must be one of {BASELINE_PROMPTS}, got {baseline_prompt!r}")
     positives, negatives = _labelled(trajectories, method)
     if pos_num >= 0:
         positives = positives[:pos_num]
@@ -128,6 +135,14 @@ def build_nat_examples(
     signal = method not in ("nut", "positives_only")
     examples = []
     for trajectory, label in positives + negatives:
+        if not signal and baseline_prompt == "env":
+            messages = [dict(m) for m in trajectory.messages]
+            learn = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+            examples.append(
+                {"messages": messages, "learn_turns": learn, "label": label, "task_id": trajectory.task_id,
+                 "score": float(trajectory.score)}
+            )  # fmt: skip
+            continue
         opening = nat_messages(
             question_of(trajectory.task, trajectory.messages),
             label if signal else None,
@@ -172,6 +187,8 @@ class NATArgs(SFTArgs):
         neg_num: Negatives sampled (-1: ``negative_ratio`` per positive); the official ``neg_num``.
         budget: ``epochs`` (the paper's: ``num_train_epochs`` over all the data) or
             ``matched_steps`` (the steps positives-only takes for ``num_train_epochs``).
+        baseline_prompt: ``official`` (``nut``/``positives_only`` get the official plain prompt)
+            or ``env`` (they keep the env's own prompt).
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -208,6 +225,7 @@ class NATArgs(SFTArgs):
     pos_num: int = field(default=-1, metadata={"help": "First N positives (-1: all)."})
     neg_num: int = field(default=-1, metadata={"help": "Negatives sampled (-1: negative_ratio per positive)."})
     budget: str = field(default="epochs", metadata={"help": "epochs (paper) | matched_steps."})
+    baseline_prompt: str = field(default="official", metadata={"help": "Baselines' prompt: official | env."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -225,6 +243,8 @@ class NATArgs(SFTArgs):
             raise ValueError("pos_num and neg_num must be >= 0, or -1 (all positives / negative_ratio)")
         if self.budget not in BUDGETS:
             raise ValueError(f"budget must be one of {BUDGETS}, got {self.budget!r}")
+        if self.baseline_prompt not in BASELINE_PROMPTS:
+            raise ValueError(f"baseline_prompt must be one of {BASELINE_PROMPTS}, got {self.baseline_prompt!r}")
 
 
 #: The name this config had before the config pieces; kept for scripts that import it.
@@ -273,6 +293,7 @@ def train_nat(config: NATArgs, trajectories: Sequence[Trajectory] | None = None)
         pos_num=config.pos_num,
         neg_num=config.neg_num,
         seed=config.seed,
+        baseline_prompt=config.baseline_prompt,
     )
     if not examples:
         raise ValueError(f"method {config.method!r} found nothing to train on among {len(trajectories)} trajectories")
@@ -326,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
+    "BASELINE_PROMPTS",
     "BUDGETS",
     "METHODS",
     "NATArgs",
