@@ -9,7 +9,10 @@ times, interleaved and best of ``--repeats``:
 * ``agent``: ``HFAgent.act`` on the same prompts (templating, tokenising, log-probabilities,
   cutting, building actions included);
 * ``agent+stop``: the same with a ReAct stop string per env (``"\\nObservation:"``), which adds the
-  per-row stop-string check at every step.
+  per-row stop-string check at every step;
+* ``rollout``: one episode per env through :func:`mulligan.training.rollout.collect_episodes` on an
+  :class:`~mulligan.training.rollout.EnvPool` built once (env resets and steps, context records,
+  trajectories included): what a trainer's collection costs on top of the agent.
 
 Tokens are counted up to and including each row's first EOS, for every method. The ratios
 (agent / generate) are what to read: above 0.9 means the agent's overhead is small.
@@ -29,16 +32,24 @@ import torch
 import mulligan  # noqa: F401 - registers the ids
 from mulligan.agents.base import AgentInput
 from mulligan.agents.hf import HFAgent
+from mulligan.training.chat import encode
+from mulligan.training.rollout import EnvPool, collect_episodes
 
 
-def observations(count: int) -> list[str]:
+def prompt_env() -> str:
+    """The env whose observations are the prompts (Math-v0, else the Echo test env)."""
     for env_id in ("Mulligan/Math-v0", "Mulligan/Echo-v0"):
         try:
-            env = gymnasium.make(env_id)
+            gymnasium.make(env_id).close()
         except (ImportError, gymnasium.error.Error):
             continue
-        return [env.reset(seed=k)[0] for k in range(count)]
+        return env_id
     raise RuntimeError("no env available to draw prompts from")
+
+
+def observations(env_id: str, count: int) -> list[str]:
+    env = gymnasium.make(env_id)
+    return [env.reset(seed=k)[0] for k in range(count)]
 
 
 def count_tokens(rows: list[list[int]], eos: set[int]) -> int:
@@ -55,7 +66,7 @@ def count_tokens(rows: list[list[int]], eos: set[int]) -> int:
 
 def time_generate(agent: HFAgent, inputs: list[AgentInput], max_new_tokens: int) -> tuple[float, int]:
     prompts = [agent.render_prompt(x) for x in inputs]
-    ids = [agent.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    ids = [encode(agent.tokenizer, p) for p in prompts]
     width = max(map(len, ids))
     input_ids = torch.full((len(ids), width), agent.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
@@ -82,6 +93,14 @@ def time_agent(agent: HFAgent, inputs: list[AgentInput]) -> tuple[float, int]:
     return time.perf_counter() - start, sum(len(a.completion_ids) for a in actions)
 
 
+def time_rollout(agent: HFAgent, pool: EnvPool, num_episodes: int) -> tuple[float, int]:
+    sync(agent.device)
+    start = time.perf_counter()
+    trajectories = collect_episodes(pool, agent, num_episodes, max_turns=1, progress=False)
+    sync(agent.device)
+    return time.perf_counter() - start, sum(len(t.completion_ids or []) for tr in trajectories for t in tr.turns)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -102,11 +121,12 @@ def main() -> None:
 
     agent = HFAgent(args.model, device=args.device, dtype=args.dtype, temperature=1.0,
                     max_new_tokens=args.max_new_tokens, batch_size=max(args.num_envs), seed=0)
-    texts = observations(max(args.num_envs))
+    env_id = prompt_env()
+    texts = observations(env_id, max(args.num_envs))
     print(f"model={args.model} device={agent.device} max_new_tokens={args.max_new_tokens} "
           f"repeats={args.repeats} torch_threads={torch.get_num_threads()}")
     header = (f"{'envs':>5} {'generate tok/s':>15} {'agent tok/s':>12} {'ratio':>6} "
-              f"{'agent+stop tok/s':>17} {'ratio':>6}")
+              f"{'agent+stop tok/s':>17} {'ratio':>6} {'rollout tok/s':>14} {'ratio':>6}")
     print(header)
     print("-" * len(header))
     for num_envs in args.num_envs:
@@ -114,16 +134,19 @@ def main() -> None:
         stopped = [AgentInput(messages=x.messages, stop=["\nObservation:"]) for x in plain]
         time_generate(agent, plain, 4)  # warm-up
         agent.act(plain[:1])
-        best = {"generate": 0.0, "agent": 0.0, "stop": 0.0}
-        for _ in range(args.repeats):
-            runs = {"generate": lambda p=plain: time_generate(agent, p, args.max_new_tokens),
-                    "agent": lambda p=plain: time_agent(agent, p),
-                    "stop": lambda s=stopped: time_agent(agent, s)}
-            for name, run in runs.items():
-                elapsed, tokens = run()
-                best[name] = max(best[name], tokens / elapsed)
-        print(f"{num_envs:>5} {best['generate']:>15.0f} {best['agent']:>12.0f} "
-              f"{best['agent'] / best['generate']:>6.2f} {best['stop']:>17.0f} {best['stop'] / best['generate']:>6.2f}")
+        best = {"generate": 0.0, "agent": 0.0, "stop": 0.0, "rollout": 0.0}
+        with EnvPool(env_id, num_envs) as pool:
+            for _ in range(args.repeats):
+                runs = {"generate": lambda p=plain: time_generate(agent, p, args.max_new_tokens),
+                        "agent": lambda p=plain: time_agent(agent, p),
+                        "stop": lambda s=stopped: time_agent(agent, s),
+                        "rollout": lambda n=num_envs, pool=pool: time_rollout(agent, pool, n)}
+                for name, run in runs.items():
+                    elapsed, tokens = run()
+                    best[name] = max(best[name], tokens / elapsed)
+        ratio = {name: best[name] / best["generate"] for name in best}
+        print(f"{num_envs:>5} {best['generate']:>15.0f} {best['agent']:>12.0f} {ratio['agent']:>6.2f} "
+              f"{best['stop']:>17.0f} {ratio['stop']:>6.2f} {best['rollout']:>14.0f} {ratio['rollout']:>6.2f}")
 
 
 if __name__ == "__main__":
