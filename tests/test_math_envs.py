@@ -331,3 +331,20 @@ def test_generator_config_may_be_a_dict_as_json_flags_carry_it():
         gymnasium.make("Mulligan/Math-v0", generator_config={"steps": 2})
     with pytest.raises(ValueError, match="max_steps"):
         gymnasium.make("Mulligan/Math-v0", generator_config={"max_steps": 99})
+
+
+def test_nat_one_answer_files_load_as_they_are(tmp_path):
+    # NAT's out-of-distribution test files (ASDiv, SVAMP, MultiArith) carry the bare number as
+    # 'answer'; before, they had to be converted to GSM8K's '#### N' first.
+    path = tmp_path / "asdiv_test_one_answer.jsonl"
+    path.write_text(
+        '{"id": 0, "question": "Seven red apples and two green apples. How many apples?", "answer": "9"}\n'
+        '{"id": 1, "question": "A shop sold 1,250 pens and 250 more. How many pens?", "answer": "1,500"}\n'
+    )
+    env = gymnasium.make("Mulligan/Math-v0", dataset=str(path))
+    assert env.unwrapped.num_tasks == 2
+    env.reset(options={"task_index": 0})
+    assert env.unwrapped.task["final_answer"] == "9" and env.unwrapped.task["id"] == 0
+    assert env.step("So \\boxed{9}.")[1] == 1.0
+    env.reset(options={"task_index": 1})
+    assert env.step("\\boxed{1500}")[1] == 1.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -46,6 +47,7 @@ PROCEDURAL_TEST_SCAN = 20 * PROCEDURAL_TEST_SIZE
 DEFAULT_HUB_SPLIT = "train"
 _SPLITS = ("train", "test")
 _MAX_REDRAWS = 1000
+_BARE_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -63,7 +65,8 @@ def _first_answer(solution: str, *extractors: Any) -> str | None:
 def normalize_math_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """A math task record in GSM8K or MATH format, as the normalised record envs run.
 
-    Accepted: GSM8K (``question``, ``answer`` ending in ``#### N``), MATH (``problem``,
+    Accepted: GSM8K (``question``, ``answer`` ending in ``#### N``, or ``answer`` a bare number as
+    in NAT's ASDiv/SVAMP/MultiArith files), MATH (``problem``,
     ``solution`` with a ``\\boxed{}`` answer, optionally ``answer``), or an already normalised
     record (``question``, ``answer``, ``final_answer``).
 
@@ -79,6 +82,9 @@ def normalize_math_record(record: Mapping[str, Any]) -> dict[str, Any]:
         final = record.get("final_answer")
         if final is None:
             final = _first_answer(solution, gsm8k_final_answer, boxed_final_answer)
+        if final is None and _BARE_NUMBER.fullmatch(solution.strip()):
+            # NAT's one-answer files (ASDiv, SVAMP, MultiArith) give the bare number as 'answer'.
+            final = solution.strip()
         if not isinstance(final, str) or not final.strip():
             raise ValueError(
                 "a GSM8K record's 'answer' must end with a line '#### <answer>' (or the record must "
