@@ -520,7 +520,7 @@ class EpisodeBatch:
         input_ids: ``[B, T]`` token ids of each conversation.
         attention_mask: ``[B, T]`` 1 for real tokens.
         action_mask: ``[B, T]`` 1 for the model's own tokens (what PPO learns).
-        env_rewards: ``[B, T]`` each env reward on the last model token of the turn that earned it.
+        env_rewards: ``[B, T]`` env rewards on model tokens, placed as ``reward_placement`` says.
     """
 
     input_ids: torch.Tensor
