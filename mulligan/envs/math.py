@@ -33,6 +33,7 @@ from mulligan.envs.verifiers.math import (
     boxed_final_answer,
     extract_answer,
     gsm8k_final_answer,
+    question_units,
     verify,
 )
 
@@ -385,6 +386,8 @@ class MathEnv(MulliganEnv):
         self.format_reward = float(format_reward)
         self.instruction = instruction
         self.verify_timeout = float(verify_timeout)
+        self._units_question: str | None = None
+        self._units: frozenset[str] = frozenset()
 
     def get_task(self, index: int) -> dict[str, Any]:
         """The normalised task record at ``index``."""
@@ -406,23 +409,44 @@ class MathEnv(MulliganEnv):
         question = task["question"].strip()
         return (f"{question}\n\n{self.instruction}" if self.instruction else question), {}
 
+    @property
+    def answer_units(self) -> frozenset[str]:
+        """Words an answer may carry after its number: the noun the question counts ("3750 rolls")."""
+        question = self.task["question"] if self.task else ""
+        if self._units_question is not question:
+            self._units_question, self._units = question, question_units(question)
+        return self._units
+
     def _step(self, action: str) -> StepOutcome:
         outcome = score_final_answer(
-            extract_answer(action), self.task["final_answer"], self.format_reward, self.verify_timeout
+            extract_answer(action),
+            self.task["final_answer"],
+            self.format_reward,
+            self.verify_timeout,
+            units=self.answer_units,
         )
         outcome.observation = "Episode over."
         return outcome
 
 
 def score_final_answer(
-    answer: str | None, gold: str, format_reward: float, timeout: float, expected_format: str = "\\boxed{}"
+    answer: str | None,
+    gold: str,
+    format_reward: float,
+    timeout: float,
+    expected_format: str = "\\boxed{}",
+    *,
+    units: frozenset[str] = frozenset(),
 ) -> StepOutcome:
-    """The terminal outcome of a math answer, shared by Math-v0 and MathReAct-v0's ``finish``."""
+    """The terminal outcome of a math answer, shared by Math-v0 and MathReAct-v0's ``finish``.
+
+    ``units`` are the task's extra unit words (:func:`~mulligan.envs.verifiers.math.question_units`).
+    """
     info = {"parsed_answer": answer, "gold_answer": gold}
     if answer is None:
         feedback = f"No final answer found: put the final answer in {expected_format}."
         return StepOutcome(observation="", reward=float(format_reward), terminated=True, feedback=feedback, info=info)
-    if verify(gold, answer, timeout):
+    if verify(gold, answer, timeout, units=units):
         return StepOutcome(observation="", reward=1.0, terminated=True, success=True, score=1.0, info=info)
     feedback = f"The final answer {truncate_for_feedback(answer)!r} is incorrect."
     return StepOutcome(observation="", reward=0.0, terminated=True, feedback=feedback, info=info)

@@ -106,7 +106,12 @@ class MathReActEnv(MathEnv):
         # A boxed answer inside finish[...] is taken from its box; otherwise the whole argument is the answer.
         answer = extract_answer(argument) if "\\boxed" in argument else argument
         outcome = score_final_answer(
-            answer, self.task["final_answer"], 0.0, self.verify_timeout, expected_format="finish[...]"
+            answer,
+            self.task["final_answer"],
+            0.0,
+            self.verify_timeout,
+            expected_format="finish[...]",
+            units=self.answer_units,
         )
         outcome.observation = "Episode over."
         outcome.info["action_type"] = "finish"
