@@ -167,3 +167,23 @@ def test_resolve_checkpoint_has_one_meaning(tmp_path):
     assert resolve_checkpoint(str(tmp_path / "checkpoint-2"), "elsewhere") == str(tmp_path / "checkpoint-2")
     with pytest.raises(FileNotFoundError, match="'auto'"):
         resolve_checkpoint(str(tmp_path / "nope"), str(tmp_path))
+
+
+@pytest.mark.parametrize("trainer", ["nat", "rise"])
+def test_trainer_configs_parse_inherited_flags_and_list_them_in_help(trainer, capsys):
+    from mulligan.training.nat import NATArgs
+    from mulligan.training.rise import RISEArgs
+
+    config_class = {"nat": NATArgs, "rise": RISEArgs}[trainer]
+    (config,) = HfArgumentParser(config_class).parse_args_into_dataclasses(
+        ["--learning_rate", "0.01", "--report_to", "tensorboard", "--resume_from_checkpoint", "auto", "--bf16", "true"]
+    )
+    assert (config.learning_rate, config.report_to_list, config.resume_from_checkpoint, config.bf16) == (
+        0.01, ["tensorboard"], "auto", True,
+    )  # fmt: skip
+    module = __import__(f"mulligan.training.{trainer}", fromlist=["main"])
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--preset", "--use_lora", "--deepspeed", "--fsdp", "--gradient_checkpointing", "--disable_tqdm"):
+        assert flag in text, flag

@@ -247,10 +247,6 @@ class NATArgs(SFTArgs):
             raise ValueError(f"baseline_prompt must be one of {BASELINE_PROMPTS}, got {self.baseline_prompt!r}")
 
 
-#: The name this config had before the config pieces; kept for scripts that import it.
-NATConfig = NATArgs
-
-
 def matched_steps(num_positives: int, config: SFTArgs) -> int:
     """Optimiser steps positives-only takes for ``num_train_epochs`` (the ``matched_steps`` budget).
 
@@ -351,7 +347,6 @@ __all__ = [
     "BUDGETS",
     "METHODS",
     "NATArgs",
-    "NATConfig",
     "build_nat_examples",
     "canonical_domain",
     "matched_steps",

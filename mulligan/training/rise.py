@@ -481,10 +481,6 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
         return LastAttempts(self.window) if self.window else KeepAll()
 
 
-#: The name this config had before the config pieces; kept for scripts that import it.
-RISEConfig = RISEArgs
-
-
 def _json_object(name: str, value: Any) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
