@@ -61,6 +61,8 @@ def test_json_lists_and_json_lines_give_records_with_their_lines(tmp_path):
         (b'[{"a": 1},\n {"a": 2}\n {"a": 3}]', r"bad:3: expected ',' or '\]'"),
         (b'[{"a": 1},\n {"a": }]', r"bad:2: not valid JSON"),
         (b'[{"a": 1}] trailing', r"bad:1: unexpected text after the JSON list"),
+        (b'{"a": 1}\n{"kwargs": [{"n": Infinity}]}\n', r"bad:2: Infinity is not a JSON value"),
+        (b'[{"a": 1},\n {"a": NaN}]', r"bad:2: NaN is not a JSON value"),
         (b"\n\n", r"bad: no records"),
         (b'{"a": "caf\xe9"}\n', r"bad:1: not UTF-8 text \(byte 0xe9"),
         (b'{"a": 1}\n{"a": "\xff"}\n', r"bad:2: not UTF-8 text"),

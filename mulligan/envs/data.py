@@ -178,11 +178,24 @@ def load_records(
     return records
 
 
+class _NonStandardConstantError(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in a data file: not JSON (RFC 8259), and never a valid setting."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonStandardConstantError(name)
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
 def read_json_records(path: str | os.PathLike) -> list[tuple[int, Any]]:
     """Read a JSON list or a JSON Lines file as ``(line number, value)`` pairs.
 
     A file whose first non-blank character is ``[`` is one JSON list (each element is reported at
-    the line where it starts); otherwise each non-blank line is one JSON value.
+    the line where it starts); otherwise each non-blank line is one JSON value. ``NaN`` and
+    ``Infinity``, which Python's ``json`` accepts but JSON does not, are refused.
 
     Raises:
         ValueError: naming the file and line of the first problem (not UTF-8, UTF-16, binary,
@@ -197,9 +210,11 @@ def read_json_records(path: str | os.PathLike) -> list[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            values.append((number, json.loads(line)))
+            values.append((number, _loads(line)))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{number}: not a JSON object ({err.msg}, column {err.colno})") from None
+        except _NonStandardConstantError as err:
+            raise ValueError(f"{path}:{number}: {err} is not a JSON value; write a number or a string") from None
     return values
 
 
@@ -240,7 +255,7 @@ def _looks_utf16(head: bytes) -> bool:
 
 def _json_list(text: str, path: str | os.PathLike) -> list[tuple[int, Any]]:
     """Parse a JSON list element by element, keeping the line where each element starts."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_refuse_constant)
     position = text.index("[") + 1
     values: list[tuple[int, Any]] = []
     line, counted = 1, 0
@@ -262,6 +277,11 @@ def _json_list(text: str, path: str | os.PathLike) -> list[tuple[int, Any]]:
             value, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
+        except _NonStandardConstantError as err:
+            raise ValueError(
+                f"{path}:{line_at(position)}: {err} is not a JSON value (in the record starting on this line); "
+                "write a number or a string"
+            ) from None
         values.append((line_at(position), value))
         position = skip_space(end)
         if position < len(text) and text[position] == ",":
