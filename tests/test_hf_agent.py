@@ -290,3 +290,34 @@ def test_plays_every_registered_env(env_id, tiny):
         for turn in trajectory.turns:
             assert isinstance(turn.action, str) and isinstance(turn.reward, float)
             assert turn.completion_ids and len(turn.logprobs) == len(turn.completion_ids)
+
+
+def test_seeded_inputs_sample_the_same_whatever_shares_their_batch(tiny):
+    agent = HFAgent(*tiny, temperature=1.0, max_new_tokens=8, seed=0)
+    inputs = [AgentInput(messages=[{"role": "user", "content": p}], seed=100 + k) for k, p in enumerate(PROMPTS)]
+    together = agent.act(inputs)
+    alone = [agent.act([x])[0] for x in reversed(inputs)][::-1]
+    assert [a.completion_ids for a in together] == [a.completion_ids for a in alone]
+    for a, b in zip(together, alone, strict=True):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+    reseeded = agent.act([AgentInput(messages=inputs[0].messages, seed=7)])[0]
+    assert len({tuple(a.completion_ids) for a in [together[0], reseeded]}) == 2  # the seed decides the draw
+    samples = agent.sample(inputs[:2], 3)
+    assert samples[1][2].completion_ids == agent.sample(inputs[1:2], 3)[0][2].completion_ids
+    assert len({tuple(a.completion_ids) for a in samples[0]}) > 1
+
+
+def test_a_model_collection_does_not_depend_on_the_batch(tiny):
+    # A resumed collection runs the remaining episodes in other batches; with per-episode seeds
+    # its trajectories are those of an uninterrupted run.
+    from mulligan.training.rollout import collect_episodes
+
+    def run(num_envs):
+        agent = HFAgent(*tiny, temperature=1.0, max_new_tokens=6)
+        return collect_episodes("Mulligan/Echo-v0", agent, 6, env_kwargs={"max_attempts": 2}, num_envs=num_envs,
+                                seed=4, progress=False)
+
+    wide, narrow = run(6), run(1)
+    for a, b in zip(wide, narrow, strict=True):
+        assert [t.completion_ids for t in a.turns] == [t.completion_ids for t in b.turns]
+        assert a.messages == b.messages

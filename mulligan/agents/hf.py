@@ -26,10 +26,15 @@ does not grow with the vocabulary times the completion length.
 
 Reproducibility
 ---------------
-With ``seed`` set, the agent's only state is a call counter: the ``i``-th generating call after
-construction or ``reset(seed)`` samples under the torch seed ``seed + i``, so two agents built with
-the same seed and given the same inputs in the same order produce the same outputs, while repeated
-calls on the same state still explore. Without a seed, the global torch RNG is used.
+When every input carries a seed (:attr:`~mulligan.agents.base.AgentInput.seed`, set by the
+rollout from the run seed, the episode and the turn), each row samples from its own generator
+seeded by it (sample ``j`` of :meth:`HFAgent.sample` from the input's seed and ``j``): an episode's
+tokens then do not depend on which other episodes share its batch, so a resumed collection equals
+an uninterrupted one. Otherwise, with ``seed`` set, the agent's only state is a call counter: the
+``i``-th generating call after construction or ``reset(seed)`` samples under the torch seed
+``seed + i``, so two agents built with the same seed and given the same inputs in the same order
+produce the same outputs, while repeated calls on the same state still explore. Without either,
+the global torch RNG is used.
 """
 
 from __future__ import annotations
@@ -240,6 +245,7 @@ class HFAgent(Agent):
                     f"the model's {self.max_length} positions; pass context=TokenBudget(...) or LastAttempts(...)"
                 )
         stops = [self._stops_for(x) for x in inputs]
+        row_seeds = [x.seed for x in inputs] if all(x.seed is not None for x in inputs) else None
         # Similar lengths share a batch, so less compute goes to padding.
         order = sorted(range(len(inputs)), key=lambda i: len(prompt_ids[i]))
         results: list[list[_Completion] | None] = [None] * len(inputs)
@@ -252,7 +258,12 @@ class HFAgent(Agent):
                 torch.manual_seed(seed)
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                rows = self._generate_batch([prompt_ids[i] for i in chunk], [stops[i] for i in chunk], num_samples)
+                rows = self._generate_batch(
+                    [prompt_ids[i] for i in chunk],
+                    [stops[i] for i in chunk],
+                    num_samples,
+                    None if row_seeds is None else [row_seeds[i] for i in chunk],
+                )
                 for j, i in enumerate(chunk):
                     results[i] = rows[j * num_samples : (j + 1) * num_samples]
 
@@ -276,7 +287,11 @@ class HFAgent(Agent):
         return actions
 
     def _generate_batch(
-        self, batch_ids: list[list[int]], batch_stops: list[tuple[str, ...]], num_samples: int
+        self,
+        batch_ids: list[list[int]],
+        batch_stops: list[tuple[str, ...]],
+        num_samples: int,
+        row_seeds: list[int] | None = None,
     ) -> list[_Completion]:
         """Generate for one left-padded batch; returns ``len(batch_ids) * num_samples`` rows, grouped by input."""
         from transformers import (
@@ -287,16 +302,20 @@ class HFAgent(Agent):
             TopPLogitsWarper,
         )
 
-        width = max(len(ids) for ids in batch_ids)
-        input_ids = torch.full((len(batch_ids), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
-        for row, ids in enumerate(batch_ids):
+        sampling = self.temperature > 0
+        copies = num_samples if sampling else 1
+        per_row = sampling and row_seeds is not None
+        # Per-row sampling decodes greedily over one-hot choices, and greedy generate returns one
+        # sequence per row: the copies of an input are rows of their own.
+        rows = [ids for ids in batch_ids for _ in range(copies if per_row else 1)]
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):
             input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, width - len(ids) :] = 1
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
 
-        sampling = self.temperature > 0
-        copies = num_samples if sampling else 1
         row_stops = [s for s in batch_stops for _ in range(copies)]
         recorder = _LogprobRecorder()
         # The recorder must see the raw logits, so the generation config switches off every built-in
@@ -306,17 +325,21 @@ class HFAgent(Agent):
             processors.append(TemperatureLogitsWarper(self.temperature))
         if sampling and self.top_p < 1.0:
             processors.append(TopPLogitsWarper(self.top_p))
+        if per_row:
+            # Each row draws its token from its own generator; greedy decoding then takes it.
+            seeds = [(seed, copy) for seed in row_seeds for copy in range(copies)]
+            processors.append(_PerRowSampler(seeds, self.device))
         criteria = StoppingCriteriaList()
         if any(row_stops):
             criteria.append(_StopStrings(self.tokenizer, width, row_stops))
         config = GenerationConfig(
             max_new_tokens=self.max_new_tokens,
-            do_sample=sampling,
-            num_return_sequences=copies,
+            do_sample=sampling and not per_row,
+            num_return_sequences=1 if per_row else copies,
             temperature=1.0,
             top_p=1.0,
             # top_k=0 switches off the default top-k of 50; it means nothing to greedy decoding.
-            top_k=0 if sampling else None,
+            top_k=0 if sampling and not per_row else None,
             min_p=None,
             typical_p=1.0,
             repetition_penalty=1.0,
@@ -392,6 +415,29 @@ class _LogprobRecorder(LogitsProcessor):
         if not steps:
             return torch.zeros(generated.shape, dtype=torch.float32)
         return torch.stack(steps, dim=1).cpu()
+
+
+class _PerRowSampler(LogitsProcessor):
+    """Sample each row's next token from its own seeded generator, as a one-hot of the choice.
+
+    The last processor: it receives the tempered, nucleus-filtered scores, draws one token per row
+    with that row's ``torch.Generator`` and leaves only that token possible, so greedy decoding
+    emits it. A row's draws depend only on its seed and its own distribution, never on the other
+    rows of the batch.
+    """
+
+    def __init__(self, seeds: list[tuple[int, int]], device: torch.device):
+        self.generators = []
+        for seed, copy in seeds:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(int(seed) * 1_000_003 + copy)
+            self.generators.append(generator)
+
+    def __call__(self, input_ids, scores):
+        probs = torch.softmax(scores.float(), dim=-1)
+        chosen = torch.stack([torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter(1, chosen, 0.0)
 
 
 class _StopStrings(StoppingCriteria):
