@@ -102,7 +102,12 @@ def test_task_selection_splits_and_record_round_trip(env):
     u = env.unwrapped
     assert u.num_tasks == len(u.task_pairs) == 150  # find-animal has 150 training variations
     _, info = env.reset(options={"task_index": 3})
-    assert u.task == {"task_name": "find-animal", "variation": 3, "simplification": "easy"}
+    assert u.task == {
+        "task_name": "find-animal",
+        "variation": 3,
+        "simplification": "easy",
+        "initial_inventory": info["inventory"],
+    }
     assert info["task_id"] == "scienceworld-find-animal-3-easy"
     first, info2 = env.reset(options={"task": dict(u.task)})
     assert info2["task_id"] == info["task_id"]

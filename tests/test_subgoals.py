@@ -168,6 +168,13 @@ def test_scienceworld_gold_paths_are_covered_exactly_once_in_order():
             check_annotation(gold, goals)
     finally:
         env.close()
+    # The oracle's trajectories carry what the contexts need (look, inventory, scores), e.g. the
+    # orange that find-animal starts with.
+    (item,) = collect_gold("Mulligan/ScienceWorld-v0", 1, env_kwargs={"task": "find-animal", "variation": 0})
+    contexts = step_contexts(item.trajectory)
+    assert "orange" in contexts[0].inventory and contexts[0].look.startswith("This room is called")
+    assert contexts[-1].score == 100 and item.trajectory.success
+    assert len(build_training_views(item)) > len(item.actions)
 
 
 def boil_gold():
