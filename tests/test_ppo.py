@@ -415,3 +415,28 @@ def test_ppo_raises_echo_success_rate(tmp_path):
     after = echo_success(model, tokenizer)
     assert before < 0.5, before
     assert after >= 0.8 and after - before >= 0.3, (before, after)
+
+
+def test_ppo_runs_with_bf16_autocast_gradient_checkpointing_and_lora(tmp_path):
+    model, tokenizer = warm_start()  # varied rewards, so the policy gradient is not zero
+    args = PPOArgs(
+        output_dir=str(tmp_path),
+        total_steps=1,
+        episodes_per_step=16,
+        mini_batch_size=8,
+        max_new_tokens=4,
+        disable_tqdm=True,
+        bf16=True,
+        gradient_checkpointing=True,
+        use_lora=True,
+        lora_r=4,
+        learning_rate=1e-2,
+        env_kwargs=json.dumps(ECHO_KWARGS),
+    )
+    with PPOTrainer(args, model, tokenizer) as trainer:
+        before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if "lora_B" in n}
+        metrics = trainer.train_step()
+    assert math.isfinite(metrics["loss/policy_avg"]) and math.isfinite(metrics["loss/value_avg"])
+    after = dict(trainer.policy.named_parameters())
+    assert any(not torch.equal(value, after[name].detach()) for name, value in before.items())
+    assert all(p.dtype == torch.float32 for p in trainer.policy.parameters())  # fp32 master weights
