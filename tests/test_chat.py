@@ -4,7 +4,6 @@ and the proof that the agent samples from exactly the prompt the trainer rebuild
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mulligan.agents.base import Agent
 from mulligan.agents.context import LastAttempts
@@ -121,8 +120,7 @@ class RecordingHFAgent(HFAgent):
 
 
 @pytest.mark.parametrize("chat_template", [True, False], ids=["chat-template", "plain"])
-def test_the_agent_samples_from_exactly_what_the_trainer_renders(chat_template):
-    torch.set_num_threads(1)
+def test_the_agent_samples_from_exactly_what_the_trainer_renders(chat_template, one_torch_thread):
     small = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     model, tokenizer = build_tiny_model(small, chat_template=chat_template)
     agent = RecordingHFAgent(model, tokenizer, temperature=1.0, max_new_tokens=6, seed=0, system_prompt="Be exact.",
