@@ -348,3 +348,17 @@ def test_nat_one_answer_files_load_as_they_are(tmp_path):
     assert env.step("So \\boxed{9}.")[1] == 1.0
     env.reset(options={"task_index": 1})
     assert env.step("\\boxed{1500}")[1] == 1.0
+
+
+def test_nat_exact_match_is_one_option_away():
+    # NAT scores finish[...] by exact string match with the number after '####' (commas removed);
+    # the default verifier accepts equivalent forms.
+    lenient = gymnasium.make("Mulligan/MathReAct-v0", dataset=GSM8K)
+    exact = gymnasium.make("Mulligan/MathReAct-v0", dataset=GSM8K, answer_check="exact")
+    gold = lenient.unwrapped.get_task(1)["final_answer"]
+    assert gold.replace(",", "") == "3750"
+    for env, answer, reward in [(lenient, "3,750", 1.0), (exact, "3,750", 0.0), (exact, " 3750 ", 1.0)]:
+        env.reset(options={"task_index": 1})
+        assert env.step(f"Action: finish[{answer}]")[1] == reward
+    with pytest.raises(ValueError, match="answer_check"):
+        gymnasium.make("Mulligan/Math-v0", answer_check="fuzzy")

@@ -48,6 +48,8 @@ PROCEDURAL_TEST_SCAN = 20 * PROCEDURAL_TEST_SIZE
 DEFAULT_HUB_SPLIT = "train"
 _SPLITS = ("train", "test")
 _MAX_REDRAWS = 1000
+#: How an answer is compared with the gold one: the math verifier, or NAT's exact string match.
+ANSWER_CHECKS = ("verify", "exact")
 _BARE_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
@@ -349,6 +351,9 @@ class MathEnv(MulliganEnv):
     * ``format_reward`` (float, 0.0): reward when no answer can be extracted.
     * ``instruction`` (str | None): text appended to each question (``None``: the default).
     * ``verify_timeout`` (float, 5.0): hard deadline of one symbolic check, in seconds.
+    * ``answer_check`` (str, ``"verify"``): ``"verify"`` (equivalent forms count) or ``"exact"``:
+      NAT's check (its ``api/tools/math/utils.py``), the stripped answer must equal the gold answer
+      with its thousands commas removed, character for character (``4.50`` is not ``4.5``).
 
     ## Version History
     * v0: the procedural splits are disjoint by content (before: by index only, and about 1% of
@@ -371,9 +376,13 @@ class MathEnv(MulliganEnv):
         format_reward: float = 0.0,
         instruction: str | None = None,
         verify_timeout: float = DEFAULT_TIMEOUT,
+        answer_check: str = "verify",
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
+        if answer_check not in ANSWER_CHECKS:
+            raise ValueError(f"answer_check must be one of {ANSWER_CHECKS}, got {answer_check!r}")
+        self.answer_check = answer_check
         instruction = self.default_instruction if instruction is None else instruction
         if not verify_timeout > 0:
             raise ValueError(f"verify_timeout must be positive, got {verify_timeout!r}")
@@ -424,6 +433,7 @@ class MathEnv(MulliganEnv):
             self.format_reward,
             self.verify_timeout,
             units=self.answer_units,
+            exact=self.answer_check == "exact",
         )
         outcome.observation = "Episode over."
         return outcome
@@ -437,16 +447,20 @@ def score_final_answer(
     expected_format: str = "\\boxed{}",
     *,
     units: frozenset[str] = frozenset(),
+    exact: bool = False,
 ) -> StepOutcome:
     """The terminal outcome of a math answer, shared by Math-v0 and MathReAct-v0's ``finish``.
 
     ``units`` are the task's extra unit words (:func:`~mulligan.envs.verifiers.math.question_units`).
+    ``exact`` replaces the verifier by NAT's string match (NAT, arXiv 2402.11651, official
+    ``api/tools/math/utils.py``): the answer must equal the gold answer without its commas.
     """
     info = {"parsed_answer": answer, "gold_answer": gold}
     if answer is None:
         feedback = f"No final answer found: put the final answer in {expected_format}."
         return StepOutcome(observation="", reward=float(format_reward), terminated=True, feedback=feedback, info=info)
-    if verify(gold, answer, timeout, units=units):
+    correct = answer.strip() == gold.replace(",", "").strip() if exact else verify(gold, answer, timeout, units=units)
+    if correct:
         return StepOutcome(observation="", reward=1.0, terminated=True, success=True, score=1.0, info=info)
     feedback = f"The final answer {truncate_for_feedback(answer)!r} is incorrect."
     return StepOutcome(observation="", reward=0.0, terminated=True, feedback=feedback, info=info)

@@ -59,7 +59,8 @@ class MathReActEnv(MathEnv):
 
     ## Arguments
     Those of ``Mulligan/Math-v0`` (``dataset``, ``split``, ``data_seed``, ``num_tasks``,
-    ``generator_config``, ``verify_timeout``), plus ``format_reward`` (float, 0.0): the reward of
+    ``generator_config``, ``verify_timeout``, ``answer_check``: ``"exact"`` is NAT's string match
+    of the ``finish`` argument), plus ``format_reward`` (float, 0.0): the reward of
     a malformed action, and ``instruction`` (str): the text shown before the question.
 
     ## Version History
@@ -112,6 +113,7 @@ class MathReActEnv(MathEnv):
             self.verify_timeout,
             expected_format="finish[...]",
             units=self.answer_units,
+            exact=self.answer_check == "exact",
         )
         outcome.observation = "Episode over."
         outcome.info["action_type"] = "finish"
