@@ -270,6 +270,24 @@ def test_budgets_steps_change_parameters_and_resume(tmp_path):
     assert train_nat(resumed, data)["global_step"] == 3
 
 
+def test_lora_bf16_and_checkpointing_pass_through_and_save_a_full_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from mulligan.agents.tiny import resolve_model
+
+    data = collect_episodes("Mulligan/Echo-v0", EchoOracle(wrong_every=3), 8, progress=False)
+    config = NATArgs(
+        output_dir=str(tmp_path / "lora"), max_steps=2, per_device_train_batch_size=4, use_lora=True, lora_r=4,
+        gradient_checkpointing=True, bf16=True, save_steps=0, disable_tqdm=True, domain="math_cot",
+    )  # fmt: skip
+    assert train_nat(config, data)["global_step"] == 2
+    assert not (tmp_path / "lora" / "adapter_config.json").exists()  # merged into the base weights
+    before = _weights(resolve_model("tiny"))
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "lora").state_dict()
+    assert set(after) == set(before)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the adapters' update is in the weights
+
+
 def test_sft_on_oracle_echo_data_raises_success(tmp_path):
     from mulligan.agents.hf import HFAgent
 

@@ -49,7 +49,13 @@ from mulligan.agents.nat_prompt import (
 )
 from mulligan.envs.verifiers.qa import CORRECT, fine_grained_label
 from mulligan.training.args import SFTArgs, parse_args
-from mulligan.training.sft import conversations_to_dataset, load_model, load_tokenizer, resolve_checkpoint
+from mulligan.training.sft import (
+    conversations_to_dataset,
+    load_model,
+    load_tokenizer,
+    resolve_checkpoint,
+    save_trained,
+)
 from mulligan.training.trajectory import Trajectory, load_trajectories
 
 METHODS = ("nat", "positives_only", "nut", "fine_grained", "fine_grained_3", "soft")
@@ -317,8 +323,7 @@ def train_nat(config: NATArgs, trajectories: Sequence[Trajectory] | None = None)
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, config.output_dir))
 
     # Checkpoint: the final model loads with from_pretrained(output_dir).
-    trainer.save_model(config.output_dir)
-    tokenizer.save_pretrained(config.output_dir)
+    save_trained(trainer, tokenizer, config.output_dir)
     summary = {
         "output_dir": config.output_dir,
         "method": config.method,

@@ -50,7 +50,7 @@ from mulligan.agents.context import KeepAll, LastAttempts, keep_last_attempts
 from mulligan.envs.verifiers.math import extract_answer
 from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_args
 from mulligan.training.rollout import EnvPool, collect_episodes
-from mulligan.training.sft import load_model, load_tokenizer, resolve_checkpoint
+from mulligan.training.sft import load_model, load_tokenizer, resolve_checkpoint, save_trained
 from mulligan.training.trajectory import Trajectory, TrajectoryStore
 
 FILTERS = ("all", "better", "best", "success")
@@ -613,8 +613,7 @@ def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any
 
             # Logging and checkpoint: the iteration's model is the next iteration's learner.
             model_path = os.path.join(iter_dir, "model")
-            trainer.save_model(model_path)
-            tokenizer.save_pretrained(model_path)
+            save_trained(trainer, tokenizer, model_path)
             stats = {
                 "iteration": iteration,
                 "rollouts": len(rollouts),

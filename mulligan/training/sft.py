@@ -4,6 +4,8 @@
   says (dtype, attention kernel, LoRA adapters).
 * :func:`conversations_to_dataset`: pre-tokenized ``input_ids`` + ``assistant_masks`` for TRL's
   ``SFTTrainer``, so the loss falls on the agent's turns only.
+* :func:`save_trained`: the final model as a full checkpoint (LoRA adapters merged), so every
+  later stage (the next RISE iteration, evaluation) loads it with ``from_pretrained``.
 * :func:`resolve_checkpoint`: the one meaning of ``--resume_from_checkpoint`` (``""``, ``auto``, a
   path) for ``Trainer.train``.
 
@@ -125,3 +127,20 @@ def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
             f"{output_dir!r}, or '' to start fresh"
         )
     return value
+
+
+def save_trained(trainer, tokenizer, output_dir: str) -> None:
+    """Save the trained model and its tokenizer to ``output_dir`` as a full checkpoint.
+
+    A LoRA model is merged into its base weights first (``merge_and_unload``), so the folder loads
+    with ``AutoModelForCausalLM.from_pretrained`` like any other; other models are saved by
+    ``trainer.save_model`` (which gathers DeepSpeed/FSDP shards).
+    """
+    model = trainer.model
+    if getattr(model, "peft_config", None) is not None and hasattr(model, "merge_and_unload"):
+        if trainer.is_world_process_zero():
+            model.merge_and_unload().save_pretrained(output_dir)
+    else:
+        trainer.save_model(output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(output_dir)
