@@ -40,6 +40,10 @@ def test_collect_and_eval_usage_mistakes(command, capsys, tmp_path):
                           mentions=["/no/such/checkpoint", "does not exist", "'tiny'"])
     assert_one_line_error(capsys, *[a if a != SCRIPTED else "no.such.module:Agent" for a in base],
                           mentions=["no.such.module", "module:Class"])
+    assert_one_line_error(capsys, *[a if a != SCRIPTED else "mulligan.agents.testing:ScriptedAgent" for a in base],
+                          mentions=["ScriptedAgent", "no arguments"])
+    assert_one_line_error(capsys, *[a if a != SCRIPTED else "mulligan.training.stats:Summary" for a in base],
+                          mentions=["Summary"])
     assert_one_line_error(capsys, *base[:-1], str(tmp_path), mentions=["is a directory", "file path"])
     (tmp_path / "plain_file").write_text("x")
     assert_one_line_error(capsys, *base[:-1], str(tmp_path / "plain_file" / "out.jsonl"),

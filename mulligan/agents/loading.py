@@ -58,7 +58,13 @@ def _load_class(spec: str) -> Agent:
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ValueError(f"{module_name} has no {class_name!r}; pass 'module:Class' naming an agent class")
-    agent = cls()
+    try:
+        agent = cls()
+    except TypeError as err:
+        raise ValueError(
+            f"{spec} cannot be built with no arguments ({err}); pass a class whose arguments all have defaults, "
+            "or build the agent in Python"
+        ) from err
     if not isinstance(agent, Agent):
         raise ValueError(f"{spec} is not a mulligan Agent (got {type(agent).__name__}); pass an Agent subclass")
     return agent
