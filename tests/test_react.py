@@ -31,6 +31,7 @@ REACT_IDS = ["Mulligan/MathReAct-v0", "Mulligan/HotpotQA-v0", "Mulligan/Strategy
         ("Action: finish[  ]", None),
         ("Action: finish[unclosed", None),
         ("Action: jump[x]", None),
+        ("Transaction: finish[7]", None),  # the marker is a word
         ("", None),
     ],
 )

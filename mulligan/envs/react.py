@@ -9,7 +9,7 @@ grammar around them is the same everywhere, so ``finish[...]`` means one thing i
 
 Rules, in the order they apply:
 
-* **Marker.** ``Action:`` (any case, ReAct's numbered ``Action 2:`` too) is optional. The action
+* **Marker.** ``Action:`` (a word in any case, ReAct's numbered ``Action 2:`` too) is optional. The action
   is the first one in the text: an action at the very start of the text (after whitespace), or
   else the first ``Action:`` marker that is directly followed by a known verb and ``[``. So
   ``finish[7]`` and ``Thought: ...\\nAction: finish[7]`` both parse, while a verb inside a
@@ -68,7 +68,7 @@ def _patterns(verbs: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]]
     # retry, quadratically: 100k spaces after "action" took 14-27 s (issue 15).
     at_position = re.compile(rf"({alternatives})(?=(\s*))\2\[", re.IGNORECASE)
     after_marker = re.compile(
-        rf"action(?=(\s*))\1(?:\d+(?=(\s*))\2)?:(?=(\s*))\3({alternatives})(?=(\s*))\5\[", re.IGNORECASE
+        rf"\baction(?=(\s*))\1(?:\d+(?=(\s*))\2)?:(?=(\s*))\3({alternatives})(?=(\s*))\5\[", re.IGNORECASE
     )
     return at_position, after_marker
 
