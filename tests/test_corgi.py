@@ -65,8 +65,12 @@ def test_max_attempts_is_derived_not_a_flag():
 def test_args_reject_overlapping_or_unknown_families():
     with pytest.raises(ValueError, match="held out"):
         CORGIArgs(train_families="completion,concepts", eval_families="concepts")
-    with pytest.raises(ValueError, match="subset"):
+    with pytest.raises(ValueError, match="constraint ids"):
         CORGIArgs(train_families="completion,haiku")
+    with pytest.raises(ValueError, match="held out"):  # a family holds its ids
+        CORGIArgs(train_families="punctuation", eval_families="punctuation:no_comma")
+    single = CORGIArgs(train_families="punctuation:no_comma", eval_families="change_case")
+    assert single.constraint_ids("train_families") == {"punctuation:no_comma"}
     with pytest.raises(ValueError, match="retry_limit"):
         CORGIArgs(retry_limit=-1)
     with pytest.raises(ValueError, match="eval_retry_limit"):

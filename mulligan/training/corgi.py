@@ -49,8 +49,9 @@ class CORGIArgs(PPOArgs):
             paper's baseline, plain RL).
         eval_retry_limit: Retries at evaluation, the same for CORGI and the baseline (the official
             evaluation's 4; 19 for its ``program`` task).
-        train_families: Comma-separated constraint families to train on.
-        eval_families: Comma-separated held-out families to evaluate on (disjoint from training).
+        train_families: Comma-separated constraint families (or single constraint ids) to train on.
+        eval_families: Comma-separated held-out families or constraint ids to evaluate on (no
+            constraint id in common with training).
         eval_tasks: Held-out tasks evaluated before and after training (0: no evaluation).
         eval_task_offset: First task index of the evaluation tasks.
         eval_before: Also evaluate the starting model.
@@ -71,7 +72,7 @@ class CORGIArgs(PPOArgs):
     eval_before: bool = field(default=True, metadata={"help": "Also evaluate the starting model."})
 
     def __post_init__(self) -> None:
-        from mulligan.envs.verifiers.constraints import FAMILIES
+        from mulligan.envs.verifiers.constraints import CONSTRAINT_IDS, FAMILIES
 
         super().__post_init__()
         for name in ("retry_limit", "eval_retry_limit"):
@@ -81,15 +82,23 @@ class CORGIArgs(PPOArgs):
         if self.eval_tasks < 0 or self.eval_task_offset < 0:
             raise ValueError("eval_tasks and eval_task_offset must be >= 0")
         for name in ("train_families", "eval_families"):
-            unknown = [f for f in self.families(name) if f not in FAMILIES]
+            unknown = [f for f in self.families(name) if f not in FAMILIES and f not in CONSTRAINT_IDS]
             if unknown or not self.families(name):
                 raise ValueError(
-                    f"{name} must be a comma-separated subset of {', '.join(FAMILIES)}; got {unknown or '[]'}"
+                    f"{name} must be a comma-separated list of families ({', '.join(FAMILIES)}) or constraint "
+                    f"ids; got {unknown or '[]'}"
                 )
-        overlap = set(self.families("train_families")) & set(self.families("eval_families"))
+        overlap = self.constraint_ids("train_families") & self.constraint_ids("eval_families")
         if overlap:
             raise ValueError(f"eval_families must be held out from train_families; both contain {sorted(overlap)}")
         self.max_attempts = self.retry_limit + 1
+
+    def constraint_ids(self, name: str) -> set[str]:
+        """Every constraint id that ``name`` (``train_families`` or ``eval_families``) draws from."""
+        from mulligan.envs.verifiers.constraints import CONSTRAINT_IDS, constraint_family
+
+        listed = set(self.families(name))
+        return {i for i in CONSTRAINT_IDS if i in listed or constraint_family(i) in listed}
 
     def families(self, name: str = "train_families") -> list[str]:
         """The families listed in ``name`` (``train_families`` or ``eval_families``)."""
