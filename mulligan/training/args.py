@@ -82,7 +82,12 @@ def preset_values(cls: type, name: str) -> dict[str, Any]:
     return values
 
 
-def _check_json_object(name: str, value: Any) -> dict[str, Any]:
+def parse_json_object(name: str, value: Any) -> dict[str, Any]:
+    """``value`` as a dict: a mapping as is, or a JSON object string (empty: ``{}``).
+
+    Raises:
+        ValueError: Naming the option ``name`` and showing the expected form.
+    """
     if isinstance(value, Mapping):
         return dict(value)
     try:
@@ -367,7 +372,7 @@ class EnvArgs(ArgsBase):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.env_kwargs_dict: dict[str, Any] = _check_json_object("env_kwargs", self.env_kwargs)
+        self.env_kwargs_dict: dict[str, Any] = parse_json_object("env_kwargs", self.env_kwargs)
         if "max_attempts" in self.env_kwargs_dict:
             raise ValueError("set attempts with --max_attempts, not inside env_kwargs")
         if self.system_prompt is None:

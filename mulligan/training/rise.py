@@ -48,7 +48,7 @@ from mulligan.agents.base import Agent
 from mulligan.agents.best_of_n import BestOfNAfterFirst, is_degenerate
 from mulligan.agents.context import KeepAll, LastAttempts, keep_last_attempts
 from mulligan.envs.verifiers.math import extract_answer
-from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_args
+from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_args, parse_json_object
 from mulligan.training.rollout import EnvPool, collect_episodes
 from mulligan.training.sft import load_model, load_tokenizer, resolve_checkpoint, save_trained
 from mulligan.training.trajectory import Trajectory, TrajectoryStore
@@ -469,7 +469,10 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
             raise ValueError(
                 f"eval_temperature must be >= 0 (the paper's metrics use 1.0), got {self.eval_temperature}"
             )
-        self.eval_env_kwargs_dict = {**self.env_kwargs_dict, **_json_object("eval_env_kwargs", self.eval_env_kwargs)}
+        self.eval_env_kwargs_dict = {
+            **self.env_kwargs_dict,
+            **parse_json_object("eval_env_kwargs", self.eval_env_kwargs),
+        }
         if "max_attempts" in self.eval_env_kwargs_dict:
             raise ValueError("set evaluation turns with --eval_turns, not inside eval_env_kwargs")
         if self.format_reward is not None:
@@ -479,18 +482,6 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
     def context(self):
         """The context policy of every RISE agent: the last ``window`` attempts (0: all)."""
         return LastAttempts(self.window) if self.window else KeepAll()
-
-
-def _json_object(name: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    try:
-        parsed = json.loads(value or "{}")
-    except json.JSONDecodeError as err:
-        raise ValueError(f'{name} must be a JSON object, e.g. \'{{"split": "test"}}\': {err}') from err
-    if not isinstance(parsed, dict):
-        raise ValueError(f'{name} must be a JSON object, e.g. \'{{"split": "test"}}\'')
-    return parsed
 
 
 def _agent(config: RISEArgs, model, tokenizer=None, *, temperature: float):
