@@ -103,6 +103,8 @@ def test_a_template_that_strips_earlier_reasoning_does_not_raise():
         tokenize_conversation(reasoning, [])
     with pytest.raises(ValueError, match="assistant"):
         chat.tokenize_turn(reasoning, messages, 0)
+    with pytest.raises(ValueError, match="not sampled by a model"):
+        chat.tokenize_sampled_turn(reasoning, messages[:1], [])
 
 
 class RecordingHFAgent(HFAgent):
@@ -139,4 +141,8 @@ def test_the_agent_samples_from_exactly_what_the_trainer_renders(chat_template, 
             assert sample.input_ids[: len(prompt_ids)] == prompt_ids
             assert sum(sample.assistant_mask) > 0 and not any(sample.assistant_mask[: len(prompt_ids)])
             assert turn.completion_ids and len(turn.logprobs) == len(turn.completion_ids)
+            # Exact tokens: the sampled prompt's ids, then the recorded completion, learned one to one.
+            exact = trajectory.sampled_tokens(tokenizer, t)
+            assert exact.input_ids == prompt_ids + turn.completion_ids
+            assert sum(exact.assistant_mask) == len(turn.logprobs)
     assert isinstance(agent, Agent)

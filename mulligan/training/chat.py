@@ -198,6 +198,39 @@ def tokenize_turn(tokenizer, messages: Sequence[dict[str, str]], turn: int) -> T
     return builder.episode()
 
 
+def tokenize_sampled_turn(
+    tokenizer, prompt_messages: Sequence[dict[str, str]], completion_ids: Sequence[int]
+) -> TokenizedEpisode:
+    """The exact tokens of one sampled turn: the rendered prompt, then the completion ids as generated.
+
+    For exact-token RL (PPO, GRPO): the completion is the recorded ``completion_ids`` (including the
+    EOS or stop-string tokens the model generated), not a re-tokenisation of the action text, so the
+    learned tokens align one to one with the recorded behaviour log-probabilities.
+
+    Args:
+        tokenizer: The tokenizer the agent sampled with.
+        prompt_messages: What the model saw (:meth:`~mulligan.training.trajectory.Trajectory.prompt_messages`).
+        completion_ids: The recorded :attr:`~mulligan.training.trajectory.Turn.completion_ids`.
+
+    Raises:
+        ValueError: If ``completion_ids`` is empty or ``prompt_messages`` is empty.
+    """
+    if not prompt_messages:
+        raise ValueError("prompt_messages is empty; pass what the model saw (Trajectory.prompt_messages(t))")
+    if not completion_ids:
+        raise ValueError("completion_ids is empty: the turn was not sampled by a model agent; use tokenize_turn")
+    text = render(tokenizer, prompt_messages, add_generation_prompt=True)
+    prompt_ids = encode(tokenizer, text)
+    completion = [int(t) for t in completion_ids]
+    turn = len(prompt_messages)
+    return TokenizedEpisode(
+        input_ids=prompt_ids + completion,
+        assistant_mask=[0] * len(prompt_ids) + [1] * len(completion),
+        turn_index=[turn - 1] * len(prompt_ids) + [turn] * len(completion),
+        text=text + tokenizer.decode(completion),
+    )
+
+
 def tokenize_turns(
     tokenizer, messages: Sequence[dict[str, str]], *, learn_turns: Sequence[int] | None = None
 ) -> list[TokenizedEpisode]:

@@ -20,7 +20,9 @@ episode length. Trainers never rebuild a context themselves; they call:
   whole history, the episode is one conversation (agent system prompt + messages) in which every
   assistant message is a learned turn; :meth:`Trajectory.training_samples` picks the right form;
 * :meth:`Trajectory.tokenize`: the one-sequence form as tokens with the agent-token mask (through
-  :func:`mulligan.training.chat.tokenize_conversation`, the one place that decides it).
+  :func:`mulligan.training.chat.tokenize_conversation`, the one place that decides it);
+* :meth:`Trajectory.sampled_tokens` ``(tokenizer, t)``: turn ``t`` as the exact tokens sampled (the
+  rendered prompt, then the recorded completion ids), aligned with the turn's log-probabilities.
 
 Token ids: model agents record each turn's :attr:`Turn.completion_ids` and their behaviour
 :attr:`Turn.logprobs` (the exact tokens sampled, for exact-token RL); prompt ids are not stored
@@ -244,6 +246,19 @@ class Trajectory:
         if self.sees_full_history:
             return [self.conversation()]
         return [self.training_messages(t) for t in range(len(self.assistant_positions()))]
+
+    def sampled_tokens(self, tokenizer, turn: int):
+        """Turn ``turn`` as the exact tokens sampled: rendered prompt, then the recorded completion ids.
+
+        The learned tokens align one to one with :attr:`Turn.logprobs` (exact-token RL); see
+        :func:`mulligan.training.chat.tokenize_sampled_turn`.
+
+        Raises:
+            ValueError: If the turn has no recorded completion ids (a scripted agent's turn).
+        """
+        from mulligan.training.chat import tokenize_sampled_turn
+
+        return tokenize_sampled_turn(tokenizer, self.prompt_messages(turn), self.turns[turn].completion_ids or [])
 
     def tokenize(self, tokenizer, *, learn_turns=None):
         """:meth:`conversation` as tokens with the agent-token mask (see :mod:`mulligan.training.chat`).
