@@ -61,3 +61,13 @@ def test_demo_config_rejects_bad_values():
         DemoConfig(teacher_error_rate=0.0)
     with pytest.raises(ValueError, match="max_number"):
         DemoConfig(max_number=3)
+
+
+def test_mulligan_demo_dispatches_to_the_commands_package(capsys):
+    from mulligan.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "mulligan demo" in out and "--rise_attempts" in out
