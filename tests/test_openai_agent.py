@@ -7,12 +7,121 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 
 from mulligan.agents.base import AgentInput
 from mulligan.agents.context import LastAttempts
 from mulligan.agents.openai_chat import OpenAIChatAgent, OpenAIChatError
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    """Serves one request as its :class:`FakeServer` (``self.server.fake``) scripts."""
+
+    @property
+    def fake(self):
+        return self.server.fake
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        # A POST must never arrive as a GET; answer like a host that would accept it.
+        with self.fake.lock:
+            self.fake.log.append(("GET", self.path, dict(self.headers)))
+        payload = {"choices": [{"message": {"role": "assistant", "content": "from a GET"}}]}
+        self.send(200, json.dumps(payload).encode())
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.fake.lock:
+            self.fake.log.append(("POST", self.path, dict(self.headers)))
+            self.fake.requests.append(body)
+            self.fake.headers.append(dict(self.headers))
+            step = self.fake.script.pop(0) if self.fake.script else None
+            self.fake.in_flight += 1
+            self.fake.max_in_flight = max(self.fake.max_in_flight, self.fake.in_flight)
+        try:
+            self.answer(body, step)
+        finally:
+            with self.fake.lock:
+                self.fake.in_flight -= 1
+
+    def answer(self, body, step):
+        if step and step[0] == "redirect":  # ("redirect", status, absolute or relative location)
+            return self.send(step[1], b"", {"Location": step[2]})
+        # A forward proxy receives the absolute URL; the fake serves it as the origin would.
+        if urlsplit(self.path).path not in ("/v1/chat/completions", "/moved/chat/completions"):
+            return self.send(404, b'{"error": "no such route"}')
+        if step and step[0] == "retry_after":
+            return self.send(429, b'{"error": "slow down"}', {"Retry-After": step[1]})
+        if step and step[0] in ("drip_headers", "drip_body", "endless"):
+            return self.stream(step)
+        if step and step[0] == "hang":
+            self.fake.release.wait(step[1])
+            return self.send(200, b"{}")
+        if step and step[0] == "status":
+            extra = {"Retry-After": "0"} if step[1] == 429 else {}
+            return self.send(step[1], json.dumps({"error": f"scripted {step[1]}"}).encode(), extra)
+        if step and step[0] == "raw":
+            return self.send(200, step[1])
+        time.sleep(self.fake.delay)
+        last = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+        content = f"echo: {last} STOP tail" if body.get("stop") else f"echo: {last}"
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": {"content": [{"token": "e", "logprob": -0.5 - i}]},
+            }
+            for i in range(body.get("n", 1))
+        ]
+        payload = {"model": body["model"], "choices": choices, "usage": {"completion_tokens": 3}}
+        self.send(200, json.dumps(payload).encode())
+
+    def stream(self, step):
+        # Bounded on the server side too: it stops after a while, or when the client hangs up.
+        stop_at = time.monotonic() + 8.0
+        try:
+            if step[0] == "drip_headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                while time.monotonic() < stop_at and not self.fake.release.is_set():
+                    self.wfile.write(b"X")  # one byte of a header line that never ends
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            if step[0] == "drip_body":
+                self.wfile.write(b'{"choices": [')
+                while time.monotonic() < stop_at and not self.fake.release.is_set():
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                return
+            chunk = b"x" * 65536  # "endless": up to 256 MiB, far beyond any sane reply
+            for _ in range(4096):
+                if time.monotonic() > stop_at or self.fake.release.is_set():
+                    return
+                self.wfile.write(chunk)
+                with self.fake.lock:
+                    self.fake.streamed += len(chunk)
+        except OSError:  # the client hung up, as it should
+            return
+        finally:
+            self.close_connection = True
+
+    def send(self, code, data, extra=None):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
 
 
 class FakeServer:
@@ -28,65 +137,19 @@ class FakeServer:
         self.delay = delay
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.log: list[tuple[str, str, dict]] = []  # (method, path, headers) of every request, any method
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
         self.release = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append(body)
-                    server.headers.append(dict(self.headers))
-                    step = server.script.pop(0) if server.script else None
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    self.answer(body, step)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-            def answer(self, body, step):
-                if self.path != "/v1/chat/completions":
-                    return self.send(404, b'{"error": "no such route"}')
-                if step and step[0] == "hang":
-                    server.release.wait(step[1])
-                    return self.send(200, b"{}")
-                if step and step[0] == "status":
-                    extra = {"Retry-After": "0"} if step[1] == 429 else {}
-                    return self.send(step[1], json.dumps({"error": f"scripted {step[1]}"}).encode(), extra)
-                if step and step[0] == "raw":
-                    return self.send(200, step[1])
-                time.sleep(server.delay)
-                last = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
-                content = f"echo: {last} STOP tail" if body.get("stop") else f"echo: {last}"
-                choices = [{"index": i, "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop",
-                            "logprobs": {"content": [{"token": "e", "logprob": -0.5 - i}]}}
-                           for i in range(body.get("n", 1))]
-                payload = {"model": body["model"], "choices": choices, "usage": {"completion_tokens": 3}}
-                self.send(200, json.dumps(payload).encode())
-
-            def send(self, code, data, extra=None):
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (extra or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.streamed = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
+        self.httpd.fake = self
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
     def close(self):
         self.release.set()
@@ -114,12 +177,15 @@ def ask(text, **kwargs):
 def test_answers_each_input_in_order_with_what_was_sent(serve, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server = serve()
-    agent = OpenAIChatAgent(server.base_url, "teacher", system_prompt="Be brief.", temperature=0.3, max_tokens=7,
-                            logprobs=True, seed=11)
+    agent = OpenAIChatAgent(
+        server.base_url, "teacher", system_prompt="Be brief.", temperature=0.3, max_tokens=7, logprobs=True, seed=11
+    )
     actions = agent.act([ask(f"q{i}") for i in range(5)])
     assert [a.text for a in actions] == [f"echo: q{i}" for i in range(5)]
-    assert actions[0].metadata["messages"] == [{"role": "system", "content": "Be brief."},
-                                               {"role": "user", "content": "q0"}]
+    assert actions[0].metadata["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "q0"},
+    ]
     assert actions[0].metadata["finish_reason"] == "stop" and actions[0].logprobs == [-0.5]
     assert actions[0].completion_ids is None
     request = server.requests[0]
@@ -210,9 +276,13 @@ def test_bad_routes_bodies_and_refused_connections_fail_clearly(serve):
 def test_context_policy_shapes_what_is_sent(serve):
     server = serve()
     agent = OpenAIChatAgent(server.base_url, "m", context=LastAttempts(1))
-    messages = [{"role": "user", "content": "task"}, {"role": "assistant", "content": "a1"},
-                {"role": "user", "content": "f1"}, {"role": "assistant", "content": "a2"},
-                {"role": "user", "content": "f2"}]
+    messages = [
+        {"role": "user", "content": "task"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "f1"},
+        {"role": "assistant", "content": "a2"},
+        {"role": "user", "content": "f2"},
+    ]
     agent.act([AgentInput(messages=messages)])
     assert [m["content"] for m in server.requests[0]["messages"]] == ["task", "a2", "f2"]
 
@@ -226,3 +296,169 @@ def test_invalid_arguments_are_rejected():
         OpenAIChatAgent("http://127.0.0.1:1/v1", "m", stop="\n")
     with pytest.raises(ValueError, match="num_samples"):
         OpenAIChatAgent("http://127.0.0.1:1/v1", "m").sample([ask("x")], 0)
+
+
+# --------------------------------------------------------------------------- hardening (issue 15)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("elsewhere", ["another port", "another host"])
+def test_a_redirect_to_another_origin_is_refused_and_no_credentials_leave(serve, monkeypatch, status, elsewhere):
+    monkeypatch.setenv("TEACHER_KEY", "sk-secret")
+    other = serve()
+    host = "127.0.0.1" if elsewhere == "another port" else "localhost"
+    server = serve(script=[("redirect", status, f"http://{host}:{other.port}/v1/chat/completions")])
+    agent = OpenAIChatAgent(server.base_url, "m", api_key_env="TEACHER_KEY", max_retries=2, backoff=0.01)
+    with pytest.raises(OpenAIChatError, match=r"redirect.*another origin") as caught:
+        agent.act([ask("hi")])
+    assert "sk-secret" not in str(caught.value)
+    assert other.log == []  # nothing reached the other origin, so neither did the key
+    assert [method for method, _, _ in server.log] == ["POST"]  # and a refusal is not retried
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_within_the_origin_is_posted_again_with_the_same_body(serve, monkeypatch, status):
+    monkeypatch.setenv("TEACHER_KEY", "sk-secret")
+    server = serve(script=[("redirect", status, "/moved/chat/completions")])
+    agent = OpenAIChatAgent(server.base_url, "m", api_key_env="TEACHER_KEY", temperature=0.25)
+    assert agent.act([ask("hello")])[0].text == "echo: hello"
+    assert [(method, path) for method, path, _ in server.log] == [
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/moved/chat/completions"),
+    ]
+    assert server.requests[0] == server.requests[1] and server.requests[1]["temperature"] == 0.25
+    assert server.log[1][2]["Authorization"] == "Bearer sk-secret"
+
+
+def test_endless_redirects_within_the_origin_stop(serve):
+    server = serve(script=[("redirect", 307, "/v1/chat/completions")] * 50)
+    with pytest.raises(OpenAIChatError, match="redirect"):
+        OpenAIChatAgent(server.base_url, "m", max_retries=0).act([ask("x")])
+    assert len(server.log) <= 11
+
+
+def _act_within(agent, seconds):
+    """Run ``agent.act`` in a thread; return (finished, error, elapsed) after at most ``seconds``."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["actions"] = agent.act([ask("x")])
+        except Exception as err:  # surfaced to the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive(), outcome.get("error"), time.monotonic() - start
+
+
+@pytest.mark.parametrize("step", ["drip_headers", "drip_body"])
+def test_a_dripping_server_cannot_hold_a_request_past_its_deadline(serve, step):
+    # One byte every 0.1 s never trips a per-read timeout of 0.5 s; the whole request must end at 1 s.
+    server = serve(script=[(step,)] * 3)
+    agent = OpenAIChatAgent(server.base_url, "m", timeout=1.0, max_retries=1, backoff=0.01)
+    finished, error, elapsed = _act_within(agent, 6.0)
+    assert finished and elapsed < 5.0, f"act() still running after {elapsed:.1f} s"
+    assert isinstance(error, OpenAIChatError) and "deadline" in str(error)
+    assert len(server.log) == 2  # the first attempt and one retry
+
+
+def test_an_endless_body_stops_at_the_size_cap_with_bounded_memory(serve):
+    import tracemalloc
+
+    server = serve(script=[("endless",)])
+    agent = OpenAIChatAgent(server.base_url, "m", max_response_bytes=2**20, max_retries=0)
+    tracemalloc.start()
+    try:
+        finished, error, _ = _act_within(agent, 6.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert finished
+    assert isinstance(error, OpenAIChatError) and "max_response_bytes" in str(error)
+    assert peak < 16 * 2**20, f"peak memory {peak / 2**20:.0f} MiB for a 1 MiB cap"
+
+
+def test_a_declared_oversized_body_is_refused_before_reading(serve):
+    server = serve(script=[("raw", b"{}" + b" " * (2**20))])
+    agent = OpenAIChatAgent(server.base_url, "m", max_response_bytes=1000, max_retries=0)
+    with pytest.raises(OpenAIChatError, match=r"max_response_bytes"):
+        agent.act([ask("x")])
+
+
+def test_retry_after_beyond_the_cap_fails_at_once_and_within_it_is_honoured(serve):
+    server = serve(script=[("retry_after", "3600")])
+    agent = OpenAIChatAgent(server.base_url, "m", max_retry_after=1.0, max_retries=3, backoff=0.01)
+    finished, error, elapsed = _act_within(agent, 6.0)
+    assert finished and elapsed < 5.0
+    assert isinstance(error, OpenAIChatError) and "Retry-After" in str(error) and "max_retry_after" in str(error)
+    assert len(server.log) == 1
+    patient = serve(script=[("retry_after", "0.3")])
+    agent = OpenAIChatAgent(patient.base_url, "m", max_retry_after=1.0, max_retries=3, backoff=0.01)
+    start = time.monotonic()
+    assert agent.act([ask("later")])[0].text == "echo: later"
+    assert 0.3 <= time.monotonic() - start < 4.0 and len(patient.log) == 2
+
+
+@pytest.mark.parametrize(
+    ("reply", "complaint"),
+    [
+        (b'{"choices": [1]}', r"choices\[0\] is not an object"),
+        (b'{"choices": [{"message": {"role": "assistant", "content": 5}}]}', r"choices\[0\]\.message\.content"),
+        (b'{"choices": [{"finish_reason": "stop"}]}', r"choices\[0\]\.message"),
+        (b'{"choices": [{"message": {"role": "assistant"}}]}', r"choices\[0\]\.message\.content"),
+        (b'{"choices": [{"message": "hi"}]}', r"choices\[0\]\.message"),
+        (b'{"choices": "all of them"}', r"'choices' list"),
+        (b'{"id": "x"}', r"'choices' list"),
+        (b"[1, 2]", r"not an object"),
+        (b"not json at all", r"not JSON"),
+        (b'{"choices": [{"message": {"content": "a"}, "logprobs": {"content": [{"token": "a"}]}}]}', r"logprob"),
+    ],
+)
+def test_malformed_replies_name_what_is_wrong(serve, reply, complaint):
+    server = serve(script=[("raw", reply)])
+    agent = OpenAIChatAgent(server.base_url, "m", logprobs=True, max_retries=0)
+    with pytest.raises(OpenAIChatError, match=complaint):
+        agent.act([ask("x")])
+
+
+def test_the_context_the_model_saw_is_recorded(serve):
+    # System prompt and context policy come from Agent.prepare_context, as for every agent.
+    server = serve()
+    agent = OpenAIChatAgent(server.base_url, "m", system_prompt="Be brief.", context=LastAttempts(1))
+    messages = [
+        {"role": "user", "content": "task"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "f1"},
+        {"role": "assistant", "content": "a2"},
+        {"role": "user", "content": "f2"},
+    ]
+    action = agent.act([AgentInput(messages=messages)])[0]
+    sent = server.requests[0]["messages"]
+    assert [m["content"] for m in sent] == ["Be brief.", "task", "a2", "f2"]
+    assert action.metadata["messages"] == sent
+    assert action.context is not None and action.context.system_prompt == "Be brief."
+    assert action.context.spans == ((0, 1), (3, 5))
+
+
+def test_an_http_proxy_from_the_environment_is_used(serve, monkeypatch):
+    # The standard library client honoured http_proxy before; it still does (a loopback "proxy").
+    proxy = serve()
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://user:pass@127.0.0.1:{proxy.port}")
+    action = OpenAIChatAgent("http://teacher.invalid:9/v1", "m", max_retries=0).act([ask("via proxy")])[0]
+    assert action.text == "echo: via proxy"
+    method, path, headers = proxy.log[0]
+    assert (method, path) == ("POST", "http://teacher.invalid:9/v1/chat/completions")
+    assert headers["Proxy-Authorization"] == "Basic dXNlcjpwYXNz"
+
+
+def test_each_input_is_sampled_with_its_own_seed(serve):
+    # Per-input seeds from the rollout make a resumed run send what an uninterrupted one sent.
+    server = serve()
+    agent = OpenAIChatAgent(server.base_url, "m", seed=11, supports_n=False, concurrency=1)
+    agent.sample([ask("a", seed=500), ask("b")], 2)
+    assert sorted(r["seed"] for r in server.requests) == [11, 12, 500, 501]

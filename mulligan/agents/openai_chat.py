@@ -3,48 +3,78 @@
 NAT (arXiv 2402.11651) and RISE (arXiv 2407.18219) collect teacher trajectories from GPT-3.5; this
 agent does the same with any server that speaks ``POST {base_url}/chat/completions``: OpenAI, a
 local vLLM or llama.cpp server, a hosted provider. It uses only the standard library
-(``urllib`` and a thread pool), so it adds no dependency.
+(``http.client`` and a thread pool), so it adds no dependency.
 
 * ``base_url`` is what the OpenAI client calls it, including the version prefix, e.g.
   ``http://127.0.0.1:8000/v1``.
 * The key is read from the environment variable ``api_key_env`` at each request and sent as
   ``Authorization: Bearer ...``; when the variable is unset no header is sent (local servers need
   none). The key never appears in errors.
-* ``concurrency`` requests run at once. A request that fails with HTTP 429 or 5xx, a timeout or a
-  dropped connection is retried up to ``max_retries`` times, waiting ``backoff * 2**k`` seconds
-  (at most ``max_backoff``; a ``Retry-After`` header is honoured within that cap). Other HTTP errors
-  (400, 401, 404, ...) fail at once. Failures raise :class:`OpenAIChatError` naming the URL, the
-  status and the server's message.
-* ``timeout`` bounds each socket operation (connecting, and every read of the response), as
-  ``urllib`` does; a server that sends nothing for ``timeout`` seconds fails the attempt.
+* ``concurrency`` requests run at once. A request that fails with HTTP 429 or 5xx, a missed
+  deadline or a dropped connection is retried up to ``max_retries`` times, waiting
+  ``backoff * 2**k`` seconds (at most ``max_backoff``). A ``Retry-After`` header (seconds or an HTTP
+  date) is honoured up to ``max_retry_after`` seconds; a server that asks for a longer wait fails
+  the request at once, saying so. Other HTTP errors (400, 401, 404, ...) fail at once. Failures
+  raise :class:`OpenAIChatError` naming the URL, the status and the server's message.
 
-Actions carry the text (cut at the first stop string, which servers usually do already),
-``metadata["messages"]`` (exactly what was sent), the finish reason and token usage, and with
-``logprobs=True`` the per-token log-probabilities the server reports. Token ids are unknown
-(``None``): the server owns the tokenizer and the chat template.
+Hostile or broken servers. The server is not trusted any more than the model's text is:
+
+* ``timeout`` is an overall deadline for one attempt (connecting, sending, waiting, reading the
+  whole reply), not per socket read: a server that drips one byte a second is cut off when it
+  passes. One request therefore takes at most about ``(max_retries + 1) * timeout`` plus the waits.
+* A reply larger than ``max_response_bytes`` is refused (as soon as its ``Content-Length`` says so,
+  else when the running total passes the cap), so an endless body cannot exhaust memory.
+* The ``http_proxy``/``https_proxy``/``no_proxy`` environment variables are honoured (HTTP proxies).
+* Redirects are followed only within the origin of ``base_url`` (same scheme, host and port), by
+  POSTing the same body and headers again (at most :data:`MAX_REDIRECTS` times). A redirect to
+  another origin is an error: the request, and the key with it, is never sent elsewhere, and a
+  POST never becomes a GET.
+* A reply that is not a chat completion (``{"choices": [1]}``, a numeric ``content``, a missing
+  ``message``) is an :class:`OpenAIChatError` that names the offending field, never an
+  ``AttributeError`` or a silently empty action.
+
+What the model sees is decided by :meth:`~mulligan.agents.base.Agent.prepare_context` (the system
+prompt and the context policy, applied in one place for every agent; tokens are estimated as 4
+characters). Actions carry the text (cut at the first stop string, which servers usually do
+already), ``context`` (which input messages were sent), ``metadata["messages"]`` (exactly what was
+sent), the finish reason and token usage, and with ``logprobs=True`` the per-token
+log-probabilities the server reports. Token ids are unknown (``None``): the server owns the
+tokenizer and the chat template.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import email.utils
+import http.client
 import json
+import math
 import os
 import random
 import socket
+import ssl
+import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from http.client import HTTPException
 from typing import Any
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
-from mulligan.agents.base import Action, Agent, AgentInput, Message
-from mulligan.agents.context import KeepAll
+from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message
 
 #: HTTP statuses worth retrying: rate limits and server-side failures.
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: Redirect statuses; followed only within the origin of ``base_url``.
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+#: Redirects followed within one attempt before giving up.
+MAX_REDIRECTS = 5
 #: The OpenAI API accepts at most this many stop strings; the rest are applied client-side.
 MAX_SERVER_STOPS = 4
+#: Bytes of an error reply read for its message; the rest is not read.
+_ERROR_BODY_LIMIT = 64 * 1024
+_READ_CHUNK = 64 * 1024
 
 
 class OpenAIChatError(RuntimeError):
@@ -67,7 +97,7 @@ class _Retryable(Exception):
 class OpenAIChatAgent(Agent):
     """Any OpenAI-compatible chat-completions endpoint as an :class:`~mulligan.agents.base.Agent`.
 
-    See the module docstring for the key, retries and timeouts.
+    See the module docstring for the key, retries, deadlines and what a hostile server can do.
 
     Args:
         base_url: The API root including its version, e.g. ``"http://127.0.0.1:8000/v1"``.
@@ -76,15 +106,18 @@ class OpenAIChatAgent(Agent):
         concurrency: Requests in flight at once.
         max_retries: Retries after the first attempt of a request.
         backoff: First retry delay in seconds; it doubles on each retry.
-        max_backoff: Longest single delay in seconds.
-        timeout: Seconds each socket operation may take.
+        max_backoff: Longest computed retry delay in seconds.
+        max_retry_after: Longest ``Retry-After`` wait honoured, in seconds; a longer one fails the request.
+        timeout: Seconds one attempt may take in all (connect, send, wait, read the whole reply).
+        max_response_bytes: Largest reply accepted, in bytes.
         temperature: Sampling temperature sent to the server.
         top_p: Nucleus mass sent to the server.
         max_tokens: Completion length cap sent to the server.
         stop: Stop strings for every env, merged with each input's own.
         system_prompt: A system message placed first when the conversation has none.
         context: A context policy from :mod:`mulligan.agents.context` (tokens estimated as 4 characters).
-        seed: Sent as the request's ``seed`` (servers that support it sample reproducibly).
+        seed: Sent as the request's ``seed`` (servers that support it sample reproducibly) when the
+            input carries no seed of its own (:attr:`~mulligan.agents.base.AgentInput.seed`).
         logprobs: Ask for the completion tokens' log-probabilities.
         supports_n: Whether the server honours ``n`` (several choices per request); when ``False``,
             :meth:`sample` sends one request per sample.
@@ -101,7 +134,9 @@ class OpenAIChatAgent(Agent):
         max_retries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 60.0,
+        max_retry_after: float = 60.0,
         timeout: float = 120.0,
+        max_response_bytes: int = 64 * 2**20,
         temperature: float = 1.0,
         top_p: float = 1.0,
         max_tokens: int = 512,
@@ -119,10 +154,12 @@ class OpenAIChatAgent(Agent):
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if backoff < 0 or max_backoff < 0:
-            raise ValueError("backoff and max_backoff must be >= 0")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if not (backoff >= 0 and max_backoff >= 0 and max_retry_after >= 0):
+            raise ValueError("backoff, max_backoff and max_retry_after must be >= 0 seconds")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout}")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be >= 1, got {max_response_bytes}")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if isinstance(stop, str):
@@ -134,13 +171,15 @@ class OpenAIChatAgent(Agent):
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.max_retry_after = max_retry_after
         self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self.temperature = temperature
         self.top_p = top_p
         self.max_tokens = max_tokens
         self.stop = tuple(stop)
         self.system_prompt = system_prompt
-        self.context = context if context is not None else KeepAll()
+        self.context = context
         self.seed = seed
         self.logprobs = logprobs
         self.supports_n = supports_n
@@ -149,13 +188,8 @@ class OpenAIChatAgent(Agent):
 
     # ------------------------------------------------------------------ public API
     def render_messages(self, agent_input: AgentInput) -> list[Message]:
-        """The messages sent for ``agent_input``: system prompt added, context policy applied."""
-        messages = [{"role": m["role"], "content": m["content"]} for m in agent_input.messages]
-        if not messages:
-            raise ValueError("AgentInput.messages is empty; an agent needs at least the first observation")
-        if self.system_prompt is not None and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
-        return list(self.context(messages, None))
+        """The messages sent for ``agent_input``: :meth:`~mulligan.agents.base.Agent.prepare_messages`."""
+        return self.prepare_messages(agent_input.messages)
 
     def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
         """One action per input; requests run ``concurrency`` at a time."""
@@ -168,23 +202,32 @@ class OpenAIChatAgent(Agent):
         inputs = list(inputs)
         if not inputs:
             return []
-        prepared = [(self.render_messages(x), self._stops_for(x)) for x in inputs]
+        prepared = [(*self.prepare_context(x.messages), self._stops_for(x)) for x in inputs]
+        # The rollout's per-input seed (base.AgentInput.seed) makes a resumed run ask exactly what
+        # an uninterrupted one asked; each further request for the same input shifts it by the
+        # number of samples already asked, so that one-sample requests do not repeat each other.
+        seeds = [x.seed if x.seed is not None else self.seed for x in inputs]
         per_request = num_samples if self.supports_n else 1
-        jobs = []  # (input index, number of choices asked)
+        jobs = []  # (input index, number of choices asked, samples asked before for that input)
         for i in range(len(inputs)):
-            left = num_samples
-            while left:
-                jobs.append((i, min(per_request, left)))
-                left -= jobs[-1][1]
+            asked = 0
+            while asked < num_samples:
+                jobs.append((i, min(per_request, num_samples - asked), asked))
+                asked += jobs[-1][1]
+
+        def run(job: tuple[int, int, int]) -> list[Action]:
+            i, n, asked = job
+            return self._complete(*prepared[i], n, None if seeds[i] is None else seeds[i] + asked)
+
         groups: list[list[Action]] = [[] for _ in inputs]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs))) as pool:
-            answers = list(pool.map(lambda job: self._complete(*prepared[job[0]], job[1]), jobs))
-        for (i, _), actions in zip(jobs, answers, strict=True):
+            answers = list(pool.map(run, jobs))
+        for (i, _, _), actions in zip(jobs, answers, strict=True):
             groups[i].extend(actions)
         # Some servers return fewer choices than asked for; top up with further requests.
         for i, group in enumerate(groups):
             while len(group) < num_samples:
-                more = self._complete(*prepared[i], num_samples - len(group))
+                more = run((i, num_samples - len(group), num_samples + len(group)))
                 if not more:
                     raise OpenAIChatError(f"{self.url} returned no choices for input {i}")
                 group.extend(more)
@@ -197,7 +240,9 @@ class OpenAIChatAgent(Agent):
             raise ValueError("AgentInput.stop must be a sequence of strings, not a str")
         return tuple(dict.fromkeys(s for s in (*self.stop, *agent_input.stop) if s))
 
-    def _complete(self, messages: list[Message], stops: tuple[str, ...], n: int) -> list[Action]:
+    def _complete(
+        self, messages: list[Message], record: ContextRecord | None, stops: tuple[str, ...], n: int, seed: int | None
+    ) -> list[Action]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -209,37 +254,63 @@ class OpenAIChatAgent(Agent):
             body["n"] = n
         if stops:
             body["stop"] = list(stops[:MAX_SERVER_STOPS])
-        if self.seed is not None:
-            body["seed"] = self.seed
+        if seed is not None:
+            body["seed"] = seed
         if self.logprobs:
             body["logprobs"] = True
         body.update(self.extra_body)
         response = self._post(body)
+        actions = []
+        for index, (content, logprobs, finish_reason) in enumerate(self._parse_choices(response)):
+            cut = [content.find(s) for s in stops if s in content]
+            text = content[: min(cut)] if cut else content
+            metadata = {
+                "messages": messages,
+                "finish_reason": finish_reason,
+                "usage": response.get("usage"),
+                "model": response.get("model", self.model),
+                "choice": index,
+            }
+            actions.append(Action(text=text, logprobs=logprobs, metadata=metadata, context=record))
+        return actions
+
+    def _parse_choices(self, response: dict[str, Any]) -> list[tuple[str, list[float] | None, Any]]:
+        """(text, logprobs, finish reason) of each choice; a malformed reply names the bad field."""
+
+        def malformed(what: str) -> OpenAIChatError:
+            return OpenAIChatError(
+                f"{self.url} returned a reply that is not a chat completion: {what}; reply: "
+                + _excerpt(json.dumps(response))
+            )
+
         choices = response.get("choices")
         if not isinstance(choices, list):
-            raise OpenAIChatError(f"{self.url} answered without a 'choices' list: {_excerpt(json.dumps(response))}")
-        actions = []
-        for choice in choices:
-            message = choice.get("message") or {}
-            text = message.get("content") or ""
-            cut = [text.find(s) for s in stops if s in text]
-            if cut:
-                text = text[:min(cut)]
+            raise malformed("there is no 'choices' list")
+        parsed = []
+        for k, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                raise malformed(f"choices[{k}] is not an object")
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                raise malformed(f"choices[{k}].message is missing or not an object")
+            text = message.get("content")
+            if not isinstance(text, str):
+                found = "missing" if "content" not in message else f"a {type(text).__name__}"
+                raise malformed(f"choices[{k}].message.content is {found}, not a string")
             logprobs = None
-            content = (choice.get("logprobs") or {}).get("content") if self.logprobs else None
-            if content:
-                logprobs = [float(token["logprob"]) for token in content]
-            actions.append(Action(
-                text=text,
-                logprobs=logprobs,
-                metadata={
-                    "messages": messages,
-                    "finish_reason": choice.get("finish_reason"),
-                    "usage": response.get("usage"),
-                    "model": response.get("model", self.model),
-                },
-            ))
-        return actions
+            if self.logprobs and choice.get("logprobs") is not None:
+                tokens = choice["logprobs"].get("content") if isinstance(choice["logprobs"], dict) else None
+                if tokens is not None:
+                    if not isinstance(tokens, list):
+                        raise malformed(f"choices[{k}].logprobs.content is not a list")
+                    logprobs = []
+                    for t, token in enumerate(tokens):
+                        value = token.get("logprob") if isinstance(token, dict) else None
+                        if isinstance(value, bool) or not isinstance(value, int | float):
+                            raise malformed(f"choices[{k}].logprobs.content[{t}].logprob is not a number")
+                        logprobs.append(float(value))
+            parsed.append((text, logprobs, choice.get("finish_reason")))
+        return parsed
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body).encode("utf-8")
@@ -253,41 +324,112 @@ class OpenAIChatAgent(Agent):
                     break
                 delay = min(self.max_backoff, self.backoff * 2**attempt)
                 if err.retry_after is not None:
-                    delay = min(self.max_backoff, max(delay, err.retry_after))
+                    if err.retry_after > self.max_retry_after:
+                        raise OpenAIChatError(
+                            f"POST {self.url} failed with HTTP {err.status} and Retry-After: {err.retry_after:.0f} s, "
+                            f"longer than max_retry_after={self.max_retry_after} s (raise it to wait that long): "
+                            f"{last_error}",
+                            err.status,
+                        ) from None
+                    delay = max(delay, err.retry_after)
                 time.sleep(delay + self._jitter.uniform(0, 0.1 * delay))
-        raise OpenAIChatError(
-            f"POST {self.url} failed after {self.max_retries + 1} attempts; last error: {last_error}"
-        )
+        raise OpenAIChatError(f"POST {self.url} failed after {self.max_retries + 1} attempts; last error: {last_error}")
 
-    def _attempt(self, data: bytes) -> dict[str, Any]:
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        return headers
+
+    def _attempt(self, data: bytes) -> dict[str, Any]:
+        """One attempt: POST, following same-origin redirects, all within one deadline."""
+        deadline = time.monotonic() + self.timeout
+        headers = self._headers()
+        url = self.url
+        for _ in range(MAX_REDIRECTS + 1):
+            status, reply_headers, raw = self._exchange(url, data, headers, deadline)
+            if status in REDIRECT_STATUS:
+                location = reply_headers.get("Location")
+                target = urljoin(url, location) if location else ""
+                if not target or _origin(target) != _origin(self.url):
+                    raise OpenAIChatError(
+                        f"POST {self.url} answered with a redirect (HTTP {status}) to "
+                        f"{_excerpt(_without_credentials(target) or 'nowhere', 200)}, another origin; the request "
+                        "and its key are not sent there (set base_url to the address that answers)",
+                        status,
+                    )
+                url = target
+                continue
+            if 200 <= status < 300:
+                return self._decode(raw)
+            detail = _excerpt(raw.decode("utf-8", "replace"))
+            if status in RETRYABLE_STATUS:
+                raise _Retryable(f"HTTP {status}: {detail}", _retry_after(reply_headers.get("Retry-After")), status)
+            hint = {
+                401: " (check the key in $" + str(self.api_key_env) + ")",
+                404: " (check that base_url ends with the API version, e.g. /v1, and the model name)",
+            }
+            raise OpenAIChatError(f"POST {url} failed with HTTP {status}{hint.get(status, '')}: {detail}", status)
+        raise OpenAIChatError(f"POST {self.url} was redirected more than {MAX_REDIRECTS} times within its origin")
+
+    def _exchange(
+        self, url: str, data: bytes, headers: Mapping[str, str], deadline: float
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """Send one POST to ``url`` and read the reply, all before ``deadline``; no redirects followed."""
+        parts = urlsplit(url)
+        late = f"no complete reply within timeout={self.timeout} s (the deadline of one attempt)"
+        connection, path, proxy_headers = _connection_for(parts, self.timeout)
+        expired = threading.Event()
+        watchdog = None
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as err:
-            detail = _excerpt(err.read().decode("utf-8", "replace"))
-            if err.code in RETRYABLE_STATUS:
-                raise _Retryable(f"HTTP {err.code}: {detail}", _retry_after(err.headers), err.code) from err
-            hint = {401: " (check the key in $" + str(self.api_key_env) + ")",
-                    404: " (check that base_url ends with the API version, e.g. /v1, and the model name)"}
-            raise OpenAIChatError(
-                f"POST {self.url} failed with HTTP {err.code}{hint.get(err.code, '')}: {detail}", err.code
-            ) from err
-        except TimeoutError as err:
-            raise _Retryable(f"no response within the {self.timeout} s timeout") from err
-        except urllib.error.URLError as err:
-            if isinstance(err.reason, TimeoutError | socket.timeout):
-                raise _Retryable(f"no response within the {self.timeout} s timeout") from err
-            raise _Retryable(f"connection failed: {err.reason}") from err
-        except (ConnectionError, HTTPException) as err:
+            connection.timeout = max(0.001, deadline - time.monotonic())
+            connection.connect()  # one socket operation, bounded by the socket timeout
+            # A per-read timeout does not bound a server that drips bytes: this watchdog shuts the
+            # socket down when the deadline passes, which ends any blocked read at once.
+            watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _abort, (connection.sock, expired))
+            watchdog.daemon = True
+            watchdog.start()
+            connection.request("POST", path, body=data, headers={**headers, **proxy_headers})
+            response = connection.getresponse()
+            ok = 200 <= response.status < 300
+            raw = self._read_body(response, url, self.max_response_bytes if ok else _ERROR_BODY_LIMIT, ok)
+            if expired.is_set() or time.monotonic() > deadline:
+                raise TimeoutError
+            return response.status, response.headers, raw
+        except OpenAIChatError:
+            raise
+        except (OSError, http.client.HTTPException) as err:  # TimeoutError is an OSError
+            if expired.is_set() or time.monotonic() >= deadline or isinstance(err, TimeoutError):
+                raise _Retryable(late) from err
             raise _Retryable(f"connection failed: {err!r}") from err
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            connection.close()
+
+    @staticmethod
+    def _read_body(response: http.client.HTTPResponse, url: str, limit: int, enforce: bool) -> bytes:
+        """The reply body, at most ``limit`` bytes; past the cap an error when ``enforce`` (else cut)."""
+        declared = response.getheader("Content-Length", "")
+        if enforce and declared.strip().isdigit() and int(declared) > limit:
+            raise OpenAIChatError(f"{url} announced a {int(declared)}-byte reply, more than max_response_bytes={limit}")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = response.read(min(_READ_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit and enforce:
+            raise OpenAIChatError(f"{url} sent a reply of more than max_response_bytes={limit} bytes")
+        return b"".join(chunks)[:limit]
+
+    def _decode(self, raw: bytes) -> dict[str, Any]:
         try:
             parsed = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
             text = _excerpt(raw.decode("utf-8", "replace"))
             raise OpenAIChatError(f"{self.url} returned a body that is not JSON: {text}") from err
         if not isinstance(parsed, dict):
@@ -295,12 +437,83 @@ class OpenAIChatAgent(Agent):
         return parsed
 
 
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
+def _abort(sock: socket.socket | None, expired: threading.Event) -> None:
+    """Mark the attempt late and shut its socket down from another thread: a blocked read returns."""
+    expired.set()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _connection_for(parts: SplitResult, timeout: float) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """An unconnected connection for ``parts``, the request target, and headers for a proxy.
+
+    The ``http_proxy``/``https_proxy``/``no_proxy`` environment variables are honoured as ``urllib``
+    honours them: plain HTTP goes to the proxy with the absolute URL, HTTPS through a CONNECT tunnel.
+    """
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy_url = urllib.request.getproxies().get(parts.scheme)
+    if proxy_url and urllib.request.proxy_bypass(parts.hostname or ""):
+        proxy_url = None
+    proxy = urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url) if proxy_url else None
+    if proxy is not None and proxy.scheme != "http":
+        raise OpenAIChatError(f"only http:// proxies are supported, got a {proxy.scheme}:// proxy for {parts.scheme}")
+    proxy_headers: dict[str, str] = {}
+    if proxy is not None and proxy.username is not None:
+        credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}".encode()
+        proxy_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials).decode("ascii")
+    if parts.scheme == "https":
+        if proxy is None:
+            return _https(parts.hostname, parts.port, timeout), path, {}
+        connection = _https(proxy.hostname, proxy.port or 8080, timeout)
+        connection.set_tunnel(parts.hostname, parts.port or 443, headers=proxy_headers)
+        return connection, path, {}
+    if proxy is None:
+        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout), path, {}
+    absolute = f"http://{parts.netloc.rpartition('@')[2]}{path}"
+    return http.client.HTTPConnection(proxy.hostname, proxy.port or 8080, timeout=timeout), absolute, proxy_headers
+
+
+def _https(host: str | None, port: int | None, timeout: float) -> http.client.HTTPSConnection:
+    return http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
     try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # a malformed port
+        return ("", "", None)
+    return (parts.scheme.lower(), (parts.hostname or "").lower(), port)
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without user:password and query (they may hold secrets), for error messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    with contextlib.suppress(ValueError):
+        if parts.port:
+            host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (seconds or an HTTP date), or ``None``."""
+    if value is None:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)  # an infinite wait stays infinite: more than any max_retry_after
 
 
 def _excerpt(text: str, limit: int = 500) -> str:
