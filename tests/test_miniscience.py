@@ -283,6 +283,14 @@ def test_info_shows_the_room_and_the_inventory_as_free_actions_do():
     assert "thermometer" in info["inventory"] or "pot" in info["inventory"] or "cup" in info["inventory"]
 
 
+def test_look_and_inventory_can_be_left_out_for_speed():
+    env = gymnasium.make(ENV_ID, task="boil", variation=1, include_look_inventory=False)
+    _, info = env.reset(seed=0)
+    assert info["look"] == info["inventory"] == ""
+    info, _ = play(env, env.unwrapped.gold_actions())
+    assert info["success"] and info["look"] == info["inventory"] == ""
+
+
 def test_stall_limit_ends_an_episode_without_score_change():
     env = gymnasium.make(ENV_ID, task="boil", variation=0, stall_limit=3)
     env.reset(seed=0)

@@ -95,6 +95,8 @@ class MiniScienceEnv(MulliganEnv):
     * ``num_animals`` (int, 2): animals outside, in [1, 8].
     * ``num_flower_pots`` (int, 3): flower pots in the greenhouse, in [2, 6].
     * ``include_valid_actions`` (bool, False): put the valid actions in ``info``.
+    * ``include_look_inventory`` (bool, True): put ``look`` and ``inventory`` in ``info`` (they
+      cost about a third of the env's speed; pass False for RL without the sub-goal agents).
     * ``stall_limit`` (int | None, None): end the episode after this many consecutive actions
       without a score change (see Episode End).
 
@@ -113,6 +115,7 @@ class MiniScienceEnv(MulliganEnv):
         num_animals: int = 2,
         num_flower_pots: int = 3,
         include_valid_actions: bool = False,
+        include_look_inventory: bool = True,
         stall_limit: int | None = None,
         render_mode: str | None = None,
     ):
@@ -144,6 +147,7 @@ class MiniScienceEnv(MulliganEnv):
         self.data_seed = data_seed
         self.config = WorldConfig(closed_doors=closed_doors, num_animals=num_animals, num_flower_pots=num_flower_pots)
         self.include_valid_actions = bool(include_valid_actions)
+        self.include_look_inventory = bool(include_look_inventory)
         self.stall_limit = check_stall_limit(stall_limit)
         self.world: World | None = None
         self._score = 0
@@ -202,7 +206,7 @@ class MiniScienceEnv(MulliganEnv):
         self.world = self._build(task)
         task["gold_actions"] = plan_gold_actions(self._build(task))
         # What the agent carries at the start, for trainers that rebuild the first turn's context.
-        task["initial_inventory"] = self.world.inventory_text()
+        task["initial_inventory"] = self.world.inventory_text() if self.include_look_inventory else ""
         self._score = 0
         self._stalled = 0
         return f"{self.world.description}\n\n{self.world.look()}", self._info_updates()
@@ -214,8 +218,8 @@ class MiniScienceEnv(MulliganEnv):
             "task_name": self.task["task_name"],
             "variation": self.task["variation"],
             "valid_actions": world.valid_actions() if self.include_valid_actions else [],
-            "look": world.look(),
-            "inventory": world.inventory_text(),
+            "look": world.look() if self.include_look_inventory else "",
+            "inventory": world.inventory_text() if self.include_look_inventory else "",
         }
 
     def _step(self, action: str) -> StepOutcome:
