@@ -255,6 +255,13 @@ def test_config_presets_and_validation():
         RISEArgs(loss_normalization="mean")
 
 
+def test_a_bad_evaluation_env_fails_before_training(tmp_path):
+    config = RISEArgs(env_id="Mulligan/Echo-v0", output_dir=str(tmp_path / "r"), eval_tasks=2, num_envs=2)
+    with pytest.raises(TypeError, match="split"):  # Echo-v0 has no split: the default eval kwargs do not fit
+        train_rise(config, improver=EchoOracle())
+    assert not (tmp_path / "r" / "iter-0").exists()
+
+
 def test_one_iteration_trains_and_resumes(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -263,8 +270,10 @@ def test_one_iteration_trains_and_resumes(tmp_path):
     config = RISEArgs(
         env_id="Mulligan/Echo-v0", output_dir=str(tmp_path / "rise"), num_tasks=4, max_attempts=2, best_of_n=2,
         max_steps=2, per_device_train_batch_size=4, max_new_tokens=4, num_envs=4, disable_tqdm=True, save_steps=0,
+        eval_tasks=2, eval_env_kwargs="{}",
     )  # fmt: skip
     summary = train_rise(config, improver=EchoOracle())
+    assert set(summary["eval"]) == {"m1@t1", "m5@t1", "m5@t1_ties", "m1@t5", "m1@t5_ties", "p1@t5"}
     stats = summary["iterations"][0]
     assert stats["rollouts"] == 4 and stats["samples"] >= 4
     samples = [json.loads(x) for x in (tmp_path / "rise" / "iter-0" / "samples.jsonl").read_text().splitlines()]
@@ -274,5 +283,5 @@ def test_one_iteration_trains_and_resumes(tmp_path):
     after = AutoModelForCausalLM.from_pretrained(summary["model_dir"]).state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # Resuming finds the finished iteration and does not train it again.
-    again = train_rise(replace(config, resume_from_checkpoint="auto"), improver=EchoOracle())
+    again = train_rise(replace(config, resume_from_checkpoint="auto", eval_tasks=0), improver=EchoOracle())
     assert again["iterations"] == summary["iterations"]

@@ -559,6 +559,11 @@ def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any
     os.makedirs(config.output_dir, exist_ok=True)
     model_path = config.model
     history = []
+    eval_indices: list[int] = []
+    if config.eval_tasks:
+        # Check the evaluation env and its tasks before training, not after.
+        with EnvPool(config.env_id, 1, config.eval_env_kwargs_dict) as probe:
+            eval_indices = eval_task_indices(config, probe.num_tasks)
     pool = EnvPool(config.env_id, config.num_envs, {**config.env_kwargs_dict, "max_attempts": config.max_attempts})
     try:
         for iteration in range(config.iterations):
@@ -621,11 +626,9 @@ def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any
         pool.close()
 
     evaluation = None
-    if config.eval_tasks:
-        with EnvPool(config.env_id, 1, config.eval_env_kwargs_dict) as probe:
-            indices = eval_task_indices(config, probe.num_tasks)
+    if eval_indices:
         evaluation = evaluate_rise(
-            _agent(config, model_path, temperature=config.eval_temperature), config.env_id, indices,
+            _agent(config, model_path, temperature=config.eval_temperature), config.env_id, eval_indices,
             env_kwargs=config.eval_env_kwargs_dict, turns=config.eval_turns, parallel_samples=config.eval_samples,
             seed=config.seed + 10_000, num_envs=config.num_envs, progress=not config.disable_tqdm,
         )  # fmt: skip
