@@ -288,6 +288,7 @@ def test_ppo_steps_checkpoints_resumes_and_logs_trl_names(tmp_path):
         kl_controller="adaptive",
         env_kwargs=json.dumps(ECHO_KWARGS),
         save_steps=1,
+        logging_steps=1,
         save_total_limit=2,
     )
     with PPOTrainer(args, model, tokenizer) as trainer:
@@ -342,6 +343,7 @@ def test_ppo_with_lora_trains_adapters_only_and_reports_to_tensorboard(tmp_path)
         learning_rate=1e-2,
         env_kwargs=json.dumps(ECHO_KWARGS),
         report_to="tensorboard",
+        logging_steps=1,
     )
     with PPOTrainer(args, model, tokenizer) as trainer:
         trainer.train()

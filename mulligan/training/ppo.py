@@ -185,11 +185,7 @@ class PPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
             "help": "LoRA modules, comma-separated or all-linear (preset: tiny all-linear, paper q_proj,v_proj)."
         },
     )
-    num_envs: int = field(default=16, metadata={"help": "Envs run side by side during rollouts."})
     output_dir: str = field(default="runs/ppo", metadata={"help": "Checkpoints, final model and logs."})
-    logging_steps: int = field(default=1, metadata={"help": "Log every N iterations."})
-    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N iterations (0: only at the end)."})
-    report_to: str = field(default="none", metadata={"help": "none, all or a comma list (tensorboard)."})
 
     preset: str = field(default="tiny", metadata={"help": "tiny (CPU defaults) or paper (CORGI's settings)."})
     total_steps: int = field(default=20, metadata={"help": "PPO iterations."})
