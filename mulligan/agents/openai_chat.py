@@ -333,7 +333,8 @@ class OpenAIChatAgent(Agent):
                         ) from None
                     delay = max(delay, err.retry_after)
                 time.sleep(delay + self._jitter.uniform(0, 0.1 * delay))
-        raise OpenAIChatError(f"POST {self.url} failed after {self.max_retries + 1} attempts; last error: {last_error}")
+        attempts = f"{self.max_retries + 1} attempt" + ("s" if self.max_retries else "")
+        raise OpenAIChatError(f"POST {self.url} failed after {attempts}; last error: {last_error}")
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
