@@ -34,6 +34,9 @@ def test_defaults_are_the_papers_retry_limits():
     assert args.retry_limit == 3 and args.max_attempts == 4  # run_trainer.sh: --retry_limit 3
     assert args.eval_retry_limit == 4  # validate_with_critique.py: --retry_limit default 4
     assert args.kl_coef == 0.075
+    paper = CORGIArgs(preset="paper")
+    assert (paper.max_attempts, paper.eval_retry_limit, paper.episodes_per_step, paper.lora_r) == (4, 4, 32, 16)
+    assert (paper.reward_placement, paper.gae_mode, paper.kl_controller) == ("last_token", "all_tokens", "adaptive")
 
 
 def test_args_build_corgi_sessions_and_the_baseline():

@@ -265,10 +265,15 @@ def test_ppo_builds_its_envs_once_and_reuses_them(tmp_path):
         trainer.train()
         trainer.close()  # a pool passed in stays the caller's
         assert pool.envs == envs and all(env.unwrapped.task_index is not None for env in envs)
-    owned = PPOTrainer(dataclasses.replace(args, total_steps=1), *build_tiny_model(SMALL))
+    # CORGI's placement and legacy GAE on sessions with retries: the same env reuse.
+    paper_like = dataclasses.replace(
+        args, total_steps=1, max_attempts=2, reward_placement="last_token", gae_mode="all_tokens"
+    )
+    owned = PPOTrainer(paper_like, *build_tiny_model(SMALL))
     built = list(owned.env.envs)
-    owned.train_step()
-    owned.train_step()
+    assert owned.env.is_multi_turn
+    for _ in range(2):
+        assert math.isfinite(owned.train_step()["loss/value_avg"])
     assert owned.env.envs == built  # the same env objects serve every iteration
     owned.close()
     assert owned.env.envs == []
