@@ -7,6 +7,7 @@ refuse unread:
 
 * ``whitespace``: ``"Action"`` then a run of spaces (the old QA parser was quadratic on it),
 * ``brackets``: ``"Action: finish["`` then unclosed ``[``,
+* ``markers``: ``"xaction: finish[1] "`` repeated (an action marker glued to a word, every time),
 * ``braces``: ``"\\boxed{"`` then unclosed ``{``,
 * ``newlines``: a run of ``"\\n"`` (line and bullet counting),
 * ``sentences``: ``"Hi. "`` repeated (sentence splitting),
@@ -52,6 +53,7 @@ _UNICODE = "é世界🙂\u200b\u202e"
 HOSTILE: dict[str, Callable[[int], str]] = {
     "whitespace": lambda n: ("Action" + " " * n)[:n],
     "brackets": lambda n: ("Action: finish[" + "[" * n)[:n],
+    "markers": lambda n: ("xaction: finish[1] " * (n // 19 + 1))[:n],
     "braces": lambda n: ("\\boxed{" + "{" * n)[:n],
     "newlines": lambda n: "\n" * n,
     "sentences": lambda n: ("Hi. " * (n // 4 + 1))[:n],

@@ -73,6 +73,7 @@ HOSTILE = {
     "numbered_marker_whitespace": lambda n: "Action 1" + " " * n + "2",
     "leading_whitespace": lambda n: " " * n + "x",
     "many_markers": lambda n: "action: " * (n // 8),
+    "markers_inside_words": lambda n: "xaction: finish[1] " * (n // 19),
     "unclosed_brackets": lambda n: "Action: finish[" + "[" * n,
     "newlines": lambda n: "Action: search[" + "\n" * n,
 }
