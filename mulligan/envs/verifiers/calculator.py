@@ -65,8 +65,10 @@ def _tokenize(expression: str) -> list[_Token]:
             continue
         if char.isascii() and (char.isdigit() or char == "."):
             start = position
-            while position < len(expression) and expression[position].isascii() and (
-                expression[position].isdigit() or expression[position] in ".,"
+            while (
+                position < len(expression)
+                and expression[position].isascii()
+                and (expression[position].isdigit() or expression[position] in ".,")
             ):
                 position += 1
             literal = expression[start:position].rstrip(",")
