@@ -71,15 +71,23 @@ def time_generate(agent: HFAgent, inputs: list[AgentInput], max_new_tokens: int)
     input_ids = torch.full((len(ids), width), agent.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
     for row, seq in enumerate(ids):
-        input_ids[row, width - len(seq):] = torch.tensor(seq)
-        mask[row, width - len(seq):] = 1
+        input_ids[row, width - len(seq) :] = torch.tensor(seq)
+        mask[row, width - len(seq) :] = 1
     input_ids, mask = input_ids.to(agent.device), mask.to(agent.device)
     sync(agent.device)
     start = time.perf_counter()
     with torch.inference_mode():
-        out = agent.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                   do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                                   pad_token_id=agent.pad_token_id, eos_token_id=agent.eos_token_ids)
+        out = agent.model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            pad_token_id=agent.pad_token_id,
+            eos_token_id=agent.eos_token_ids,
+        )
     sync(agent.device)
     elapsed = time.perf_counter() - start
     return elapsed, count_tokens(out[:, width:].tolist(), set(agent.eos_token_ids))
@@ -119,14 +127,25 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    agent = HFAgent(args.model, device=args.device, dtype=args.dtype, temperature=1.0,
-                    max_new_tokens=args.max_new_tokens, batch_size=max(args.num_envs), seed=0)
+    agent = HFAgent(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        temperature=1.0,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=max(args.num_envs),
+        seed=0,
+    )
     env_id = prompt_env()
     texts = observations(env_id, max(args.num_envs))
-    print(f"model={args.model} device={agent.device} max_new_tokens={args.max_new_tokens} "
-          f"repeats={args.repeats} torch_threads={torch.get_num_threads()}")
-    header = (f"{'envs':>5} {'generate tok/s':>15} {'agent tok/s':>12} {'ratio':>6} "
-              f"{'agent+stop tok/s':>17} {'ratio':>6} {'rollout tok/s':>14} {'ratio':>6}")
+    print(
+        f"model={args.model} device={agent.device} max_new_tokens={args.max_new_tokens} "
+        f"repeats={args.repeats} torch_threads={torch.get_num_threads()}"
+    )
+    header = (
+        f"{'envs':>5} {'generate tok/s':>15} {'agent tok/s':>12} {'ratio':>6} "
+        f"{'agent+stop tok/s':>17} {'ratio':>6} {'rollout tok/s':>14} {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     for num_envs in args.num_envs:
@@ -137,16 +156,20 @@ def main() -> None:
         best = {"generate": 0.0, "agent": 0.0, "stop": 0.0, "rollout": 0.0}
         with EnvPool(env_id, num_envs) as pool:
             for _ in range(args.repeats):
-                runs = {"generate": lambda p=plain: time_generate(agent, p, args.max_new_tokens),
-                        "agent": lambda p=plain: time_agent(agent, p),
-                        "stop": lambda s=stopped: time_agent(agent, s),
-                        "rollout": lambda n=num_envs, pool=pool: time_rollout(agent, pool, n)}
+                runs = {
+                    "generate": lambda p=plain: time_generate(agent, p, args.max_new_tokens),
+                    "agent": lambda p=plain: time_agent(agent, p),
+                    "stop": lambda s=stopped: time_agent(agent, s),
+                    "rollout": lambda n=num_envs, pool=pool: time_rollout(agent, pool, n),
+                }
                 for name, run in runs.items():
                     elapsed, tokens = run()
                     best[name] = max(best[name], tokens / elapsed)
         ratio = {name: best[name] / best["generate"] for name in best}
-        print(f"{num_envs:>5} {best['generate']:>15.0f} {best['agent']:>12.0f} {ratio['agent']:>6.2f} "
-              f"{best['stop']:>17.0f} {ratio['stop']:>6.2f} {best['rollout']:>14.0f} {ratio['rollout']:>6.2f}")
+        print(
+            f"{num_envs:>5} {best['generate']:>15.0f} {best['agent']:>12.0f} {ratio['agent']:>6.2f} "
+            f"{best['stop']:>17.0f} {ratio['stop']:>6.2f} {best['rollout']:>14.0f} {ratio['rollout']:>6.2f}"
+        )
 
 
 if __name__ == "__main__":

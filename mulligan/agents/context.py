@@ -159,7 +159,7 @@ def keep_last_attempts(
         elif message["role"] == "user" and seen_assistant and (is_feedback is None or is_feedback(message)):
             attempts.append(current)
             current, seen_assistant = [], False
-    kept = attempts[len(attempts) - k:] if k else []
+    kept = attempts[len(attempts) - k :] if k else []
     return head + [m for a in kept for m in a] + current
 
 
