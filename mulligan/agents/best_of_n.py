@@ -73,7 +73,7 @@ class BestOfNAfterFirst(Agent):
         """The learner's action at the first attempt, the best candidate at later ones."""
         actions: list[Action | None] = [None] * len(inputs)
         opening = [i for i, x in enumerate(inputs) if not any(m["role"] == "assistant" for m in x.messages)]
-        later = [i for i in range(len(inputs)) if i not in set(opening)]
+        later = sorted(set(range(len(inputs))) - set(opening))
         if opening:
             for i, action in zip(opening, self.first.act([inputs[i] for i in opening]), strict=True):
                 action.metadata = {**action.metadata, "source": "first"}

@@ -63,7 +63,7 @@ def _attempts(trajectory: Trajectory) -> list[tuple[str, float, bool, str | None
     messages = trajectory.messages
     positions = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     attempts = []
-    for turn, position in zip(trajectory.turns, positions, strict=False):
+    for turn, position in zip(trajectory.turns, positions, strict=True):
         reward = float(turn.info.get("attempt_return", turn.reward))
         following = messages[position + 1]["content"] if position + 1 < len(messages) else None
         attempts.append((messages[position]["content"], reward, bool(turn.info.get("success")), following))
