@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from mulligan.agents.base import AgentInput
-from mulligan.agents.teachers.qa import QAOracleTeacher
+from mulligan.agents.teachers.qa import QAOracle
 from mulligan.envs.generators.world import WorldConfig, generate_hotpotqa_task
 from mulligan.envs.hotpotqa import HotpotQAEnv
 from mulligan.envs.retrieval import Document, DocumentStore, linear_scan_rank, tokenize
@@ -84,11 +84,16 @@ def bench_size(size: int, args) -> dict:
 
     steps_per_s = bench_env_steps(records, documents, args)
     return {
-        "size": len(documents), "build_s": build_s,
-        "exact_ms": 1e3 * statistics.median(exact_t), "bm25_ms": 1e3 * statistics.median(bm25_t),
-        "bm25_p95_ms": 1e3 * percentile(bm25_t, 0.95), "miss_ms": 1e3 * statistics.median(miss_t),
-        "scan_ms": 1e3 * statistics.median(scan_t), "speedup": statistics.median(scan_t) / statistics.median(index_t),
-        "agree": agree, "steps_per_s": steps_per_s,
+        "size": len(documents),
+        "build_s": build_s,
+        "exact_ms": 1e3 * statistics.median(exact_t),
+        "bm25_ms": 1e3 * statistics.median(bm25_t),
+        "bm25_p95_ms": 1e3 * percentile(bm25_t, 0.95),
+        "miss_ms": 1e3 * statistics.median(miss_t),
+        "scan_ms": 1e3 * statistics.median(scan_t),
+        "speedup": statistics.median(scan_t) / statistics.median(index_t),
+        "agree": agree,
+        "steps_per_s": steps_per_s,
     }
 
 
@@ -105,7 +110,7 @@ def bench_env_steps(records, documents, args) -> float:
                 f.write(json.dumps(record) + "\n")
         env = HotpotQAEnv(dataset=str(dataset), corpus=str(corpus))
     # The oracle reads the gold context from the record; the env searches the whole corpus.
-    oracle, steps, elapsed = QAOracleTeacher(), 0, 0.0
+    oracle, steps, elapsed = QAOracle(), 0, 0.0
     for index in range(min(args.episodes, env.num_tasks)):
         observation, _ = env.reset(options={"task_index": index})
         messages = [{"role": "user", "content": observation}]
@@ -124,7 +129,7 @@ def bench_env_steps(records, documents, args) -> float:
 def bench_distractor_steps(args) -> tuple[float, float]:
     """Default procedural distractor setting: env steps/s and resets/s (a reset generates the task and
     builds its 10-paragraph store); only env calls are timed."""
-    env, oracle, steps, step_s, reset_s = HotpotQAEnv(), QAOracleTeacher(), 0, 0.0, 0.0
+    env, oracle, steps, step_s, reset_s = HotpotQAEnv(), QAOracle(), 0, 0.0, 0.0
     for index in range(args.episodes):
         start = time.perf_counter()
         observation, _ = env.reset(options={"task_index": index})
@@ -165,7 +170,7 @@ def bench_real(path: str) -> None:
         if not is_yes_no:
             found_search += gold in normalize_answer(" ".join(seen_search))
             found_lookup += gold in normalize_answer(" ".join(seen_search + seen_lookup))
-    oracle, successes, steps = QAOracleTeacher(), 0, 0
+    oracle, successes, steps = QAOracle(), 0, 0
     for index in range(env.num_tasks):
         observation, _ = env.reset(options={"task_index": index})
         messages = [{"role": "user", "content": observation}]
@@ -194,17 +199,24 @@ def main() -> None:
     parser.add_argument("--hotpotqa", help="official HotpotQA JSON/JSONL file to run the env over")
     args = parser.parse_args()
 
-    print("| paragraphs | index build s | exact ms | BM25 ms (p50) | BM25 p95 ms | miss ms | linear scan ms "
-          "| index speed-up | same ranking | fullwiki env steps/s |")
+    print(
+        "| paragraphs | index build s | exact ms | BM25 ms (p50) | BM25 p95 ms | miss ms | linear scan ms "
+        "| index speed-up | same ranking | fullwiki env steps/s |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|")
     for size in args.sizes:
         row = bench_size(size, args)
-        print(f"| {row['size']:,} | {row['build_s']:.2f} | {row['exact_ms']:.3f} | {row['bm25_ms']:.2f} "
-              f"| {row['bm25_p95_ms']:.2f} | {row['miss_ms']:.2f} | {row['scan_ms']:.1f} | {row['speedup']:.0f}x "
-              f"| {'yes' if row['agree'] else 'NO'} | {row['steps_per_s']:.0f} |", flush=True)
+        print(
+            f"| {row['size']:,} | {row['build_s']:.2f} | {row['exact_ms']:.3f} | {row['bm25_ms']:.2f} "
+            f"| {row['bm25_p95_ms']:.2f} | {row['miss_ms']:.2f} | {row['scan_ms']:.1f} | {row['speedup']:.0f}x "
+            f"| {'yes' if row['agree'] else 'NO'} | {row['steps_per_s']:.0f} |",
+            flush=True,
+        )
     steps_per_s, resets_per_s = bench_distractor_steps(args)
-    print(f"\nDistractor setting (procedural, 10 paragraphs per question): {steps_per_s:.0f} env steps/s, "
-          f"{resets_per_s:.0f} resets/s (task generation + store build)")
+    print(
+        f"\nDistractor setting (procedural, 10 paragraphs per question): {steps_per_s:.0f} env steps/s, "
+        f"{resets_per_s:.0f} resets/s (task generation + store build)"
+    )
     if args.hotpotqa:
         bench_real(args.hotpotqa)
 

@@ -6,7 +6,7 @@ import pytest
 
 import mulligan  # noqa: F401  (registers the ids)
 from mulligan.agents.base import AgentInput
-from mulligan.agents.teachers.qa import ERROR_MODES, NoisyQATeacher, QAOracleTeacher, lookup_keyword
+from mulligan.agents.teachers.qa import ERROR_MODES, NoisyQATeacher, QAOracle, lookup_keyword
 from mulligan.envs.wrappers import ChatHistory, RetryWithFeedback
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,7 +29,7 @@ def rollout(env, agent, options):
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_oracle_solves_every_one_of_hundreds_of_seeded_tasks(env_id):
     env = gymnasium.make(env_id)
-    oracle = QAOracleTeacher()
+    oracle = QAOracle()
     for index in range(250):
         info, messages, _ = rollout(env, oracle, {"task_index": index})
         assert info["success"] and info["fine_grained_label"] == "[Correct]", (index, messages)
@@ -45,7 +45,7 @@ def test_oracle_solves_every_one_of_hundreds_of_seeded_tasks(env_id):
 
 def test_oracle_thoughts_follow_the_strategyqa_decomposition():
     env = gymnasium.make("Mulligan/StrategyQA-v0")
-    _, messages, _ = rollout(env, QAOracleTeacher(), {"task_index": 3})
+    _, messages, _ = rollout(env, QAOracle(), {"task_index": 3})
     thoughts = "\n".join(m["content"] for m in messages if m["role"] == "assistant")
     decomposition = env.unwrapped.task["decomposition"]
     for sub_question in decomposition[:-1]:
@@ -63,12 +63,12 @@ def test_oracle_solves_official_format_records(dataset, corpus):
         kwargs["corpus"] = str(FIXTURES / corpus)
     env = gymnasium.make("Mulligan/HotpotQA-v0", **kwargs)
     for index in range(env.unwrapped.num_tasks):
-        info, messages, _ = rollout(env, QAOracleTeacher(), {"task_index": index})
+        info, messages, _ = rollout(env, QAOracle(), {"task_index": index})
         assert info["success"], messages
     # The third record's supporting sentence lies beyond the opening: the oracle looks it up.
     env.reset(options={"task_index": 2})
     if corpus is None:
-        _, messages, _ = rollout(env, QAOracleTeacher(), {"task_index": 2})
+        _, messages, _ = rollout(env, QAOracle(), {"task_index": 2})
         assert any("lookup[" in m["content"] for m in messages if m["role"] == "assistant")
 
 
@@ -142,7 +142,7 @@ def test_restricted_modes():
 
 def test_teachers_act_on_batches_statelessly_and_need_the_task():
     envs = [gymnasium.make("Mulligan/HotpotQA-v0") for _ in range(4)]
-    oracle = QAOracleTeacher()
+    oracle = QAOracle()
     chats = [ChatHistory(env) for env in envs]
     for i, chat in enumerate(chats):
         chat.reset(options={"task_index": i})

@@ -8,7 +8,7 @@ One module per env family: ``math``, ``qa``, ``science``, ``constraints``.
 
 from mulligan.agents.teachers.constraints import ConstraintWriter, NoisyConstraintWriter
 from mulligan.agents.teachers.math import MathOracle, NoisyMathTeacher
-from mulligan.agents.teachers.qa import NoisyQATeacher, QAOracleTeacher
+from mulligan.agents.teachers.qa import NoisyQATeacher, QAOracle, QAOracleTeacher
 from mulligan.agents.teachers.science import NoisyScienceTeacher, ScienceOracle
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "NoisyMathTeacher",
     "NoisyQATeacher",
     "NoisyScienceTeacher",
+    "QAOracle",
     "QAOracleTeacher",
     "ScienceOracle",
 ]

@@ -1,6 +1,6 @@
 """Scripted ReAct teachers for ``Mulligan/HotpotQA-v0`` and ``Mulligan/StrategyQA-v0``.
 
-* :class:`QAOracleTeacher` solves a task through the env's own actions: it searches the gold
+* :class:`QAOracle` solves a task through the env's own actions: it searches the gold
   supporting documents in order, looks up the supporting sentences a search did not show, and
   finishes with the gold answer, writing a ``Thought:`` before each ``Action:`` that reports what
   the last observation established (and, for StrategyQA, which sub-question of the gold
@@ -115,7 +115,7 @@ def lookup_keyword(sentences: Sequence[str], index: int) -> tuple[str, int]:
     return best[2], best[0]
 
 
-class QAOracleTeacher(Agent):
+class QAOracle(Agent):
     """A scripted ReAct policy that solves QA tasks through search, lookup and finish.
 
     For each gold supporting document in the order of ``supporting_facts``: ``search`` its title,
@@ -217,7 +217,7 @@ class QAOracleTeacher(Agent):
         return _step(f"{evidence}So the answer is {answer}.", "finish", answer)
 
 
-class NoisyQATeacher(QAOracleTeacher):
+class NoisyQATeacher(QAOracle):
     """The oracle with realistic failures in a fraction ``error_rate`` of episodes.
 
     The failure modes, each drawn with equal probability among those a task allows:
@@ -261,7 +261,7 @@ class NoisyQATeacher(QAOracleTeacher):
     # ------------------------------------------------------------------ wrong paths
     @staticmethod
     def _gold_titles(task: Mapping[str, Any]) -> list[str]:
-        return [title for title, _ in QAOracleTeacher._plan(task)]
+        return [title for title, _ in QAOracle._plan(task)]
 
     def _confusable(self, task: Mapping[str, Any], title: str, exclude: Sequence[str] = ()) -> str | None:
         """The non-gold context title sharing most words with ``title`` (first in context on ties)."""
@@ -366,3 +366,7 @@ class NoisyQATeacher(QAOracleTeacher):
         title = self._confusable(task, gold_titles[1]) or gold_titles[1]
         thought = f"Next I need to read about {title}."
         return Action(_step(thought, "search", title), metadata={"error_mode": mode})
+
+
+#: The former name of :class:`QAOracle` (teachers are named ``<Family>Oracle`` and ``Noisy<Family>Teacher``).
+QAOracleTeacher = QAOracle
