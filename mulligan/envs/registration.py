@@ -5,6 +5,10 @@ factory accepts ``max_attempts``, ``feedback_template`` and ``retry_reward``; wi
 ``max_attempts > 1`` it returns the env wrapped in
 :class:`~mulligan.envs.wrappers.RetryWithFeedback`, so that
 ``gymnasium.make("Mulligan/Math-v0", max_attempts=5)`` is RISE's multi-turn MDP.
+
+The factories are generated from the table as module attributes named ``make_<class name>``
+(``make_MathEnv``, ``make_HotpotQAEnv``, ...), because gymnasium's entry points are
+``"module:attribute"`` strings, which keep ``import mulligan`` cheap and the specs picklable.
 """
 
 from __future__ import annotations
