@@ -2,6 +2,7 @@
 
 import json
 import socket
+import time
 
 import gymnasium
 import pytest
@@ -12,17 +13,28 @@ from mulligan.agents.base import AgentInput
 from mulligan.agents.teachers.constraints import ConstraintWriter, NoisyConstraintWriter
 from mulligan.envs.constraints import ConstraintsEnv, load_constraint_dataset
 from mulligan.envs.generators.constraints import ConstraintTaskConfig, generate_constraint_task
-from mulligan.envs.verifiers.constraints import FAMILIES, constraint_family
+from mulligan.envs.verifiers.constraints import CONSTRAINT_IDS, CORGI_IDS, FAMILIES, constraint_family
 
 ENV_ID = "Mulligan/Constraints-v0"
-INFO_KEYS = {"task_id", "success", "score", "feedback", "instruction_id_list", "constraint_results",
-             "constraint_scores"}
+INFO_KEYS = {
+    "task_id",
+    "success",
+    "score",
+    "feedback",
+    "instruction_id_list",
+    "constraint_results",
+    "constraint_scores",
+}
 
 SESSION_TASK = {
     "prompt": "Write about a river at night. Use the concepts river, lantern and boat. Use no commas. "
-              "Write in lowercase. End with 'Good night.'",
-    "instruction_id_list": ["concepts:use_all", "punctuation:no_comma", "change_case:english_lowercase",
-                            "startend:end_checker"],
+    "Write in lowercase. End with 'Good night.'",
+    "instruction_id_list": [
+        "concepts:use_all",
+        "punctuation:no_comma",
+        "change_case:english_lowercase",
+        "startend:end_checker",
+    ],
     "kwargs": [{"concepts": ["river", "lantern", "boat"]}, {}, {}, {"end_phrase": "Good night."}],
 }
 
@@ -48,8 +60,21 @@ def test_action_fuzz_never_raises_and_stays_in_range():
     env = gymnasium.make(ENV_ID)
     env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(40)]
-    actions += ["", " ", "\x00\x1b\x7f", "a" * 1_000_000, "\\frac{" * 5000, "{" * 10_000, "[" * 10_000,
-                "<<" * 10_000, "*" * 10_000, "💥" * 500, "\ud800", "My answer is yes.", '{"a": 1}']
+    actions += [
+        "",
+        " ",
+        "\x00\x1b\x7f",
+        "a" * 1_000_000,
+        "\\frac{" * 5000,
+        "{" * 10_000,
+        "[" * 10_000,
+        "<<" * 10_000,
+        "*" * 10_000,
+        "💥" * 500,
+        "\ud800",
+        "My answer is yes.",
+        '{"a": 1}',
+    ]
     for i, action in enumerate(actions):
         env.reset(seed=i)
         _, _, terminated, truncated, info = env.step(action)
@@ -90,8 +115,11 @@ def test_scores_follow_the_constraints_in_task_order():
 
 def test_completion_task_scores_point_eight_for_the_count():
     env = gymnasium.make(ENV_ID)
-    task = {"prompt": "Complete: The dog", "instruction_id_list": ["completion:word_count_ending"],
-            "kwargs": [{"prefix": "The dog", "num_words": 3, "last_word": "home"}]}
+    task = {
+        "prompt": "Complete: The dog",
+        "instruction_id_list": ["completion:word_count_ending"],
+        "kwargs": [{"prefix": "The dog", "num_words": 3, "last_word": "home"}],
+    }
     env.reset(options={"task": task})
     _, reward, _, _, info = env.step("ran far away")
     assert reward == pytest.approx(0.8) and not info["success"]
@@ -104,7 +132,7 @@ def test_families_select_what_the_generator_draws():
         for seed in range(5):
             env.reset(seed=seed)
             assert {constraint_family(i) for i in env.unwrapped.task["instruction_id_list"]} == {family}
-    held_out = tuple(f for f in FAMILIES if f not in ("completion", "concepts", "letters", "words"))
+    held_out = tuple(f for f in FAMILIES if f not in ("corgi", "completion", "concepts", "letters", "words"))
     config = ConstraintTaskConfig(families=held_out)
     for index in range(200):
         ids = generate_constraint_task(config, 0, index)["instruction_id_list"]
@@ -122,7 +150,9 @@ def test_families_select_what_the_generator_draws():
         ({"mode": "lenient"}, "mode"),
         ({"data_seed": -1}, "data_seed"),
         ({"dataset": "/no/such/file.jsonl"}, "not a file"),
-        ({"dataset": "hf:"}, "hf:<name>"),
+        ({"dataset": "hf:"}, "hf:NAME"),
+        ({"primed": "yes"}, "primed"),
+        ({"families": ("corgi:nothing",)}, "unknown constraint families"),
     ],
 )
 def test_bad_arguments_say_the_fix(kwargs, message):
@@ -135,27 +165,35 @@ def test_generator_is_a_pure_function_of_seed_and_index():
     assert generate_constraint_task(config, 4, 9) == generate_constraint_task(config, 4, 9)
     assert generate_constraint_task(config, 4, 9) != generate_constraint_task(config, 5, 9)
     seen = {i for index in range(800) for i in generate_constraint_task(config, 0, index)["instruction_id_list"]}
-    assert len(seen) == 30  # every CORGI and IFEval id gets drawn
+    assert seen == set(CONSTRAINT_IDS)  # every CORGI, mulligan and IFEval id gets drawn
 
 
 def test_local_ifeval_jsonl_dataset(tmp_path):
     path = tmp_path / "ifeval.jsonl"
     rows = [
-        {"key": 1, "prompt": "Say hi without commas.", "instruction_id_list": ["punctuation:no_comma"],
-         "kwargs": [{"num_words": None}]},
-        {"key": 2, "prompt": "Two paragraphs.", "instruction_id_list": ["length_constraints:number_paragraphs"],
-         "kwargs": [{"num_paragraphs": 2}]},
+        {
+            "key": 1,
+            "prompt": "Say hi without commas.",
+            "instruction_id_list": ["punctuation:no_comma"],
+            "kwargs": [{"num_words": None}],
+        },
+        {
+            "key": 2,
+            "prompt": "Two paragraphs.",
+            "instruction_id_list": ["length_constraints:number_paragraphs"],
+            "kwargs": [{"num_paragraphs": 2}],
+        },
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     env = gymnasium.make(ENV_ID, dataset=str(path), mode="loose")
     assert env.unwrapped.num_tasks == 2
     obs, info = env.reset(options={"task_index": 1})
-    assert obs == "Two paragraphs." and info["task_id"] == "ifeval.jsonl-1"
+    assert obs == "Two paragraphs." and info["task_id"] == "ifeval-1"
     _, reward, _, _, info = env.step("Sure!\nOne.\n***\nTwo.")
     assert reward == 1.0 and info["success"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "x", "instruction_id_list": ["keywords:existence"], "kwargs": [{}]}))
-    with pytest.raises(ValueError, match=r"line 1.*keywords"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: .*keywords"):
         load_constraint_dataset(str(bad))
     with pytest.raises(ValueError, match="families"):
         ConstraintsEnv(dataset=str(path), families=("letters",))
@@ -223,3 +261,220 @@ def test_checks_use_no_network(monkeypatch):
         env.step(action)
         env.reset(seed=seed)
         env.step("Le temps était agréable et les rues étaient pleines de gens.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Hardening (issue 15)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["Σ.Σ", "ΑΣ'Α go", "İİ Σ.Σ", "Straße ẞ", "ﬁre ǅ"])
+def test_completion_tasks_never_raise_on_prefixes_that_change_under_case_folding(prefix):
+    env = gymnasium.make(ENV_ID)
+    for cid in ("completion:word_count_ending", "corgi:num_planning"):
+        task = {
+            "prompt": "Complete it.",
+            "instruction_id_list": [cid],
+            "kwargs": [{"prefix": prefix, "num_words": 2, "last_word": "home"}],
+        }
+        for action in (
+            prefix + " go home",
+            prefix.lower() + " go home",
+            prefix.upper() + " go home",
+            prefix.casefold() + " go home",
+            "go home",
+        ):
+            env.reset(options={"task": task})
+            _, reward, terminated, _, info = env.step(action)
+            assert terminated and 0.0 <= reward <= 1.0
+            if action in (prefix + " go home", "go home"):
+                assert info["success"], (cid, action, info["feedback"])
+
+
+def test_an_action_over_the_size_limit_is_refused_without_being_read():
+    env = gymnasium.make(ENV_ID)
+    env.reset(seed=0)
+    action = "a. " * (10_000_000 // 3)  # 10 MB: took 22 s and 477 MB before
+    start = time.perf_counter()
+    _, reward, terminated, _, info = env.step(action)
+    assert time.perf_counter() - start < 1.0
+    assert terminated and reward == 0.0 and not info["success"] and "limit" in info["feedback"]
+
+
+def test_actions_at_the_size_limit_are_checked_in_linear_time():
+    # Bullets (a run of newlines: quadratic in IFEval's regex), sentences and capitalised words were
+    # the slow checks; loose mode checks 8 variants of the action. 2**21 characters is the limit.
+    env = gymnasium.make(ENV_ID, mode="loose")
+    ids = [
+        "length_constraints:number_sentences",
+        "detectable_format:number_bullet_lists",
+        "change_case:capital_word_frequency",
+        "corgi:cmg_hard",
+    ]
+    kwargs = [
+        {"num_sentences": 3, "relation": "at least"},
+        {"num_bullets": 2},
+        {"capital_frequency": 3, "capital_relation": "less than"},
+        {"concepts": ["river", "lantern", "x"]},
+    ]
+    task = {"prompt": "p", "instruction_id_list": ids, "kwargs": kwargs}
+    limit = env.unwrapped.action_space.max_length
+    for shape in ("\n", "* X\n", "Mr. A. "):
+        env.reset(options={"task": task})
+        start = time.perf_counter()
+        env.step((shape * (limit // len(shape) + 1))[:limit])
+        assert time.perf_counter() - start < 15.0, repr(shape)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\x01\x02binary", r"data.jsonl:1: binary data"),
+        ('{"prompt": "caf\u00e9"}\n'.encode("latin-1"), r"data.jsonl:1: not UTF-8"),
+        ('{"prompt": "x"}\n'.encode("utf-16"), r"data.jsonl:1: the file is UTF-16"),
+        (
+            b'{"prompt": "p", "instruction_id_list": ["length_constraints:number_words"], '
+            b'"kwargs": [{"num_words": Infinity, "relation": "at least"}]}',
+            r"data.jsonl:1: .*Infinity",
+        ),
+    ],
+)
+def test_unreadable_dataset_files_name_the_file_and_line(tmp_path, content, message):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        ConstraintsEnv(dataset=str(path))
+
+
+@pytest.mark.parametrize(
+    ("iid", "kwargs", "message"),
+    [
+        (
+            "keywords:letter_frequency",
+            {"letter": "abc", "let_frequency": 2, "let_relation": "at least"},
+            "letter must be one character",
+        ),
+        ("language:response_language", {"language": "klingon"}, "language must be an ISO 639-1 code"),
+        (
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "so"},
+            r"nth_paragraph must lie in 1\.\.num_paragraphs \(2\)",
+        ),
+        ("punctuation:no_comma", {"num_words": 3}, r"unknown argument\(s\) \['num_words'\]"),
+        ("length_constraints:number_words", {"num_words": 2.5, "relation": "at least"}, "non-negative int"),
+    ],
+)
+def test_impossible_ifeval_settings_are_refused_with_file_and_line(tmp_path, iid, kwargs, message):
+    path = tmp_path / "tasks.jsonl"
+    good = {"prompt": "Hi.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    bad = {"prompt": "Hi.", "instruction_id_list": [iid], "kwargs": [kwargs]}
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=rf"tasks.jsonl:3: .*{message}"):
+        load_constraint_dataset(str(path))
+    with pytest.raises(ValueError, match=message):
+        gymnasium.make(ENV_ID).reset(options={"task": bad})
+
+
+# --------------------------------------------------------------------------------------------------
+# CORGI's tasks and CORGI's released data format
+# --------------------------------------------------------------------------------------------------
+
+_CORGI_USER = "<|start_header_id|>user<|end_header_id|>\n\n"
+_CORGI_ASSISTANT = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n\n"
+
+
+def _corgi_record(task, user, primer, **fields):
+    return {"id": f"{task}_test_0", "query": _CORGI_USER + user + _CORGI_ASSISTANT + primer, "task": task, **fields}
+
+
+CORGI_FIXTURE = [
+    _corgi_record(
+        "num_planning",
+        '# Instruction\n\n...\n- Input: "N = 3 ; Last word = Vinci ; Prefix = Where"',
+        "- Output: Where",
+        prefix="Where",
+        last_word="Vinci",
+        N=3,
+        ref="Where is Da Vinci?",
+    ),
+    _corgi_record(
+        "panagram",
+        '# Instruction\n\n...\n- Input: "Letters: [a, e, r, k, b]"',
+        "- Output: Word:",
+        letters_list=["a", "e", "r", "k", "b"],
+        ref="baker",
+    ),
+    _corgi_record(
+        "cmg_hard", '# Instruction\n\n...\n- Input: "river, lantern"', "- Output:", concepts=["river", "lantern"]
+    ),
+]
+
+
+def test_corgis_released_json_files_load_as_tasks(tmp_path):
+    path = tmp_path / "test.json"
+    path.write_text(json.dumps(CORGI_FIXTURE, indent=4))
+    env = ConstraintsEnv(dataset=str(path), primed=True)
+    assert env.num_tasks == 3
+    expected = [
+        (
+            "corgi:num_planning",
+            {"prefix": "Where", "num_words": 3, "last_word": "Vinci"},
+            "- Output: Where",
+            " is Da Vinci?",
+        ),
+        ("corgi:panagram", {"letters": ["a", "e", "r", "k", "b"]}, "- Output: Word:", " baker."),
+        ("corgi:cmg_hard", {"concepts": ["river", "lantern"]}, "- Output:", " A lantern shone on the river."),
+    ]
+    for index, (cid, kwargs, primer, answer) in enumerate(expected):
+        obs, info = env.reset(options={"task_index": index})
+        assert obs.startswith("# Instruction") and obs.endswith('"') and "<|" not in obs
+        assert env.task["instruction_id_list"] == [cid] and env.task["kwargs"] == [kwargs]
+        assert env.task["primer"] == primer and env.task["key"] == CORGI_FIXTURE[index]["id"]
+        _, reward, _, _, info = env.step(answer)
+        assert reward == 1.0 and info["success"], info["feedback"]
+
+
+def test_corgi_records_of_model_critiqued_tasks_are_refused_with_the_line(tmp_path):
+    path = tmp_path / "sentiment.json"
+    records = [CORGI_FIXTURE[0], {"id": "s0", "query": "Write a review.", "task": "sentiment", "label": 3}]
+    path.write_text(json.dumps(records, indent=4))
+    with pytest.raises(ValueError, match=r"sentiment.json:\d+: CORGI task 'sentiment' is not rule-checked"):
+        ConstraintsEnv(dataset=str(path))
+    broken = dict(CORGI_FIXTURE[1])
+    del broken["letters_list"]
+    with pytest.raises(ValueError, match="letters_list"):
+        gymnasium.make(ENV_ID).reset(options={"task": broken})
+
+
+def test_generated_corgi_tasks_carry_corgis_prompt_and_primer():
+    config = ConstraintTaskConfig(families=("corgi",))
+    seen = set()
+    for index in range(60):
+        task = generate_constraint_task(config, 0, index)
+        (cid,) = task["instruction_id_list"]
+        seen.add(cid)
+        assert task["prompt"].startswith("# Instruction\n\n") and "## Example 2" in task["prompt"]
+        assert task["primer"].startswith("- Output:")
+        if cid == "corgi:num_planning":
+            assert 2 <= task["kwargs"][0]["num_words"] <= 10
+            assert task["primer"] == "- Output: " + task["kwargs"][0]["prefix"]
+    assert seen == set(CORGI_IDS)
+    only = ConstraintTaskConfig(families=("corgi:panagram", "punctuation"))
+    ids = {i for n in range(40) for i in generate_constraint_task(only, 0, n)["instruction_id_list"]}
+    assert ids == {"corgi:panagram", "punctuation:no_comma"}
+
+
+def test_corgi_feedback_joins_critiques_as_corgis_critic():
+    env = gymnasium.make(ENV_ID)
+    task = {
+        "prompt": "p",
+        "instruction_id_list": ["corgi:num_planning"],
+        "kwargs": [{"prefix": "Where", "num_words": 3, "last_word": "Vinci"}],
+    }
+    env.reset(options={"task": task})
+    _, reward, _, _, info = env.step("- Output: Where was he born, then? Nobody knows.")
+    assert reward == 0.0
+    assert info["feedback"] == (
+        "You completed the sentence with 6 words. However you should complete the sentence with 3 words. "
+        'In addition, the last word should be "Vinci" and not "knows".'
+    )

@@ -30,6 +30,10 @@ def test_careful_writer_satisfies_generated_tasks():
 @pytest.mark.parametrize(
     ("cid", "kwargs"),
     [
+        ("corgi:num_planning", {"prefix": "The dog", "num_words": 6, "last_word": "home"}),
+        ("corgi:cmg_hard", {"concepts": ["river", "lantern", "run"]}),
+        ("corgi:panagram", {"letters": ["a", "e", "r", "k", "b"]}),
+        ("corgi:panagram", {"letters": ["t", "i", "g", "e", "r"]}),
         ("completion:word_count_ending", {"prefix": "The dog", "num_words": 6, "last_word": "home"}),
         ("concepts:use_all", {"concepts": ["river", "lantern", "run"]}),
         ("letters:pangram", {}),
@@ -72,25 +76,34 @@ def test_noisy_writer_breaks_a_share_and_is_reproducible():
 
 
 def test_noisy_writer_fixes_only_what_feedback_names():
-    task = {"prompt": "p", "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
-            "kwargs": [{}, {}]}
+    task = {"prompt": "p", "instruction_id_list": ["punctuation:no_comma", "startend:quotation"], "kwargs": [{}, {}]}
     writer = NoisyConstraintWriter(break_rate=1.0)
     first = writer.act([AgentInput(messages=[{"role": "user", "content": "p"}], task=task)])[0].text
     assert [r.holds for r in _results(task, first)] == [False, False]
     comma_critique = _results(task, first)[0].critique
-    messages = [{"role": "user", "content": "p"}, {"role": "assistant", "content": first},
-                {"role": "user", "content": f"- Feedback: {comma_critique} Please try again."}]
+    messages = [
+        {"role": "user", "content": "p"},
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": f"- Feedback: {comma_critique} Please try again."},
+    ]
     second = writer.act([AgentInput(messages=messages, task=task)])[0].text
     assert [r.holds for r in _results(task, second)] == [True, False]
     # Unrelated feedback fixes nothing.
     messages[-1]["content"] = "- Feedback: Try harder. Please try again."
     assert [r.holds for r in _results(task, writer.act([AgentInput(messages=messages, task=task)])[0].text)] == [
-        False, False]
+        False,
+        False,
+    ]
 
 
 def test_writer_drives_a_corgi_session_to_success_through_the_registry():
-    env = gymnasium.make("Mulligan/Constraints-v0", max_attempts=4, families=("letters", "keywords"),
-                         min_constraints=2, max_constraints=2)
+    env = gymnasium.make(
+        "Mulligan/Constraints-v0",
+        max_attempts=4,
+        families=("letters", "keywords"),
+        min_constraints=2,
+        max_constraints=2,
+    )
     writer = NoisyConstraintWriter(break_rate=1.0, fixes_per_turn=1)
     successes = 0
     for seed in range(10):
@@ -114,3 +127,13 @@ def test_bad_arguments_and_missing_task_are_rejected():
         NoisyConstraintWriter(fixes_per_turn=0)
     with pytest.raises(ValueError, match="task record"):
         ConstraintWriter().act([AgentInput(messages=[])])
+
+
+def test_careful_writer_solves_generated_corgi_tasks_through_the_env():
+    env = gymnasium.make("Mulligan/Constraints-v0", families=("corgi",))
+    writer = ConstraintWriter()
+    for seed in range(30):
+        obs, _ = env.reset(seed=seed)
+        action = writer.act([AgentInput(messages=[{"role": "user", "content": obs}], task=env.unwrapped.task)])[0]
+        _, reward, _, _, info = env.step(action.text)
+        assert reward == 1.0, (env.unwrapped.task, action.text, info["feedback"])

@@ -1,29 +1,101 @@
-"""Constraint following with a checker's critique: CORGI's rule-checked tasks and IFEval's instructions."""
+"""Constraint following with a checker's critique: CORGI's rule-checked tasks, mulligan's, and IFEval's instructions."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mulligan.envs.core import MulliganEnv, StepOutcome, stable_task_id
+from mulligan.envs.data import dataset_name, load_records
 from mulligan.envs.generators.constraints import ConstraintTaskConfig, generate_constraint_task
 from mulligan.envs.verifiers.constraints import (
     FAMILIES,
     check_constraints,
     combine_critiques,
+    corgi_primer,
     normalize_constraint,
 )
 
+#: The split a hub dataset spec without one reads (IFEval's only split).
+DEFAULT_SPLIT = "train"
+#: CORGI's task names (the ``task`` field of its released data) that mulligan checks, and their ids.
+CORGI_TASK_IDS: dict[str, str] = {
+    "num_planning": "corgi:num_planning",
+    "num_planning_scores": "corgi:num_planning",  # the name CORGI's data generator writes
+    "cmg_hard": "corgi:cmg_hard",
+    "panagram": "corgi:panagram",
+}
+# CORGI's chat markers: Llama-3's header tokens and Llama-2's [INST] tags around the user turn.
+_LLAMA3_USER = "<|start_header_id|>user<|end_header_id|>"
+_LLAMA3_ASSISTANT = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+
+
+def _split_corgi_query(query: str) -> tuple[str, str]:
+    """CORGI's ``query`` (a rendered Llama-3 or Llama-2 prompt) as (user turn, primer)."""
+    if _LLAMA3_USER in query and _LLAMA3_ASSISTANT in query:
+        user, _, primer = query.partition(_LLAMA3_USER)[2].partition(_LLAMA3_ASSISTANT)
+        return user.strip(), primer.strip()
+    if "[/INST]" in query:
+        user, _, primer = query.partition("[/INST]")
+        return user.replace("[INST]", "", 1).strip(), primer.strip()
+    return query.strip(), ""
+
+
+def normalize_corgi_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record of CORGI's released data (``data_llama_3/{train,validation,test}/<task>.json``) as a task.
+
+    CORGI's records have ``id``, ``task``, ``query`` (the rendered prompt, ending with the
+    ``- Output:`` primer) and the task's fields: ``prefix``, ``N`` and ``last_word`` (num_planning),
+    ``letters_list`` (panagram), ``concepts`` (cmg_hard). The task's ``prompt`` is the query's user
+    turn and its ``primer`` the assistant's opening, so the model sees CORGI's own prompt. Tasks that
+    need CORGI's model-based critics (sentiment, paraphrase, story generation, ...) are refused.
+    """
+    task_name = record.get("task")
+    if task_name not in CORGI_TASK_IDS:
+        raise ValueError(
+            f"CORGI task {task_name!r} is not rule-checked offline; mulligan checks {sorted(CORGI_TASK_IDS)} "
+            "(the others need CORGI's model-based critics)"
+        )
+    query = record.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("a CORGI record needs a non-empty string 'query'")
+    constraint_id = CORGI_TASK_IDS[task_name]
+    fields = {
+        "corgi:num_planning": {"prefix": "prefix", "num_words": "N", "last_word": "last_word"},
+        "corgi:cmg_hard": {"concepts": "concepts"},
+        "corgi:panagram": {"letters": "letters_list"},
+    }[constraint_id]
+    missing = [theirs for theirs in fields.values() if theirs not in record]
+    if missing:
+        raise ValueError(f"a CORGI {task_name} record needs the field(s) {missing}")
+    kwargs = normalize_constraint(constraint_id, {ours: record[theirs] for ours, theirs in fields.items()})
+    prompt, primer = _split_corgi_query(query)
+    task: dict[str, Any] = {
+        "prompt": prompt,
+        "instruction_id_list": [constraint_id],
+        "kwargs": [kwargs],
+        "primer": primer or corgi_primer(constraint_id, kwargs),
+    }
+    if "id" in record:
+        task["key"] = record["id"]
+    return task
+
 
 def normalize_task(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate an IFEval-format record and return it cleaned.
+    """Validate a task record and return it cleaned.
 
-    A record has ``prompt`` (str), ``instruction_id_list`` (constraint ids, CORGI's or IFEval's) and
+    Two formats are read. IFEval's: ``prompt`` (str), ``instruction_id_list`` (constraint ids) and
     ``kwargs`` (one dict per id; ``None`` values are dropped, as Hugging Face copies of IFEval fill
-    every argument name). ``key`` is kept when present. Raises ``ValueError`` saying what is wrong.
+    every argument name), with ``key`` and ``primer`` (the text that opens a CORGI answer) kept when
+    present. CORGI's released records (a ``query`` and a ``task``): see :func:`normalize_corgi_record`.
+
+    Raises:
+        ValueError: saying what is wrong.
     """
+    if not isinstance(record, Mapping):
+        raise ValueError(f"a task record is a JSON object, got {type(record).__name__}")
+    if "instruction_id_list" not in record and "query" in record and "task" in record:
+        return normalize_corgi_record(record)
     prompt = record.get("prompt")
     ids = record.get("instruction_id_list")
     kwargs = record.get("kwargs")
@@ -43,40 +115,23 @@ def normalize_task(record: Mapping[str, Any]) -> dict[str, Any]:
     task: dict[str, Any] = {"prompt": prompt, "instruction_id_list": [str(i) for i in ids], "kwargs": clean_kwargs}
     if "key" in record:
         task["key"] = record["key"]
+    primer = record.get("primer")
+    if primer is not None:
+        if not isinstance(primer, str):
+            raise ValueError(f"'primer' must be a string, got {primer!r}")
+        task["primer"] = primer
     return task
 
 
 def load_constraint_dataset(dataset: str) -> list[dict[str, Any]]:
-    """Load tasks from a local IFEval-format JSONL file, or from the Hugging Face hub as ``hf:name[:split]``.
+    """Load tasks from a local file or the hub, in IFEval's or CORGI's format (:func:`normalize_task`).
 
-    The hub is only contacted for ``hf:`` names (with a lazy ``datasets`` import); local files are
-    read as they are. Every record is validated (:func:`normalize_task`); a bad line raises
-    ``ValueError`` naming the file and line.
+    ``dataset`` has the grammar of every env's data (:func:`mulligan.envs.data.load_records`): a
+    ``.jsonl`` file (IFEval's ``input_data.jsonl``), a ``.json`` list (CORGI's
+    ``data_llama_3/test/panagram.json``), or ``hf:NAME[:CONFIG][:SPLIT]`` (``hf:google/IFEval``).
+    A bad record raises ``ValueError`` naming the file and line.
     """
-    if dataset.startswith("hf:"):
-        name, _, split = dataset[3:].partition(":")
-        if not name:
-            raise ValueError("hf: datasets are given as 'hf:<name>' or 'hf:<name>:<split>', e.g. 'hf:google/IFEval'")
-        try:
-            import datasets
-        except ImportError as err:  # pragma: no cover - datasets is in the train extra
-            raise ImportError("hf: datasets need the `datasets` package (pip install mulligan[train])") from err
-        rows = datasets.load_dataset(name, split=split or "train")
-        return [normalize_task(dict(row)) for row in rows]
-    if not os.path.isfile(dataset):
-        raise ValueError(f"dataset {dataset!r} is not a file; pass a local IFEval-format JSONL path or 'hf:<name>'")
-    tasks = []
-    with open(dataset, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                tasks.append(normalize_task(json.loads(line)))
-            except (ValueError, AttributeError) as err:
-                raise ValueError(f"{dataset}, line {line_number}: {err}") from err
-    if not tasks:
-        raise ValueError(f"dataset {dataset!r} has no records")
-    return tasks
+    return load_records(dataset, default_split=DEFAULT_SPLIT, normalize=normalize_task)
 
 
 class ConstraintsEnv(MulliganEnv):
@@ -84,23 +139,30 @@ class ConstraintsEnv(MulliganEnv):
 
     ## Description
     The environment of CORGI (Bezalel et al. 2024, arXiv 2411.01483): an instruction with
-    constraints that a rule-based checker verifies. Constraints come from CORGI's rule-checked tasks
-    (complete a prefix with exactly N words ending with a given word; use every given concept; a
-    pangram; a lipogram; a maximum word length) and from IFEval's 25 instructions (Zhou et al.
-    2023), checked in IFEval's strict or loose mode. The checker's critique of every broken
-    constraint is ``info["feedback"]``; ``gymnasium.make("Mulligan/Constraints-v0", max_attempts=3)``
-    turns that into CORGI's session, where each retry is prompted with
-    "- Feedback: {critique} Please try again." and the episode's reward is the best attempt's score.
+    constraints that a rule-based checker verifies. Constraints come from three sources:
+    CORGI's rule-checked tasks under CORGI's names (``corgi:num_planning``, ``corgi:cmg_hard``,
+    ``corgi:panagram``), each with CORGI's own prompt (two worked examples) and checked as CORGI's
+    critics check them; mulligan's own rules, which CORGI does not have (a chat-friendly completion
+    variant, graded concept coverage, pangram, lipogram, maximum word length); and IFEval's 25
+    instructions (Zhou et al. 2023), checked in IFEval's strict or loose mode. The critic's
+    messages for every broken constraint, joined as CORGI's critic joins them ("In addition, ...",
+    "Moreover, ..."), are ``info["feedback"]``; ``gymnasium.make("Mulligan/Constraints-v0",
+    max_attempts=3)`` turns that into CORGI's session, where each retry is prompted with the
+    feedback and the episode's reward is the best attempt's score.
 
     ## Observation and Action Space
     Both are :class:`~mulligan.envs.core.TextSpace`. The observation is the instruction (the task's
-    ``prompt``); the action is the response text, any string.
+    ``prompt``); the action is the response text, any string. A CORGI task's record also has a
+    ``primer``, the ``- Output: ...`` line that opens the answer in CORGI's prompts; an agent that
+    can prefill its answer starts it with the primer and sends the continuation (``primed=True``).
 
     ## Reward
     The constraint score: the mean over the task's constraints of each one's score in [0, 1]. IFEval
-    instructions and most CORGI rules score 0 or 1; the completion task scores 0.8 for the word count
-    plus 0.2 for the last word (CORGI Sec. 4), concepts and pangrams score the fraction covered.
-    An empty or malformed response simply breaks constraints (score 0 for each, with a critique).
+    instructions, cmg_hard and most rules score 0 or 1; num_planning (and the completion variant)
+    scores 0.8 for the word count plus 0.2 for the last word (CORGI Sec. 4); panagram scores the
+    mean of its three checks (a word, no letter missing, none extra); concepts and pangrams score
+    the fraction covered. An empty or malformed response simply breaks constraints (score 0 for
+    each, with a critique); an action over the size limit is refused unread with score 0.
 
     ## Episode End
     Single turn: the episode terminates after one action. Multi-turn sessions come from the
@@ -113,13 +175,22 @@ class ConstraintsEnv(MulliganEnv):
     step) and ``constraint_scores`` (one float per constraint).
 
     ## Arguments
-    * ``dataset`` (str or None): ``None`` for the procedural generator; a local JSONL file in
-      IFEval's format (``prompt``, ``instruction_id_list``, ``kwargs``); or ``"hf:<name>[:<split>]"``.
+    * ``dataset`` (str or None): ``None`` for the procedural generator; a local file or
+      ``"hf:NAME[:CONFIG][:SPLIT]"`` (the grammar of :func:`mulligan.envs.data.load_records`), with
+      records in IFEval's format (``prompt``, ``instruction_id_list``, ``kwargs``) or CORGI's
+      released format (``data_llama_3/<split>/<task>.json``: ``query``, ``task``, ``prefix``,
+      ``N``, ``last_word``, ``letters_list``, ``concepts``).
     * ``mode`` (``"strict"`` or ``"loose"``): IFEval's checking mode.
-    * ``families`` (tuple of str or None): constraint families the generator draws from (default:
-      all of :data:`~mulligan.envs.verifiers.constraints.FAMILIES`). Generator only.
+    * ``primed`` (bool, False): actions are continuations of CORGI's primer, scored exactly as
+      CORGI's critics score them. By default a leading ``- Output:`` and a repeated prefix (or
+      ``Word:``) are dropped first, as an unprimed chat model tends to repeat them.
+    * ``families`` (tuple of str or None): families or single constraint ids the generator draws
+      from (default: all of :data:`~mulligan.envs.verifiers.constraints.FAMILIES`). Generator only.
     * ``min_constraints``, ``max_constraints`` (int, 1 and 3): constraints per generated task.
     * ``data_seed`` (int, 0): seed of the procedural task source.
+
+    ## Version History
+    * v0: CORGI's tasks under CORGI's names (``corgi:*``); critiques joined as CORGI's critic joins them.
     """
 
     def __init__(
@@ -127,6 +198,7 @@ class ConstraintsEnv(MulliganEnv):
         dataset: str | None = None,
         *,
         mode: str = "strict",
+        primed: bool = False,
         families: Sequence[str] | None = None,
         min_constraints: int = 1,
         max_constraints: int = 3,
@@ -138,7 +210,10 @@ class ConstraintsEnv(MulliganEnv):
             raise ValueError(f"mode must be 'strict' or 'loose', got {mode!r}")
         if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
             raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
+        if not isinstance(primed, bool):
+            raise ValueError(f"primed must be True or False, got {primed!r}")
         self.mode = mode
+        self.primed = primed
         self.data_seed = data_seed
         self.config = ConstraintTaskConfig(
             families=FAMILIES if families is None else families if isinstance(families, str) else tuple(families),
@@ -166,12 +241,12 @@ class ConstraintsEnv(MulliganEnv):
         return normalize_task(record)
 
     def task_id(self, task: Mapping[str, Any], index: int | None) -> str:
-        """``constraints-<seed>-<index>`` for generated tasks, ``<file>-<index>`` for datasets, else a hash."""
+        """``constraints-<seed>-<index>`` for generated tasks, ``<file stem>-<index>`` for datasets, else a hash."""
         if index is None:
             return stable_task_id("constraints", task)
         if self.tasks is None:
             return f"constraints-{self.data_seed}-{index}"
-        return f"{os.path.basename(self.dataset_name or 'dataset')}-{index}"
+        return f"{dataset_name(self.dataset_name or 'dataset', default_split=DEFAULT_SPLIT)}-{index}"
 
     def default_info(self) -> dict[str, Any]:
         """Constraint ids, and per-constraint results and scores (empty before a step)."""
@@ -183,7 +258,7 @@ class ConstraintsEnv(MulliganEnv):
 
     def _step(self, action: str) -> StepOutcome:
         task = self.task
-        results = check_constraints(task["instruction_id_list"], task["kwargs"], action, self.mode)
+        results = check_constraints(task["instruction_id_list"], task["kwargs"], action, self.mode, primed=self.primed)
         scores = [r.score for r in results]
         score = sum(scores) / len(scores)
         success = all(r.holds for r in results)

