@@ -94,17 +94,42 @@ def test_every_training_module_is_placed_in_a_tier():
     assert not unplaced, f"place these modules in a tier (commands live in mulligan/commands): {unplaced}"
 
 
-@pytest.mark.parametrize("module", ["mulligan", "mulligan.agents", "mulligan.envs", "mulligan.training.rollout",
-                                    "mulligan.training.evaluation", "mulligan.agents.loading"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "mulligan",
+        "mulligan.agents",
+        "mulligan.envs",
+        "mulligan.training.rollout",
+        "mulligan.training.evaluation",
+        "mulligan.agents.loading",
+    ],
+)
 def test_the_core_imports_without_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "False", f"importing {module} imports torch"
 
 
-def test_hf_agent_is_a_lazy_export_of_the_agents_package():
-    code = ("import sys, mulligan.agents as a; assert 'torch' not in sys.modules; "
-            "from mulligan.agents import HFAgent; from mulligan.agents.hf import HFAgent as H; "
-            "assert HFAgent is H and 'HFAgent' in a.__all__; print('ok')")
+def test_agents_are_lazy_exports_of_the_agents_package():
+    """Every public agent imports from ``mulligan.agents``; only HFAgent brings torch, and only when asked."""
+    code = (
+        "import importlib, sys, mulligan.agents as a\n"
+        "assert 'torch' not in sys.modules\n"
+        "lazy = dict(a._LAZY)\n"
+        "assert not any(m in sys.modules for m in lazy.values()), [m for m in lazy.values() if m in sys.modules]\n"
+        "for name, module in lazy.items():\n"
+        "    if name == 'HFAgent':\n"
+        "        continue\n"
+        "    value = getattr(a, name)\n"
+        "    assert value is getattr(importlib.import_module(module), name), name\n"
+        "    assert name in a.__all__ and name in dir(a), name\n"
+        "assert 'torch' not in sys.modules, 'a wrapper agent imports torch'\n"
+        "from mulligan.agents import HFAgent\n"
+        "from mulligan.agents.hf import HFAgent as H\n"
+        "assert HFAgent is H and 'HFAgent' in a.__all__\n"
+        "assert set(a.__all__) >= {'FlatAgent', 'NATPromptAgent', 'HierarchicalAgent', 'BestOfNAfterFirst'}\n"
+        "print('ok')\n"
+    )
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr

@@ -1,35 +1,50 @@
 """Policies: Hugging Face causal LMs, the offline tiny model, served models, scripted teachers.
 
-Everything here imports without torch. ``HFAgent`` (which needs torch) is exported lazily:
-``from mulligan.agents import HFAgent`` imports :mod:`mulligan.agents.hf` only when asked.
+Everything here imports without torch. The agents are exported lazily: ``from mulligan.agents import
+HFAgent`` imports :mod:`mulligan.agents.hf` (and torch) only when asked, and the wrappers
+(``FlatAgent``, ``HierarchicalAgent``, ``NATPromptAgent``, ``BestOfNAfterFirst``) load their module on
+first use, so ``import mulligan.agents`` stays cheap. Scripted teachers live in
+:mod:`mulligan.agents.teachers`, scripted test agents in :mod:`mulligan.agents.testing`.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message, input_rng
 from mulligan.agents.context import CharBudget, KeepAll, LastAttempts, TokenBudget
-from mulligan.agents.hierarchical import HierarchicalAgent
 from mulligan.agents.loading import load_agent
-from mulligan.agents.openai_chat import OpenAIChatAgent
 
-#: Exports resolved on first access, so that ``import mulligan.agents`` does not import torch.
-_LAZY = {"HFAgent": "mulligan.agents.hf"}
+#: Exports resolved on first access (name -> module), so that ``import mulligan.agents`` imports
+#: neither torch nor the wrapper modules.
+_LAZY = {
+    "BestOfNAfterFirst": "mulligan.agents.best_of_n",
+    "FlatAgent": "mulligan.agents.flat",
+    "HFAgent": "mulligan.agents.hf",
+    "HierarchicalAgent": "mulligan.agents.hierarchical",
+    "NATPromptAgent": "mulligan.agents.nat_prompt",
+    "OpenAIChatAgent": "mulligan.agents.openai_chat",
+    "TrainerVLLMAgent": "mulligan.agents.vllm",
+}
 
 __all__ = [
     "Action",
     "Agent",
     "AgentInput",
+    "BestOfNAfterFirst",
     "CharBudget",
     "ContextRecord",
+    "FlatAgent",
     "HFAgent",
     "HierarchicalAgent",
     "KeepAll",
     "LastAttempts",
     "Message",
+    "NATPromptAgent",
     "OpenAIChatAgent",
     "TokenBudget",
+    "TrainerVLLMAgent",
     "input_rng",
     "load_agent",
 ]
@@ -37,9 +52,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
