@@ -45,7 +45,9 @@ def test_split_head_and_turn_groups():
     assert contents(head) == ["s1", "s2"] and rest == []
     # Extra user turns before the first assistant turn make their own group.
     assert [contents(g) for g in turn_groups([msg("user", "x"), msg("assistant", "a"), msg("user", "y")])] == [
-        ["x"], ["a", "y"]]
+        ["x"],
+        ["a", "y"],
+    ]
 
 
 def test_drop_oldest_turns_keeps_head_and_newest_groups_within_budget():
@@ -88,10 +90,19 @@ def test_keep_last_attempts_is_rises_sliding_window():
 def test_keep_last_attempts_with_multi_step_attempts():
     # A ReAct agent under RetryWithFeedback: an attempt is several steps, closed by the retry message.
     feedback = RISE_FEEDBACK_TEMPLATE.format(question="Q", feedback="wrong", attempt=1, max_attempts=3)
-    messages = [msg("user", "Q"),
-                msg("assistant", "s1"), msg("user", "obs1"), msg("assistant", "s2"), msg("user", feedback),
-                msg("assistant", "t1"), msg("user", "obs2"), msg("assistant", "t2"), msg("user", feedback),
-                msg("assistant", "r1"), msg("user", "obs3")]
+    messages = [
+        msg("user", "Q"),
+        msg("assistant", "s1"),
+        msg("user", "obs1"),
+        msg("assistant", "s2"),
+        msg("user", feedback),
+        msg("assistant", "t1"),
+        msg("user", "obs2"),
+        msg("assistant", "t2"),
+        msg("user", feedback),
+        msg("assistant", "r1"),
+        msg("user", "obs3"),
+    ]
     is_feedback = lambda m: m["content"] == feedback  # noqa: E731
     kept = keep_last_attempts(messages, 1, is_feedback)
     assert contents(kept) == ["Q", "t1", "obs2", "t2", feedback, "r1", "obs3"]
@@ -101,11 +112,21 @@ def test_policy_objects():
     messages = episode(6)
     assert KeepAll()(messages) == messages and KeepAll()(messages) is not messages
     assert LastAttempts(2)(messages) == keep_last_attempts(messages, 2)
+    # The default is RISE's "window of 2": the first prompt and the most recent attempt.
+    q, a1, f1, a2, f2 = (
+        msg("user", "Q"),
+        msg("assistant", "a1"),
+        msg("user", "f1"),
+        msg("assistant", "a2"),
+        msg("user", "f2"),
+    )
+    assert LastAttempts()([q, a1, f1, a2, f2]) == [q, a2, f2]
     assert CharBudget(12)(messages) == drop_oldest_turns(messages, 12)
     # Without a token counter, TokenBudget estimates 4 characters per token.
     assert approximate_token_count("") == 0 and approximate_token_count("abcde") == 2
     assert TokenBudget(10, per_message_overhead=1)(messages) == drop_oldest_turns(
-        messages, 10, approximate_token_count, 1)
+        messages, 10, approximate_token_count, 1
+    )
     tokens = len  # one token per character
     assert TokenBudget(12, per_message_overhead=0)(messages, tokens) == drop_oldest_turns(messages, 12)
     for bad in (lambda: TokenBudget(0), lambda: CharBudget(-3), lambda: LastAttempts(-1)):

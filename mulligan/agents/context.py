@@ -12,8 +12,10 @@ is always kept.
 
 * :func:`drop_oldest_turns` drops the oldest groups until the conversation fits a size budget
   (tokens, characters, anything a ``measure`` function counts).
-* :func:`keep_last_attempts` keeps a sliding window of the last ``k`` attempts; RISE (arXiv
-  2407.18219, Section 5) evaluates with a window of 2. An attempt ends at a feedback user turn that
+* :func:`keep_last_attempts` keeps a sliding window of the last ``k`` attempts. RISE (arXiv
+  2407.18219, Section 5) evaluates with a "window of 2": the first prompt and the most recent
+  attempt with its feedback, which is ``LastAttempts(1)`` here (the head is always kept, ``k``
+  counts attempts only; :mod:`mulligan.training.rise`'s ``--window 1``). An attempt ends at a feedback user turn that
   follows an assistant turn; by default every user turn after an assistant turn is feedback.
 
 Agents take a policy object through their ``context=`` argument: :class:`KeepAll`,
@@ -220,14 +222,17 @@ class CharBudget:
 
 @dataclass(frozen=True)
 class LastAttempts:
-    """Keep the head and the last ``k`` attempts (see :func:`keep_last_attempts`); RISE uses k=2.
+    """Keep the head and the last ``k`` attempts (see :func:`keep_last_attempts`).
+
+    RISE's "window of 2" (the first prompt and the most recent attempt) is ``LastAttempts(1)``, the
+    default: ``k`` counts attempts, and the head (the task) is always kept.
 
     Attributes:
         k: Attempts to keep.
         is_feedback: Optional predicate marking the user turns that close an attempt.
     """
 
-    k: int = 2
+    k: int = 1
     is_feedback: Callable[[Message], bool] | None = None
 
     def __post_init__(self) -> None:
