@@ -9,7 +9,7 @@ from rl_helpers import SMALL
 
 import mulligan  # noqa: F401 - registers the ids
 from mulligan.agents.testing import ScriptedAgent
-from mulligan.agents.tiny import build_tiny_model
+from mulligan.agents.tiny import TinyModelConfig, build_tiny_model
 from mulligan.envs.wrappers import RetryWithFeedback
 from mulligan.training.args import parse_args
 from mulligan.training.corgi import CORGIArgs, attempts_to_success, main, success_curve, train_corgi
@@ -37,6 +37,33 @@ def test_defaults_are_the_papers_retry_limits():
     paper = CORGIArgs(preset="paper")
     assert (paper.max_attempts, paper.eval_retry_limit, paper.episodes_per_step, paper.lora_r) == (4, 4, 32, 16)
     assert (paper.reward_placement, paper.gae_mode, paper.kl_controller) == ("last_token", "all_tokens", "adaptive")
+    assert paper.families("train_families") == ["corgi:num_planning"]
+    assert paper.families("eval_families") == ["corgi:cmg_hard", "corgi:panagram"]
+
+
+def test_paper_preset_trains_on_corgis_tasks_end_to_end(tmp_path):
+    # CORGI's prompts carry two worked examples: a longer context than SMALL's 512 positions.
+    model, tokenizer = build_tiny_model(TinyModelConfig(**{**SMALL.__dict__, "max_position_embeddings": 4096}))
+    # The paper's settings, shrunk only in size: LoRA on q_proj/v_proj, bf16 autocast, gradient
+    # checkpointing, adaptive KL, legacy GAE, the score on the session's last token.
+    args = CORGIArgs(
+        preset="paper",
+        output_dir=str(tmp_path),
+        total_steps=1,
+        episodes_per_step=4,
+        mini_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_new_tokens=6,
+        eval_tasks=2,
+        eval_retry_limit=1,
+        num_envs=4,
+        disable_tqdm=True,
+    )
+    trainer, results = train_corgi(args, model, tokenizer)
+    assert trainer.step == 1 and results["eval_families"] == ["corgi:cmg_hard", "corgi:panagram"]
+    assert trainer.history[0]["objective/kl_coef"] == pytest.approx(0.075)
+    assert set(results["after"]) >= {"success_after_attempt_1", "success_after_attempt_2"}
+    assert (tmp_path / "adapter_config.json").exists()
 
 
 def test_args_build_corgi_sessions_and_the_baseline():

@@ -27,12 +27,16 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mulligan.training.ppo import PPOArgs, PPOTrainer
 
 DEFAULT_TRAIN_FAMILIES = "completion,concepts,letters,words,keywords,language,length_constraints"
 DEFAULT_EVAL_FAMILIES = "detectable_content,detectable_format,combination,startend,change_case,punctuation"
+#: CORGI's rule-checked tasks under their own names: its one rule-checked source task for training,
+#: two of its held-out tasks for evaluation (the others need model-based critics).
+PAPER_TRAIN_FAMILIES = "corgi:num_planning"
+PAPER_EVAL_FAMILIES = "corgi:cmg_hard,corgi:panagram"
 
 
 @dataclass
@@ -49,13 +53,21 @@ class CORGIArgs(PPOArgs):
             paper's baseline, plain RL).
         eval_retry_limit: Retries at evaluation, the same for CORGI and the baseline (the official
             evaluation's 4; 19 for its ``program`` task).
-        train_families: Comma-separated constraint families (or single constraint ids) to train on.
-        eval_families: Comma-separated held-out families or constraint ids to evaluate on (no
-            constraint id in common with training).
+        train_families: Comma-separated constraint families (or single constraint ids) to train on
+            (preset: tiny mulligan's families; paper ``corgi:num_planning``, CORGI's rule-checked
+            source task).
+        eval_families: Comma-separated held-out families or constraint ids to evaluate on, with no
+            constraint id in common with training (preset: tiny IFEval families; paper
+            ``corgi:cmg_hard,corgi:panagram``, two of CORGI's held-out tasks).
         eval_tasks: Held-out tasks evaluated before and after training (0: no evaluation).
         eval_task_offset: First task index of the evaluation tasks.
         eval_before: Also evaluate the starting model.
     """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"train_families": DEFAULT_TRAIN_FAMILIES, "eval_families": DEFAULT_EVAL_FAMILIES},
+        "paper": {"train_families": PAPER_TRAIN_FAMILIES, "eval_families": PAPER_EVAL_FAMILIES},
+    }
 
     env_id: str = field(default="Mulligan/Constraints-v0", metadata={"help": "The constraints env id."})
     output_dir: str = field(default="runs/corgi", metadata={"help": "Checkpoints, final model, corgi_eval.json."})
@@ -65,8 +77,18 @@ class CORGIArgs(PPOArgs):
     eval_retry_limit: int = field(
         default=4, metadata={"help": "Evaluation retries, the same for CORGI and the baseline (paper: 4)."}
     )
-    train_families: str = field(default=DEFAULT_TRAIN_FAMILIES, metadata={"help": "Families to train on."})
-    eval_families: str = field(default=DEFAULT_EVAL_FAMILIES, metadata={"help": "Held-out families to evaluate."})
+    train_families: str | None = field(
+        default=None,
+        metadata={
+            "help": "Families or constraint ids to train on (preset: tiny mulligan's, paper corgi:num_planning)."
+        },
+    )
+    eval_families: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out families or ids (preset: tiny IFEval families, paper corgi:cmg_hard,corgi:panagram)."
+        },
+    )
     eval_tasks: int = field(default=64, metadata={"help": "Held-out tasks evaluated (0: none)."})
     eval_task_offset: int = field(default=1_000_000, metadata={"help": "First task index of the evaluation tasks."})
     eval_before: bool = field(default=True, metadata={"help": "Also evaluate the starting model."})
