@@ -712,9 +712,10 @@ def _letters_args(constraint_id: str, kw: Mapping[str, Any]) -> dict[str, Any]:
         isinstance(letters, str)
         or not isinstance(letters, Sequence)
         or not letters
-        or not all(isinstance(x, str) and len(x) == 1 and x.isalpha() for x in letters)
+        or not all(isinstance(x, str) and len(x) == 1 and not x.isspace() for x in letters)
     ):
-        raise ValueError(f"{constraint_id}: letters must be a non-empty list of single letters, got {letters!r}")
+        # Characters, not only letters: CORGI's data lists the characters of its nouns ("e-book").
+        raise ValueError(f"{constraint_id}: letters must be a non-empty list of single characters, got {letters!r}")
     return {"letters": list(letters)}
 
 
