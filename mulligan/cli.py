@@ -8,6 +8,9 @@
 ``mulligan collect``       :mod:`mulligan.commands.collect`
 ``mulligan eval``          :mod:`mulligan.commands.evaluate`
 ``mulligan demo``          :mod:`mulligan.commands.demo`
+``mulligan report``        :mod:`mulligan.commands.report`
+``mulligan export``        :mod:`mulligan.commands.export`
+``mulligan reproduce``     :mod:`mulligan.commands.reproduce`
 ``mulligan train nat``     :mod:`mulligan.training.nat`
 ``mulligan train rise``    :mod:`mulligan.training.rise`
 ``mulligan train subgoal`` :mod:`mulligan.training.subgoal`
@@ -19,7 +22,8 @@
 Flags follow one convention in every command: ``--env_id``, ``--env_kwargs`` (a JSON object),
 ``--disable_tqdm``, ``--resume_from_checkpoint``, ``--report_to``. A usage mistake (an unknown env
 id, bad JSON, a size below 1, a missing model or file, a directory where a file is expected) prints
-one line that names the problem and the fix, and exits with status 2.
+one line that names the problem and the fix, and exits with status 2; so does a command whose
+module is not installed (not part of this version, or missing an optional dependency).
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ COMMANDS = {
     "collect": ("mulligan.commands.collect", "Collect trajectories from an env with an agent into JSONL."),
     "eval": ("mulligan.commands.evaluate", "Evaluate an agent or checkpoint on an env (success, score, CIs)."),
     "demo": ("mulligan.commands.demo", "The main job: teacher data, NAT vs positives-only, RISE, eval."),
+    "report": ("mulligan.commands.report", "Compare eval results files: a table and plot, models x envs, with CIs."),
+    "export": (
+        "mulligan.commands.export",
+        "Export a trajectory store as a Hugging Face dataset (a folder or the Hub).",
+    ),
+    "reproduce": ("mulligan.commands.reproduce", "Reproduce a paper's headline comparison from one config."),
 }
 TRAINERS = {
     "nat": ("mulligan.training.nat", "Negative-aware fine-tuning (arXiv 2402.11651)."),
@@ -48,8 +58,36 @@ TRAINERS = {
 }
 
 
+class CommandUnavailableError(RuntimeError):
+    """A command's module cannot be imported: absent from this version, or missing a dependency."""
+
+
+def load_command(module: str) -> object:
+    """Import a command's module.
+
+    Raises:
+        CommandUnavailableError: If the module itself is absent, or a third-party package it needs
+            is not installed (a one-line usage error). An import error inside mulligan is a bug and
+            propagates.
+    """
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if missing and (module == missing or module.startswith(missing + ".")):
+            raise CommandUnavailableError(
+                f"{module} is not part of this mulligan version; run `mulligan --help` for the commands it has"
+            ) from error
+        if missing and not missing.startswith("mulligan"):
+            package = missing.split(".")[0]
+            raise CommandUnavailableError(
+                f"{module} needs the package {package!r}, which is not installed; pip install {package}"
+            ) from error
+        raise
+
+
 def _dispatch(module: str, argv: Sequence[str]) -> int:
-    return int(importlib.import_module(module).main(list(argv)) or 0)
+    return int(load_command(module).main(list(argv)) or 0)
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -167,7 +205,15 @@ def usage_error_message(error: BaseException) -> str | None:
         )
     if isinstance(error, TypeError) and "unexpected keyword argument" in text:
         return f"{text}; check --env_kwargs against the env's Arguments (docs/envs.md)"
-    usage = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, StoreLockedError)
+    usage = (
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        FileExistsError,
+        StoreLockedError,
+        CommandUnavailableError,
+    )
     if isinstance(error, usage):
         return text
     return None

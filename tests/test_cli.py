@@ -107,3 +107,33 @@ def test_bugs_are_not_disguised_as_usage_errors():
     assert usage_error_message(TypeError("unsupported operand")) is None
     assert usage_error_message(ValueError("bad --x; pass 1")) == "bad --x; pass 1"
     assert json.loads("{}") == {}
+
+
+def test_every_command_is_listed_in_the_help(capsys):
+    from mulligan.cli import COMMANDS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert {"export", "report", "reproduce"} <= set(COMMANDS)
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_a_command_that_cannot_be_imported_is_a_one_line_error(capsys, monkeypatch, tmp_path):
+    from mulligan import cli
+
+    # A command whose module is absent from this version.
+    monkeypatch.setitem(cli.COMMANDS, "later", ("mulligan.commands.no_such_command", "Not written yet."))
+    assert_one_line_error(capsys, "later", "--x", "1", mentions=["mulligan.commands.no_such_command", "--help"])
+    # A command whose module needs a package that is not installed.
+    source = "import no_such_package_for_mulligan\n\n\ndef main(argv):\n    return 0\n"
+    (tmp_path / "needs_a_package.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.COMMANDS, "needy", ("needs_a_package", "Needs a package."))
+    assert_one_line_error(capsys, "needy", mentions=["no_such_package_for_mulligan", "pip install"])
+    # A broken import inside mulligan is a bug: it is raised, not disguised as a usage error.
+    (tmp_path / "broken_command.py").write_text("import mulligan.no_such_module\n")
+    monkeypatch.setitem(cli.COMMANDS, "broken", ("broken_command", "Broken."))
+    with pytest.raises(ModuleNotFoundError, match=r"mulligan\.no_such_module"):
+        main(["broken"])
