@@ -117,6 +117,7 @@ def test_grpo_multi_turn_episodes_reach_trl_with_env_mask(tmp_path):
     assert trainer.rollout_func is not None
     rollout = trainer.rollout_func
     envs = list(rollout.env.envs)  # built once, reused by every rollout call
+    assert len(envs) == 4
     prompts = list(trainer.train_dataset["prompt"][:2])
     output = rollout([prompts[0], prompts[0], prompts[1], prompts[1]], trainer)
     assert set(output) >= {"prompt_ids", "completion_ids", "env_mask", "episode_return", "episode_success"}

@@ -402,7 +402,7 @@ def build_grpo_trainer(args: GRPOArgs, model: Any = None, tokenizer: Any = None)
     elif tokenizer is None:
         raise ValueError("pass the tokenizer with a loaded model: build_grpo_trainer(args, model, tokenizer)")
     env_kwargs = args.make_kwargs()
-    pool = EnvPool(args.env_id, args.num_envs, env_kwargs)
+    pool = EnvPool(args.env_id, 1, env_kwargs)  # grown to num_envs only if episodes are played
     try:
         multi_turn = pool.is_multi_turn if args.rollout == "auto" else args.rollout == "episode"
         indices = wrapped_indices(pool.num_tasks, args.num_train_tasks, args.task_offset)
@@ -410,6 +410,7 @@ def build_grpo_trainer(args: GRPOArgs, model: Any = None, tokenizer: Any = None)
         if multi_turn:
             if args.use_vllm and args.vllm_mode != "colocate":
                 raise ValueError("multi-turn episodes with vLLM need --vllm_mode colocate")
+            pool.grow(args.num_envs)
             prompt_tasks = {prompt_key(p): i for p, i in zip(dataset["prompt"], dataset["task_index"], strict=True)}
             rollout = EpisodeRollout(
                 pool,
