@@ -37,7 +37,7 @@ def test_defaults_are_the_papers_retry_limits():
     paper = CORGIArgs(preset="paper")
     assert (paper.max_attempts, paper.eval_retry_limit, paper.episodes_per_step, paper.lora_r) == (4, 4, 32, 16)
     assert (paper.reward_placement, paper.gae_mode, paper.kl_controller) == ("last_token", "all_tokens", "adaptive")
-    assert paper.families("train_families") == ["corgi:num_planning"]
+    assert paper.families("train_families") == ["corgi:num_planning"] and paper.eval_tasks == 1000
     assert paper.families("eval_families") == ["corgi:cmg_hard", "corgi:panagram"]
 
 

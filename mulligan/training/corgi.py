@@ -59,14 +59,16 @@ class CORGIArgs(PPOArgs):
         eval_families: Comma-separated held-out families or constraint ids to evaluate on, with no
             constraint id in common with training (preset: tiny IFEval families; paper
             ``corgi:cmg_hard,corgi:panagram``, two of CORGI's held-out tasks).
-        eval_tasks: Held-out tasks evaluated before and after training (0: no evaluation).
+        eval_tasks: Held-out tasks evaluated before and after training, per run (0: no evaluation;
+            preset: tiny 64, paper 1000; CORGI's panagram and num_planning test sets hold 1000
+            prompts each, cmg_hard 200).
         eval_task_offset: First task index of the evaluation tasks.
         eval_before: Also evaluate the starting model.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"train_families": DEFAULT_TRAIN_FAMILIES, "eval_families": DEFAULT_EVAL_FAMILIES},
-        "paper": {"train_families": PAPER_TRAIN_FAMILIES, "eval_families": PAPER_EVAL_FAMILIES},
+        "tiny": {"train_families": DEFAULT_TRAIN_FAMILIES, "eval_families": DEFAULT_EVAL_FAMILIES, "eval_tasks": 64},
+        "paper": {"train_families": PAPER_TRAIN_FAMILIES, "eval_families": PAPER_EVAL_FAMILIES, "eval_tasks": 1000},
     }
 
     env_id: str = field(default="Mulligan/Constraints-v0", metadata={"help": "The constraints env id."})
@@ -89,7 +91,9 @@ class CORGIArgs(PPOArgs):
             "help": "Held-out families or ids (preset: tiny IFEval families, paper corgi:cmg_hard,corgi:panagram)."
         },
     )
-    eval_tasks: int = field(default=64, metadata={"help": "Held-out tasks evaluated (0: none)."})
+    eval_tasks: int | None = field(
+        default=None, metadata={"help": "Held-out tasks evaluated, 0: none (preset: tiny 64, paper 1000)."}
+    )
     eval_task_offset: int = field(default=1_000_000, metadata={"help": "First task index of the evaluation tasks."})
     eval_before: bool = field(default=True, metadata={"help": "Also evaluate the starting model."})
 
