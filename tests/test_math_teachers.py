@@ -111,8 +111,10 @@ def test_noisy_teacher_serves_identical_envs_in_one_batch():
         states.append({"messages": [{"role": "user", "content": obs}], "info": info, "done": False})
     while not all(s["done"] for s in states):
         live = [i for i, s in enumerate(states) if not s["done"]]
-        inputs = [AgentInput(states[i]["messages"], envs[i].unwrapped.task, states[i]["info"], "Mulligan/MathReAct-v0")
-                  for i in live]
+        inputs = [
+            AgentInput(states[i]["messages"], envs[i].unwrapped.task, states[i]["info"], "Mulligan/MathReAct-v0")
+            for i in live
+        ]
         for i, action in zip(live, teacher.act(inputs), strict=True):
             obs, _, terminated, truncated, info = envs[i].step(action.text)
             states[i]["messages"] += [{"role": "assistant", "content": action.text}, {"role": "user", "content": obs}]

@@ -78,8 +78,16 @@ def test_f1_is_symmetric_and_bounded():
 
 @pytest.mark.parametrize(
     ("f1", "label"),
-    [(0.0, TOTALLY_INCORRECT), (0.01, MOSTLY_INCORRECT), (0.399, MOSTLY_INCORRECT), (0.4, MOSTLY_CORRECT),
-     (0.99, MOSTLY_CORRECT), (1.0, CORRECT), (1, CORRECT), (0, TOTALLY_INCORRECT)],
+    [
+        (0.0, TOTALLY_INCORRECT),
+        (0.01, MOSTLY_INCORRECT),
+        (0.399, MOSTLY_INCORRECT),
+        (0.4, MOSTLY_CORRECT),
+        (0.99, MOSTLY_CORRECT),
+        (1.0, CORRECT),
+        (1, CORRECT),
+        (0, TOTALLY_INCORRECT),
+    ],
 )
 def test_nat_fine_grained_labels(f1, label):
     assert fine_grained_label(f1) == label
@@ -100,8 +108,16 @@ def test_label_of_a_real_answer_pair():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("Yes", "Yes"), ("yes.", "Yes"), (" NO! ", "No"), ("no", "No"), ("maybe", None), ("yes no", None),
-     ("", None), ("true", None)],
+    [
+        ("Yes", "Yes"),
+        ("yes.", "Yes"),
+        (" NO! ", "No"),
+        ("no", "No"),
+        ("maybe", None),
+        ("yes no", None),
+        ("", None),
+        ("true", None),
+    ],
 )
 def test_yes_no_normalisation(text, expected):
     assert normalize_yes_no(text) == expected

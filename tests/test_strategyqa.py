@@ -31,12 +31,22 @@ def test_right_and_wrong_answers(reward):
     gold = env.unwrapped.task["answer"]
     _, r, terminated, _, info = env.step(f"Thought: sure.\nAction: finish[{gold.lower()}.]")
     assert (r, terminated, info["success"], info["score"], info["fine_grained_label"]) == (
-        1.0, True, True, 1.0, "[Correct]")
+        1.0,
+        True,
+        True,
+        1.0,
+        "[Correct]",
+    )
     env.reset(options={"task_index": 5})
     wrong = "No" if gold == "Yes" else "Yes"
     _, r, terminated, _, info = env.step(f"Action: finish[{wrong}]")
     assert (r, terminated, info["success"], info["f1"], info["fine_grained_label"]) == (
-        0.0, True, False, 0.0, "[Totally Incorrect]")
+        0.0,
+        True,
+        False,
+        0.0,
+        "[Totally Incorrect]",
+    )
     assert "incorrect" in info["feedback"]
 
 

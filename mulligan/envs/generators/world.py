@@ -38,36 +38,179 @@ import numpy as np
 from mulligan.envs.core import seeded_rng
 
 FIRST_NAMES: tuple[str, ...] = (
-    "Adela", "Bram", "Carys", "Dorian", "Elsbeth", "Fenwick", "Greta", "Hollis", "Ines", "Jorah",
-    "Katya", "Lucan", "Maren", "Nilo", "Odile", "Pascal", "Quilla", "Rafe", "Saskia", "Tobiah",
-    "Ulla", "Viggo", "Wren", "Xanthe", "Yannick", "Zora", "Anselm", "Brigid", "Cosmo", "Delphine",
-    "Emeric", "Fiora", "Gideon", "Halle", "Ivo", "Juno", "Kasimir", "Liesel", "Magnus", "Nerys",
+    "Adela",
+    "Bram",
+    "Carys",
+    "Dorian",
+    "Elsbeth",
+    "Fenwick",
+    "Greta",
+    "Hollis",
+    "Ines",
+    "Jorah",
+    "Katya",
+    "Lucan",
+    "Maren",
+    "Nilo",
+    "Odile",
+    "Pascal",
+    "Quilla",
+    "Rafe",
+    "Saskia",
+    "Tobiah",
+    "Ulla",
+    "Viggo",
+    "Wren",
+    "Xanthe",
+    "Yannick",
+    "Zora",
+    "Anselm",
+    "Brigid",
+    "Cosmo",
+    "Delphine",
+    "Emeric",
+    "Fiora",
+    "Gideon",
+    "Halle",
+    "Ivo",
+    "Juno",
+    "Kasimir",
+    "Liesel",
+    "Magnus",
+    "Nerys",
 )
 LAST_NAMES: tuple[str, ...] = (
-    "Harlow", "Vance", "Okafor", "Lindqvist", "Marchetti", "Quade", "Brannock", "Sato", "Delacroix",
-    "Fairweather", "Galloway", "Hesketh", "Ivanova", "Jardine", "Kowalczyk", "Larkspur", "Montague",
-    "Nakamura", "Oduya", "Pendergast", "Rasmussen", "Sorensen", "Thackeray", "Underhill", "Valdez",
-    "Whitlock", "Yardley", "Zeller", "Abernathy", "Castellan", "Drummond", "Eskildsen", "Fontaine",
-    "Greaves", "Holloway", "Ingram", "Kettering", "Lowry", "Mallory", "Northcote",
+    "Harlow",
+    "Vance",
+    "Okafor",
+    "Lindqvist",
+    "Marchetti",
+    "Quade",
+    "Brannock",
+    "Sato",
+    "Delacroix",
+    "Fairweather",
+    "Galloway",
+    "Hesketh",
+    "Ivanova",
+    "Jardine",
+    "Kowalczyk",
+    "Larkspur",
+    "Montague",
+    "Nakamura",
+    "Oduya",
+    "Pendergast",
+    "Rasmussen",
+    "Sorensen",
+    "Thackeray",
+    "Underhill",
+    "Valdez",
+    "Whitlock",
+    "Yardley",
+    "Zeller",
+    "Abernathy",
+    "Castellan",
+    "Drummond",
+    "Eskildsen",
+    "Fontaine",
+    "Greaves",
+    "Holloway",
+    "Ingram",
+    "Kettering",
+    "Lowry",
+    "Mallory",
+    "Northcote",
 )
 CITY_PREFIXES: tuple[str, ...] = (
-    "Ash", "Bel", "Cor", "Dun", "Elm", "Fair", "Glen", "Har", "Iver", "Kel", "Lin", "Mar", "Nor",
-    "Oak", "Pem", "Quen", "Ros", "Sel", "Thorn", "Val", "Wex", "Yar",
+    "Ash",
+    "Bel",
+    "Cor",
+    "Dun",
+    "Elm",
+    "Fair",
+    "Glen",
+    "Har",
+    "Iver",
+    "Kel",
+    "Lin",
+    "Mar",
+    "Nor",
+    "Oak",
+    "Pem",
+    "Quen",
+    "Ros",
+    "Sel",
+    "Thorn",
+    "Val",
+    "Wex",
+    "Yar",
 )
 CITY_SUFFIXES: tuple[str, ...] = ("ford", "bury", "wick", "haven", "mouth", "stead", "ton", "field", "port", "dale")
 COUNTRIES: tuple[str, ...] = (
-    "Avaria", "Belmora", "Costane", "Dravenia", "Estmark", "Fennland", "Galdoria", "Hesperia",
-    "Iskara", "Lorvia", "Morvane", "Norreth",
+    "Avaria",
+    "Belmora",
+    "Costane",
+    "Dravenia",
+    "Estmark",
+    "Fennland",
+    "Galdoria",
+    "Hesperia",
+    "Iskara",
+    "Lorvia",
+    "Morvane",
+    "Norreth",
 )
 ADJECTIVES: tuple[str, ...] = (
-    "Silent", "Hollow", "Crimson", "Distant", "Golden", "Broken", "Quiet", "Burning", "Frozen",
-    "Hidden", "Last", "Long", "Pale", "Restless", "Scarlet", "Shining", "Stolen", "Wandering",
-    "Winter", "Wild", "Bitter", "Velvet", "Iron", "Northern",
+    "Silent",
+    "Hollow",
+    "Crimson",
+    "Distant",
+    "Golden",
+    "Broken",
+    "Quiet",
+    "Burning",
+    "Frozen",
+    "Hidden",
+    "Last",
+    "Long",
+    "Pale",
+    "Restless",
+    "Scarlet",
+    "Shining",
+    "Stolen",
+    "Wandering",
+    "Winter",
+    "Wild",
+    "Bitter",
+    "Velvet",
+    "Iron",
+    "Northern",
 )
 NOUNS: tuple[str, ...] = (
-    "Harbor", "Orchard", "Lantern", "Meridian", "Garden", "Tide", "Compass", "Horizon", "Archive",
-    "Citadel", "Ember", "Ferry", "Glacier", "Hymn", "Labyrinth", "Mirror", "Monsoon", "Outpost",
-    "Pilgrim", "Quarry", "Sparrow", "Tower", "Voyage", "Willow",
+    "Harbor",
+    "Orchard",
+    "Lantern",
+    "Meridian",
+    "Garden",
+    "Tide",
+    "Compass",
+    "Horizon",
+    "Archive",
+    "Citadel",
+    "Ember",
+    "Ferry",
+    "Glacier",
+    "Hymn",
+    "Labyrinth",
+    "Mirror",
+    "Monsoon",
+    "Outpost",
+    "Pilgrim",
+    "Quarry",
+    "Sparrow",
+    "Tower",
+    "Voyage",
+    "Willow",
 )
 FILM_GENRES: tuple[str, ...] = ("drama", "thriller", "comedy", "science fiction", "war", "mystery", "romance")
 BOOK_GENRES: tuple[str, ...] = ("historical", "crime", "fantasy", "literary", "adventure", "gothic")
@@ -77,15 +220,28 @@ COMPANY_SUFFIXES: tuple[str, ...] = ("Industries", "Group", "Holdings", "Works",
 RIVERS: tuple[str, ...] = ("Aven", "Brisk", "Calder", "Dovey", "Esk", "Frome", "Gade", "Hull", "Isla", "Kennet")
 
 HOTPOTQA_BRIDGE_TEMPLATES: tuple[str, ...] = (
-    "director_of_film_starring", "birth_city_of_director", "university_of_author",
-    "founding_year_of_university", "headquarters_of_company", "country_of_band_city", "author_of_adapted_novel",
+    "director_of_film_starring",
+    "birth_city_of_director",
+    "university_of_author",
+    "founding_year_of_university",
+    "headquarters_of_company",
+    "country_of_band_city",
+    "author_of_adapted_novel",
 )
 HOTPOTQA_COMPARISON_TEMPLATES: tuple[str, ...] = (
-    "founded_first", "born_first", "released_later", "same_birth_city", "same_director",
+    "founded_first",
+    "born_first",
+    "released_later",
+    "same_birth_city",
+    "same_director",
 )
 STRATEGYQA_TEMPLATES: tuple[str, ...] = (
-    "director_university_after", "author_born_before_film", "company_older_than_university",
-    "born_where_band_formed", "alive_at_premiere", "company_in_country",
+    "director_university_after",
+    "author_born_before_film",
+    "company_older_than_university",
+    "born_where_band_formed",
+    "alive_at_premiere",
+    "company_in_country",
 )
 
 
@@ -111,16 +267,20 @@ class WorldConfig:
     templates: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_distractors, bool) or not isinstance(self.num_distractors, int) or not (
-            0 <= self.num_distractors <= 64
+        if (
+            isinstance(self.num_distractors, bool)
+            or not isinstance(self.num_distractors, int)
+            or not (0 <= self.num_distractors <= 64)
         ):
             raise ValueError(f"num_distractors must be an int in [0, 64], got {self.num_distractors!r}")
         for name in ("comparison_fraction", "yes_probability"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-        if isinstance(self.max_filler_sentences, bool) or not isinstance(self.max_filler_sentences, int) or not (
-            0 <= self.max_filler_sentences <= 10
+        if (
+            isinstance(self.max_filler_sentences, bool)
+            or not isinstance(self.max_filler_sentences, int)
+            or not (0 <= self.max_filler_sentences <= 10)
         ):
             raise ValueError(f"max_filler_sentences must be an int in [0, 10], got {self.max_filler_sentences!r}")
         if isinstance(self.templates, str):
@@ -177,8 +337,13 @@ class _World:
         name = self._unique(make)
         year = int(self.rng.integers(1905, 1986)) if birth_year is None else birth_year
         return self._add(
-            "person", name, occupation=occupation, birth_year=year, birth_city=self.city(),
-            university=self.university(), links=[],
+            "person",
+            name,
+            occupation=occupation,
+            birth_year=year,
+            birth_city=self.city(),
+            university=self.university(),
+            links=[],
         )
 
     def city(self, like: str | None = None, reuse: float = 0.3) -> str:
@@ -193,7 +358,10 @@ class _World:
             return self._choice(CITY_PREFIXES) + self._choice(CITY_SUFFIXES)
 
         return self._add(
-            "city", self._unique(make), country=self._choice(COUNTRIES), river=self._choice(RIVERS),
+            "city",
+            self._unique(make),
+            country=self._choice(COUNTRIES),
+            river=self._choice(RIVERS),
             population=int(self.rng.integers(20, 900)) * 1000,
         )
 
@@ -211,8 +379,10 @@ class _World:
             place = base or (city if self.rng.random() < 0.5 else invented)
             founder = base or self._choice(LAST_NAMES)
             return (
-                f"University of {place}", f"{place} State University",
-                f"{founder} Institute of Technology", f"{founder} College",
+                f"University of {place}",
+                f"{place} State University",
+                f"{founder} Institute of Technology",
+                f"{founder} College",
             )[int(self.rng.integers(4))]
 
         return self._add("university", self._unique(make), city=city, year=int(self.rng.integers(1600, 1991)))
@@ -229,8 +399,12 @@ class _World:
         return self._unique(make)
 
     def film(
-        self, director: str | None = None, num_stars: int = 1, based_on: str | None = None,
-        like: str | None = None, year: int | None = None,
+        self,
+        director: str | None = None,
+        num_stars: int = 1,
+        based_on: str | None = None,
+        like: str | None = None,
+        year: int | None = None,
     ) -> str:
         # Dates stay consistent: people are born well before the films they make or star in.
         if year is None:
@@ -240,8 +414,13 @@ class _World:
             director = self.person("film director", birth_year=year - int(self.rng.integers(25, 60)))
         stars = [self.person("actor", birth_year=year - int(self.rng.integers(18, 60))) for _ in range(num_stars)]
         name = self._add(
-            "film", self._title(like), year=year, genre=self._choice(FILM_GENRES),
-            director=director, stars=stars, based_on=based_on,
+            "film",
+            self._title(like),
+            year=year,
+            genre=self._choice(FILM_GENRES),
+            director=director,
+            stars=stars,
+            based_on=based_on,
         )
         self.link(director, "directed", name)
         for star in stars:
@@ -262,7 +441,11 @@ class _World:
 
         year = int(self.rng.integers(1950, 2016)) if year is None else year
         return self._add(
-            "band", self._unique(make), year=year, city=city or self.city(), genre=self._choice(MUSIC_GENRES),
+            "band",
+            self._unique(make),
+            year=year,
+            city=city or self.city(),
+            genre=self._choice(MUSIC_GENRES),
         )
 
     def company(self, founder: str | None = None, like: str | None = None, year: int | None = None) -> str:
@@ -278,7 +461,11 @@ class _World:
             born = self.entities[founder]["birth_year"]
             year = int(self.rng.integers(born + 20, born + 55))
         name = self._add(
-            "company", self._unique(make), year=year, founder=founder, city=self.city(),
+            "company",
+            self._unique(make),
+            year=year,
+            founder=founder,
+            city=self.city(),
             industry=self._choice(INDUSTRIES),
         )
         self.link(founder, "founded", name)
@@ -334,8 +521,10 @@ class _World:
         body: list[tuple[frozenset[str], str]] = []
         if kind == "person":
             occupation = entity["occupation"]
-            intro = (frozenset({"birth_year"}),
-                     f"{name} (born {entity['birth_year']}) is {_article(occupation)} {occupation}.")
+            intro = (
+                frozenset({"birth_year"}),
+                f"{name} (born {entity['birth_year']}) is {_article(occupation)} {occupation}.",
+            )
             body.append((frozenset({"birth_city"}), f"{short} was born in {entity['birth_city']}."))
             body.append((frozenset({"university"}), f"{short} studied at {entity['university']}."))
             for relation, target in entity["links"]:
@@ -368,12 +557,18 @@ class _World:
             ]
         elif kind == "book":
             if rng.random() < 0.5:
-                intro = (frozenset({"year", "author"}),
-                         f"{name} is a {entity['year']} {entity['genre']} novel by {entity['author']}.")
+                intro = (
+                    frozenset({"year", "author"}),
+                    f"{name} is a {entity['year']} {entity['genre']} novel by {entity['author']}.",
+                )
             else:
                 intro = (frozenset(), f"{name} is {_article(entity['genre'])} {entity['genre']} novel.")
-                body.append((frozenset({"author", "year"}),
-                             f"It was written by {entity['author']} and published in {entity['year']}."))
+                body.append(
+                    (
+                        frozenset({"author", "year"}),
+                        f"It was written by {entity['author']} and published in {entity['year']}.",
+                    )
+                )
             fillers = [
                 "The novel was translated into several languages.",
                 "Its first edition had a print run of a few thousand copies.",
@@ -439,41 +634,75 @@ def _bridge(world: _World, template: str) -> _Question:
         film = w.film(num_stars=2)
         actor, co_star = w.entities[film]["stars"]
         director = w.entities[film]["director"]
-        return _Question(f"Who directed the film that starred {actor}?", director, "bridge",
-                         [(actor, f"starred:{film}"), (film, "director")], [co_star, actor])
+        return _Question(
+            f"Who directed the film that starred {actor}?",
+            director,
+            "bridge",
+            [(actor, f"starred:{film}"), (film, "director")],
+            [co_star, actor],
+        )
     if template == "birth_city_of_director":
         film = w.film()
         director = w.entities[film]["director"]
-        return _Question(f"In which city was the director of {film} born?", w.entities[director]["birth_city"],
-                         "bridge", [(film, "director"), (director, "birth_city")], [])
+        return _Question(
+            f"In which city was the director of {film} born?",
+            w.entities[director]["birth_city"],
+            "bridge",
+            [(film, "director"), (director, "birth_city")],
+            [],
+        )
     if template == "university_of_author":
         book = w.book()
         author = w.entities[book]["author"]
-        return _Question(f"Which university did the author of {book} attend?", w.entities[author]["university"],
-                         "bridge", [(book, "author"), (author, "university")], [])
+        return _Question(
+            f"Which university did the author of {book} attend?",
+            w.entities[author]["university"],
+            "bridge",
+            [(book, "author"), (author, "university")],
+            [],
+        )
     if template == "founding_year_of_university":
         person = w.person(w._choice(("actor", "novelist", "film director")))
         university = w.entities[person]["university"]
         year = w.entities[university]["year"]
-        return _Question(f"In what year was the university attended by {person} founded?", str(year), "bridge",
-                         [(person, "university"), (university, "year")], [str(w.entities[person]["birth_year"])])
+        return _Question(
+            f"In what year was the university attended by {person} founded?",
+            str(year),
+            "bridge",
+            [(person, "university"), (university, "year")],
+            [str(w.entities[person]["birth_year"])],
+        )
     if template == "headquarters_of_company":
         company = w.company()
         founder = w.entities[company]["founder"]
-        return _Question(f"In which city is the company founded by {founder} headquartered?",
-                         w.entities[company]["city"], "bridge",
-                         [(founder, f"founded:{company}"), (company, "city")], [w.entities[founder]["birth_city"]])
+        return _Question(
+            f"In which city is the company founded by {founder} headquartered?",
+            w.entities[company]["city"],
+            "bridge",
+            [(founder, f"founded:{company}"), (company, "city")],
+            [w.entities[founder]["birth_city"]],
+        )
     if template == "country_of_band_city":
         band = w.band()
         city = w.entities[band]["city"]
         wrong = [c for c in COUNTRIES if c != w.entities[city]["country"]]
-        return _Question(f"In which country is the city where {band} was formed?", w.entities[city]["country"],
-                         "bridge", [(band, "city"), (city, "country")], [wrong[int(w.rng.integers(len(wrong)))]])
+        return _Question(
+            f"In which country is the city where {band} was formed?",
+            w.entities[city]["country"],
+            "bridge",
+            [(band, "city"), (city, "country")],
+            [wrong[int(w.rng.integers(len(wrong)))]],
+        )
     book = w.book()
     author = w.entities[book]["author"]
     film = w.film(based_on=book, year=min(2024, w.entities[book]["year"] + int(w.rng.integers(1, 30))))
-    return _Question(f"Who wrote the novel that {film} is based on?", author, "bridge",
-                     [(film, "based_on"), (book, "author")], [w.entities[film]["director"]])
+    return _Question(
+        f"Who wrote the novel that {film} is based on?",
+        author,
+        "bridge",
+        [(film, "based_on"), (book, "author")],
+        [w.entities[film]["director"]],
+    )
 
 
 def _distinct_years(world: _World, low: int, high: int) -> tuple[int, int]:
@@ -499,34 +728,51 @@ def _comparison(world: _World, template: str, yes: bool) -> _Question:
             keys = ("year", "year")
         verb = "formed" if kind == "band" else "founded"
         first, other = (a, b) if year_a < year_b else (b, a)
-        return _Question(f"Which was {verb} first, {a} or {b}?", first, "comparison",
-                         [(a, keys[0]), (b, keys[1])], [other])
+        return _Question(
+            f"Which was {verb} first, {a} or {b}?", first, "comparison", [(a, keys[0]), (b, keys[1])], [other]
+        )
     if template == "born_first":
         year_a, year_b = _distinct_years(w, 1905, 1986)
         a = w.person("actor", birth_year=year_a)
         b = w.person("novelist", birth_year=year_b)
         first, other = (a, b) if year_a < year_b else (b, a)
-        return _Question(f"Who was born first, {a} or {b}?", first, "comparison",
-                         [(a, "birth_year"), (b, "birth_year")], [other])
+        return _Question(
+            f"Who was born first, {a} or {b}?", first, "comparison", [(a, "birth_year"), (b, "birth_year")], [other]
+        )
     if template == "released_later":
         year_a, year_b = _distinct_years(w, 1990, 2024)
         a, b = w.film(year=year_a), w.film(year=year_b)
         later, other = (a, b) if year_a > year_b else (b, a)
-        return _Question(f"Which film was released more recently, {a} or {b}?", later, "comparison",
-                         [(a, "year"), (b, "year")], [other])
+        return _Question(
+            f"Which film was released more recently, {a} or {b}?",
+            later,
+            "comparison",
+            [(a, "year"), (b, "year")],
+            [other],
+        )
     if template == "same_birth_city":
         a, b = w.person("actor"), w.person("film director")
         if yes:
             w.entities[b]["birth_city"] = w.entities[a]["birth_city"]
         elif w.entities[b]["birth_city"] == w.entities[a]["birth_city"]:
             w.entities[b]["birth_city"] = w.city(reuse=0.0)
-        return _Question(f"Were {a} and {b} born in the same city?", "yes" if yes else "no", "comparison",
-                         [(a, "birth_city"), (b, "birth_city")], ["no" if yes else "yes"])
+        return _Question(
+            f"Were {a} and {b} born in the same city?",
+            "yes" if yes else "no",
+            "comparison",
+            [(a, "birth_city"), (b, "birth_city")],
+            ["no" if yes else "yes"],
+        )
     director = w.person("film director")
     a = w.film(director=director)
     b = w.film(director=director if yes else None)
-    return _Question(f"Were {a} and {b} directed by the same person?", "yes" if yes else "no", "comparison",
-                     [(a, "director"), (b, "director")], ["no" if yes else "yes"])
+    return _Question(
+        f"Were {a} and {b} directed by the same person?",
+        "yes" if yes else "no",
+        "comparison",
+        [(a, "director"), (b, "director")],
+        ["no" if yes else "yes"],
+    )
 
 
 # --------------------------------------------------------------------------- StrategyQA questions
@@ -540,10 +786,17 @@ def _strategy(world: _World, template: str, yes: bool) -> _Question:
         founded = w.entities[university]["year"]
         threshold = founded - int(rng.integers(1, 40)) if yes else founded + int(rng.integers(0, 40))
         return _Question(
-            f"Did the director of {film} study at a university founded after {threshold}?", answer, "strategy",
-            [(film, "director"), (director, "university"), (university, "year")], [],
-            [f"Who directed {film}?", f"Which university did {director} attend?", f"When was {university} founded?",
-             f"Is {founded} after {threshold}?"],
+            f"Did the director of {film} study at a university founded after {threshold}?",
+            answer,
+            "strategy",
+            [(film, "director"), (director, "university"), (university, "year")],
+            [],
+            [
+                f"Who directed {film}?",
+                f"Which university did {director} attend?",
+                f"When was {university} founded?",
+                f"Is {founded} after {threshold}?",
+            ],
         )
     if template == "author_born_before_film":
         book = w.book()
@@ -552,10 +805,17 @@ def _strategy(world: _World, template: str, yes: bool) -> _Question:
         release = min(2024, born + int(rng.integers(1, 40))) if yes else max(1895, born - int(rng.integers(1, 40)))
         film = w.film(year=release)
         return _Question(
-            f"Was the author of {book} born before {film} was released?", answer, "strategy",
-            [(book, "author"), (author, "birth_year"), (film, "year")], [],
-            [f"Who wrote {book}?", f"When was {author} born?", f"When was {film} released?",
-             f"Is {born} before {release}?"],
+            f"Was the author of {book} born before {film} was released?",
+            answer,
+            "strategy",
+            [(book, "author"), (author, "birth_year"), (film, "year")],
+            [],
+            [
+                f"Who wrote {book}?",
+                f"When was {author} born?",
+                f"When was {film} released?",
+                f"Is {born} before {release}?",
+            ],
         )
     if template == "company_older_than_university":
         founder = w.person("entrepreneur")
@@ -567,10 +827,17 @@ def _strategy(world: _World, template: str, yes: bool) -> _Question:
         university = w.university(reuse=0.0)
         w.entities[university]["year"] = year_university
         return _Question(
-            f"Is the company founded by {founder} older than {university}?", answer, "strategy",
-            [(founder, f"founded:{company}"), (company, "year"), (university, "year")], [],
-            [f"Which company did {founder} found?", f"When was {company} founded?",
-             f"When was {university} founded?", f"Is {year_company} earlier than {year_university}?"],
+            f"Is the company founded by {founder} older than {university}?",
+            answer,
+            "strategy",
+            [(founder, f"founded:{company}"), (company, "year"), (university, "year")],
+            [],
+            [
+                f"Which company did {founder} found?",
+                f"When was {company} founded?",
+                f"When was {university} founded?",
+                f"Is {year_company} earlier than {year_university}?",
+            ],
         )
     if template == "born_where_band_formed":
         person = w.person("musician")
@@ -579,8 +846,11 @@ def _strategy(world: _World, template: str, yes: bool) -> _Question:
             w.entities[band]["city"] = w.city(reuse=0.0)
         born_in, formed_in = w.entities[person]["birth_city"], w.entities[band]["city"]
         return _Question(
-            f"Was {person} born in the city where {band} was formed?", answer, "strategy",
-            [(person, "birth_city"), (band, "city")], [],
+            f"Was {person} born in the city where {band} was formed?",
+            answer,
+            "strategy",
+            [(person, "birth_city"), (band, "city")],
+            [],
             [f"Where was {person} born?", f"Where was {band} formed?", f"Is {born_in} the same city as {formed_in}?"],
         )
     if template == "alive_at_premiere":
@@ -589,8 +859,11 @@ def _strategy(world: _World, template: str, yes: bool) -> _Question:
         release = min(2024, born + int(rng.integers(1, 38))) if yes else max(1895, born - int(rng.integers(1, 30)))
         film = w.film(year=release)
         return _Question(
-            f"Could {person} have attended the premiere of {film}?", answer, "strategy",
-            [(person, "birth_year"), (film, "year")], [],
+            f"Could {person} have attended the premiere of {film}?",
+            answer,
+            "strategy",
+            [(person, "birth_year"), (film, "year")],
+            [],
             [f"When was {person} born?", f"When was {film} released?", f"Was {person} born before {release}?"],
         )
     company = w.company()
@@ -598,8 +871,11 @@ def _strategy(world: _World, template: str, yes: bool) -> _Question:
     country = w.entities[city]["country"]
     asked = country if yes else [c for c in COUNTRIES if c != country][int(rng.integers(len(COUNTRIES) - 1))]
     return _Question(
-        f"Is the company {company} headquartered in {asked}?", answer, "strategy",
-        [(company, "city"), (city, "country")], [],
+        f"Is the company {company} headquartered in {asked}?",
+        answer,
+        "strategy",
+        [(company, "city"), (city, "country")],
+        [],
         [f"Where is {company} headquartered?", f"Which country is {city} in?", f"Is {country} the same as {asked}?"],
     )
 
