@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import mulligan  # noqa: F401
@@ -10,8 +11,11 @@ from mulligan.training.evaluation import (
     EvalResult,
     evaluate,
     majority_at_k,
+    majority_metric,
     majority_over_turns,
     majority_vote,
+    majority_votes_over_samples,
+    majority_votes_over_turns,
     pass_at_k,
     resolve_task_indices,
     rise_turn_metrics,
@@ -116,22 +120,46 @@ def fake(task, actions, successes, sample=0):
 
 
 def test_known_metric_values():
-    assert majority_vote(["4", "5", "4"], [True, False, True])
-    assert not majority_vote(["5", "4", "5"], [False, True, False])
-    assert majority_vote(["4", "5"], [True, False])  # a tie goes to the first answer seen
-    assert not majority_vote([None, None], [True, True])  # no stated answer: no vote
+    rng = np.random.default_rng(0)
+    assert majority_vote(["4", "5", "4"], [True, False, True], rng) == (True, False)
+    assert majority_vote(["5", "4", "5"], [False, True, False], rng) == (False, False)
+    assert majority_vote([None, None], [True, True], rng) == (False, False)  # no stated answer: no vote
+    assert majority_vote([None, "4", None], [True, True, False], rng) == (True, False)  # None does not vote
     samples = [fake("a", ["x=4"], [True], 0), fake("a", ["x=5"], [False], 1), fake("a", ["4"], [True], 2),
-               fake("b", ["7"], [False], 0), fake("b", ["8"], [False], 1), fake("b", ["9"], [True], 2)]
-    assert pass_at_k(samples) == 1.0
+               fake("b", ["7"], [False], 0), fake("b", ["8"], [False], 1), fake("b", ["9"], [False], 2)]
+    assert pass_at_k(samples) == 0.5
     last_number = lambda text: text.split("=")[-1]  # noqa: E731
-    assert majority_at_k(samples, last_number) == 0.5  # task a: "4" wins; task b: "7" (first of a 3-way tie)
+    assert majority_at_k(samples, last_number) == 0.5  # task a: "4" wins; task b: a 3-way tie of wrong answers
+    assert majority_metric(last_number, "m3@t1")(samples) == {"m3@t1": 0.5, "m3@t1_ties": 0.5}
     episodes = [fake("a", ["5", "4", "4", "5", "4"], [False, True, True, False, True]),
                 fake("b", ["1", "2", "3", "3", "3"], [False, False, False, False, False])]
     assert success_within_turns(episodes, 1) == 0.0
     assert success_within_turns(episodes, 2) == 0.5
     assert majority_over_turns(episodes, str) == 0.5
-    assert majority_over_turns(episodes, str, turns=1) == 0.0
-    assert rise_turn_metrics(str, 5)(episodes) == {"m1@t1": 0.0, "m1@t5": 0.5, "p1@t5": 0.5}
+    assert rise_turn_metrics(str, 5)(episodes) == {"m1@t1": 0.0, "m1@t5": 0.5, "m1@t5_ties": 0.0, "p1@t5": 0.5}
+
+
+def test_majority_ties_are_a_fair_seeded_draw_per_task():
+    """A tie is drawn among the tied answers (not "the first answer wins"), the same way for a seed."""
+    wins = [majority_vote(["1", "2"], [True, False], np.random.default_rng(s)) for s in range(200)]
+    assert all(tied for _, tied in wins)
+    assert 60 < sum(correct for correct, _ in wins) < 140
+    # Over many tasks whose two samples disagree (one right), maj@2 is near 1/2, with every vote tied.
+    samples = [fake(f"t{i}", [answer], [answer == "right"], s)
+               for i in range(200) for s, answer in enumerate(["right", "wrong"])]
+    votes = majority_votes_over_samples(samples, str, seed=3)
+    assert all(tied for _, tied in votes) and 60 < sum(c for c, _ in votes) < 140
+    # Seeded by (seed, task id): the same seed gives the same draws, whatever the order of tasks.
+    tasks_reversed = [t for i in reversed(range(200)) for t in samples[2 * i : 2 * i + 2]]
+    assert majority_at_k(samples, str, seed=3) == majority_at_k(tasks_reversed, str, seed=3)
+    assert majority_votes_over_samples(samples, str, seed=3) != majority_votes_over_samples(samples, str, seed=4)
+    # By default the seed is the run seed the rollout stored.
+    for trajectory in samples:
+        trajectory.metadata["run_seed"] = 3
+    assert majority_votes_over_samples(samples, str) == votes
+    # One turn, first answers: a 5-turn episode with five distinct answers is a tie (m1@t5 is not m1@t1).
+    distinct = fake("c", ["1", "2", "3", "4", "5"], [True, False, False, False, False])
+    assert majority_votes_over_turns([distinct], str, seed=0)[0][1] is True
 
 
 def test_rise_metrics_come_from_ordinary_no_oracle_rollouts():
@@ -145,7 +173,7 @@ def test_rise_metrics_come_from_ordinary_no_oracle_rollouts():
                           metrics=[rise_turn_metrics(str, 3)])
     # No oracle: the episode goes on after the success at turn 2, so every episode has 3 turns.
     assert all(len(t.turns) == 3 for t in result.trajectories)
-    assert result.metrics == {"m1@t1": 0.0, "m1@t3": 1.0, "p1@t3": 1.0}
+    assert result.metrics == {"m1@t1": 0.0, "m1@t3": 1.0, "m1@t3_ties": 0.0, "p1@t3": 1.0}
 
 
 def test_sampling_agents_give_pass_at_k_above_pass_at_1():

@@ -13,12 +13,12 @@ from mulligan.agents.best_of_n import BestOfNAfterFirst, is_degenerate
 from mulligan.agents.testing import EchoOracle, FunctionAgent, ScriptedAgent, echo_target, turn_number
 from mulligan.envs.wrappers import RISE_FEEDBACK_TEMPLATE
 from mulligan.training.args import parser_for
+from mulligan.training.evaluation import majority_metric, majority_vote
 from mulligan.training.rise import (
     RISEArgs,
     RWRCollator,
     answer_key,
     evaluate_rise,
-    majority_vote,
     parallel_metrics,
     rise_samples,
     rwr_dataset,
@@ -198,6 +198,13 @@ def test_loss_normalizations_known_answer():
         [{"input_ids": [5, 6], "labels": [-100, 6], "weight": 2.0}, {"input_ids": [7], "labels": [7], "weight": 1.0}]
     )
     assert batch["labels"].tolist() == [[-100, 6], [7, -100]] and batch["weight"].tolist() == [2.0, 1.0]
+
+
+def test_rise_votes_with_the_one_majority_rule_of_evaluation():
+    # Tied samples: RISE's m{k}@t1 is evaluation's majority metric (one implementation, one tie rule).
+    par = [rollout([a], [float(a == "4")], [a == "4"], task_id=f"t{i}") for i in range(20) for a in ("4", "5")]
+    assert set(parallel_metrics(par, seed=5).items()) >= set(majority_metric(answer_key, "m2@t1", seed=5)(par).items())
+    assert parallel_metrics(par, seed=5)["m2@t1_ties"] == 1.0
 
 
 def test_majority_votes_use_the_verifier_key_and_break_ties_at_random():

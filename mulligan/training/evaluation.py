@@ -23,15 +23,22 @@ model never learns it was right (no oracle); then ``m1@t1`` is the first turn's 
 would stop at the first success, whose turns up to then are those of the oracle-free run).
 ``m5@t1`` is :func:`majority_at_k` of a single-turn evaluation with ``samples_per_task=5``.
 :func:`rise_turn_metrics` bundles the three multi-turn ones.
+
+Majority votes break ties one way everywhere (:func:`majority_vote`): one of the tied answers is
+drawn with a generator seeded by the run seed and the task id (:func:`task_rng`), and every
+majority metric reports the share of tied votes as ``<name>_ties``.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from mulligan.agents.base import Agent
 from mulligan.training.rollout import EnvPool, collect_episodes
@@ -206,19 +213,44 @@ def by_task(trajectories: Iterable[Trajectory]) -> list[list[Trajectory]]:
     return list(groups.values())
 
 
-def majority_vote(answers: Sequence[Any], correct: Sequence[bool]) -> bool:
-    """Whether the most common answer is a correct one.
+def task_rng(seed: int, task_id: str) -> np.random.Generator:
+    """The generator that breaks one task's vote ties, seeded by ``(seed, crc32(task_id))``.
 
-    ``None`` answers (nothing stated) do not vote; ties go to the answer seen first; no answer at
-    all counts as wrong.
+    A tie is then drawn the same way in every run with the same seed, whatever the other tasks.
     """
-    votes = [(a, c) for a, c in zip(answers, correct, strict=True) if a is not None]
+    return np.random.default_rng([int(seed), zlib.crc32(str(task_id).encode("utf-8"))])
+
+
+def majority_vote(answers: Sequence[Any], correct: Sequence[bool], rng: np.random.Generator) -> tuple[bool, bool]:
+    """``(correct, tied)``: whether the most common answer is a correct one, and whether it was a tie.
+
+    ``None`` answers (nothing stated) do not vote; no answer at all counts as wrong (and no tie).
+    Ties (documented in docs/fidelity.md, RISE row R14; neither paper states a rule): among the
+    answers with the top count, one is drawn with ``rng`` (:func:`task_rng`), so with five
+    distinct answers the vote is right as often as a random one of them, not as the first one.
+
+    Raises:
+        ValueError: If ``answers`` and ``correct`` differ in length.
+    """
+    votes = [(a, bool(c)) for a, c in zip(answers, correct, strict=True) if a is not None]
     if not votes:
-        return False
+        return False, False
     counts = Counter(a for a, _ in votes)
     top = max(counts.values())
-    winner = next(a for a, _ in votes if counts[a] == top)
-    return any(c for a, c in votes if a == winner)
+    leaders = list(dict.fromkeys(a for a, _ in votes if counts[a] == top))  # in order of first appearance
+    winner = leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
+    return any(c for a, c in votes if a == winner), len(leaders) > 1
+
+
+def _run_seed(trajectories: Sequence[Trajectory], seed: int | None) -> int:
+    """``seed``, or by default the run seed the rollout stored on the trajectories (0 if none)."""
+    if seed is not None:
+        return int(seed)
+    return int(next((t.metadata.get("run_seed") for t in trajectories if t.metadata.get("run_seed") is not None), 0))
+
+
+def _share(values: Sequence[bool]) -> float:
+    return _mean([float(v) for v in values])
 
 
 def pass_at_k(trajectories: Iterable[Trajectory]) -> float:
@@ -231,19 +263,33 @@ def _final_action(trajectory: Trajectory) -> str:
     return trajectory.turns[-1].action if trajectory.turns else ""
 
 
-def majority_at_k(trajectories: Iterable[Trajectory], answer_key: AnswerKey) -> float:
+def majority_votes_over_samples(
+    trajectories: Iterable[Trajectory], answer_key: AnswerKey, *, seed: int | None = None
+) -> list[tuple[bool, bool]]:
+    """One :func:`majority_vote` per task over its samples: ``(correct, tied)`` in task order.
+
+    Each sample votes with ``answer_key`` of its final action; its correctness is its ``success``.
+    Ties are drawn with :func:`task_rng` of ``seed`` (default: the run seed stored on the
+    trajectories) and the task id.
+    """
+    episodes = list(trajectories)
+    run_seed = _run_seed(episodes, seed)
+    return [
+        majority_vote(
+            [answer_key(_final_action(t)) for t in samples],
+            [t.success for t in samples],
+            task_rng(run_seed, samples[0].task_id),
+        )
+        for samples in by_task(episodes)
+    ]
+
+
+def majority_at_k(trajectories: Iterable[Trajectory], answer_key: AnswerKey, *, seed: int | None = None) -> float:
     """Fraction of tasks whose majority answer over their samples is correct (maj@k).
 
-    Each sample votes with ``answer_key`` of its final action; a sample's correctness is its
-    ``success``.
+    See :func:`majority_votes_over_samples` for the votes and the tie rule.
     """
-    tasks = by_task(trajectories)
-    return _mean(
-        [
-            float(majority_vote([answer_key(_final_action(t)) for t in samples], [t.success for t in samples]))
-            for samples in tasks
-        ]
-    )
+    return _share([correct for correct, _ in majority_votes_over_samples(trajectories, answer_key, seed=seed)])
 
 
 def _turn_success(trajectory: Trajectory, turn: int) -> bool:
@@ -256,44 +302,71 @@ def success_within_turns(trajectories: Iterable[Trajectory], turns: int) -> floa
     return _mean([float(any(_turn_success(t, i) for i in range(min(turns, len(t.turns))))) for t in episodes])
 
 
-def majority_over_turns(trajectories: Iterable[Trajectory], answer_key: AnswerKey, turns: int | None = None) -> float:
-    """Fraction of episodes whose most common answer over their first ``turns`` turns is correct.
+def majority_votes_over_turns(
+    trajectories: Iterable[Trajectory], answer_key: AnswerKey, turns: int | None = None, *, seed: int | None = None
+) -> list[tuple[bool, bool]]:
+    """One :func:`majority_vote` per episode over its first ``turns`` turns: ``(correct, tied)``.
 
     Each turn votes with ``answer_key`` of its action; its correctness is ``info["success"]``.
+    Ties are drawn with :func:`task_rng` of ``seed`` (default: the run seed stored on the
+    trajectories) and the episode's task id.
     """
-    values = []
-    for trajectory in trajectories:
+    episodes = list(trajectories)
+    run_seed = _run_seed(episodes, seed)
+    votes = []
+    for trajectory in episodes:
         kept = trajectory.turns[: turns or len(trajectory.turns)]
-        values.append(
-            float(
-                majority_vote(
-                    [answer_key(turn.action) for turn in kept], [bool(turn.info.get("success")) for turn in kept]
-                )
+        votes.append(
+            majority_vote(
+                [answer_key(turn.action) for turn in kept],
+                [bool(turn.info.get("success")) for turn in kept],
+                task_rng(run_seed, trajectory.task_id),
             )
         )
-    return _mean(values)
+    return votes
 
 
-def rise_turn_metrics(answer_key: AnswerKey, turns: int) -> Metric:
-    """RISE's multi-turn metrics as one ``metrics=`` function: ``m1@t1``, ``m1@t<turns>``, ``p1@t<turns>``.
+def majority_over_turns(
+    trajectories: Iterable[Trajectory], answer_key: AnswerKey, turns: int | None = None, *, seed: int | None = None
+) -> float:
+    """Fraction of episodes whose most common answer over their first ``turns`` turns is correct.
 
-    Evaluate with ``max_attempts=turns`` and ``stop_on_success=False`` (no oracle); see the module
-    docstring.
+    See :func:`majority_votes_over_turns` for the votes and the tie rule.
+    """
+    return _share([correct for correct, _ in majority_votes_over_turns(trajectories, answer_key, turns, seed=seed)])
+
+
+def rise_turn_metrics(answer_key: AnswerKey, turns: int, *, seed: int | None = None) -> Metric:
+    """RISE's multi-turn metrics as one ``metrics=`` function.
+
+    ``m1@t1``, ``m1@t<turns>`` (with ``m1@t<turns>_ties``, the share of tied votes) and
+    ``p1@t<turns>``. Evaluate with ``max_attempts=turns`` and ``stop_on_success=False`` (no
+    oracle); see the module docstring. ``seed`` seeds the tie draws (default: the run seed).
     """
 
     def metric(trajectories: list[Trajectory]) -> dict[str, float]:
+        votes = majority_votes_over_turns(trajectories, answer_key, turns, seed=seed)
         return {
             "m1@t1": success_within_turns(trajectories, 1),
-            f"m1@t{turns}": majority_over_turns(trajectories, answer_key, turns),
+            f"m1@t{turns}": _share([correct for correct, _ in votes]),
+            f"m1@t{turns}_ties": _share([tied for _, tied in votes]),
             f"p1@t{turns}": success_within_turns(trajectories, turns),
         }
 
     return metric
 
 
-def majority_metric(answer_key: AnswerKey, name: str) -> Metric:
-    """A ``metrics=`` function returning ``{name: majority_at_k(...)}`` (e.g. ``m5@t1``)."""
-    return lambda trajectories: {name: majority_at_k(trajectories, answer_key)}
+def majority_metric(answer_key: AnswerKey, name: str, *, seed: int | None = None) -> Metric:
+    """A ``metrics=`` function: ``{name: majority_at_k(...), name + "_ties": share of tied votes}``.
+
+    ``name`` is e.g. ``m5@t1``; ``seed`` seeds the tie draws (default: the run seed).
+    """
+
+    def metric(trajectories: list[Trajectory]) -> dict[str, float]:
+        votes = majority_votes_over_samples(trajectories, answer_key, seed=seed)
+        return {name: _share([correct for correct, _ in votes]), f"{name}_ties": _share([tied for _, tied in votes])}
+
+    return metric
 
 
 def pass_metric(name: str) -> Metric:

@@ -36,8 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zlib
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -49,6 +47,7 @@ from mulligan.agents.best_of_n import BestOfNAfterFirst, is_degenerate
 from mulligan.agents.context import KeepAll, LastAttempts, keep_last_attempts
 from mulligan.envs.verifiers.math import extract_answer
 from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_args, parse_json_object
+from mulligan.training.evaluation import by_task, majority_metric, majority_votes_over_turns
 from mulligan.training.rollout import EnvPool, collect_episodes
 from mulligan.training.sft import load_model, load_tokenizer, resolve_checkpoint, save_trained
 from mulligan.training.trajectory import Trajectory, TrajectoryStore
@@ -257,24 +256,6 @@ def answer_key(text: str) -> str:
     return answer if answer is not None else " ".join(text.split())
 
 
-def majority_vote(keys: Sequence[str], correct: Sequence[bool], rng: np.random.Generator) -> tuple[bool, bool]:
-    """``(correct, tied)``: whether the most common answer is a correct one, ties broken at random.
-
-    The tie rule (documented in docs/fidelity.md): among the answers with the top count, one is
-    drawn with ``rng``, so with five distinct answers m1@t5 is the mean of their correctness in
-    expectation rather than the first turn's. ``tied`` reports whether a draw was needed.
-    """
-    counts = Counter(keys)
-    top = max(counts.values())
-    leaders = sorted({k for k in keys if counts[k] == top}, key=keys.index)
-    winner = leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
-    return any(c for k, c in zip(keys, correct, strict=True) if k == winner), len(leaders) > 1
-
-
-def _task_rng(seed: int, task_id: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(task_id.encode("utf-8"))])
-
-
 def parallel_metrics(
     trajectories: Sequence[Trajectory], *, seed: int = 0, key: Callable[[str], str] = answer_key
 ) -> dict[str, float]:
@@ -282,20 +263,12 @@ def parallel_metrics(
 
     m1@t1 is the mean success of all samples (the single-sample accuracy, estimated from every
     sample); m{k}@t1 the success of each task's majority answer; ``m{k}@t1_ties`` the share of tasks
-    whose vote was tied.
+    whose vote was tied (the one tie rule: :func:`mulligan.training.evaluation.majority_vote`).
     """
-    by_task: dict[str, list[Trajectory]] = {}
-    for t in trajectories:
-        by_task.setdefault(t.task_id, []).append(t)
-    k = min(len(v) for v in by_task.values())
-    votes = [
-        majority_vote([key(t.turns[0].action) for t in v], [t.success for t in v], _task_rng(seed, task))
-        for task, v in by_task.items()
-    ]
+    k = min(len(samples) for samples in by_task(trajectories))
     return {
         "m1@t1": float(np.mean([t.success for t in trajectories])),
-        f"m{k}@t1": float(np.mean([c for c, _ in votes])),
-        f"m{k}@t1_ties": float(np.mean([tied for _, tied in votes])),
+        **majority_metric(key, f"m{k}@t1", seed=seed)(list(trajectories)),
     }
 
 
@@ -304,20 +277,17 @@ def sequential_metrics(
 ) -> dict[str, float]:
     """m1@t{n} and p1@t{n} from ``n``-attempt episodes run without an oracle (Sec. 5).
 
-    m1@t{n}: the success of the majority answer over the ``n`` attempts (ties at random, see
-    :func:`majority_vote`; ``m1@t{n}_ties`` their share). p1@t{n}: success at some attempt, which
-    equals the oracle-stopped run's success since the attempts before the first success coincide.
+    m1@t{n}: the success of the majority answer over the ``n`` attempts (ties drawn at random per
+    task, see :func:`mulligan.training.evaluation.majority_vote`; ``m1@t{n}_ties`` their share).
+    p1@t{n}: success at some attempt, which equals the oracle-stopped run's success since the
+    attempts before the first success coincide.
     """
     n = min(len(t.turns) for t in trajectories)
-    votes, any_success = [], []
-    for t in trajectories:
-        correct = [bool(turn.info.get("success")) for turn in t.turns]
-        votes.append(majority_vote([key(turn.action) for turn in t.turns], correct, _task_rng(seed, t.task_id)))
-        any_success.append(any(correct))
+    votes = majority_votes_over_turns(trajectories, key, seed=seed)
     return {
-        f"m1@t{n}": float(np.mean([c for c, _ in votes])),
+        f"m1@t{n}": float(np.mean([correct for correct, _ in votes])),
         f"m1@t{n}_ties": float(np.mean([tied for _, tied in votes])),
-        f"p1@t{n}": float(np.mean(any_success)),
+        f"p1@t{n}": float(np.mean([any(bool(turn.info.get("success")) for turn in t.turns) for t in trajectories])),
     }
 
 
