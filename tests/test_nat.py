@@ -41,9 +41,7 @@ QA_NOTE = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fake_trajectory(question, success, score=None, task=None):

@@ -32,9 +32,7 @@ from mulligan.training.trajectory import Trajectory, Turn
 FEEDBACK = RISE_FEEDBACK_TEMPLATE.format(question="Q?")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rollout(actions, rewards, successes=None, task_id="t"):

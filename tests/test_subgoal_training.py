@@ -19,13 +19,7 @@ from mulligan.training.subgoal import (
 )
 from mulligan.training.subgoal_data import collect_gold, distillation_conversations, step_contexts
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_conversations_use_the_agents_prompt_formats():

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from mulligan.agents.base import Agent
-from mulligan.training.rollout import EnvPool, collect_episodes
+from mulligan.training.rollout import EnvPool, collect_episodes, pool_for
 from mulligan.training.stats import Summary, summarize
 from mulligan.training.trajectory import Trajectory, TrajectoryStore
 
@@ -158,15 +158,9 @@ def evaluate(
     """
     if samples_per_task < 1:
         raise ValueError(f"samples_per_task must be >= 1, got {samples_per_task}")
-    if isinstance(env, EnvPool):
-        pool, own_pool = env, False
-        if env_kwargs:
-            raise ValueError("env_kwargs apply when building envs: pass them to EnvPool(...), not with a pool")
-    else:
-        pool, own_pool = EnvPool(env, 1, env_kwargs), True
-    try:
+    with pool_for(env, env_kwargs, 1) as pool:
         indices = resolve_task_indices(pool.num_tasks, task_indices)
-        if own_pool:
+        if pool is not env:
             # Grow the temporary pool to the batch this evaluation needs.
             pool.grow(min(num_envs, len(indices) * samples_per_task))
         trajectories = collect_episodes(
@@ -183,10 +177,8 @@ def evaluate(
             progress=progress,
             max_turns=max_turns,
         )
-    finally:
-        if own_pool:
-            pool.close()
-    result = EvalResult(trajectories=trajectories, summary=summarize(trajectories, pool.env_id))
+        env_id = pool.env_id
+    result = EvalResult(trajectories=trajectories, summary=summarize(trajectories, env_id))
     for metric in metrics:
         result.metrics.update(metric(trajectories))
     if group_by is not None:

@@ -26,8 +26,9 @@ rebuild exactly that context (:meth:`~mulligan.training.trajectory.Trajectory.tr
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,16 +249,8 @@ def collect_episodes(
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     if max_turns is not None and max_turns < 1:
         raise ValueError(f"max_turns must be >= 1 or None, got {max_turns}")
-    if isinstance(env, EnvPool):
-        if env_kwargs:
-            raise ValueError("env_kwargs apply when building envs: pass them to EnvPool(...), not with a pool")
-        if not env.envs:
-            raise ValueError("the EnvPool is closed; build a new one")
-        pool, own_pool = env, False
-    else:
-        wanted = 8 if num_envs is None else num_envs
-        pool, own_pool = EnvPool(env, min(wanted, max(num_episodes, 1)), env_kwargs), True
-    try:
+    wanted = 8 if num_envs is None else num_envs
+    with pool_for(env, env_kwargs, min(wanted, max(num_episodes, 1))) as pool:
         return _collect(
             pool,
             agent,
@@ -272,9 +265,31 @@ def collect_episodes(
             progress=progress,
             max_turns=max_turns,
         )
+
+
+@contextlib.contextmanager
+def pool_for(env: str | EnvPool, env_kwargs: dict | None, num_envs: int) -> Iterator[EnvPool]:
+    """``env`` itself when it is an :class:`EnvPool` (reused, left open), else a temporary pool.
+
+    The temporary pool has ``num_envs`` envs ``gymnasium.make(env, **env_kwargs)`` and is closed
+    on exit.
+
+    Raises:
+        ValueError: If ``env_kwargs`` come with a pool (they apply when envs are built), or the
+            pool is closed.
+    """
+    if isinstance(env, EnvPool):
+        if env_kwargs:
+            raise ValueError("env_kwargs apply when building envs: pass them to EnvPool(...), not with a pool")
+        if not env.envs:
+            raise ValueError("the EnvPool is closed; build a new one")
+        yield env
+        return
+    pool = EnvPool(env, num_envs, env_kwargs)
+    try:
+        yield pool
     finally:
-        if own_pool:
-            pool.close()
+        pool.close()
 
 
 class _Collection:

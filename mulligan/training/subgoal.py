@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from mulligan.agents.base import Agent
-from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parser_for
+from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_json_object, parser_for
 
 #: The paper's evaluation (official ``evaluation/agent.py``): at most 2 x envStepLimit = 200 agent
 #: turns, stop after 50 steps without a score change, at most the first 10 test variations per task.
@@ -114,7 +114,7 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.eval_env_kwargs_dict = _json_object("eval_env_kwargs", self.eval_env_kwargs)
+        self.eval_env_kwargs_dict = parse_json_object("eval_env_kwargs", self.eval_env_kwargs)
         for name in ("num_gold", "eval_max_turns"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -123,18 +123,6 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.planner_learning_rate <= 0 or self.planner_num_train_epochs <= 0:
             raise ValueError("planner_learning_rate and planner_num_train_epochs must be > 0")
-
-
-def _json_object(name: str, value: str | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        return dict(value)
-    try:
-        parsed = json.loads(value or "{}")
-    except json.JSONDecodeError as err:
-        raise ValueError(f'{name} must be a JSON object, e.g. \'{{"variation": "test"}}\': {err}') from err
-    if not isinstance(parsed, dict):
-        raise ValueError(f'{name} must be a JSON object, e.g. \'{{"variation": "test"}}\', got {value!r}')
-    return parsed
 
 
 #: Kept so that existing scripts that import the old name still work.
