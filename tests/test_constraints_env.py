@@ -323,7 +323,7 @@ def test_actions_at_the_size_limit_are_checked_in_linear_time():
         env.reset(options={"task": task})
         start = time.perf_counter()
         env.step((shape * (limit // len(shape) + 1))[:limit])
-        assert time.perf_counter() - start < 15.0, repr(shape)
+        assert time.perf_counter() - start < 60.0, repr(shape)  # quadratic scans took hours here
 
 
 @pytest.mark.parametrize(

@@ -94,34 +94,6 @@ INSTRUCTION_IDS: tuple[str, ...] = (
     "startend:quotation",
 )
 
-#: Required arguments of each id (IFEval's names, spelling included).
-INSTRUCTION_ARGS: dict[str, tuple[str, ...]] = {
-    "keywords:existence": ("keywords",),
-    "keywords:frequency": ("keyword", "frequency", "relation"),
-    "keywords:forbidden_words": ("forbidden_words",),
-    "keywords:letter_frequency": ("letter", "let_frequency", "let_relation"),
-    "language:response_language": ("language",),
-    "length_constraints:number_sentences": ("num_sentences", "relation"),
-    "length_constraints:number_paragraphs": ("num_paragraphs",),
-    "length_constraints:number_words": ("num_words", "relation"),
-    "length_constraints:nth_paragraph_first_word": ("num_paragraphs", "nth_paragraph", "first_word"),
-    "detectable_content:number_placeholders": ("num_placeholders",),
-    "detectable_content:postscript": ("postscript_marker",),
-    "detectable_format:number_bullet_lists": ("num_bullets",),
-    "detectable_format:constrained_response": (),
-    "detectable_format:number_highlighted_sections": ("num_highlights",),
-    "detectable_format:multiple_sections": ("section_spliter", "num_sections"),
-    "detectable_format:json_format": (),
-    "detectable_format:title": (),
-    "combination:two_responses": (),
-    "combination:repeat_prompt": ("prompt_to_repeat",),
-    "startend:end_checker": ("end_phrase",),
-    "change_case:capital_word_frequency": ("capital_frequency", "capital_relation"),
-    "change_case:english_capital": (),
-    "change_case:english_lowercase": (),
-    "punctuation:no_comma": (),
-    "startend:quotation": (),
-}
 
 _INT_ARGS = {
     "frequency",
@@ -540,34 +512,198 @@ def _check_quotation(text: str, kw: Mapping[str, Any]) -> tuple[bool, str]:
     return holds, "" if holds else "Your response is not wrapped in double quotation marks. Wrap all of it in them."
 
 
-_CHECKS: dict[str, Check] = {
-    "keywords:existence": _check_existence,
-    "keywords:frequency": _check_frequency,
-    "keywords:forbidden_words": _check_forbidden,
-    "keywords:letter_frequency": _check_letter_frequency,
-    "language:response_language": _check_language,
-    "length_constraints:number_sentences": _check_sentences,
-    "length_constraints:number_paragraphs": _check_paragraphs,
-    "length_constraints:number_words": _check_words,
-    "length_constraints:nth_paragraph_first_word": _check_nth_paragraph,
-    "detectable_content:number_placeholders": _check_placeholders,
-    "detectable_content:postscript": _check_postscript,
-    "detectable_format:number_bullet_lists": _check_bullets,
-    "detectable_format:constrained_response": _check_constrained,
-    "detectable_format:number_highlighted_sections": _check_highlights,
-    "detectable_format:multiple_sections": _check_sections,
-    "detectable_format:json_format": _check_json,
-    "detectable_format:title": _check_title,
-    "combination:two_responses": _check_two_responses,
-    "combination:repeat_prompt": _check_repeat_prompt,
-    "startend:end_checker": _check_end,
-    "change_case:capital_word_frequency": _check_capital_frequency,
-    "change_case:english_capital": _check_english_capital,
-    "change_case:english_lowercase": _check_english_lowercase,
-    "punctuation:no_comma": _check_no_comma,
-    "startend:quotation": _check_quotation,
+@dataclass(frozen=True)
+class Instruction:
+    """One IFEval instruction, defined in one place.
+
+    Attributes:
+        args: Its required arguments (IFEval's names, spelling included).
+        check: Its checker, ``(text, kwargs) -> (holds, critique)``.
+        describe: The text a prompt states it with, from its cleaned arguments.
+    """
+
+    args: tuple[str, ...]
+    check: Check
+    describe: Callable[[Mapping[str, Any]], str]
+
+
+#: Every instruction, in registry order: arguments, checker and prompt text in one place.
+_INSTRUCTIONS: dict[str, Instruction] = {
+    "keywords:existence": Instruction(
+        ("keywords",),
+        _check_existence,
+        lambda kw: f"Include the keywords {', '.join(kw['keywords'])} in the response.",
+    ),
+    "keywords:frequency": Instruction(
+        ("keyword", "frequency", "relation"),
+        _check_frequency,
+        lambda kw: (
+            f"In your response, the word '{kw['keyword']}' should appear "
+            f"{'fewer than' if kw['relation'] == 'less than' else 'at least'} {_times(kw['frequency'])}."
+        ),
+    ),
+    "keywords:forbidden_words": Instruction(
+        ("forbidden_words",),
+        _check_forbidden,
+        lambda kw: f"Do not include the keywords {', '.join(kw['forbidden_words'])} in the response.",
+    ),
+    "keywords:letter_frequency": Instruction(
+        ("letter", "let_frequency", "let_relation"),
+        _check_letter_frequency,
+        lambda kw: (
+            f"In your response, the letter {kw['letter']} should appear "
+            f"{_relation_phrase(kw['let_relation'], kw['let_frequency'], 'time')}."
+        ),
+    ),
+    "language:response_language": Instruction(
+        ("language",),
+        _check_language,
+        lambda kw: (
+            f"Your ENTIRE response should be in {LANGUAGE_NAMES.get(kw['language'], kw['language'])} "
+            "language, no other language is allowed."
+        ),
+    ),
+    "length_constraints:number_sentences": Instruction(
+        ("num_sentences", "relation"),
+        _check_sentences,
+        lambda kw: f"Your response should contain {_relation_phrase(kw['relation'], kw['num_sentences'], 'sentence')}.",
+    ),
+    "length_constraints:number_paragraphs": Instruction(
+        ("num_paragraphs",),
+        _check_paragraphs,
+        lambda kw: (
+            f"There should be {kw['num_paragraphs']} paragraphs. Paragraphs are separated with the markdown "
+            "divider: ***"
+        ),
+    ),
+    "length_constraints:number_words": Instruction(
+        ("num_words", "relation"),
+        _check_words,
+        lambda kw: f"Answer with {_relation_phrase(kw['relation'], kw['num_words'], 'word')}.",
+    ),
+    "length_constraints:nth_paragraph_first_word": Instruction(
+        ("num_paragraphs", "nth_paragraph", "first_word"),
+        _check_nth_paragraph,
+        lambda kw: (
+            f"There should be {kw['num_paragraphs']} paragraphs. Paragraphs and only paragraphs are separated "
+            f"with each other by two new lines. Paragraph {kw['nth_paragraph']} must start with the word "
+            f"{kw['first_word']}."
+        ),
+    ),
+    "detectable_content:number_placeholders": Instruction(
+        ("num_placeholders",),
+        _check_placeholders,
+        lambda kw: (
+            f"The response must contain at least {kw['num_placeholders']} placeholders represented by square "
+            "brackets, such as [address]."
+        ),
+    ),
+    "detectable_content:postscript": Instruction(
+        ("postscript_marker",),
+        _check_postscript,
+        lambda kw: (
+            f"At the end of your response, please explicitly add a postscript starting with {kw['postscript_marker']}"
+        ),
+    ),
+    "detectable_format:number_bullet_lists": Instruction(
+        ("num_bullets",),
+        _check_bullets,
+        lambda kw: (
+            f"Your answer must contain exactly {kw['num_bullets']} bullet points. Use the markdown bullet points "
+            "such as:\n* This is point 1.\n* This is point 2"
+        ),
+    ),
+    "detectable_format:constrained_response": Instruction(
+        (),
+        _check_constrained,
+        lambda kw: (
+            "Answer with one of the following options: ('My answer is yes.', 'My answer is no.', 'My answer is maybe.')"
+        ),
+    ),
+    "detectable_format:number_highlighted_sections": Instruction(
+        ("num_highlights",),
+        _check_highlights,
+        lambda kw: (
+            f"Highlight at least {kw['num_highlights']} sections in your answer with markdown, i.e. "
+            "*highlighted section*."
+        ),
+    ),
+    "detectable_format:multiple_sections": Instruction(
+        ("section_spliter", "num_sections"),
+        _check_sections,
+        lambda kw: (
+            f"Your response must have {kw['num_sections']} sections. Mark the beginning of each section with "
+            f"{kw['section_spliter']} X, such as: {kw['section_spliter']} 1"
+        ),
+    ),
+    "detectable_format:json_format": Instruction(
+        (),
+        _check_json,
+        lambda kw: "Entire output should be wrapped in JSON format. You can use markdown ticks such as ```.",
+    ),
+    "detectable_format:title": Instruction(
+        (),
+        _check_title,
+        lambda kw: "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>.",
+    ),
+    "combination:two_responses": Instruction(
+        (),
+        _check_two_responses,
+        lambda kw: (
+            "Give two different responses. Responses and only responses should be separated by 6 asterisk "
+            "symbols: ******."
+        ),
+    ),
+    "combination:repeat_prompt": Instruction(
+        ("prompt_to_repeat",),
+        _check_repeat_prompt,
+        lambda kw: (
+            "First repeat the request word for word without change, then give your answer (1. do not say any "
+            "words or characters before repeating the request; 2. the request you need to repeat does not "
+            f"include this sentence) Request: {kw['prompt_to_repeat']}"
+        ),
+    ),
+    "startend:end_checker": Instruction(
+        ("end_phrase",),
+        _check_end,
+        lambda kw: (
+            f"Finish your response with this exact phrase {kw['end_phrase']}. No other words should follow this phrase."
+        ),
+    ),
+    "change_case:capital_word_frequency": Instruction(
+        ("capital_frequency", "capital_relation"),
+        _check_capital_frequency,
+        lambda kw: (
+            f"In your response, words with all capital letters should appear "
+            f"{_relation_phrase(kw['capital_relation'], kw['capital_frequency'], 'time')}."
+        ),
+    ),
+    "change_case:english_capital": Instruction(
+        (),
+        _check_english_capital,
+        lambda kw: "Your entire response should be in English, and in all capital letters.",
+    ),
+    "change_case:english_lowercase": Instruction(
+        (),
+        _check_english_lowercase,
+        lambda kw: (
+            "Your entire response should be in English, and in all lowercase letters. No capital letters are allowed."
+        ),
+    ),
+    "punctuation:no_comma": Instruction(
+        (),
+        _check_no_comma,
+        lambda kw: "In your entire response, refrain from the use of any commas.",
+    ),
+    "startend:quotation": Instruction(
+        (),
+        _check_quotation,
+        lambda kw: "Wrap your entire response with double quotation marks.",
+    ),
 }
-assert tuple(_CHECKS) == INSTRUCTION_IDS
+assert tuple(_INSTRUCTIONS) == INSTRUCTION_IDS
+#: Required arguments of each id (IFEval's names, spelling included).
+INSTRUCTION_ARGS: dict[str, tuple[str, ...]] = {iid: spec.args for iid, spec in _INSTRUCTIONS.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -629,7 +765,7 @@ def normalize_kwargs(instruction_id: str, kwargs: Mapping[str, Any] | None) -> d
             a non-integer or non-finite count, a ``letter`` that is not one character, a language
             outside :data:`LANGUAGE_NAMES`, ``nth_paragraph`` outside ``1..num_paragraphs``.
     """
-    if instruction_id not in _CHECKS:
+    if instruction_id not in _INSTRUCTIONS:
         raise ValueError(f"unknown IFEval instruction id {instruction_id!r}; expected one of {list(INSTRUCTION_IDS)}")
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise ValueError(f"{instruction_id}: kwargs must be a dict, got {kwargs!r}")
@@ -694,7 +830,7 @@ def check_instruction(
     if mode not in ("strict", "loose"):
         raise ValueError(f"mode must be 'strict' or 'loose', got {mode!r}")
     clean = normalize_kwargs(instruction_id, kwargs)
-    check = _CHECKS[instruction_id]
+    check = _INSTRUCTIONS[instruction_id].check
     if not response.strip():
         return InstructionResult(instruction_id, False, "Your response is empty. Write a response.")
     holds, critique = check(response, clean)
@@ -727,87 +863,4 @@ def check_instructions(
 
 def describe_instruction(instruction_id: str, kwargs: Mapping[str, Any] | None = None) -> str:
     """The instruction as a prompt states it, e.g. "Your response should contain at least 3 sentences."."""
-    kw = normalize_kwargs(instruction_id, kwargs)
-    rel = kw.get("relation")
-    texts: dict[str, Callable[[], str]] = {
-        "keywords:existence": lambda: f"Include the keywords {', '.join(kw['keywords'])} in the response.",
-        "keywords:frequency": lambda: (
-            f"In your response, the word '{kw['keyword']}' should appear "
-            f"{'fewer than' if rel == 'less than' else 'at least'} {_times(kw['frequency'])}."
-        ),
-        "keywords:forbidden_words": lambda: (
-            f"Do not include the keywords {', '.join(kw['forbidden_words'])} in the response."
-        ),
-        "keywords:letter_frequency": lambda: (
-            f"In your response, the letter {kw['letter']} should appear "
-            f"{_relation_phrase(kw['let_relation'], kw['let_frequency'], 'time')}."
-        ),
-        "language:response_language": lambda: (
-            f"Your ENTIRE response should be in {LANGUAGE_NAMES.get(kw['language'], kw['language'])} "
-            "language, no other language is allowed."
-        ),
-        "length_constraints:number_sentences": lambda: (
-            f"Your response should contain {_relation_phrase(rel, kw['num_sentences'], 'sentence')}."
-        ),
-        "length_constraints:number_paragraphs": lambda: (
-            f"There should be {kw['num_paragraphs']} paragraphs. Paragraphs are separated with the markdown "
-            "divider: ***"
-        ),
-        "length_constraints:number_words": lambda: f"Answer with {_relation_phrase(rel, kw['num_words'], 'word')}.",
-        "length_constraints:nth_paragraph_first_word": lambda: (
-            f"There should be {kw['num_paragraphs']} paragraphs. Paragraphs and only paragraphs are separated "
-            f"with each other by two new lines. Paragraph {kw['nth_paragraph']} must start with the word "
-            f"{kw['first_word']}."
-        ),
-        "detectable_content:number_placeholders": lambda: (
-            f"The response must contain at least {kw['num_placeholders']} placeholders represented by square "
-            "brackets, such as [address]."
-        ),
-        "detectable_content:postscript": lambda: (
-            f"At the end of your response, please explicitly add a postscript starting with {kw['postscript_marker']}"
-        ),
-        "detectable_format:number_bullet_lists": lambda: (
-            f"Your answer must contain exactly {kw['num_bullets']} bullet points. Use the markdown bullet points "
-            "such as:\n* This is point 1.\n* This is point 2"
-        ),
-        "detectable_format:constrained_response": lambda: (
-            "Answer with one of the following options: ('My answer is yes.', 'My answer is no.', 'My answer is maybe.')"
-        ),
-        "detectable_format:number_highlighted_sections": lambda: (
-            f"Highlight at least {kw['num_highlights']} sections in your answer with markdown, i.e. "
-            "*highlighted section*."
-        ),
-        "detectable_format:multiple_sections": lambda: (
-            f"Your response must have {kw['num_sections']} sections. Mark the beginning of each section with "
-            f"{kw['section_spliter']} X, such as: {kw['section_spliter']} 1"
-        ),
-        "detectable_format:json_format": lambda: (
-            "Entire output should be wrapped in JSON format. You can use markdown ticks such as ```."
-        ),
-        "detectable_format:title": lambda: (
-            "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>."
-        ),
-        "combination:two_responses": lambda: (
-            "Give two different responses. Responses and only responses should be separated by 6 asterisk "
-            "symbols: ******."
-        ),
-        "combination:repeat_prompt": lambda: (
-            "First repeat the request word for word without change, then give your answer (1. do not say any "
-            "words or characters before repeating the request; 2. the request you need to repeat does not "
-            f"include this sentence) Request: {kw['prompt_to_repeat']}"
-        ),
-        "startend:end_checker": lambda: (
-            f"Finish your response with this exact phrase {kw['end_phrase']}. No other words should follow this phrase."
-        ),
-        "change_case:capital_word_frequency": lambda: (
-            f"In your response, words with all capital letters should appear "
-            f"{_relation_phrase(kw['capital_relation'], kw['capital_frequency'], 'time')}."
-        ),
-        "change_case:english_capital": lambda: "Your entire response should be in English, and in all capital letters.",
-        "change_case:english_lowercase": lambda: (
-            "Your entire response should be in English, and in all lowercase letters. No capital letters are allowed."
-        ),
-        "punctuation:no_comma": lambda: "In your entire response, refrain from the use of any commas.",
-        "startend:quotation": lambda: "Wrap your entire response with double quotation marks.",
-    }
-    return texts[instruction_id]()
+    return _INSTRUCTIONS[instruction_id].describe(normalize_kwargs(instruction_id, kwargs))
