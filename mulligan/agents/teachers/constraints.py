@@ -1,14 +1,16 @@
 """Scripted writers for ``Mulligan/Constraints-v0``: a careful one, and a noisy one that heeds feedback.
 
 :class:`ConstraintWriter` reads the task record (``AgentInput.task``) and composes a response that
-satisfies every constraint it can: word and sentence counts, concepts, keywords, letters, casing,
-paragraphs, sections, bullets, highlights, titles, placeholders, postscripts, JSON, quotation,
-repeated prompts, two responses, end phrases, and the response language for a handful of
-languages. Counts are met by a repair loop that re-checks its draft with the env's own checkers.
+satisfies every constraint it can: CORGI's tasks (num_planning's continuation, cmg_hard's one
+sentence, a panagram word from the generator's nouns or the word list, written as an unprimed chat
+answer), word and sentence counts, concepts, keywords, letters, casing, paragraphs, sections,
+bullets, highlights, titles, placeholders, postscripts, JSON, quotation, repeated prompts, two
+responses, end phrases, and the response language for a handful of languages. Counts are met by a
+repair loop that re-checks its draft with the env's own checkers.
 
 :class:`NoisyConstraintWriter` breaks a configurable share of the constraints on its first attempt.
 When the conversation holds feedback (CORGI's "- Feedback: ... Please try again."), it fixes the
-constraints whose critiques the feedback names, ``fixes_per_turn`` at a time, so that a session's
+constraints whose critic messages the feedback quotes (joined ones start lower-cased), ``fixes_per_turn`` at a time, so that a session's
 score rises attempt by attempt: the positive and negative trajectories, and the test double, of
 CORGI's feedback loop.
 """

@@ -13,7 +13,7 @@ nothing here downloads anything:
   Python would take seconds), it falls back to :func:`split_sentences_by_rules`, a linear-time
   re-implementation of Punkt's decision procedure with a fixed abbreviation list.
 * :func:`word_tokenize` mimics the Treebank tokenizer where it changes counts of capitalised words
-  (contractions and punctuation split off).
+  (contractions and punctuation split off); :func:`count_capital_words` counts them.
 
 Everything here is linear in the length of the text.
 """
