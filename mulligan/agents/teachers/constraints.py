@@ -10,9 +10,9 @@ repair loop that re-checks its draft with the env's own checkers.
 
 :class:`NoisyConstraintWriter` breaks a configurable share of the constraints on its first attempt.
 When the conversation holds feedback (CORGI's "- Feedback: ... Please try again."), it fixes the
-constraints whose critic messages the feedback quotes (joined ones start lower-cased), ``fixes_per_turn`` at a time, so that a session's
-score rises attempt by attempt: the positive and negative trajectories, and the test double, of
-CORGI's feedback loop.
+constraints whose critic messages the feedback quotes (joined ones start lower-cased),
+``fixes_per_turn`` at a time, so that a session's score rises attempt by attempt: the positive and
+negative trajectories, and the test double, of CORGI's feedback loop.
 """
 
 from __future__ import annotations
