@@ -15,6 +15,17 @@ from mulligan.agents.base import AgentInput
 from mulligan.agents.context import LastAttempts
 from mulligan.agents.openai_chat import OpenAIChatAgent, OpenAIChatError
 
+try:
+    import openai  # noqa: F401
+
+    HAVE_OPENAI = True
+except ImportError:
+    HAVE_OPENAI = False
+
+#: Both HTTP clients, where the SDK is installed; the hardening guarantees hold for each.
+BACKENDS = ["stdlib", pytest.param("openai", marks=pytest.mark.skipif(not HAVE_OPENAI, reason="openai not installed"))]
+with_each_backend = pytest.mark.parametrize("backend", BACKENDS)
+
 
 class _ChatHandler(BaseHTTPRequestHandler):
     """Serves one request as its :class:`FakeServer` (``self.server.fake``) scripts."""
@@ -29,16 +40,17 @@ class _ChatHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         # A POST must never arrive as a GET; answer like a host that would accept it.
         with self.fake.lock:
-            self.fake.log.append(("GET", self.path, dict(self.headers)))
+            self.fake.log.append(("GET", self.path, self.headers))
         payload = {"choices": [{"message": {"role": "assistant", "content": "from a GET"}}]}
         self.send(200, json.dumps(payload).encode())
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         with self.fake.lock:
-            self.fake.log.append(("POST", self.path, dict(self.headers)))
+            self.fake.peers.append(self.client_address)
+            self.fake.log.append(("POST", self.path, self.headers))  # an HTTPMessage: names case-insensitive
             self.fake.requests.append(body)
-            self.fake.headers.append(dict(self.headers))
+            self.fake.headers.append(self.headers)
             step = self.fake.script.pop(0) if self.fake.script else None
             self.fake.in_flight += 1
             self.fake.max_in_flight = max(self.fake.max_in_flight, self.fake.in_flight)
@@ -124,6 +136,12 @@ class _ChatHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+class _KeepAliveChatHandler(_ChatHandler):
+    """The same server speaking HTTP/1.1, so that a client may reuse its connection."""
+
+    protocol_version = "HTTP/1.1"
+
+
 class FakeServer:
     """A loopback chat-completions server whose behaviour each test scripts.
 
@@ -132,7 +150,7 @@ class FakeServer:
     the last user message as ``"echo: ..."``, ``n`` times, with fake log-probabilities.
     """
 
-    def __init__(self, script=(), delay=0.0):
+    def __init__(self, script=(), delay=0.0, keep_alive=False):
         self.script = list(script)
         self.delay = delay
         self.requests: list[dict] = []
@@ -143,7 +161,8 @@ class FakeServer:
         self.max_in_flight = 0
         self.release = threading.Event()
         self.streamed = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ChatHandler)
+        self.peers: list[tuple[str, int]] = []  # the client address of every POST (one port per connection)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveChatHandler if keep_alive else _ChatHandler)
         self.httpd.fake = self
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -161,8 +180,8 @@ class FakeServer:
 def serve():
     servers = []
 
-    def start(script=(), delay=0.0):
-        servers.append(FakeServer(script, delay))
+    def start(script=(), delay=0.0, keep_alive=False):
+        servers.append(FakeServer(script, delay, keep_alive))
         return servers[-1]
 
     yield start
@@ -174,11 +193,19 @@ def ask(text, **kwargs):
     return AgentInput(messages=[{"role": "user", "content": text}], **kwargs)
 
 
-def test_answers_each_input_in_order_with_what_was_sent(serve, monkeypatch):
+@with_each_backend
+def test_answers_each_input_in_order_with_what_was_sent(serve, monkeypatch, backend):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server = serve()
     agent = OpenAIChatAgent(
-        server.base_url, "teacher", system_prompt="Be brief.", temperature=0.3, max_tokens=7, logprobs=True, seed=11
+        server.base_url,
+        "teacher",
+        backend=backend,
+        system_prompt="Be brief.",
+        temperature=0.3,
+        max_tokens=7,
+        logprobs=True,
+        seed=11,
     )
     actions = agent.act([ask(f"q{i}") for i in range(5)])
     assert [a.text for a in actions] == [f"echo: q{i}" for i in range(5)]
@@ -194,10 +221,11 @@ def test_answers_each_input_in_order_with_what_was_sent(serve, monkeypatch):
     assert all("Authorization" not in h for h in server.headers)
 
 
-def test_api_key_comes_from_the_named_environment_variable(serve, monkeypatch):
+@with_each_backend
+def test_api_key_comes_from_the_named_environment_variable(serve, monkeypatch, backend):
     monkeypatch.setenv("MY_TEACHER_KEY", "sk-secret")
     server = serve(script=[("status", 401)])
-    agent = OpenAIChatAgent(server.base_url, "m", api_key_env="MY_TEACHER_KEY")
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, api_key_env="MY_TEACHER_KEY")
     with pytest.raises(OpenAIChatError, match=r"HTTP 401.*MY_TEACHER_KEY") as caught:
         agent.act([ask("hi")])
     assert "sk-secret" not in str(caught.value)
@@ -206,76 +234,86 @@ def test_api_key_comes_from_the_named_environment_variable(serve, monkeypatch):
     assert len(server.requests) == 1  # a client error is not retried
 
 
-def test_stop_strings_are_sent_and_applied(serve):
+@with_each_backend
+def test_stop_strings_are_sent_and_applied(serve, backend):
     server = serve()
-    agent = OpenAIChatAgent(server.base_url, "m", stop=[" STOP"])
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, stop=[" STOP"])
     action = agent.act([ask("x", stop=["\nObservation:"])])[0]
     assert action.text == "echo: x"
     assert server.requests[0]["stop"] == [" STOP", "\nObservation:"]
 
 
-def test_sample_uses_n_and_tops_up(serve):
+@with_each_backend
+def test_sample_uses_n_and_tops_up(serve, backend):
     server = serve()
-    groups = OpenAIChatAgent(server.base_url, "m").sample([ask("a"), ask("b")], 3)
+    groups = OpenAIChatAgent(server.base_url, "m", backend=backend).sample([ask("a"), ask("b")], 3)
     assert [len(g) for g in groups] == [3, 3]
     assert [r["n"] for r in server.requests] == [3, 3]
     assert groups[1][2].text == "echo: b" and groups[0][2].logprobs is None
     one_by_one = serve()
-    OpenAIChatAgent(one_by_one.base_url, "m", supports_n=False).sample([ask("a")], 3)
+    OpenAIChatAgent(one_by_one.base_url, "m", backend=backend, supports_n=False).sample([ask("a")], 3)
     assert len(one_by_one.requests) == 3 and all("n" not in r for r in one_by_one.requests)
 
 
-def test_server_failing_twice_then_succeeding_is_retried(serve):
+@with_each_backend
+def test_server_failing_twice_then_succeeding_is_retried(serve, backend):
     server = serve(script=[("status", 503), ("status", 429)])
-    agent = OpenAIChatAgent(server.base_url, "m", max_retries=3, backoff=0.01)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, max_retries=3, backoff=0.01)
     assert agent.act([ask("hello")])[0].text == "echo: hello"
     assert len(server.requests) == 3
 
 
-def test_persistent_server_errors_give_up_with_a_clear_error(serve):
+@with_each_backend
+def test_persistent_server_errors_give_up_with_a_clear_error(serve, backend):
     server = serve(script=[("status", 500)] * 10)
-    agent = OpenAIChatAgent(server.base_url, "m", max_retries=2, backoff=0.01)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, max_retries=2, backoff=0.01)
     with pytest.raises(OpenAIChatError, match=r"failed after 3 attempts.*HTTP 500.*scripted 500"):
         agent.act([ask("hello")])
     assert len(server.requests) == 3
 
 
-def test_a_hanging_server_times_out_and_is_retried(serve):
+@with_each_backend
+def test_a_hanging_server_times_out_and_is_retried(serve, backend):
     server = serve(script=[("hang", 5.0)])
-    agent = OpenAIChatAgent(server.base_url, "m", timeout=0.3, max_retries=1, backoff=0.01)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, timeout=0.3, max_retries=1, backoff=0.01)
     start = time.monotonic()
     assert agent.act([ask("late")])[0].text == "echo: late"
     assert time.monotonic() - start < 4.0
     hung = serve(script=[("hang", 5.0)] * 2)
-    agent = OpenAIChatAgent(hung.base_url, "m", timeout=0.3, max_retries=1, backoff=0.01)
+    agent = OpenAIChatAgent(hung.base_url, "m", backend=backend, timeout=0.3, max_retries=1, backoff=0.01)
     with pytest.raises(OpenAIChatError, match="timeout"):
         agent.act([ask("late")])
 
 
-def test_concurrency_is_bounded_and_used(serve):
+@with_each_backend
+def test_concurrency_is_bounded_and_used(serve, backend):
     server = serve(delay=0.2)
-    agent = OpenAIChatAgent(server.base_url, "m", concurrency=3)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, concurrency=3)
     actions = agent.act([ask(str(i)) for i in range(9)])
     assert [a.text for a in actions] == [f"echo: {i}" for i in range(9)]
     assert 2 <= server.max_in_flight <= 3
 
 
-def test_bad_routes_bodies_and_refused_connections_fail_clearly(serve):
+@with_each_backend
+def test_bad_routes_bodies_and_refused_connections_fail_clearly(serve, backend):
     server = serve(script=[("raw", b"<html>gateway</html>")])
     with pytest.raises(OpenAIChatError, match="not JSON"):
-        OpenAIChatAgent(server.base_url, "m").act([ask("x")])
+        OpenAIChatAgent(server.base_url, "m", backend=backend).act([ask("x")])
     with pytest.raises(OpenAIChatError, match=r"HTTP 404.*/v1"):
-        OpenAIChatAgent(server.base_url.removesuffix("/v1"), "m").act([ask("x")])
+        OpenAIChatAgent(server.base_url.removesuffix("/v1"), "m", backend=backend).act([ask("x")])
     with socket.socket() as probe:  # a loopback port with nobody listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(OpenAIChatError, match="connection failed"):
-        OpenAIChatAgent(f"http://127.0.0.1:{port}/v1", "m", max_retries=1, backoff=0.01).act([ask("x")])
+        OpenAIChatAgent(f"http://127.0.0.1:{port}/v1", "m", backend=backend, max_retries=1, backoff=0.01).act(
+            [ask("x")]
+        )
 
 
-def test_context_policy_shapes_what_is_sent(serve):
+@with_each_backend
+def test_context_policy_shapes_what_is_sent(serve, backend):
     server = serve()
-    agent = OpenAIChatAgent(server.base_url, "m", context=LastAttempts(1))
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, context=LastAttempts(1))
     messages = [
         {"role": "user", "content": "task"},
         {"role": "assistant", "content": "a1"},
@@ -355,21 +393,23 @@ def _act_within(agent, seconds):
 
 
 @pytest.mark.parametrize("step", ["drip_headers", "drip_body"])
-def test_a_dripping_server_cannot_hold_a_request_past_its_deadline(serve, step):
+@with_each_backend
+def test_a_dripping_server_cannot_hold_a_request_past_its_deadline(serve, step, backend):
     # One byte every 0.1 s never trips a per-read timeout of 0.5 s; the whole request must end at 1 s.
     server = serve(script=[(step,)] * 3)
-    agent = OpenAIChatAgent(server.base_url, "m", timeout=1.0, max_retries=1, backoff=0.01)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, timeout=1.0, max_retries=1, backoff=0.01)
     finished, error, elapsed = _act_within(agent, 6.0)
     assert finished and elapsed < 5.0, f"act() still running after {elapsed:.1f} s"
     assert isinstance(error, OpenAIChatError) and "deadline" in str(error)
     assert len(server.log) == 2  # the first attempt and one retry
 
 
-def test_an_endless_body_stops_at_the_size_cap_with_bounded_memory(serve):
+@with_each_backend
+def test_an_endless_body_stops_at_the_size_cap_with_bounded_memory(serve, backend):
     import tracemalloc
 
     server = serve(script=[("endless",)])
-    agent = OpenAIChatAgent(server.base_url, "m", max_response_bytes=2**20, max_retries=0)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, max_response_bytes=2**20, max_retries=0)
     tracemalloc.start()
     try:
         finished, error, _ = _act_within(agent, 6.0)
@@ -381,22 +421,24 @@ def test_an_endless_body_stops_at_the_size_cap_with_bounded_memory(serve):
     assert peak < 16 * 2**20, f"peak memory {peak / 2**20:.0f} MiB for a 1 MiB cap"
 
 
-def test_a_declared_oversized_body_is_refused_before_reading(serve):
+@with_each_backend
+def test_a_declared_oversized_body_is_refused_before_reading(serve, backend):
     server = serve(script=[("raw", b"{}" + b" " * (2**20))])
-    agent = OpenAIChatAgent(server.base_url, "m", max_response_bytes=1000, max_retries=0)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, max_response_bytes=1000, max_retries=0)
     with pytest.raises(OpenAIChatError, match=r"max_response_bytes"):
         agent.act([ask("x")])
 
 
-def test_retry_after_beyond_the_cap_fails_at_once_and_within_it_is_honoured(serve):
+@with_each_backend
+def test_retry_after_beyond_the_cap_fails_at_once_and_within_it_is_honoured(serve, backend):
     server = serve(script=[("retry_after", "3600")])
-    agent = OpenAIChatAgent(server.base_url, "m", max_retry_after=1.0, max_retries=3, backoff=0.01)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, max_retry_after=1.0, max_retries=3, backoff=0.01)
     finished, error, elapsed = _act_within(agent, 6.0)
     assert finished and elapsed < 5.0
     assert isinstance(error, OpenAIChatError) and "Retry-After" in str(error) and "max_retry_after" in str(error)
     assert len(server.log) == 1
     patient = serve(script=[("retry_after", "0.3")])
-    agent = OpenAIChatAgent(patient.base_url, "m", max_retry_after=1.0, max_retries=3, backoff=0.01)
+    agent = OpenAIChatAgent(patient.base_url, "m", backend=backend, max_retry_after=1.0, max_retries=3, backoff=0.01)
     start = time.monotonic()
     assert agent.act([ask("later")])[0].text == "echo: later"
     assert 0.3 <= time.monotonic() - start < 4.0 and len(patient.log) == 2
@@ -417,17 +459,19 @@ def test_retry_after_beyond_the_cap_fails_at_once_and_within_it_is_honoured(serv
         (b'{"choices": [{"message": {"content": "a"}, "logprobs": {"content": [{"token": "a"}]}}]}', r"logprob"),
     ],
 )
-def test_malformed_replies_name_what_is_wrong(serve, reply, complaint):
+@with_each_backend
+def test_malformed_replies_name_what_is_wrong(serve, reply, complaint, backend):
     server = serve(script=[("raw", reply)])
-    agent = OpenAIChatAgent(server.base_url, "m", logprobs=True, max_retries=0)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, logprobs=True, max_retries=0)
     with pytest.raises(OpenAIChatError, match=complaint):
         agent.act([ask("x")])
 
 
-def test_the_context_the_model_saw_is_recorded(serve):
+@with_each_backend
+def test_the_context_the_model_saw_is_recorded(serve, backend):
     # System prompt and context policy come from Agent.prepare_context, as for every agent.
     server = serve()
-    agent = OpenAIChatAgent(server.base_url, "m", system_prompt="Be brief.", context=LastAttempts(1))
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, system_prompt="Be brief.", context=LastAttempts(1))
     messages = [
         {"role": "user", "content": "task"},
         {"role": "assistant", "content": "a1"},
@@ -443,22 +487,71 @@ def test_the_context_the_model_saw_is_recorded(serve):
     assert action.context.spans == ((0, 1), (3, 5))
 
 
-def test_an_http_proxy_from_the_environment_is_used(serve, monkeypatch):
+@with_each_backend
+def test_an_http_proxy_from_the_environment_is_used(serve, monkeypatch, backend):
     # The standard library client honoured http_proxy before; it still does (a loopback "proxy").
     proxy = serve()
     for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("http_proxy", f"http://user:pass@127.0.0.1:{proxy.port}")
-    action = OpenAIChatAgent("http://teacher.invalid:9/v1", "m", max_retries=0).act([ask("via proxy")])[0]
+    action = OpenAIChatAgent("http://teacher.invalid:9/v1", "m", max_retries=0, backend=backend).act(
+        [ask("via proxy")]
+    )[0]
     assert action.text == "echo: via proxy"
     method, path, headers = proxy.log[0]
     assert (method, path) == ("POST", "http://teacher.invalid:9/v1/chat/completions")
     assert headers["Proxy-Authorization"] == "Basic dXNlcjpwYXNz"
 
 
-def test_each_input_is_sampled_with_its_own_seed(serve):
+@with_each_backend
+def test_each_input_is_sampled_with_its_own_seed(serve, backend):
     # Per-input seeds from the rollout make a resumed run send what an uninterrupted one sent.
     server = serve()
-    agent = OpenAIChatAgent(server.base_url, "m", seed=11, supports_n=False, concurrency=1)
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, seed=11, supports_n=False, concurrency=1)
     agent.sample([ask("a", seed=500), ask("b")], 2)
     assert sorted(r["seed"] for r in server.requests) == [11, 12, 500, 501]
+
+
+# --------------------------------------------------------------------------- the openai SDK backend
+
+needs_openai = pytest.mark.skipif(not HAVE_OPENAI, reason="openai not installed")
+
+
+@needs_openai
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("target", ["/moved/chat/completions", "another origin"])
+def test_the_sdk_backend_follows_no_redirect(serve, monkeypatch, status, target):
+    monkeypatch.setenv("TEACHER_KEY", "sk-secret")
+    other = serve()
+    location = target if target.startswith("/") else f"http://localhost:{other.port}/v1/chat/completions"
+    server = serve(script=[("redirect", status, location)])
+    agent = OpenAIChatAgent(server.base_url, "m", api_key_env="TEACHER_KEY", backend="openai", max_retries=2)
+    with pytest.raises(OpenAIChatError, match=rf"redirect \(HTTP {status}\).*follows no redirect") as caught:
+        agent.act([ask("hi")])
+    assert "sk-secret" not in str(caught.value)
+    assert other.log == [] and [m for m, _, _ in server.log] == ["POST"]  # never re-sent, never a GET
+
+
+@needs_openai
+def test_the_sdk_backend_reuses_its_connections(serve):
+    server = serve(keep_alive=True)
+    agent = OpenAIChatAgent(server.base_url, "m", backend="openai", concurrency=2)
+    for _ in range(3):
+        agent.act([ask(str(i)) for i in range(4)])
+    ports = {peer for peer in server.peers}
+    assert len(server.peers) == 12 and len(ports) <= 4, f"{len(ports)} connections for 12 requests"
+    stdlib = serve(keep_alive=True)
+    OpenAIChatAgent(stdlib.base_url, "m", concurrency=2).act([ask(str(i)) for i in range(4)])
+    assert len(set(stdlib.peers)) == 4  # the standard-library client: one connection per request
+    agent.close()
+    with pytest.raises(OpenAIChatError):  # after close, a fresh client is made on the next call
+        OpenAIChatAgent("http://127.0.0.1:1/v1", "m", backend="openai", max_retries=0).act([ask("x")])
+    assert agent.act([ask("again")])[0].text == "echo: again"
+
+
+def test_the_sdk_backend_is_checked_when_chosen(monkeypatch):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        OpenAIChatAgent("http://127.0.0.1:1/v1", "m", backend="requests")
+    monkeypatch.setitem(__import__("sys").modules, "openai", None)  # as if not installed
+    with pytest.raises(ValueError, match="pip install openai"):
+        OpenAIChatAgent("http://127.0.0.1:1/v1", "m", backend="openai")

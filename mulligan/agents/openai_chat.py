@@ -40,10 +40,28 @@ already), ``context`` (which input messages were sent), ``metadata["messages"]``
 sent), the finish reason and token usage, and with ``logprobs=True`` the per-token
 log-probabilities the server reports. Token ids are unknown (``None``): the server owns the
 tokenizer and the chat template.
+
+Backends. ``backend="stdlib"`` (the default, no dependency) opens one connection per request
+attempt. ``backend="openai"`` sends the same requests through the ``openai`` SDK where it is
+installed (``pip install openai``): one ``AsyncOpenAI`` client per agent, driven on a private event
+loop, so connections are pooled and reused across requests and calls. Retries, backoff and the
+``Retry-After`` cap stay mulligan's (the SDK's own retries are off), and replies are parsed by the
+same code, so malformed replies fail the same way. What differs, by design of the SDK's HTTP layer:
+
+* Deadline: the same overall deadline per attempt, enforced by cancelling the request
+  (``asyncio.wait_for``) instead of shutting a socket down.
+* Reply cap: a success reply is read in chunks and refused past ``max_response_bytes`` as above;
+  the body of an HTTP *error* reply is read whole by the SDK (only the deadline bounds it).
+* Redirects: never followed. Any 3xx is an error naming the status (the stdlib client re-POSTs
+  within the origin); so the request and the key never go elsewhere either.
+* Proxies: the SDK's HTTP client honours the same proxy environment variables.
+* The SDK adds its own ``User-Agent``/``X-Stainless-*`` headers; the key is still read from
+  ``api_key_env`` at each request, and no ``Authorization`` header is sent when it is unset.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import email.utils
@@ -75,6 +93,10 @@ MAX_SERVER_STOPS = 4
 #: Bytes of an error reply read for its message; the rest is not read.
 _ERROR_BODY_LIMIT = 64 * 1024
 _READ_CHUNK = 64 * 1024
+#: The HTTP clients an agent can send its requests with.
+BACKENDS = ("stdlib", "openai")
+#: Request fields the SDK's ``chat.completions.create`` takes by name; the rest go in ``extra_body``.
+_SDK_FIELDS = frozenset({"model", "messages", "temperature", "top_p", "max_tokens", "n", "stop", "seed", "logprobs"})
 
 
 class OpenAIChatError(RuntimeError):
@@ -122,6 +144,8 @@ class OpenAIChatAgent(Agent):
         supports_n: Whether the server honours ``n`` (several choices per request); when ``False``,
             :meth:`sample` sends one request per sample.
         extra_body: Extra JSON fields for every request (e.g. vLLM's ``top_k``).
+        backend: ``"stdlib"`` (standard library, the default) or ``"openai"`` (the ``openai`` SDK,
+            pooled connections; see the module docstring for what differs).
     """
 
     def __init__(
@@ -147,6 +171,7 @@ class OpenAIChatAgent(Agent):
         logprobs: bool = False,
         supports_n: bool = True,
         extra_body: Mapping[str, Any] | None = None,
+        backend: str = "stdlib",
     ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -164,6 +189,15 @@ class OpenAIChatAgent(Agent):
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         if isinstance(stop, str):
             raise ValueError("stop must be a sequence of strings, not a str")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "openai":
+            try:
+                import openai  # noqa: F401
+            except ImportError as err:
+                raise ValueError("backend='openai' needs the openai package: pip install openai") from err
+        self.backend = backend
+        self.base_url = base_url.rstrip("/")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key_env = api_key_env
@@ -185,6 +219,9 @@ class OpenAIChatAgent(Agent):
         self.supports_n = supports_n
         self.extra_body = dict(extra_body or {})
         self._jitter = random.Random()
+        self._sdk_lock = threading.Lock()
+        self._sdk_loop: asyncio.AbstractEventLoop | None = None
+        self._sdk_client: Any = None
 
     # ------------------------------------------------------------------ public API
     def render_messages(self, agent_input: AgentInput) -> list[Message]:
@@ -317,7 +354,7 @@ class OpenAIChatAgent(Agent):
         last_error = ""
         for attempt in range(self.max_retries + 1):
             try:
-                return self._attempt(data)
+                return self._sdk_attempt(body) if self.backend == "openai" else self._attempt(data)
             except _Retryable as err:
                 last_error = str(err)
                 if attempt == self.max_retries:
@@ -367,11 +404,7 @@ class OpenAIChatAgent(Agent):
             detail = _excerpt(raw.decode("utf-8", "replace"))
             if status in RETRYABLE_STATUS:
                 raise _Retryable(f"HTTP {status}: {detail}", _retry_after(reply_headers.get("Retry-After")), status)
-            hint = {
-                401: " (check the key in $" + str(self.api_key_env) + ")",
-                404: " (check that base_url ends with the API version, e.g. /v1, and the model name)",
-            }
-            raise OpenAIChatError(f"POST {url} failed with HTTP {status}{hint.get(status, '')}: {detail}", status)
+            raise OpenAIChatError(f"POST {url} failed with HTTP {status}{self._hint(status)}: {detail}", status)
         raise OpenAIChatError(f"POST {self.url} was redirected more than {MAX_REDIRECTS} times within its origin")
 
     def _exchange(
@@ -426,6 +459,107 @@ class OpenAIChatAgent(Agent):
         if size > limit and enforce:
             raise OpenAIChatError(f"{url} sent a reply of more than max_response_bytes={limit} bytes")
         return b"".join(chunks)[:limit]
+
+    # ------------------------------------------------------------------ the openai SDK backend
+    def _sdk(self) -> tuple[asyncio.AbstractEventLoop, Any]:
+        """The agent's event loop (on a daemon thread) and ``AsyncOpenAI`` client, made on first use."""
+        with self._sdk_lock:
+            if self._sdk_loop is None:
+                import openai
+
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="openai-chat-loop", daemon=True).start()
+                self._sdk_client = openai.AsyncOpenAI(
+                    base_url=self.base_url,
+                    # Never sent: every request carries its own Authorization header (the key read
+                    # from api_key_env at that moment) or explicitly omits it.
+                    api_key="unused",
+                    max_retries=0,  # mulligan retries (same statuses, backoff and Retry-After cap)
+                    timeout=self.timeout,
+                    http_client=openai.DefaultAsyncHttpxClient(follow_redirects=False),
+                )
+                self._sdk_loop = loop
+            return self._sdk_loop, self._sdk_client
+
+    def close(self) -> None:
+        """Close the SDK backend's connections and stop its event loop (a no-op for ``stdlib``)."""
+        with self._sdk_lock:
+            loop, client = self._sdk_loop, self._sdk_client
+            self._sdk_loop = self._sdk_client = None
+        if loop is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
+            loop.call_soon_threadsafe(loop.stop)
+
+    def _sdk_attempt(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One attempt through the SDK, cancelled when it passes ``timeout`` (the overall deadline)."""
+        loop, client = self._sdk()
+
+        async def bounded() -> dict[str, Any]:
+            try:
+                return await asyncio.wait_for(self._sdk_exchange(client, body), self.timeout)
+            except asyncio.TimeoutError:
+                raise _Retryable(
+                    f"no complete reply within timeout={self.timeout} s (the deadline of one attempt)"
+                ) from None
+
+        return asyncio.run_coroutine_threadsafe(bounded(), loop).result()
+
+    async def _sdk_exchange(self, client: Any, body: dict[str, Any]) -> dict[str, Any]:
+        import openai
+
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        # An explicit header (or its explicit omission) is what the SDK sends, whatever its own config.
+        headers = {"Authorization": f"Bearer {key}" if key else openai.Omit()}
+        named = {k: v for k, v in body.items() if k in _SDK_FIELDS}
+        extra = {k: v for k, v in body.items() if k not in _SDK_FIELDS}
+        create = client.chat.completions.with_streaming_response.create
+        try:
+            async with create(**named, extra_body=extra or None, extra_headers=headers) as response:
+                declared = response.headers.get("content-length", "")
+                limit = self.max_response_bytes
+                if declared.strip().isdigit() and int(declared) > limit:
+                    raise OpenAIChatError(
+                        f"{self.url} announced a {int(declared)}-byte reply, more than max_response_bytes={limit}"
+                    )
+                chunks, size = [], 0
+                async for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        raise OpenAIChatError(f"{self.url} sent a reply of more than max_response_bytes={limit} bytes")
+                raw = b"".join(chunks)
+        except openai.APIStatusError as err:
+            status = err.status_code
+            if status in REDIRECT_STATUS:
+                raise OpenAIChatError(
+                    f"POST {self.url} answered with a redirect (HTTP {status}); the openai backend follows no "
+                    "redirect (set base_url to the address that answers, or use backend='stdlib')",
+                    status,
+                ) from None
+            detail = _excerpt(err.response.text if err.response is not None else str(err))
+            if status in RETRYABLE_STATUS:
+                retry_after = _retry_after(
+                    err.response.headers.get("retry-after") if err.response is not None else None
+                )
+                raise _Retryable(f"HTTP {status}: {detail}", retry_after, status) from None
+            raise OpenAIChatError(
+                f"POST {self.url} failed with HTTP {status}{self._hint(status)}: {detail}", status
+            ) from None
+        except openai.APITimeoutError as err:
+            raise _Retryable(
+                f"no complete reply within timeout={self.timeout} s (the deadline of one attempt)"
+            ) from err
+        except openai.APIConnectionError as err:
+            raise _Retryable(f"connection failed: {err.__cause__ or err!r}") from err
+        return self._decode(raw)
+
+    def _hint(self, status: int) -> str:
+        """A fix for common client errors, appended to their message."""
+        return {
+            401: " (check the key in $" + str(self.api_key_env) + ")",
+            404: " (check that base_url ends with the API version, e.g. /v1, and the model name)",
+        }.get(status, "")
 
     def _decode(self, raw: bytes) -> dict[str, Any]:
         try:
