@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mulligan.envs.core import MulliganEnv, StepOutcome, stable_task_id
-from mulligan.envs.data import dataset_name, load_records
+from mulligan.envs.data import check_data_seed, dataset_name, load_records
 from mulligan.envs.generators.constraints import ConstraintTaskConfig, generate_constraint_task
 from mulligan.envs.verifiers.constraints import (
     FAMILIES,
@@ -208,13 +208,11 @@ class ConstraintsEnv(MulliganEnv):
         super().__init__(render_mode=render_mode)
         if mode not in ("strict", "loose"):
             raise ValueError(f"mode must be 'strict' or 'loose', got {mode!r}")
-        if isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0:
-            raise ValueError(f"data_seed must be a non-negative int, got {data_seed!r}")
         if not isinstance(primed, bool):
             raise ValueError(f"primed must be True or False, got {primed!r}")
         self.mode = mode
         self.primed = primed
-        self.data_seed = data_seed
+        self.data_seed = check_data_seed(data_seed)
         self.config = ConstraintTaskConfig(
             families=FAMILIES if families is None else families if isinstance(families, str) else tuple(families),
             min_constraints=min_constraints,
