@@ -69,3 +69,13 @@ def echo_success(model, tokenizer, seed: int = 123) -> float:
     finally:
         model.train(was_training)
     return result.summary.success_rate
+
+
+#: A reasoning-style ChatML template that drops the ``<think>`` part of earlier assistant turns, so
+#: it does not render append-only (as Qwen3's).
+DROPS_PAST_THINKING = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['role'] == 'assistant' and not loop.last %}{{ m['content'].split('</think>')[-1] }}"
+    "{% else %}{{ m['content'] }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)

@@ -6,7 +6,7 @@ import json
 
 import gymnasium
 import pytest
-from rl_helpers import ECHO_KWARGS, SMALL, echo_success, warm_start
+from rl_helpers import DROPS_PAST_THINKING, ECHO_KWARGS, SMALL, echo_success, warm_start
 
 import mulligan  # noqa: F401 - registers the ids
 from mulligan.agents.testing import ScriptedAgent
@@ -218,3 +218,17 @@ def test_vllm_agent_needs_a_colocated_vllm_trainer_and_cuts_at_stops(tmp_path):
     trainer = build_grpo_trainer(config, model, tokenizer)  # single-turn Echo, generating with transformers
     with pytest.raises(ValueError, match="use_vllm"):
         TrainerVLLMAgent(trainer)
+
+
+def test_episode_sample_refuses_a_template_that_rewrites_past_turns():
+    _, tokenizer = build_tiny_model(SMALL)
+    tokenizer.chat_template = DROPS_PAST_THINKING
+    messages = [
+        {"role": "user", "content": "Repeat exactly: river"},
+        {"role": "assistant", "content": "<think>hmm</think>rive"},
+        {"role": "user", "content": "Try again."},
+        {"role": "assistant", "content": "river"},
+    ]
+    with pytest.raises(ValueError, match="append-only"):
+        episode_sample(tokenizer, messages)
+    assert episode_sample(tokenizer, messages[:2]).env_mask[-1] == 1

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from rl_helpers import ECHO_KWARGS, SMALL, echo_success, warm_start
+from rl_helpers import DROPS_PAST_THINKING, ECHO_KWARGS, SMALL, echo_success, warm_start
 
 import mulligan  # noqa: F401 - registers the ids
 from mulligan.agents.testing import ScriptedAgent
@@ -203,6 +203,29 @@ def test_reward_placement_per_attempt_and_on_the_last_token_by_hand():
     assert last.env_rewards[0].abs().sum().item() == pytest.approx(0.8)
     with pytest.raises(ValueError, match="reward_placement"):
         episodes_to_batch([session], tokenizer, reward_placement="first_token")
+
+
+def test_episodes_a_template_cannot_render_as_one_sequence_are_refused():
+    _, tokenizer = build_tiny_model(SMALL)
+    tokenizer.chat_template = DROPS_PAST_THINKING
+    (session,) = collect_episodes(
+        "Mulligan/Echo-v0",
+        ScriptedAgent(["<think>hmm</think>wrong", "river"]),
+        1,
+        env_kwargs={"max_attempts": 2, "vocabulary": ["river"]},
+        task_indices=[1],
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="append-only"):
+        episodes_to_batch([session], tokenizer)
+    (single,) = collect_episodes(
+        "Mulligan/Echo-v0",
+        ScriptedAgent(["<think>hmm</think>river"]),
+        1,
+        env_kwargs={"vocabulary": ["river"]},
+        progress=False,
+    )
+    assert episodes_to_batch([single], tokenizer).action_mask.sum() > 0  # one turn is always one sequence
 
 
 # ----------------------------------------------------------------------------------- configuration

@@ -199,6 +199,18 @@ class EpisodeSample:
     env_mask: list[int]
 
 
+def _require_one_sequence(tokenizer, messages: Sequence[dict[str, str]]) -> None:
+    """Refuse a multi-turn episode whose chat template is not append-only (see the error message)."""
+    from mulligan.training.chat import is_append_only
+
+    if sum(m["role"] == "assistant" for m in messages) > 1 and not is_append_only(tokenizer, messages):
+        raise ValueError(
+            "this chat template re-renders earlier turns (e.g. a reasoning template that drops <think> from "
+            "past answers), so a multi-turn episode is not one completion as the model saw it; use a "
+            "template that renders append-only, or single-turn envs"
+        )
+
+
 def episode_sample(tokenizer, messages: Sequence[dict[str, str]]) -> EpisodeSample:
     """Split a tokenized episode into a prompt and one completion with its ``env_mask``.
 
@@ -208,6 +220,7 @@ def episode_sample(tokenizer, messages: Sequence[dict[str, str]]) -> EpisodeSamp
     """
     from mulligan.training.chat import tokenize_conversation
 
+    _require_one_sequence(tokenizer, messages)
     episode = tokenize_conversation(tokenizer, messages)
     mask = episode.assistant_mask
     learned = [t for t, m in enumerate(mask) if m]

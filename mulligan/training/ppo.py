@@ -533,6 +533,27 @@ class EpisodeBatch:
         )
 
 
+def require_one_sequence(tokenizer, conversation: list[dict[str, str]]) -> None:
+    """Refuse a multi-turn episode that the chat template cannot render as one token sequence.
+
+    PPO (and GRPO's episode samples) learn every turn of an episode in one sequence, which is what
+    the model saw only if the template renders append-only; reasoning templates that re-render
+    earlier turns (dropping their ``<think>`` part) do not.
+
+    Raises:
+        ValueError: With the fix, when the episode has several turns and the template is not append-only.
+    """
+    from mulligan.training.chat import is_append_only
+
+    turns = sum(m["role"] == "assistant" for m in conversation)
+    if turns > 1 and not is_append_only(tokenizer, conversation):
+        raise ValueError(
+            "this chat template re-renders earlier turns (e.g. a reasoning template that drops <think> from "
+            "past answers), so a multi-turn episode is not one token sequence as the model saw it; use a "
+            "template that renders append-only, or single-turn episodes"
+        )
+
+
 def _place_rewards(trajectory: Any, conversation: list[dict[str, str]], episode: Any, placement: str) -> list[float]:
     """Per-token env rewards of one tokenized episode (see :func:`episodes_to_batch`)."""
     mask = episode.assistant_mask
@@ -581,6 +602,7 @@ def episodes_to_batch(
                 "turn; play the episodes without a context policy that drops messages"
             )
         conversation = trajectory.conversation()  # the agent's system prompt, then every message
+        require_one_sequence(tokenizer, conversation)
         episode = tokenize_conversation(tokenizer, conversation)
         rows.append(
             (
