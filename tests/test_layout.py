@@ -30,7 +30,7 @@ METHOD_OF = {module: method for method, modules in METHODS.items() for module in
 ALLOWED_METHOD_IMPORTS = {("corgi", "ppo")}
 INFRASTRUCTURE = {
     f"mulligan.training.{name}"
-    for name in ("rollout", "trajectory", "chat", "stats", "rewards", "evaluation", "args", "sft")
+    for name in ("rollout", "trajectory", "chat", "stats", "rewards", "evaluation", "args", "sft", "progress")
 }
 
 

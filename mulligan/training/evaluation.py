@@ -146,7 +146,7 @@ def evaluate(
         stop: Stop strings passed to the agent.
         max_turns: A safety cap on turns per episode.
         store: Where to append the trajectories (resumable).
-        progress: Show a progress bar.
+        progress: Show progress (a tqdm bar in a terminal, rare whole lines in a log).
         metrics: Functions ``f(trajectories) -> dict[str, float]`` merged into ``metrics``.
         group_by: A function ``trajectory -> str``; then per-group summaries and macro averages.
 

@@ -49,6 +49,7 @@ from mulligan.agents.nat_prompt import (
 )
 from mulligan.envs.verifiers.qa import CORRECT, fine_grained_label
 from mulligan.training.args import SFTArgs, parse_args
+from mulligan.training.progress import adapt_trainer_progress, quiet_library_bars
 from mulligan.training.sft import (
     conversations_to_dataset,
     load_model,
@@ -274,6 +275,7 @@ def train_nat(config: NATArgs, trajectories: Sequence[Trajectory] | None = None)
     Returns:
         ``{"output_dir", "examples", "positives", "negatives", "train_loss", "global_step", ...}``.
     """
+    quiet_library_bars(force=config.disable_tqdm)  # no carriage-return bars in a log
     from transformers import set_seed
     from trl import SFTTrainer
 
@@ -320,6 +322,7 @@ def train_nat(config: NATArgs, trajectories: Sequence[Trajectory] | None = None)
     trainer = SFTTrainer(
         model=model, args=config.to_sft_config(**extra), train_dataset=dataset, processing_class=tokenizer
     )
+    adapt_trainer_progress(trainer)
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, config.output_dir))
 
     # Checkpoint: the final model loads with from_pretrained(output_dir).

@@ -48,6 +48,7 @@ from mulligan.agents.context import KeepAll, LastAttempts, keep_last_attempts
 from mulligan.envs.verifiers.math import extract_answer
 from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_args, parse_json_object
 from mulligan.training.evaluation import by_task, majority_metric, majority_votes_over_turns
+from mulligan.training.progress import adapt_trainer_progress, quiet_library_bars
 from mulligan.training.rollout import EnvPool, collect_episodes
 from mulligan.training.sft import load_model, load_tokenizer, resolve_checkpoint, save_trained
 from mulligan.training.trajectory import Trajectory, TrajectoryStore
@@ -520,6 +521,7 @@ def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any
     Returns:
         ``{"output_dir", "model_dir", "iterations": [per-iteration stats], "eval": metrics or None}``.
     """
+    quiet_library_bars(force=config.disable_tqdm)  # no carriage-return bars in a log
     from transformers import set_seed
 
     from mulligan.agents.loading import load_agent
@@ -573,6 +575,7 @@ def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any
             dataset = rwr_dataset(tokenizer, samples, config.tau, config.max_length)
             args = config.to_training_arguments(os.path.join(iter_dir, "checkpoints"), remove_unused_columns=False)
             trainer = reward_weighted_trainer(model, args, dataset, tokenizer, config.loss_normalization)
+            adapt_trainer_progress(trainer)
             result = trainer.train(
                 resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, args.output_dir)
             )

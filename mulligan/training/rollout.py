@@ -36,6 +36,7 @@ import gymnasium
 
 from mulligan.agents.base import Agent, AgentInput
 from mulligan.envs.core import seeded_rng
+from mulligan.training.progress import progress_bar
 from mulligan.training.trajectory import Trajectory, TrajectoryStore, Turn
 
 #: Salt that separates the task-choice stream from the reset-seed stream of a run.
@@ -222,7 +223,7 @@ def collect_episodes(
         system_prompt: A system message placed first in every conversation.
         stop: Stop strings passed to the agent with every input (ReAct's ``"\\nObservation:"``).
         store: Where to append each finished trajectory; episodes already in it are skipped.
-        progress: Show a tqdm progress bar.
+        progress: Show progress (a tqdm bar in a terminal, a line every 10% or 30 s in a log).
         max_turns: A safety cap on agent turns per episode (the episode is marked truncated);
             ``None`` relies on the env's own ``max_episode_steps``.
 
@@ -317,11 +318,8 @@ class _Collection:
         self.seed, self.system_prompt, self.stop = seed, system_prompt, tuple(stop)
         self.store, self.stored, self.max_turns = store, stored, max_turns
         self.results: dict[tuple[int, int], Trajectory] = {}
-        self.bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=len(jobs), desc=f"collect {self.env_id}", unit="ep", dynamic_ncols=True)
+        # A bar in a terminal, rare whole lines in a log (training/progress.py).
+        self.bar = progress_bar(len(jobs), f"collect {self.env_id}", "ep", enabled=progress)
 
     def start_next(self, slot: _Slot) -> None:
         """Reset ``slot`` onto the next job not already stored; leave it idle when none is left."""

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 from mulligan.agents.base import Agent
 from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_json_object, parser_for
+from mulligan.training.progress import adapt_trainer_progress, quiet_library_bars
 
 #: The paper's evaluation (official ``evaluation/agent.py``): at most 2 x envStepLimit = 200 agent
 #: turns, stop after 50 steps without a score change, at most the first 10 test variations per task.
@@ -183,6 +184,7 @@ def _train_one(
     dataset = conversations_to_dataset(tokenizer, [list(c) for c in conversations], config.max_length)
     args = config.to_sft_config(output_dir, learning_rate=learning_rate, num_train_epochs=epochs)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    adapt_trainer_progress(trainer)
     result = trainer.train(resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, output_dir))
     trainer.save_model(output_dir)
     tokenizer.save_pretrained(output_dir)
@@ -264,6 +266,7 @@ def evaluation_agents(
 
 def train_subgoal(config: SubgoalArgs) -> dict[str, Any]:
     """Collect and annotate gold paths, train planner + executor (and the flat baseline), evaluate."""
+    quiet_library_bars(force=config.disable_tqdm)  # no carriage-return bars in a log
     from transformers import set_seed
 
     from mulligan.training.subgoal_data import collect_gold, distillation_conversations, subgoal_vocabulary
