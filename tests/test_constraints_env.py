@@ -222,7 +222,7 @@ def test_corgi_session_score_rises_as_the_writer_fixes_what_feedback_names():
     assert scores[0] < 0.25 and scores[-1] == 1.0 and info["success"]
     assert len(scores) == 5  # four broken constraints, one fixed per retry
     for retry in observations[1:]:
-        assert retry.startswith("- Feedback: ") and retry.endswith(" Please try again.")
+        assert retry.startswith("- Feedback: ") and retry.endswith(" Please Try again.")
     assert "You didn't use the following concepts: river." in observations[1]
 
 

@@ -84,12 +84,12 @@ def test_noisy_writer_fixes_only_what_feedback_names():
     messages = [
         {"role": "user", "content": "p"},
         {"role": "assistant", "content": first},
-        {"role": "user", "content": f"- Feedback: {comma_critique} Please try again."},
+        {"role": "user", "content": f"- Feedback: {comma_critique} Please Try again."},
     ]
     second = writer.act([AgentInput(messages=messages, task=task)])[0].text
     assert [r.holds for r in _results(task, second)] == [True, False]
     # Unrelated feedback fixes nothing.
-    messages[-1]["content"] = "- Feedback: Try harder. Please try again."
+    messages[-1]["content"] = "- Feedback: Try harder. Please Try again."
     assert [r.holds for r in _results(task, writer.act([AgentInput(messages=messages, task=task)])[0].text)] == [
         False,
         False,

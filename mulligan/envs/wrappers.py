@@ -10,7 +10,7 @@ import gymnasium
 #: RISE's retry prompt (Qu et al. 2024, Sec. 4.1): the model only learns that it was wrong.
 RISE_FEEDBACK_TEMPLATE = "The answer is incorrect. Please try again. Here's the question: {question}"
 #: CORGI's retry prompt (Sec. 3): the checker's critique, then a request to try again.
-CORGI_FEEDBACK_TEMPLATE = "- Feedback: {feedback} Please try again."
+CORGI_FEEDBACK_TEMPLATE = "- Feedback: {feedback} Please Try again."
 _TEMPLATE_FIELDS = {"question", "feedback", "attempt", "max_attempts"}
 
 

@@ -9,7 +9,7 @@ responses, end phrases, and the response language for a handful of languages. Co
 repair loop that re-checks its draft with the env's own checkers.
 
 :class:`NoisyConstraintWriter` breaks a configurable share of the constraints on its first attempt.
-When the conversation holds feedback (CORGI's "- Feedback: ... Please try again."), it fixes the
+When the conversation holds feedback (CORGI's "- Feedback: ... Please Try again."), it fixes the
 constraints whose critic messages the feedback quotes (joined ones start lower-cased),
 ``fixes_per_turn`` at a time, so that a session's score rises attempt by attempt: the positive and
 negative trajectories, and the test double, of CORGI's feedback loop.
