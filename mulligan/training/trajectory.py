@@ -46,7 +46,6 @@ column. :meth:`Trajectory.from_dict` accepts both the stored form and plain dict
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -403,8 +402,12 @@ class TrajectoryStore:
         self.unlock()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to release
+        # A plain try, not contextlib.suppress: at interpreter shutdown a module's globals (the
+        # contextlib name included) may already be None, and the finalizer must still not raise.
+        try:  # noqa: SIM105 - see above
             self.unlock()
+        except Exception:
+            pass
 
     def _repair(self) -> None:
         """Cut a torn tail (a last line without its newline) left by a crash."""
