@@ -117,8 +117,44 @@ def test_a_saved_dataset_dict_and_store_form_rows_are_read(store_path, tmp_path)
     datasets.DatasetDict({"train": to_dataset(trajectories)}).save_to_disk(str(tmp_path / "dict"))
     assert load_trajectory_source(tmp_path / "dict") == trajectories
     # A dataset of the store's own rows (datasets.load_dataset("json") on the store, then saved).
-    datasets.load_dataset("json", data_files=str(store_path), split="train").save_to_disk(str(tmp_path / "raw"))
+    raw = datasets.load_dataset("json", data_files=str(store_path), split="train", cache_dir=str(tmp_path / "cache"))
+    raw.save_to_disk(str(tmp_path / "raw"))
     assert load_trajectory_source(tmp_path / "raw") == trajectories
+
+
+@pytest.fixture
+def local_hub(tmp_path, monkeypatch):
+    """A folder laid out as a hub dataset repository (``data/{split}-00000-of-00001.parquet``).
+
+    ``datasets.load_dataset`` reads such a folder through the same builder as a hub repository,
+    so ``hf:<folder>`` exercises the ``hf:`` path offline. The datasets cache goes to ``tmp_path``.
+    """
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+
+    def publish(dataset, split):
+        dataset.to_parquet(str(repo / "data" / f"{split}-00000-of-00001.parquet"))
+        return repo
+
+    return publish
+
+
+def test_hf_specs_read_an_export_as_the_hub_serves_it(store_path, local_hub):
+    trajectories = load_trajectories(store_path)
+    repo = local_hub(to_dataset(trajectories), "train")
+    assert load_trajectory_source(f"hf:{repo}") == trajectories  # default split: train
+    assert load_trajectory_source(f"hf:{repo}::train") == trajectories
+
+
+def test_natinstruct_hub_splits_are_read_through_hf_specs(local_hub):
+    """The hub's NATInstruct splits are named like gsm8k_positive; the split names the task."""
+    rows = [json.loads(line) for line in NAT_HOTPOTQA.read_text().splitlines()]
+    repo = local_hub(datasets.Dataset.from_list(rows), "hotpotqa_negative")
+    river, bridge = load_trajectory_source(f"hf:{repo}::hotpotqa_negative", questions=NAT_HOTPOTQA_QUESTIONS)
+    assert (river.env_id, river.score, river.terminated) == ("Mulligan/HotpotQA-v0", pytest.approx(2 / 3), True)
+    assert (bridge.terminated, "pred" in bridge.turns[-1].info) == (False, False)
+    assert river == load_trajectory_source(NAT_HOTPOTQA, questions=NAT_HOTPOTQA_QUESTIONS)[0]
 
 
 def test_bad_sources_fail_with_the_fix(tmp_path):
