@@ -101,3 +101,36 @@ def test_a_trainer_in_a_log_prints_log_lines_and_rare_progress_lines(tmp_path, c
     # The Trainer's own log lines (its PrinterCallback): one per logging_steps, the names report_to gets.
     logs = [line for line in captured.out.splitlines() if "'loss'" in line]
     assert len(logs) == 2, captured.out
+
+
+def _tensorboard_tags(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for path in folder.rglob("events.out.tfevents*"):
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
+
+
+def test_nat_rise_and_subgoal_report_the_same_names_to_tensorboard(tmp_path, one_torch_thread):
+    """``--report_to tensorboard`` writes event files; the same thing has the same name in each trainer."""
+    pytest.importorskip("tensorboard")
+    from mulligan.training.nat import NATArgs, train_nat
+    from mulligan.training.rise import RISEArgs, train_rise
+    from mulligan.training.subgoal import SubgoalArgs, train_subgoal
+
+    common = {"report_to": "tensorboard", "logging_steps": 1, "save_steps": 0, "disable_tqdm": True,
+              "per_device_train_batch_size": 4}  # fmt: skip
+    data = collect_episodes("Mulligan/Echo-v0", EchoOracle(wrong_every=3), 8, progress=False)
+    train_nat(NATArgs(output_dir=str(tmp_path / "nat"), domain="math_cot", max_steps=2, **common), data)
+    train_rise(RISEArgs(env_id="Mulligan/Echo-v0", output_dir=str(tmp_path / "rise"), num_tasks=4, max_attempts=2,
+                        best_of_n=2, max_steps=2, max_new_tokens=4, num_envs=4, eval_tasks=0, **common),
+               improver=EchoOracle())  # fmt: skip
+    train_subgoal(SubgoalArgs(output_dir=str(tmp_path / "sg"), num_gold=1, max_steps=2, max_length=1024,
+                              shared_model=True, train_flat=False, history_len=2, **common))  # fmt: skip
+    tags = {name: _tensorboard_tags(tmp_path / name) for name in ("nat", "rise", "sg")}
+    for name, found in tags.items():
+        assert {"train/loss", "train/learning_rate", "train/grad_norm"} <= found, (name, found)
+    assert {"train/env/success_rate", "train/env/turn1_success_rate", "train/examples"} <= tags["rise"]

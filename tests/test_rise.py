@@ -280,7 +280,8 @@ def test_one_iteration_trains_and_resumes(tmp_path):
     summary = train_rise(config, improver=EchoOracle())
     assert set(summary["eval"]) == {"m1@t1", "m5@t1", "m5@t1_ties", "m1@t5", "m1@t5_ties", "p1@t5"}
     stats = summary["iterations"][0]
-    assert stats["rollouts"] == 4 and stats["samples"] >= 4
+    assert stats["rollouts"] == 4 and stats["examples"] >= 4 and stats["global_step"] == 2
+    assert 0 <= stats["env/success_rate"] <= 1 and stats["data/success_rate"] > 0  # the oracle's turn-2 answers
     samples = [json.loads(x) for x in (tmp_path / "rise" / "iter-0" / "samples.jsonl").read_text().splitlines()]
     # Turn-1 samples are the tiny learner's own outputs; turn-2 samples are the oracle's answers.
     assert any(s["turn"] == 2 and s["success"] for s in samples)

@@ -576,9 +576,20 @@ def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any
             args = config.to_training_arguments(os.path.join(iter_dir, "checkpoints"), remove_unused_columns=False)
             trainer = reward_weighted_trainer(model, args, dataset, tokenizer, config.loss_normalization)
             adapt_trainer_progress(trainer)
+            data_stats = {
+                "env/success_rate": sum(t.success for t in rollouts) / max(len(rollouts), 1),
+                "env/turn1_success_rate": (
+                    sum(bool(t.turns[0].info.get("success")) for t in rollouts) / max(len(rollouts), 1)
+                ),
+                "examples": len(samples),
+                "data/success_rate": sum(s["success"] for s in samples) / len(samples),
+            }
             result = trainer.train(
                 resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, args.output_dir)
             )
+            # The data's numbers go to report_to too, under the names docs/training.md lists (after
+            # train(): the integrations open their run in on_train_begin).
+            trainer.log(dict(data_stats))
 
             # Logging and checkpoint: the iteration's model is the next iteration's learner.
             model_path = os.path.join(iter_dir, "model")
@@ -586,11 +597,9 @@ def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any
             stats = {
                 "iteration": iteration,
                 "rollouts": len(rollouts),
-                "rollout_success": sum(t.success for t in rollouts) / max(len(rollouts), 1),
-                "turn1_success": sum(bool(t.turns[0].info.get("success")) for t in rollouts) / max(len(rollouts), 1),
-                "samples": len(samples),
-                "sample_success": sum(s["success"] for s in samples) / len(samples),
+                **data_stats,
                 "train_loss": float(result.training_loss),
+                "global_step": int(result.global_step),
             }
             with open(done_marker, "w", encoding="utf-8") as handle:
                 json.dump(stats, handle, indent=2)
