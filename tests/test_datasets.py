@@ -168,6 +168,9 @@ def test_bad_sources_fail_with_the_fix(tmp_path):
     datasets.Dataset.from_list([{"question": "q", "answer": "a"}]).save_to_disk(str(tmp_path / "other"))
     with pytest.raises(ValueError, match=r"not trajectories \(columns \['answer', 'question'\]\)"):
         load_trajectory_source(tmp_path / "other")
+    (tmp_path / "strings.json").write_text('["a", "b"]')
+    with pytest.raises(ValueError, match="record 0 is a str, not a JSON object"):
+        load_trajectory_source(tmp_path / "strings.json")
     corrupt = tmp_path / "corrupt.jsonl"
     corrupt.write_text('{"turns": [], "messages": []}\n{oops\n{"turns": [], "messages": []}\n')
     with pytest.raises(TrajectoryFileError, match="line 1"):

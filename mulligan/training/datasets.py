@@ -488,7 +488,13 @@ def _load_folder(path: Path):
 
 
 def _from_rows(rows, where: str, spec: str, *, skip_corrupt: bool, questions, domain) -> list[Trajectory]:
-    columns = set(rows.column_names) if hasattr(rows, "column_names") else set(rows[0]) if rows else set()
+    if hasattr(rows, "column_names"):
+        columns = set(rows.column_names)
+    else:
+        bad = next((k for k, row in enumerate(rows) if not isinstance(row, Mapping)), None)
+        if bad is not None:
+            raise ValueError(f"{where}: record {bad} is a {type(rows[bad]).__name__}, not a JSON object")
+        columns = set(rows[0]) if rows else set()
     if not rows or not columns:
         raise ValueError(f"{where}: no trajectories")
     if is_natinstruct_record(columns):
