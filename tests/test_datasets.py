@@ -269,6 +269,24 @@ def test_natinstruct_feeds_the_nat_trainer_with_the_official_prompts():
     assert learned == [t.action for t in trajectories[0].turns]
 
 
+def test_natinstruct_negatives_are_the_ones_the_official_sampler_draws():
+    """Records keep file order (empty ones included), so seed 42 draws the official negatives.
+
+    The official loader takes ``random.seed(42); random.sample(negatives, neg_num)``.
+    """
+    import random
+
+    raw = [r for r in json.loads(NAT_GSM8K.read_text()) if not r["info"]["reward"]]
+    trajectories = load_natinstruct(NAT_GSM8K, questions=NAT_GSM8K_QUESTIONS)
+    for neg_num in (1, 2):
+        random.seed(42)
+        official = random.sample(raw, neg_num)
+        examples = build_nat_examples(trajectories, method="nat", domain="math", neg_num=neg_num, seed=42)
+        negatives = [e for e in examples if e["label"] == "negative"]
+        wanted = [(f"natinstruct-gsm8k-{r['id']}", len(r["conversations"]) // 2) for r in official]
+        assert [(e["task_id"], len(e["learn_turns"])) for e in negatives] == wanted
+
+
 def test_hub_style_natinstruct_rows_read_f1_and_ignore_missing_keys():
     """Parquet splits give every row every key (None where a record lacks it)."""
     river, bridge = load_trajectory_source(NAT_HOTPOTQA, questions=NAT_HOTPOTQA_QUESTIONS)
