@@ -1,18 +1,20 @@
 """``mulligan collect``: roll an agent out on an env and append the trajectories to a JSONL store.
 
 The agent is a scripted agent given as ``module:Class`` (built with no arguments, e.g.
-``mulligan.agents.teachers.math:NoisyMathTeacher``) or a model (``tiny``, a hub id, a local path)
-driven by :class:`~mulligan.agents.hf.HFAgent`. Tasks are drawn with ``--seed``. Re-running the same
-command after a crash resumes: episodes already in the output file are skipped, and the others are
-exactly those an uninterrupted run would have produced (per-episode seeds). Only one collection
-may write a file at a time.
+``mulligan.agents.teachers.math:NoisyMathTeacher``), a model (``tiny``, a hub id, a local path)
+driven by :class:`~mulligan.agents.hf.HFAgent`, or a served model (``--agent openai:MODEL
+--base_url http://HOST:PORT/v1 --api_key_env NAME --concurrency 16``: a teacher behind vLLM, a
+hosted API or ``transformers serve``, as NAT and RISE collect from GPT-3.5). Tasks are drawn with
+``--seed``. Re-running the same command after a crash resumes: episodes already in the output
+file are skipped, and the others are exactly those an uninterrupted run would have produced
+(per-episode seeds). Only one collection may write a file at a time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mulligan.agents.loading import load_agent
+from mulligan.agents.loading import ServedModelArgs, load_agent
 from mulligan.training.args import EnvArgs, SamplingArgs, parse_args
 from mulligan.training.rollout import EnvPool, collect_episodes
 from mulligan.training.stats import format_table, summarize, summary_row
@@ -20,11 +22,12 @@ from mulligan.training.trajectory import Trajectory, TrajectoryStore
 
 
 @dataclass
-class CollectArgs(EnvArgs, SamplingArgs):
-    """Configuration of ``mulligan collect`` (plus :class:`EnvArgs` and :class:`SamplingArgs`).
+class CollectArgs(ServedModelArgs, EnvArgs, SamplingArgs):
+    """Configuration of ``mulligan collect`` (plus :class:`ServedModelArgs`, :class:`EnvArgs`, :class:`SamplingArgs`).
 
     Attributes:
-        agent: ``module:Class`` of a scripted agent, or a model (``tiny``, hub id, local path).
+        agent: ``openai:MODEL`` (a served model), ``module:Class`` of a scripted agent, or a
+            model (``tiny``, hub id, local path).
         output: The JSONL file to append to (resumable).
         num_episodes: Episodes in total (tasks x samples_per_task).
         samples_per_task: Episodes per task.
@@ -36,7 +39,7 @@ class CollectArgs(EnvArgs, SamplingArgs):
         disable_tqdm: Hide the progress bar.
     """
 
-    agent: str = field(default="tiny", metadata={"help": "'module:Class' of a scripted agent, or a model."})
+    agent: str = field(default="tiny", metadata={"help": "'openai:MODEL', 'module:Class' or a model."})
     output: str = field(default="trajectories.jsonl", metadata={"help": "JSONL file to append to."})
     num_episodes: int = field(default=100, metadata={"help": "Episodes in total."})
     samples_per_task: int = field(default=1, metadata={"help": "Episodes per task."})
@@ -73,18 +76,23 @@ def run_collect(args: CollectArgs) -> list[Trajectory]:
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
             system_prompt=args.system_prompt or None,
+            **args.served_kwargs(),
         )
-        return collect_episodes(
-            pool,
-            agent,
-            args.num_episodes,
-            seed=args.seed,
-            samples_per_task=args.samples_per_task,
-            stop=[s for s in args.stop.split(",") if s],
-            store=store,
-            progress=not args.disable_tqdm,
-            max_turns=args.max_turns or None,
-        )
+        try:
+            return collect_episodes(
+                pool,
+                agent,
+                args.num_episodes,
+                seed=args.seed,
+                samples_per_task=args.samples_per_task,
+                stop=[s for s in args.stop.split(",") if s],
+                store=store,
+                progress=not args.disable_tqdm,
+                max_turns=args.max_turns or None,
+            )
+        finally:
+            if hasattr(agent, "close"):
+                agent.close()
 
 
 def main(argv: list[str] | None = None) -> int:
