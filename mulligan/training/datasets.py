@@ -392,7 +392,10 @@ def export_dataset(
 def _write(dataset, target: ExportTarget, *, overwrite: bool, private: bool, split: str) -> str:
     if target.kind == "hub":
         dataset.push_to_hub(
-            target.location, split=split, private=private, commit_message="Trajectories exported by mulligan export"
+            target.location,
+            split=split,
+            private=True if private else None,  # None: the account's default visibility for a new repository
+            commit_message="Trajectories exported by mulligan export",
         )
         return f"https://huggingface.co/datasets/{target.location}"
     path = Path(target.location)
