@@ -168,6 +168,8 @@ def test_bad_sources_fail_with_the_fix(tmp_path):
     datasets.Dataset.from_list([{"question": "q", "answer": "a"}]).save_to_disk(str(tmp_path / "other"))
     with pytest.raises(ValueError, match=r"not trajectories \(columns \['answer', 'question'\]\)"):
         load_trajectory_source(tmp_path / "other")
+    with pytest.raises(ValueError, match="read a pushed dataset back as 'hf:my-org/data'"):
+        load_trajectory_source("hub:my-org/data")
     (tmp_path / "strings.json").write_text('["a", "b"]')
     with pytest.raises(ValueError, match="record 0 is a str, not a JSON object"):
         load_trajectory_source(tmp_path / "strings.json")

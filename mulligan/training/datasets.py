@@ -440,6 +440,8 @@ def load_trajectory_source(
             row or line), or a NATInstruct record's question cannot be found.
     """
     text = os.fspath(spec)
+    if isinstance(text, str) and text.startswith(HUB_PREFIX):
+        raise ValueError(f"{text!r} is an export target; read a pushed dataset back as 'hf:{text[len(HUB_PREFIX) :]}'")
     if isinstance(text, str) and is_hub_spec(text):
         hub = parse_hf_spec(text, default_split=DEFAULT_SPLIT)
         datasets = _import_datasets()
