@@ -53,16 +53,17 @@ def test_paired_difference_on_shared_tasks_with_a_bootstrap_interval(files):
     assert pair["B - A"] == 0.5 and (pair["low"], pair["high"]) == (0.2, 0.8)
 
 
-def test_paired_bootstrap_known_answers():
-    assert report.paired_bootstrap([0, 0, 0], [1, 1, 1]) == (1.0, 1.0, 1.0)
+def test_paired_differences_known_answers(tmp_path):
+    def pair(first, second):
+        a = report.load_run(write_results(tmp_path / "a.json", "a", "Mulligan/Echo-v0", tasks("t", first)))
+        b = report.load_run(write_results(tmp_path / "b.json", "b", "Mulligan/Echo-v0", tasks("t", second)))
+        (row,) = report.paired_rows([a, b], seed=3)
+        return row["B - A"], row["low"], row["high"]
+
+    assert pair([False] * 3, [True] * 3) == (1.0, 1.0, 1.0)
     # Differences 0, 0, +1, -1: a resampled sum is <= -3 with probability 1/4**4 + 4 * 1/4**3 * 1/2
     # = 3.5% and -4 with 0.4%, so the 2.5% quantile of the mean is -0.75 (and 0.75 by symmetry).
-    assert report.paired_bootstrap([0.5, 1.0, 0.0, 1.0], [0.5, 1.0, 1.0, 0.0], seed=3) == (0.0, -0.75, 0.75)
-    assert report.paired_bootstrap([0, 1], [1, 1], seed=7) == report.paired_bootstrap([0, 1], [1, 1], seed=7)
-    with pytest.raises(ValueError, match="equally long"):
-        report.paired_bootstrap([0, 1], [1])
-    with pytest.raises(ValueError, match="non-empty"):
-        report.paired_bootstrap([], [])
+    assert pair([True, False, False, True], [True, False, True, False]) == (0.0, -0.75, 0.75)
 
 
 def test_only_shared_tasks_are_paired_and_samples_are_averaged(tmp_path):

@@ -9,7 +9,7 @@ Each file is what ``mulligan eval --results PATH`` writes (schema ``mulligan.eva
   per-task difference of success (the later file minus the earlier one, each task's success
   averaged over its samples) with a percentile bootstrap 95% interval over tasks. Pairing removes
   the between-task variance that two independent intervals carry, so a difference the separate
-  intervals cannot resolve often shows here;
+  intervals cannot resolve often shows here (:func:`mulligan.training.stats.paired_bootstrap`);
 * with ``--plot PATH``, a PNG bar chart (envs on the x axis, one bar per model, the intervals as
   error bars), drawn with matplotlib's headless Agg backend.
 
@@ -22,13 +22,12 @@ import argparse
 import json
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from mulligan.training.stats import format_table, wilson_interval
+from mulligan.training.stats import format_table, paired_bootstrap, wilson_interval
 
 #: Results files this report reads.
 SCHEMA_PREFIX = "mulligan.eval/"
@@ -108,32 +107,6 @@ def _disambiguate(runs: list[Run]) -> None:
             run.label = f"{run.label} ({os.path.basename(run.path)})"
 
 
-def paired_bootstrap(
-    first: Sequence[float], second: Sequence[float], *, resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the mean paired difference ``second - first`` and its bootstrap interval.
-
-    Tasks are resampled with replacement ``resamples`` times (a seeded generator, so the interval
-    is reproducible); the interval is the percentile interval of the resampled means.
-
-    Raises:
-        ValueError: If the sequences differ in length or are empty, or an argument is out of range.
-    """
-    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"need two equally long, non-empty sequences of per-task values, got {a.shape} and {b.shape}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    diff = b - a
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(diff.mean()), float(low), float(high)
-
-
 def comparison_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """The models x envs table: one row per label, a ``success [low, high] n=N`` cell per env."""
     envs = list(dict.fromkeys(r.env_id for r in runs))
@@ -155,15 +128,17 @@ def paired_rows(runs: list[Run], *, resamples: int = 10_000, seed: int = 0) -> l
             shared = [t for t in first.task_success if t in second.task_success]
             if not shared:
                 continue
-            mean, low, high = paired_bootstrap(
-                [first.task_success[t] for t in shared],
-                [second.task_success[t] for t in shared],
+            # One row of outcomes per arm: a task-only bootstrap (each run is one seed).
+            paired = paired_bootstrap(
+                [[second.task_success[t] for t in shared]],
+                [[first.task_success[t] for t in shared]],
                 resamples=resamples,
                 seed=seed,
             )
             rows.append({
                 "env": first.env_id, "A": first.label, "B": second.label, "tasks": len(shared),
-                "B - A": mean, "95% CI": f"[{low:.3f}, {high:.3f}]", "low": low, "high": high,
+                "B - A": paired.mean, "95% CI": f"[{paired.low:.3f}, {paired.high:.3f}]",
+                "low": paired.low, "high": paired.high,
             })  # fmt: skip
     return rows
 
