@@ -13,15 +13,30 @@ MATH_ORACLE = "mulligan.agents.teachers.math:MathOracle"
 
 
 def write_math_records(path, n):
-    path.write_text("".join(json.dumps({"question": f"What is {k}+{k}?", "answer": f"#### {2 * k}"}) + "\n"
-                            for k in range(n)))
+    path.write_text(
+        "".join(json.dumps({"question": f"What is {k}+{k}?", "answer": f"#### {2 * k}"}) + "\n" for k in range(n))
+    )
     return str(path)
 
 
 def test_collect_writes_the_trajectories_and_resumes(tmp_path, capsys):
     output = tmp_path / "echo.jsonl"
-    argv = ["collect", "--env_id", "Mulligan/Echo-v0", "--agent", SAMPLER, "--num_episodes", "12",
-            "--samples_per_task", "2", "--max_attempts", "2", "--output", str(output), "--disable_tqdm"]
+    argv = [
+        "collect",
+        "--env_id",
+        "Mulligan/Echo-v0",
+        "--agent",
+        SAMPLER,
+        "--num_episodes",
+        "12",
+        "--samples_per_task",
+        "2",
+        "--max_attempts",
+        "2",
+        "--output",
+        str(output),
+        "--disable_tqdm",
+    ]
     assert main(argv) == 0
     assert "Mulligan/Echo-v0" in capsys.readouterr().out
     first = TrajectoryStore(output).load()
@@ -33,7 +48,8 @@ def test_collect_writes_the_trajectories_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     resumed = TrajectoryStore(output).load()
     assert sorted(json.dumps(t.to_dict(), sort_keys=True) for t in resumed) == sorted(
-        json.dumps(t.to_dict(), sort_keys=True) for t in first)
+        json.dumps(t.to_dict(), sort_keys=True) for t in first
+    )
 
 
 def test_collect_refuses_a_corrupt_file_unless_told_to_skip(tmp_path, capsys):
@@ -54,9 +70,22 @@ def test_eval_over_an_n_record_file_scores_each_record_exactly_once(tmp_path):
     data = write_math_records(tmp_path / "test.jsonl", 9)
     output = tmp_path / "eval.jsonl"
     results = tmp_path / "results.json"
-    argv = ["eval", "--env_id", "Mulligan/Math-v0", "--env_kwargs", json.dumps({"dataset": data}),
-            "--agent", MATH_ORACLE, "--num_episodes", "9", "--output", str(output), "--results", str(results),
-            "--disable_tqdm"]
+    argv = [
+        "eval",
+        "--env_id",
+        "Mulligan/Math-v0",
+        "--env_kwargs",
+        json.dumps({"dataset": data}),
+        "--agent",
+        MATH_ORACLE,
+        "--num_episodes",
+        "9",
+        "--output",
+        str(output),
+        "--results",
+        str(results),
+        "--disable_tqdm",
+    ]
     assert main(argv) == 0
     trajectories = TrajectoryStore(output).load()
     assert sorted(t.task["question"] for t in trajectories) == sorted(f"What is {k}+{k}?" for k in range(9))
@@ -68,23 +97,65 @@ def test_eval_over_an_n_record_file_scores_each_record_exactly_once(tmp_path):
     # The default is the whole split, each record once; a count takes the first N distinct indices.
     assert main([*argv[:7], "--output", str(tmp_path / "all.jsonl"), "--disable_tqdm"]) == 0
     assert len({t.task_id for t in TrajectoryStore(tmp_path / "all.jsonl").load()}) == 9
-    assert main([*argv[:7], "--num_episodes", "4", "--task_offset", "2",
-                 "--output", str(tmp_path / "four.jsonl"), "--disable_tqdm"]) == 0
+    assert (
+        main(
+            [
+                *argv[:7],
+                "--num_episodes",
+                "4",
+                "--task_offset",
+                "2",
+                "--output",
+                str(tmp_path / "four.jsonl"),
+                "--disable_tqdm",
+            ]
+        )
+        == 0
+    )
     four = TrajectoryStore(tmp_path / "four.jsonl").load()
     assert sorted(t.metadata["task_index"] for t in four) == [2, 3, 4, 5]
 
 
 def test_eval_more_episodes_than_records_is_refused(tmp_path, capsys):
     data = write_math_records(tmp_path / "test.jsonl", 3)
-    assert main(["eval", "--env_id", "Mulligan/Math-v0", "--env_kwargs", json.dumps({"dataset": data}),
-                 "--agent", MATH_ORACLE, "--num_episodes", "5", "--disable_tqdm"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--env_id",
+                "Mulligan/Math-v0",
+                "--env_kwargs",
+                json.dumps({"dataset": data}),
+                "--agent",
+                MATH_ORACLE,
+                "--num_episodes",
+                "5",
+                "--disable_tqdm",
+            ]
+        )
+        == 2
+    )
     assert "outside the split [0, 3)" in capsys.readouterr().err
 
 
 def test_eval_rise_metrics_go_through_the_one_evaluation(tmp_path, capsys):
     results = tmp_path / "results.json"
-    assert main(["eval", "--agent", SAMPLER, "--num_episodes", "40", "--rise_metrics",
-                 "--results", str(results), "--disable_tqdm"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--agent",
+                SAMPLER,
+                "--num_episodes",
+                "40",
+                "--rise_metrics",
+                "--results",
+                str(results),
+                "--disable_tqdm",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(results.read_text())["metrics"]
     assert set(metrics) == {"m1@t1", "m5@t1", "m5@t1_ties", "m1@t5", "m1@t5_ties", "p1@t5"}
     # RandomEchoAgent is right with p = 0.5 per attempt: m1@t1 (over 5 x 40 samples) near 0.5, and

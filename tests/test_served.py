@@ -115,8 +115,23 @@ def test_rise_metrics_sample_at_the_rise_temperature_with_the_last_attempt_in_co
     # The server answers right only at temperature 0: the main run (greedy) solves every task, the
     # RISE runs (the paper's T = 1.0) solve none, so each metric shows which temperature it used.
     results = tmp_path / "rise.json"
-    argv = ["eval", "--agent", "openai:m", "--base_url", echo_server.base_url, "--num_episodes", "4",
-            "--rise_metrics", "--rise_turns", "3", "--rise_samples", "2", "--results", str(results), "--disable_tqdm"]
+    argv = [
+        "eval",
+        "--agent",
+        "openai:m",
+        "--base_url",
+        echo_server.base_url,
+        "--num_episodes",
+        "4",
+        "--rise_metrics",
+        "--rise_turns",
+        "3",
+        "--rise_samples",
+        "2",
+        "--results",
+        str(results),
+        "--disable_tqdm",
+    ]
     assert main(argv) == 0  # fmt: skip
     record = json.loads(results.read_text())
     assert record["summary"]["success_rate"] == 1.0
@@ -137,8 +152,11 @@ def test_rise_metrics_sample_at_the_rise_temperature_with_the_last_attempt_in_co
         (["--nat_prompt", "math_cot"], 1, r"Question: Repeat exactly: \S+\. Please solve the problem correctly\."),
         (["--nat_prompt", "strategyqa", "--nat_signal", "plain"], 3, r"Question: Repeat exactly: \S+"),
         (["--nat_prompt", "qa", "--nat_signal", "fine_grained"], 3, r"\[Correct\] Question: Repeat exactly: \S+\."),
-        (["--nat_prompt", "math", "--nat_position", "prefix", "--nat_tags", "good"], 3,
-         r"\[Good\] Question: Repeat exactly: \S+\."),
+        (
+            ["--nat_prompt", "math", "--nat_position", "prefix", "--nat_tags", "good"],
+            3,
+            r"\[Good\] Question: Repeat exactly: \S+\.",
+        ),
     ],
 )
 def test_nat_prompts_reach_the_served_model(echo_server, flags, messages, prompt):
@@ -161,10 +179,14 @@ def test_nat_prompts_reach_the_served_model(echo_server, flags, messages, prompt
     [
         (["--agent", "openai:m"], "needs the server's address: pass --base_url"),
         (["--agent", "openai:", "--base_url", "http://127.0.0.1:9/v1"], "needs the served model's name"),
-        (["--agent", "openai:m", "--base_url", "http://127.0.0.1:9/v1", "--api_key_env", "sk-proj-abc123-secret"],
-         "NAME of an environment variable"),
-        (["--agent", "mulligan.agents.testing:EchoOracle", "--base_url", "http://127.0.0.1:9/v1"],
-         "applies to served models"),
+        (
+            ["--agent", "openai:m", "--base_url", "http://127.0.0.1:9/v1", "--api_key_env", "sk-proj-abc123-secret"],
+            "NAME of an environment variable",
+        ),
+        (
+            ["--agent", "mulligan.agents.testing:EchoOracle", "--base_url", "http://127.0.0.1:9/v1"],
+            "applies to served models",
+        ),
         (["--agent", "openai:m", "--base_url", "http://127.0.0.1:9/v1", "--backend", "requests"], "stdlib or openai"),
         (["--nat_prompt", "gsm8k"], "--nat_prompt must be one of none, math, math_cot, hotpotqa, qa, strategyqa"),
     ],
