@@ -110,3 +110,9 @@ def test_bad_files_are_one_line_usage_errors(tmp_path, capsys):
         assert cli_main(["eval", "--compare", str(path)]) == 2
         error = capsys.readouterr().err
         assert complaint in error and str(path.name) in error and len(error.strip().splitlines()) == 1
+
+
+def test_mulligan_report_is_a_command(files, capsys):
+    assert cli_main(["report", *files]) == 0
+    out = capsys.readouterr().out
+    assert "0.500 [0.237, 0.763] n=10" in out and "paired differences" in out
