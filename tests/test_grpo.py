@@ -11,7 +11,15 @@ from rl_helpers import DROPS_PAST_THINKING, ECHO_KWARGS, SMALL, echo_success, wa
 import mulligan  # noqa: F401 - registers the ids
 from mulligan.agents.testing import ScriptedAgent
 from mulligan.agents.tiny import build_tiny_model, save_tiny_model
-from mulligan.training.grpo import GRPOArgs, build_grpo_trainer, build_prompt_dataset, episode_sample, main, prompt_key
+from mulligan.training.grpo import (
+    GRPOArgs,
+    build_grpo_trainer,
+    build_prompt_dataset,
+    episode_sample,
+    main,
+    prompt_key,
+    sampled_episode_sample,
+)
 from mulligan.training.rewards import EnvReward, EpisodeReturnReward, completion_text
 from mulligan.training.rollout import EnvPool, collect_episodes
 
@@ -85,6 +93,90 @@ def test_episode_sample_env_mask_covers_exactly_the_model_tokens():
     assert sample.completion_ids[-1] == tokenizer.eos_token_id  # the episode ends on the model's end of turn
 
 
+def _sampled_episode(tokenizer, model, temperature=1.0):
+    from mulligan.agents.hf import HFAgent
+
+    agent = HFAgent(model, tokenizer, temperature=temperature, max_new_tokens=4, seed=0)
+    (trajectory,) = collect_episodes(
+        "Mulligan/Echo-v0",
+        agent,
+        1,
+        env_kwargs={"max_attempts": 3, "vocabulary": ["stone"]},
+        task_indices=[0],
+        progress=False,
+    )
+    return trajectory
+
+
+def _learned(sample):
+    return [t for t, m in zip(sample.completion_ids, sample.env_mask, strict=True) if m]
+
+
+def test_sampled_episode_sample_is_the_sampled_tokens_and_logprobs():
+    model, tokenizer = warm_start(steps=40)  # answers a word and ends its turn: its text round-trips
+    trajectory = _sampled_episode(tokenizer, model, temperature=0.3)
+    assert len(trajectory.turns) == 3  # it never says "stone": every attempt fails
+    sample = sampled_episode_sample(tokenizer, trajectory)
+    assert len(sample.completion_ids) == len(sample.env_mask) == len(sample.logprobs)
+    # The learned tokens are exactly the sampled ones, in order, with the sampler's log-probs.
+    assert _learned(sample) == [t for turn in trajectory.turns for t in turn.completion_ids]
+    learned_logprobs = [lp for lp, m in zip(sample.logprobs, sample.env_mask, strict=True) if m]
+    assert learned_logprobs == pytest.approx([lp for turn in trajectory.turns for lp in turn.logprobs])
+    assert all(lp == 0.0 for lp, m in zip(sample.logprobs, sample.env_mask, strict=True) if not m)
+    # Exact: before each turn the sample is the prompt that turn was sampled from.
+    assert sample.exact
+    sequence = sample.prompt_ids + sample.completion_ids
+    end = 0
+    for t, turn in enumerate(trajectory.turns):
+        prompt = trajectory.sampled_tokens(tokenizer, t).input_ids[: -len(turn.completion_ids)]
+        assert len(prompt) >= end and sequence[: len(prompt)] == prompt
+        end = len(prompt) + len(turn.completion_ids)
+        assert sequence[len(prompt) : end] == turn.completion_ids
+    assert end == len(sequence)
+
+
+def test_sampled_tokens_survive_text_that_does_not_round_trip():
+    model, tokenizer = build_tiny_model(SMALL)  # untrained: it samples byte tokens that are not UTF-8
+    trajectory = _sampled_episode(tokenizer, model)
+    sampled = [t for turn in trajectory.turns for t in turn.completion_ids]
+    # Re-tokenizing the text loses them (decoding replaced them with U+FFFD)...
+    assert _learned(episode_sample(tokenizer, trajectory.conversation())) != sampled
+    # ...the sampled sample learns them as generated, and says that a later prompt differed.
+    sample = sampled_episode_sample(tokenizer, trajectory)
+    assert _learned(sample) == sampled and not sample.exact
+
+
+def test_sampled_episode_sample_keeps_tokens_past_a_stop_string_and_reports_the_mismatch():
+    _, tokenizer = build_tiny_model(SMALL)
+    (trajectory,) = collect_episodes(
+        "Mulligan/Echo-v0",
+        ScriptedAgent(["first try", "stone"]),
+        1,
+        env_kwargs={"max_attempts": 3, "vocabulary": ["stone"]},
+        task_indices=[0],
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="completion_ids"):
+        sampled_episode_sample(tokenizer, trajectory)  # a scripted agent samples no tokens
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    first, second = trajectory.turns
+    # Turn 1 hit the token limit (no end-of-turn token): the template closes it, still exact.
+    first.completion_ids, first.logprobs = encode("first try"), [-1.0] * len(encode("first try"))
+    second.completion_ids, second.logprobs = encode("stone<|im_end|>"), [-0.5] * len(encode("stone<|im_end|>"))
+    sample = sampled_episode_sample(tokenizer, trajectory)
+    assert sample.exact
+    rendered = tokenizer.apply_chat_template(trajectory.messages, tokenize=False)
+    assert tokenizer.decode(sample.prompt_ids + sample.completion_ids) + "\n" == rendered
+    # Turn 1 generated past the text the env received (a stop string): those tokens stay learned
+    # as sampled, the next prompt follows from where the renderings part, and the sample says so.
+    first.completion_ids = encode("first try\nObservation:")
+    first.logprobs = [-1.0] * len(first.completion_ids)
+    sample = sampled_episode_sample(tokenizer, trajectory)
+    assert not sample.exact
+    assert _learned(sample) == first.completion_ids + second.completion_ids
+    assert sample.logprobs.count(-1.0) == len(first.completion_ids)
+
+
 # ----------------------------------------------------------------------------------- trainers
 def test_config_rejects_bad_values_with_the_fix():
     with pytest.raises(ValueError, match="multiple of num_generations"):
@@ -121,8 +213,9 @@ def test_grpo_multi_turn_episodes_reach_trl_with_env_mask(tmp_path):
     prompts = list(trainer.train_dataset["prompt"][:2])
     output = rollout([prompts[0], prompts[0], prompts[1], prompts[1]], trainer)
     assert set(output) >= {"prompt_ids", "completion_ids", "env_mask", "episode_return", "episode_success"}
-    for ids, mask in zip(output["completion_ids"], output["env_mask"], strict=True):
-        assert len(ids) == len(mask) and mask[0] == 1 and mask[-1] == 1
+    for ids, mask, logprobs in zip(output["completion_ids"], output["env_mask"], output["logprobs"], strict=True):
+        assert len(ids) == len(mask) == len(logprobs) and mask[0] == 1 and mask[-1] == 1
+        assert all(lp <= 0.0 for lp in logprobs)  # the sampler's log-probs on model tokens, 0.0 on env tokens
     # Each prompt maps back to a task whose reset shows that prompt (identical prompts share a task).
     env = gymnasium.make("Mulligan/Echo-v0", **ECHO_KWARGS)
     for prompt in prompts:

