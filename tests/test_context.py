@@ -183,3 +183,36 @@ def test_a_policy_that_rewrites_messages_cannot_be_recorded():
     with pytest.raises(ValueError, match="subsequence"):
         Shown(context=shout).prepare_context(episode(1))
     assert context_record(episode(2), episode(2)[:2], None) == ContextRecord(((0, 2),), None)
+
+
+def test_a_wrapper_s_rewrites_are_recorded_against_the_conversation():
+    """rewritten_context: what the inner model saw, as a record of the wrapper's input."""
+    from mulligan.agents.base import rewritten_context
+
+    messages = episode(3, system=False)  # TASK, a0, u0, a1, u1, a2, u2
+    opening = [msg("user", "INSTR"), msg("assistant", "OK"), msg("user", "Q")]
+    given = opening + messages[1:]  # NAT: the task message shown as a three-message opening
+    origin = [0, 0, 0, *range(1, len(messages))]
+    shown, inner = Shown("SYS", LastAttempts(1)).prepare_context(given)
+    record = rewritten_context(messages, given, origin, inner)
+    assert record.shown(messages) == shown  # exactly what the inner model saw
+    assert record.system_prompt == "SYS" and not record.covers(len(messages))
+    assert all(index == 0 for index, _ in record.rewritten)  # only the task message was rewritten
+    # The inner model saw everything it was given: the whole conversation, the opening in place of TASK.
+    full = rewritten_context(messages, given, origin, None)
+    assert full.spans == ((0, len(messages)),) and full.shown(messages) == given
+    # A policy that keeps a message unchanged records no rewrite for it.
+    same = rewritten_context(messages, list(messages), list(range(len(messages))), None)
+    assert same == ContextRecord(((0, len(messages)),)) and same.covers(len(messages))
+    # Flat and hierarchical agents: the latest observation shown as a rendered prompt, nothing else.
+    prompt = [msg("user", "PROMPT")]
+    flat = rewritten_context(messages, prompt, [len(messages) - 1], ContextRecord(((0, 1),), "P"))
+    assert flat.spans == ((6, 7),) and flat.shown(messages) == [msg("system", "P"), msg("user", "PROMPT")]
+    # Wrappers nest: a record with rewrites, translated again, still rebuilds what the model saw.
+    outer_given = [msg("user", "WRAPPED"), *messages[1:]]
+    outer = rewritten_context(messages, outer_given, list(range(len(messages))), full)
+    assert outer.shown(messages) == full.shown(outer_given)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        rewritten_context(messages, given, list(reversed(origin)), None)
+    with pytest.raises(IndexError, match="record keeps message"):
+        flat.shown(messages[:3])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 
+import gymnasium
 import pytest
 import torch
 
@@ -17,8 +18,9 @@ from mulligan.envs.registration import ENVS
 from mulligan.training.chat import PLAIN_FORMAT_STOP, render
 from mulligan.training.rollout import EnvPool, collect_episodes
 
-SMALL = TinyModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                        max_position_embeddings=4096)
+SMALL = TinyModelConfig(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, max_position_embeddings=4096
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def forward_logprobs(model, action):
         logprobs = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
     start = len(action.prompt_ids)
     targets = torch.tensor(action.completion_ids)
-    return logprobs[start - 1:-1].gather(1, targets[:, None]).squeeze(1)
+    return logprobs[start - 1 : -1].gather(1, targets[:, None]).squeeze(1)
 
 
 def test_batched_and_one_at_a_time_greedy_generation_agree(tiny):
@@ -84,13 +86,13 @@ def test_greedy_picks_the_most_likely_token(tiny):
     with torch.no_grad():
         logits = model(ids).logits[0]
     start = len(action.prompt_ids)
-    assert logits[start - 1:-1].argmax(-1).tolist() == action.completion_ids
+    assert logits[start - 1 : -1].argmax(-1).tolist() == action.completion_ids
 
 
 def _ascii_stop(text, start=3):
     """A two-character printable-ASCII substring of ``text`` at or after ``start``."""
     for i in range(start, len(text) - 1):
-        pair = text[i:i + 2]
+        pair = text[i : i + 2]
         if all(32 < ord(c) < 127 for c in pair):
             return pair
     return None
@@ -102,8 +104,10 @@ def test_stop_strings_cut_the_text_and_end_generation_early(tiny):
     free = agent.act([user(p) for p in PROMPTS])
     stops = [_ascii_stop(a.text) for a in free]
     assert any(stops), "the greedy completions should contain some printable ASCII"
-    inputs = [AgentInput(messages=[{"role": "user", "content": p}], stop=[s] if s else [])
-              for p, s in zip(PROMPTS, stops, strict=True)]
+    inputs = [
+        AgentInput(messages=[{"role": "user", "content": p}], stop=[s] if s else [])
+        for p, s in zip(PROMPTS, stops, strict=True)
+    ]
     cut = agent.act(inputs)
     for original, stopped, stop in zip(free, cut, stops, strict=True):
         if stop is None:  # no stop string: the row is untouched by the other rows' stops
@@ -127,7 +131,7 @@ def test_agent_level_stop_and_per_input_stop_combine(tiny):
     stop = _ascii_stop(free.text)
     assert stop is not None
     agent = HFAgent(model, tokenizer, temperature=0, max_new_tokens=48, stop=[stop])
-    assert agent.act([user(PROMPTS[1])])[0].text == free.text[:free.text.index(stop)]
+    assert agent.act([user(PROMPTS[1])])[0].text == free.text[: free.text.index(stop)]
 
 
 def test_eos_ends_the_completion_and_is_kept_in_the_ids(tiny):
@@ -139,7 +143,7 @@ def test_eos_ends_the_completion_and_is_kept_in_the_ids(tiny):
     eos_model.generation_config.eos_token_id = [tokenizer.eos_token_id, token]
     first = free.completion_ids.index(token)
     action = HFAgent(eos_model, tokenizer, temperature=0, max_new_tokens=16).act([user("Hello")])[0]
-    assert action.completion_ids == free.completion_ids[:first + 1]
+    assert action.completion_ids == free.completion_ids[: first + 1]
     assert action.metadata["finish_reason"] == "eos"
     assert action.text == tokenizer.decode(free.completion_ids[:first], skip_special_tokens=True)
 
@@ -184,16 +188,23 @@ def test_sample_shapes_and_diversity(tiny):
 
 def test_render_prompt_is_exactly_what_the_model_saw(tiny):
     model, tokenizer = tiny
-    agent = HFAgent(model, tokenizer, temperature=0, max_new_tokens=4, system_prompt="Be terse.",
-                    context=LastAttempts(1))
-    messages = [{"role": "user", "content": "Task"}, {"role": "assistant", "content": "try 1"},
-                {"role": "user", "content": "wrong 1"}, {"role": "assistant", "content": "try 2"},
-                {"role": "user", "content": "wrong 2"}]
+    agent = HFAgent(
+        model, tokenizer, temperature=0, max_new_tokens=4, system_prompt="Be terse.", context=LastAttempts(1)
+    )
+    messages = [
+        {"role": "user", "content": "Task"},
+        {"role": "assistant", "content": "try 1"},
+        {"role": "user", "content": "wrong 1"},
+        {"role": "assistant", "content": "try 2"},
+        {"role": "user", "content": "wrong 2"},
+    ]
     item = AgentInput(messages=messages)
     prompt = agent.render_prompt(item)
-    assert prompt == ("<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nTask<|im_end|>\n"
-                      "<|im_start|>assistant\ntry 2<|im_end|>\n<|im_start|>user\nwrong 2<|im_end|>\n"
-                      "<|im_start|>assistant\n")
+    assert prompt == (
+        "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nTask<|im_end|>\n"
+        "<|im_start|>assistant\ntry 2<|im_end|>\n<|im_start|>user\nwrong 2<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
     action = agent.act([item])[0]
     assert action.prompt == prompt
     assert action.prompt_ids == tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -205,8 +216,13 @@ def test_plain_format_without_a_chat_template(tiny):
     plain_tokenizer = copy.deepcopy(tokenizer)
     plain_tokenizer.chat_template = None
     agent = HFAgent(model, plain_tokenizer, temperature=0, max_new_tokens=8, system_prompt="Sys")
-    item = AgentInput(messages=[{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
-                                {"role": "user", "content": "Q2"}])
+    item = AgentInput(
+        messages=[
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A"},
+            {"role": "user", "content": "Q2"},
+        ]
+    )
     # The one plain format of mulligan.training.chat: what the trainer renders, the agent samples from.
     assert agent.render_prompt(item) == "System: Sys\nUser: Q\nAssistant: A<|im_end|>\nUser: Q2\nAssistant: "
     assert agent.render_prompt(item) == render(plain_tokenizer, agent.prepare_messages(item.messages), True)
@@ -271,18 +287,22 @@ def _skip_without_scienceworld(env_id):
             pytest.skip(f"ScienceWorld's simulator is not installed here: {err}")
 
 
-@pytest.mark.parametrize("env_id", [
-    pytest.param(env_id, marks=pytest.mark.scienceworld) if "ScienceWorld" in env_id else env_id
-    for env_id in mulligan.env_ids()
-])
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        pytest.param(env_id, marks=pytest.mark.scienceworld) if "ScienceWorld" in env_id else env_id
+        for env_id in mulligan.env_ids()
+    ],
+)
 def test_plays_every_registered_env(env_id, tiny):
     if _module_missing(env_id):
         pytest.skip(f"{env_id}: its module is not written yet (another issue is building it)")
     _skip_without_scienceworld(env_id)
     # Each ScienceWorld env starts a JVM (about 20 s here); one env and one episode show the agent copes.
     slow = "ScienceWorld" in env_id
-    agent = HFAgent(*tiny, temperature=1.0, max_new_tokens=8, seed=0, context=TokenBudget(2000),
-                    stop=["\nObservation:"])
+    agent = HFAgent(
+        *tiny, temperature=1.0, max_new_tokens=8, seed=0, context=TokenBudget(2000), stop=["\nObservation:"]
+    )
     with EnvPool(env_id, 1 if slow else 2) as pool:
         trajectories = collect_episodes(pool, agent, 1 if slow else 4, max_turns=3, progress=False)
     for trajectory in trajectories:
@@ -314,10 +334,59 @@ def test_a_model_collection_does_not_depend_on_the_batch(tiny):
 
     def run(num_envs):
         agent = HFAgent(*tiny, temperature=1.0, max_new_tokens=6)
-        return collect_episodes("Mulligan/Echo-v0", agent, 6, env_kwargs={"max_attempts": 2}, num_envs=num_envs,
-                                seed=4, progress=False)
+        return collect_episodes(
+            "Mulligan/Echo-v0", agent, 6, env_kwargs={"max_attempts": 2}, num_envs=num_envs, seed=4, progress=False
+        )
 
     wide, narrow = run(6), run(1)
     for a, b in zip(wide, narrow, strict=True):
         assert [t.completion_ids for t in a.turns] == [t.completion_ids for t in b.turns]
         assert a.messages == b.messages
+
+
+def _rebuilt_prompt(tokenizer, item, action):
+    """The prompt a trainer renders from the recorded context of ``action`` on ``item``."""
+    assert action.context is not None, "a wrapper that rewrites the conversation must record it"
+    return render(tokenizer, action.context.shown(item.messages), add_generation_prompt=True)
+
+
+def test_wrappers_record_exactly_what_the_inner_model_saw(tiny):
+    """NAT's prompt, the flat and the hierarchical agents rewrite the conversation; the record rebuilds it."""
+    from mulligan.agents.flat import FlatAgent
+    from mulligan.agents.hierarchical import HierarchicalAgent
+    from mulligan.agents.nat_prompt import NATPromptAgent
+
+    model, tokenizer = tiny
+
+    def policy(**kwargs):
+        return HFAgent(model, tokenizer, temperature=1.0, max_new_tokens=6, system_prompt="Be terse.", **kwargs)
+
+    # NAT: the task message shown as the NAT opening, then the attempts (some dropped by a budget).
+    retries = AgentInput(
+        messages=[{"role": "user", "content": "Solve: 2 + 2"}, {"role": "assistant", "content": "5"},
+                  {"role": "user", "content": "Wrong, try again."}, {"role": "assistant", "content": "3"},
+                  {"role": "user", "content": "Wrong again."}],
+        task={"question": "What is 2 + 2?"}, seed=7,
+    )  # fmt: skip
+    for inner in (policy(), policy(context=TokenBudget(60, per_message_overhead=4))):
+        nat = NATPromptAgent(inner, domain="math")
+        action = nat.act([retries])[0]
+        assert _rebuilt_prompt(tokenizer, retries, action) == action.prompt
+        assert "Solve: 2 + 2" not in action.prompt
+        if inner.context is None:
+            assert "What is 2 + 2?" in action.prompt
+        for sample in nat.sample([retries], 2)[0]:
+            assert _rebuilt_prompt(tokenizer, retries, sample) == sample.prompt
+    # Flat and hierarchical: the latest observation shown as the rendered step prompt, nothing else.
+    env = gymnasium.make("Mulligan/MiniScience-v0")
+    observation, info = env.reset(seed=0)
+    messages = [{"role": "user", "content": observation}]
+    observation, _, _, _, info = env.step("look around")
+    messages += [{"role": "assistant", "content": "look around"}, {"role": "user", "content": observation}]
+    step = AgentInput(messages=messages, task=env.unwrapped.task, info=info, seed=3)
+    for agent in (FlatAgent(policy()), HierarchicalAgent(policy(), policy())):
+        action = agent.act([step])[0]
+        assert action.completion_ids, "the action comes from the model"
+        assert _rebuilt_prompt(tokenizer, step, action) == action.prompt
+        assert action.context.spans == ((2, 3),) and action.context.system_prompt == "Be terse."
+    env.close()

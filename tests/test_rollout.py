@@ -1,6 +1,7 @@
 """Lockstep collection: batching, env pools, reproducibility, resume after a crash, recorded contexts."""
 
 import json
+import warnings
 
 import gymnasium
 import pytest
@@ -9,7 +10,7 @@ import mulligan  # noqa: F401
 from mulligan.agents.base import Action, Agent
 from mulligan.agents.context import LastAttempts
 from mulligan.agents.testing import EchoOracle, RandomEchoAgent, ScriptedAgent
-from mulligan.training.rollout import EnvPool, collect_episodes
+from mulligan.training.rollout import _TURN_STORES_REWRITES, EnvPool, collect_episodes
 from mulligan.training.trajectory import TrajectoryStore
 
 
@@ -56,8 +57,9 @@ def test_a_pool_is_built_once_reused_across_calls_and_not_closed():
         second = collect_episodes(pool, EchoOracle(), 4, seed=0, progress=False)
         assert pool.envs == envs  # the same env objects, still open
         assert [t.key for t in first] == [t.key for t in second]
-        by_id = collect_episodes("Mulligan/Echo-v0", EchoOracle(), 4, seed=0, env_kwargs={"max_attempts": 2},
-                                 progress=False)
+        by_id = collect_episodes(
+            "Mulligan/Echo-v0", EchoOracle(), 4, seed=0, env_kwargs={"max_attempts": 2}, progress=False
+        )
         assert [t.key for t in by_id] == [t.key for t in first]
         extra = pool.make()
         assert extra not in pool.envs
@@ -89,7 +91,11 @@ def test_max_turns_truncates():
     env = gymnasium.make("Mulligan/Echo-v0", max_attempts=5)
     assert env is not None
     trajectories = collect_episodes(
-        "Mulligan/Echo-v0", EchoOracle(wrong_every=1), 1, env_kwargs={"max_attempts": 5}, max_turns=2,
+        "Mulligan/Echo-v0",
+        EchoOracle(wrong_every=1),
+        1,
+        env_kwargs={"max_attempts": 5},
+        max_turns=2,
         progress=False,
     )
     assert len(trajectories[0].turns) == 2 and trajectories[0].truncated and not trajectories[0].terminated
@@ -138,8 +144,7 @@ class CrashAfter(RandomEchoAgent):
 def test_a_resumed_sampling_run_equals_an_uninterrupted_one(tmp_path):
     # Issue 15: the agent used to be reseeded from the start on resume, so resumed episodes drew
     # different samples. Per-input seeds from (seed, k, sample, turn) make them identical.
-    kwargs = {"env_kwargs": {"max_attempts": 3}, "num_envs": 4, "seed": 11, "samples_per_task": 2,
-              "progress": False}
+    kwargs = {"env_kwargs": {"max_attempts": 3}, "num_envs": 4, "seed": 11, "samples_per_task": 2, "progress": False}
     uninterrupted = collect_episodes("Mulligan/Echo-v0", RandomEchoAgent(p_correct=0.3), 24, **kwargs)
     path = tmp_path / "run.jsonl"
     with pytest.raises(Interrupted):
@@ -147,8 +152,9 @@ def test_a_resumed_sampling_run_equals_an_uninterrupted_one(tmp_path):
     done = len(TrajectoryStore(path).load())
     assert 0 < done < 24
     # The resumed run uses a different batch size: batching must not change any episode either.
-    resumed = collect_episodes("Mulligan/Echo-v0", RandomEchoAgent(p_correct=0.3), 24, store=TrajectoryStore(path),
-                               **{**kwargs, "num_envs": 3})
+    resumed = collect_episodes(
+        "Mulligan/Echo-v0", RandomEchoAgent(p_correct=0.3), 24, store=TrajectoryStore(path), **{**kwargs, "num_envs": 3}
+    )
     assert [t.to_dict() for t in resumed] == [t.to_dict() for t in uninterrupted]
     assert len({t.messages[1]["content"] for t in uninterrupted}) > 2  # it did sample
 
@@ -177,7 +183,7 @@ def test_the_context_the_model_saw_is_recorded_and_rebuilt():
         # What the agent showed its model at turn t is exactly what the trainer rebuilds.
         shown = [{"role": "system", "content": "Be exact."}, trajectory.messages[0]]
         if t > 0:
-            shown += trajectory.messages[2 * t - 1: 2 * t + 1]
+            shown += trajectory.messages[2 * t - 1 : 2 * t + 1]
         assert trajectory.prompt_messages(t) == shown
         assert trajectory.training_messages(t) == [*shown, trajectory.messages[2 * t + 1]]
         assert trajectory.messages[2 * t + 1]["content"] == f"saw {len(shown)}"
@@ -186,11 +192,59 @@ def test_the_context_the_model_saw_is_recorded_and_rebuilt():
     assert trajectory.training_samples() == [trajectory.training_messages(t) for t in range(4)]
 
 
+class RecordingWindow(SystemAndWindow):
+    """SystemAndWindow that also keeps, call by call, the messages it showed its model."""
+
+    def __init__(self):
+        self.seen = []
+
+    def act(self, inputs):
+        self.seen += [self.prepare_messages(item.messages) for item in inputs]
+        return super().act(inputs)
+
+
+@pytest.mark.xfail(
+    not _TURN_STORES_REWRITES,
+    strict=True,
+    reason="trajectory.Turn does not store ContextRecord.rewritten yet (requested of trajectory.py's owner)",
+)
+def test_a_rewriting_wrapper_s_context_is_rebuilt_from_the_trajectory():
+    """NAT's prompt rewrites the task message; the trainer must rebuild the rewritten conversation."""
+    from mulligan.agents.nat_prompt import NATPromptAgent
+
+    inner = RecordingWindow()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the warning of a version that cannot store rewrites
+        (trajectory,) = collect_episodes("Mulligan/Echo-v0", NATPromptAgent(inner, domain="math"), 1,
+                                         env_kwargs={"max_attempts": 3}, num_envs=1, progress=False)  # fmt: skip
+    assert len(trajectory.turns) == 3 == len(inner.seen)
+    for t, seen in enumerate(inner.seen):
+        assert trajectory.prompt_messages(t) == seen
+
+
+def test_a_rewriting_wrapper_is_stored_or_warned_about():
+    from mulligan.agents.nat_prompt import NATPromptAgent
+
+    agent = NATPromptAgent(SystemAndWindow(), domain="math")
+    if _TURN_STORES_REWRITES:
+        (trajectory,) = collect_episodes("Mulligan/Echo-v0", agent, 1, progress=False)
+        assert trajectory.turns[0].context_rewritten[0]["index"] == 0
+    else:
+        with pytest.warns(UserWarning, match="does not store rewrites"):
+            collect_episodes("Mulligan/Echo-v0", agent, 2, progress=False)
+
+
 def test_a_long_episode_stores_linearly_many_bytes(tmp_path):
     def size(turns):
         path = tmp_path / f"{turns}.jsonl"
-        collect_episodes("Mulligan/Echo-v0", SystemAndWindow(), 1, env_kwargs={"max_attempts": turns},
-                         store=TrajectoryStore(path), progress=False)
+        collect_episodes(
+            "Mulligan/Echo-v0",
+            SystemAndWindow(),
+            1,
+            env_kwargs={"max_attempts": turns},
+            store=TrajectoryStore(path),
+            progress=False,
+        )
         return path.stat().st_size
 
     small, large = size(10), size(40)
@@ -206,9 +260,7 @@ def test_summaries_per_env_with_wilson_intervals():
         wilson_interval(3, 2)
     echo = collect_episodes("Mulligan/Echo-v0", EchoOracle(wrong_every=2), 10, progress=False)
     wrong_first = ScriptedAgent(["nope"])
-    wrong_first.act = lambda inputs: [
-        Action("nope" if len(x.messages) == 1 else x.task["target"]) for x in inputs
-    ]
+    wrong_first.act = lambda inputs: [Action("nope" if len(x.messages) == 1 else x.task["target"]) for x in inputs]
     retry = collect_episodes("Mulligan/Echo-v0", wrong_first, 4, env_kwargs={"max_attempts": 2}, progress=False)
     for trajectory in retry:
         trajectory.env_id = "Mulligan/Echo-v0+retry"

@@ -10,7 +10,9 @@ is put first (unless the conversation already starts with a system message) and 
 (:mod:`mulligan.agents.context`) keeps some of the messages. The result is reported on the action as
 a compact :class:`ContextRecord` (spans of kept message indices and the system prompt), which the
 rollout stores per turn so that trainers rebuild exactly that context
-(:meth:`mulligan.training.trajectory.Trajectory.training_messages`).
+(:meth:`mulligan.training.trajectory.Trajectory.training_messages`). Wrapper agents that rewrite the
+conversation for their inner model (NAT's prompt, the sub-goal agents) translate the inner record
+with :func:`rewritten_context`; :meth:`ContextRecord.shown` rebuilds what the model saw.
 
 Conversations are lists of chat messages ``{"role": "system"|"user"|"assistant", "content": str}``:
 env observations are ``user`` turns and the agent's actions are ``assistant`` turns, so that any
@@ -22,6 +24,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -65,19 +68,94 @@ class AgentInput:
 
 @dataclass(frozen=True)
 class ContextRecord:
-    """Which messages a model was shown, compactly (it must not grow with the episode).
+    """Which messages a model was shown, compactly (a few integers, plus what an agent rewrote).
+
+    What the model saw, rebuilt by :meth:`shown`: the system prompt (if any), then for each kept
+    input message in order either the message itself or, when the agent rewrote it, the messages
+    the model saw in its place. Rewrites describe agents that compose their own prompt around
+    the conversation: :class:`~mulligan.agents.nat_prompt.NATPromptAgent` shows the first user
+    message as NAT's three-message opening; :class:`~mulligan.agents.flat.FlatAgent` and
+    :class:`~mulligan.agents.hierarchical.HierarchicalAgent` show the latest observation as a
+    prompt rendered from the whole episode (and nothing else). A rewrite's size does not grow
+    with the episode, so a trajectory storing one per turn grows linearly.
 
     Attributes:
         spans: Half-open ``(start, stop)`` index ranges of the kept input messages, in order.
         system_prompt: The system message the agent put first, or ``None`` when it added none.
+        rewritten: ``(index, messages)`` pairs, by increasing index: kept input message ``index``
+            was shown as ``messages`` (in order) instead of itself.
     """
 
     spans: tuple[tuple[int, int], ...]
     system_prompt: str | None = None
+    rewritten: tuple[tuple[int, tuple[Message, ...]], ...] = ()
 
     def covers(self, num_messages: int) -> bool:
-        """Whether every one of ``num_messages`` input messages was kept."""
+        """Whether every one of ``num_messages`` input messages was kept unchanged."""
+        if self.rewritten:
+            return False
         return self.spans == ((0, num_messages),) or (num_messages == 0 and not self.spans)
+
+    def kept_indices(self) -> list[int]:
+        """The indices of the kept input messages, in order."""
+        return [i for start, stop in self.spans for i in range(start, stop)]
+
+    def shown(self, messages: Sequence[Message]) -> list[Message]:
+        """Exactly what the model saw, rebuilt from the input ``messages`` it was recorded for.
+
+        Raises:
+            IndexError: If a span reaches past ``messages`` (the record belongs to another input).
+        """
+        if self.spans and self.spans[-1][1] > len(messages):
+            raise IndexError(f"the record keeps message {self.spans[-1][1] - 1} of a {len(messages)}-message input")
+        rewrites = dict(self.rewritten)
+        out = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
+        for index in self.kept_indices():
+            out.extend(dict(m) for m in rewrites.get(index, (messages[index],)))
+        return out
+
+
+def rewritten_context(
+    messages: Sequence[Message],
+    given: Sequence[Message],
+    origin: Sequence[int],
+    inner: ContextRecord | None,
+) -> ContextRecord:
+    """The record of a wrapper agent that gave its inner agent rewritten messages.
+
+    A wrapper (NAT's prompt, the flat and hierarchical sub-goal agents) turns the input
+    ``messages`` into ``given``, which its inner agent then prepares as usual and records as
+    ``inner``; this translates ``inner`` into a record of ``messages``, so that
+    :meth:`ContextRecord.shown` of ``messages`` is exactly what the inner model saw.
+
+    Args:
+        messages: The wrapper's input messages (the conversation the rollout records).
+        given: The messages the wrapper gave its inner agent.
+        origin: For each message of ``given``, the index of the input message it stands for
+            (non-decreasing: a rewrite keeps the conversation's order).
+        inner: The inner action's record (``None``: the inner model saw ``given`` unchanged).
+
+    Raises:
+        ValueError: If ``origin`` does not pair with ``given`` or runs backwards.
+    """
+    if len(origin) != len(given) or any(b < a for a, b in pairwise(origin)):
+        raise ValueError("origin must give, for each given message, a non-decreasing index into the input messages")
+    if inner is None:
+        inner = ContextRecord(((0, len(given)),) if given else ())
+    inner_rewrites = dict(inner.rewritten)
+    groups: dict[int, list[Message]] = {}
+    for k in inner.kept_indices():
+        groups.setdefault(origin[k], []).extend(inner_rewrites.get(k, (given[k],)))
+    spans: list[tuple[int, int]] = []
+    rewritten: list[tuple[int, tuple[Message, ...]]] = []
+    for index, shown in groups.items():
+        if spans and spans[-1][1] == index:
+            spans[-1] = (spans[-1][0], index + 1)
+        else:
+            spans.append((index, index + 1))
+        if shown != [messages[index]]:
+            rewritten.append((index, tuple(dict(m) for m in shown)))
+    return ContextRecord(tuple(spans), inner.system_prompt, tuple(rewritten))
 
 
 def context_record(messages: Sequence[Message], kept: Sequence[Message], system_prompt: str | None) -> ContextRecord:

@@ -6,7 +6,8 @@ actions": the same model and the same input as the executor, without sub-goals (
 from exactly the :class:`~mulligan.agents.hierarchical.StepContext` that
 :class:`~mulligan.agents.hierarchical.HierarchicalAgent` shows its executor (task, time, score, the
 last 10 steps with rewards, room, inventory, visited rooms), and maps invalid actions to valid ones
-the same way, so that the two are compared on equal terms.
+the same way, so that the two are compared on equal terms. Its actions record that context: the
+latest observation shown as the rendered prompt (:func:`~mulligan.agents.hierarchical.prompt_context`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from mulligan.agents.hierarchical import (
     first_line,
     flat_prompt,
     map_to_valid,
+    prompt_context,
+    prompt_input,
     task_description,
 )
 
@@ -67,17 +70,23 @@ class FlatAgent(Agent):
             context, known = context_of(item, self.memory.get(item.messages) or [], self.task_extractor)
             scores.append(known)
             prompt = flat_prompt(context, self.history_len)
-            prompts.append(
-                AgentInput([{"role": "user", "content": prompt}], item.task, item.info, item.env_id, self.stop)
-            )
+            prompts.append(prompt_input(item, prompt, self.stop))
         actions = self.policy.act(prompts)
         chosen = []
-        for item, action, known in zip(inputs, actions, scores, strict=True):
+        for item, given, action, known in zip(inputs, prompts, actions, scores, strict=True):
             # Like HierarchicalAgent, map an invalid action to the most similar valid one (paper Sec. 4).
             text = map_to_valid(first_line(action.text), item.info, self.embed)
             self.memory.put(item.messages, text, known)
             chosen.append(
-                Action(text, action.prompt, action.prompt_ids, action.completion_ids, action.logprobs, action.metadata)
+                Action(
+                    text,
+                    action.prompt,
+                    action.prompt_ids,
+                    action.completion_ids,
+                    action.logprobs,
+                    action.metadata,
+                    context=prompt_context(item, given, action),
+                )
             )
         return chosen
 

@@ -51,6 +51,14 @@ each step (for the rewards in the history): after returning an action it files t
 conversation extended by the action, and finds it again on the next call under the conversation
 minus its latest observation. A conversation it has not seen starts from an empty state.
 
+What is recorded
+----------------
+Each action carries the executor's completion ids and log-probabilities and, as its
+:class:`~mulligan.agents.base.ContextRecord`, what the executor saw: its system prompt (if any) and
+the rendered prompt in place of the latest observation, nothing else of the conversation
+(:func:`prompt_context`), so that a trainer rebuilds the executor's exact input from the trajectory.
+The policies receive the rollout's per-input seed.
+
 Invalid actions
 ---------------
 When the env lists its valid actions in ``info["valid_actions"]`` and the executor's action is not
@@ -72,7 +80,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from mulligan.agents.base import Action, Agent, AgentInput, Message
+from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message, rewritten_context
 from mulligan.agents.context import split_head
 
 __all__ = [
@@ -357,6 +365,24 @@ def first_line(text: str) -> str:
 State = TypeVar("State")
 
 
+def prompt_input(item: AgentInput, prompt: str, stop: Sequence[str]) -> AgentInput:
+    """What a sub-goal agent gives a policy: one user message, the rendered ``prompt``.
+
+    The env's task, info and id, and the rollout's per-input seed, carry over (the seed keeps a
+    sampling policy's draws independent of the batch).
+    """
+    return AgentInput([{"role": "user", "content": prompt}], item.task, item.info, item.env_id, tuple(stop), item.seed)
+
+
+def prompt_context(item: AgentInput, given: AgentInput, action: Action) -> ContextRecord:
+    """The record of a policy's action on ``given`` (from :func:`prompt_input`), as a record of ``item``.
+
+    The policy saw (its system prompt and) the rendered prompt in place of the latest observation,
+    and nothing else of the conversation: ``shown(item.messages)`` rebuilds exactly that.
+    """
+    return rewritten_context(item.messages, given.messages, [len(item.messages) - 1], action.context)
+
+
 def _conversation_key(messages: Sequence[Message]) -> str:
     blob = json.dumps([[m["role"], m["content"]] for m in messages], ensure_ascii=False)
     return hashlib.sha1(blob.encode("utf-8", "surrogatepass")).hexdigest()
@@ -543,9 +569,10 @@ class HierarchicalAgent(Agent):
             self._plan([p for p in needs_plan if results[p.index] is None])
             if not pending:
                 break
-            decisions = self.executor.act([self._prompt_input(p, self._executor_prompt(p)) for p in pending])
+            given = [self._prompt_input(p, self._executor_prompt(p)) for p in pending]
+            decisions = self.executor.act(given)
             needs_plan = []
-            for p, decision in zip(pending, decisions, strict=True):
+            for p, executor_input, decision in zip(pending, given, decisions, strict=True):
                 if is_end_subgoal(decision.text):
                     # END_SG() is not sent to the env: the sub-goal is done, ask for the next one.
                     p.state.completed.append(p.state.subgoal or "")
@@ -553,7 +580,9 @@ class HierarchicalAgent(Agent):
                     p.state.subgoal = None
                     needs_plan.append(p)
                 else:
-                    results[p.index] = self._finish(p, first_line(decision.text), decision, exhausted=False)
+                    results[p.index] = self._finish(
+                        p, first_line(decision.text), decision, exhausted=False, given=executor_input
+                    )
             pending = needs_plan
         return [r for r in results if r is not None]
 
@@ -585,9 +614,11 @@ class HierarchicalAgent(Agent):
         return executor_prompt(p.context, p.state.subgoal or "", p.state.completed, self.history_len)
 
     def _prompt_input(self, p: _Pending, prompt: str) -> AgentInput:
-        return AgentInput([{"role": "user", "content": prompt}], p.item.task, p.item.info, p.item.env_id, self.stop)
+        return prompt_input(p.item, prompt, self.stop)
 
-    def _finish(self, p: _Pending, raw: str, decision: Action | None, *, exhausted: bool) -> Action:
+    def _finish(
+        self, p: _Pending, raw: str, decision: Action | None, *, exhausted: bool, given: AgentInput | None = None
+    ) -> Action:
         text = map_to_valid(raw, p.item.info, self.embed)
         self.memory.put(p.item.messages, text, p.state.copy())
         metadata = {
@@ -600,7 +631,7 @@ class HierarchicalAgent(Agent):
             "planner_actions": p.planner_actions,
             "exhausted": exhausted,
         }
-        if decision is None:
+        if decision is None or given is None:
             return Action(text=text, metadata=metadata)
         return Action(
             text=text,
@@ -609,4 +640,5 @@ class HierarchicalAgent(Agent):
             completion_ids=decision.completion_ids,
             logprobs=decision.logprobs,
             metadata={**metadata, "executor_metadata": decision.metadata},
+            context=prompt_context(p.item, given, decision),
         )

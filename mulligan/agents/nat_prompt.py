@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from mulligan.agents.base import Action, Agent, AgentInput, Message
+from mulligan.agents.base import Action, Agent, AgentInput, Message, rewritten_context
 from mulligan.envs.verifiers.qa import CORRECT, FINE_GRAINED_LABELS
 
 #: The assistant's reply to the instruction, with no loss (every official NAT template).
@@ -227,8 +227,12 @@ class NATPromptAgent(Agent):
     The first user message (the env's task text) is replaced by :func:`nat_messages` with the
     positive label (``[Correct]`` for fine-grained models, the ``prefix`` tag for the prefix
     ablation), built from the task record's ``question`` (only the question text is read from the
-    record, never its answer). The env is untouched. The inner agent's context record refers to
-    the rewritten conversation, not to the trajectory's messages.
+    record, never its answer). The env is untouched. Each action's
+    :class:`~mulligan.agents.base.ContextRecord` describes what the inner model saw in terms of the
+    env's conversation: the first user message rewritten as NAT's opening (a constant few messages
+    per turn), every other message kept or dropped as the inner agent's context policy decided
+    (:func:`~mulligan.agents.base.rewritten_context`), so that a trainer rebuilds exactly the
+    rewritten conversation from the trajectory.
 
     Args:
         agent: The agent to wrap (typically an :class:`~mulligan.agents.hf.HFAgent`).
@@ -262,22 +266,36 @@ class NATPromptAgent(Agent):
 
     def rewrite(self, item: AgentInput) -> AgentInput:
         """``item`` with NAT's positive opening in place of the env's first user message."""
-        opening = nat_messages(
-            question_of(item.task, item.messages),
-            self.label,
-            domain=self.domain,
-            position=self.position,
-            tags=self.tags,
-        )
-        return replace(item, messages=with_nat_opening(item.messages, opening))
+        return replace(item, messages=with_nat_opening(item.messages, self.opening(item)))
+
+    def opening(self, item: AgentInput) -> list[Message]:
+        """NAT's opening messages for ``item`` (instruction, acknowledgement, question prompt)."""
+        question = question_of(item.task, item.messages)
+        return nat_messages(question, self.label, domain=self.domain, position=self.position, tags=self.tags)
+
+    def _with_context(self, item: AgentInput, given: AgentInput, action: Action) -> Action:
+        """``action`` with its context recorded against ``item``'s messages (see the class docstring)."""
+        first = next((i for i, m in enumerate(item.messages) if m["role"] == "user"), None)
+        if first is None:  # nothing was rewritten
+            origin = list(range(len(item.messages)))
+        else:
+            extra = len(given.messages) - len(item.messages)  # the opening's messages beyond the one it replaces
+            origin = [i if i <= first else max(first, i - extra) for i in range(len(given.messages))]
+        return replace(action, context=rewritten_context(item.messages, given.messages, origin, action.context))
 
     def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
         """Act with the rewritten prompts."""
-        return self.agent.act([self.rewrite(x) for x in inputs])
+        given = [self.rewrite(x) for x in inputs]
+        actions = self.agent.act(given)
+        return [self._with_context(x, g, a) for x, g, a in zip(inputs, given, actions, strict=True)]
 
     def sample(self, inputs: Sequence[AgentInput], num_samples: int) -> list[list[Action]]:
         """Sample with the rewritten prompts."""
-        return self.agent.sample([self.rewrite(x) for x in inputs], num_samples)
+        given = [self.rewrite(x) for x in inputs]
+        samples = self.agent.sample(given, num_samples)
+        return [
+            [self._with_context(x, g, a) for a in actions] for x, g, actions in zip(inputs, given, samples, strict=True)
+        ]
 
     def reset(self, seed: int | None = None) -> None:
         """Reseed the inner agent."""
