@@ -53,7 +53,7 @@ def test_nat_grid_writes_every_arm_seed_task_a_report_and_plots_and_resumes(tmp_
     report = (out / "nat" / "report.md").read_text()
     assert any(f"Verdict (computed from the primary comparison's paired interval): {v}." in report for v in VERDICTS)
     assert "mulligan reproduce nat --preset tiny" in report and "Commit:" in report
-    assert "signal_drop" in report and "Where the time went" in report
+    assert "signal_drop" in report and "Where the time went (all cells)" in report
     assert (out / "nat" / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Interrupt: drop the last cell's closing row and tear one of its task rows, then resume.

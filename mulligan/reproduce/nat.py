@@ -111,7 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "min_steps": 1,
         "max_steps": 1,
         "max_number": 50,
-        "templates": "shopping,ages",
+        "templates": "shopping,ages,sharing,discounts",
         "domain": "math_cot",
         "position": "suffix",
         "learning_rate": 3e-3,

@@ -176,7 +176,7 @@ def render_report(
         lines += ["", "McNemar within each seed (tasks only the arm solved / only the baseline solved, exact p):", ""]
         for row, m in mcnemar:
             lines.append(
-                f"- {row['arm']} vs {row['baseline']} ({row['budget']}), seed {m['seed']}: "
+                f"- {row['arm']} vs {row['baseline']} on {row['metric']} ({row['budget']}), seed {m['seed']}: "
                 f"{m['arm_only']} / {m['baseline_only']}, p = {m['p']:.3g}"
             )
     lines += ["", "## Mechanism check", "", protocol.mechanism, ""]
@@ -190,12 +190,12 @@ def render_report(
     else:
         lines.append("(no mechanism numbers recorded)")
     total = sum(seconds.values())
-    lines += ["", "## Where the time went (this invocation)", ""]
+    lines += ["", "## Where the time went (all cells)", ""]
     if total > 0:
         shares = ", ".join(f"{p} {seconds.get(p, 0.0):.0f}s ({100 * seconds.get(p, 0.0) / total:.0f}%)" for p in PHASES)
         lines.append(f"Wall time {total:.0f}s: {shares}.")
     else:
-        lines.append("Nothing ran in this invocation (every cell was already in results.jsonl).")
+        lines.append("No cell has finished yet.")
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "## Settings", "", "```", *(f"{k} = {v!r}" for k, v in sorted(settings.items())), "```", ""]
     return "\n".join(lines)
