@@ -174,3 +174,11 @@ def test_eval_compare_is_the_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1.000 [0.886, 1.000] n=30" in out  # the oracle: 30 of 30, Wilson 95%
     assert "paired differences" in out and (tmp_path / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_max_turns_caps_each_episode(tmp_path):
+    output = tmp_path / "capped.jsonl"
+    argv = ["eval", "--agent", SAMPLER, "--max_attempts", "5", "--num_episodes", "20", "--max_turns", "2"]
+    assert main([*argv, "--output", str(output), "--disable_tqdm"]) == 0
+    turns = [len(t.turns) for t in TrajectoryStore(output).load()]
+    assert max(turns) == 2 and len(turns) == 20  # RandomEchoAgent fails both turns in about 1 task of 4

@@ -76,6 +76,8 @@ class EvalArgs(ServedModelArgs, EnvArgs, SamplingArgs):
         rise_turns: Attempts of the oracle-free sequential run (n).
         rise_samples: Single-attempt samples per task of the parallel run (k).
         rise_temperature: Sampling temperature of both RISE runs (the paper's 1.0).
+        max_turns: Cap on the agent's turns per episode (0: the env's own cap); NAT evaluates
+            ReAct episodes with at most 7 steps.
         output: JSONL file for the evaluation trajectories (empty: not saved).
         results: JSON results file for ``mulligan report`` (empty: printed only).
         disable_tqdm: Hide the progress bar.
@@ -95,6 +97,7 @@ class EvalArgs(ServedModelArgs, EnvArgs, SamplingArgs):
     rise_turns: int = field(default=5, metadata={"help": "Attempts of the RISE sequential run."})
     rise_samples: int = field(default=5, metadata={"help": "Samples of RISE's parallel run (m<k>@t1)."})
     rise_temperature: float = field(default=1.0, metadata={"help": "Temperature of both RISE runs."})
+    max_turns: int = field(default=0, metadata={"help": "Turn cap per episode (0: the env's own)."})
     output: str = field(default="", metadata={"help": "JSONL for eval trajectories."})
     results: str = field(default="", metadata={"help": "JSON results file (for mulligan report)."})
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
@@ -116,6 +119,8 @@ class EvalArgs(ServedModelArgs, EnvArgs, SamplingArgs):
         for name in ("samples_per_task", "rise_turns", "rise_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_turns < 0:
+            raise ValueError(f"--max_turns must be >= 0 (0: the env's own cap), got {self.max_turns}")
         if self.window is not None and self.window < 0:
             raise ValueError(f"--window must be >= 0 (0: all attempts), got {self.window}")
         if self.rise_temperature < 0:
@@ -246,6 +251,7 @@ def run_eval(args: EvalArgs) -> EvalResult:
             num_envs=args.num_envs,
             store=store,
             progress=not args.disable_tqdm,
+            max_turns=args.max_turns or None,
         )
         if args.rise_metrics:
             result.metrics.update(rise_metrics(model, args, indices))
@@ -335,6 +341,7 @@ def results_record(args: EvalArgs, result: EvalResult) -> dict[str, Any]:
             "nat_prompt": None if args.nat_prompt == "none" else args.nat_prompt,
             "nat_signal": None if args.nat_prompt == "none" else args.nat_signal,
             "rise_temperature": args.rise_temperature if args.rise_metrics else None,
+            "max_turns": args.max_turns or None,
         },
         **result.to_dict(),
         "tasks": tasks,
