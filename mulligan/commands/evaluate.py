@@ -27,11 +27,12 @@ default.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import datetime
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,20 +188,23 @@ def build_eval_agent(args: EvalArgs) -> Agent:
     return with_nat_prompt(load_eval_model(args), args)
 
 
-def resampled(model: Agent, temperature: float, context: Any) -> Agent:
-    """A shallow copy of ``model`` that samples at ``temperature`` with ``context``.
+@contextlib.contextmanager
+def sampling_as(model: Agent, temperature: float, context: Any) -> Iterator[Agent]:
+    """``model`` sampling at ``temperature`` with ``context`` inside the block, restored after it.
 
-    The copy shares the weights (or the server connection) of ``model``; a scripted agent, which
-    has neither a temperature nor a context policy, is returned as it is.
+    The same object (its weights, or its server connection) is reused rather than loaded again; a
+    scripted agent, which has neither a temperature nor a context policy, is left as it is.
     """
-    if not hasattr(model, "temperature") and not hasattr(model, "context"):
-        return model
-    clone = copy.copy(model)
-    if hasattr(clone, "temperature"):
-        clone.temperature = temperature
-    if hasattr(clone, "context"):
-        clone.context = context
-    return clone
+    saved = {name: getattr(model, name) for name in ("temperature", "context") if hasattr(model, name)}
+    if "temperature" in saved:
+        model.temperature = temperature
+    if "context" in saved:
+        model.context = context
+    try:
+        yield model
+    finally:
+        for name, value in saved.items():
+            setattr(model, name, value)
 
 
 def without_oracle(pool: EnvPool) -> EnvPool:
@@ -219,20 +223,20 @@ def rise_metrics(model: Agent, args: EvalArgs, task_indices: list[int] | None) -
     from mulligan.training.rise import evaluate_rise
 
     context = _context(args.window) if args.window is not None else LastAttempts(1)
-    agent = with_nat_prompt(resampled(model, args.rise_temperature, context), args)
     single = args.make_kwargs()
     single.pop("max_attempts", None)
-    return evaluate_rise(
-        agent,
-        args.env_id,
-        task_indices,
-        env_kwargs=single,
-        turns=args.rise_turns,
-        parallel_samples=args.rise_samples,
-        seed=args.seed,
-        num_envs=args.num_envs,
-        progress=not args.disable_tqdm,
-    )
+    with sampling_as(model, args.rise_temperature, context) as rise_model:
+        return evaluate_rise(
+            with_nat_prompt(rise_model, args),
+            args.env_id,
+            task_indices,
+            env_kwargs=single,
+            turns=args.rise_turns,
+            parallel_samples=args.rise_samples,
+            seed=args.seed,
+            num_envs=args.num_envs,
+            progress=not args.disable_tqdm,
+        )
 
 
 def run_eval(args: EvalArgs) -> EvalResult:
