@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import email.utils
 import http.client
@@ -503,7 +504,13 @@ class OpenAIChatAgent(Agent):
                     f"no complete reply within timeout={self.timeout} s (the deadline of one attempt)"
                 ) from None
 
-        return asyncio.run_coroutine_threadsafe(bounded(), loop).result()
+        future = asyncio.run_coroutine_threadsafe(bounded(), loop)
+        try:
+            # The coroutine ends by the deadline; the margin only matters if close() stopped the loop.
+            return future.result(timeout=self.timeout + 30)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise _Retryable("the SDK backend's event loop did not answer (was the agent closed?)") from None
 
     async def _sdk_exchange(self, client: Any, body: dict[str, Any]) -> dict[str, Any]:
         import openai
