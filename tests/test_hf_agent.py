@@ -368,13 +368,13 @@ def test_wrappers_record_exactly_what_the_inner_model_saw(tiny):
                   {"role": "user", "content": "Wrong again."}],
         task={"question": "What is 2 + 2?"}, seed=7,
     )  # fmt: skip
-    for inner in (policy(), policy(context=TokenBudget(60, per_message_overhead=4))):
-        nat = NATPromptAgent(inner, domain="math")
+    for window in (None, LastAttempts(1), TokenBudget(60, per_message_overhead=4)):
+        nat = NATPromptAgent(policy(), domain="math", context=window)
         action = nat.act([retries])[0]
         assert _rebuilt_prompt(tokenizer, retries, action) == action.prompt
-        assert "Solve: 2 + 2" not in action.prompt
-        if inner.context is None:
-            assert "What is 2 + 2?" in action.prompt
+        # The window applies to the env's conversation: NAT's opening is always whole.
+        assert "Solve: 2 + 2" not in action.prompt and "What is 2 + 2?" in action.prompt
+        assert ("<|im_start|>assistant\n5<|im_end|>" in action.prompt) == (window is None)
         for sample in nat.sample([retries], 2)[0]:
             assert _rebuilt_prompt(tokenizer, retries, sample) == sample.prompt
     # Flat and hierarchical: the latest observation shown as the rendered step prompt, nothing else.

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mulligan.agents.base import Action, Agent, AgentInput
+from mulligan.agents.context import LastAttempts
 from mulligan.agents.nat_prompt import (
     ACKNOWLEDGEMENT,
     INSTRUCTIONS,
@@ -210,6 +211,31 @@ def test_inference_agent_sees_the_official_positive_opening():
     assert seen[1].messages[-1]["content"] == "[Correct] Question: What is 1+1?."
     NATPromptAgent(Recorder(), domain="math", signal=False).act([item])
     assert seen[2].messages[-1]["content"] == "Question: What is 1+1?"
+
+
+def test_a_window_keeps_nat_s_opening_whole():
+    """RISE's window on a NAT prompt: the opening (instruction, acknowledgement, question) stays the head."""
+    seen = []
+
+    class Recorder(Agent):
+        def act(self, inputs):
+            seen.extend(inputs)
+            return [Action("x") for _ in inputs]
+
+    attempts = [{"role": "user", "content": "Solve: 1+1"}]
+    for k in range(3):
+        attempts += [{"role": "assistant", "content": f"try {k}"}, {"role": "user", "content": f"wrong {k}"}]
+    item = AgentInput(attempts, task={"question": "What is 1+1?"})
+    (action,) = NATPromptAgent(Recorder(), domain="math", context=LastAttempts(1)).act([item])
+    opening = nat_messages("What is 1+1?", True)
+    assert seen[0].messages == [*opening, attempts[-2], attempts[-1]]
+    assert action.context.shown(attempts) == seen[0].messages
+    assert action.context.spans == ((0, 1), (5, 7)) and action.context.rewritten == ((0, tuple(opening)),)
+    # An inner agent with a window of its own would drop the question: refused, with the fix.
+    windowed = Recorder()
+    windowed.context = LastAttempts(1)
+    with pytest.raises(ValueError, match=r"NATPromptAgent\(\.\.\., context=LastAttempts"):
+        NATPromptAgent(windowed, domain="math")
 
 
 def test_presets_and_validation():

@@ -192,8 +192,10 @@ def test_the_context_the_model_saw_is_recorded_and_rebuilt():
     assert trajectory.training_samples() == [trajectory.training_messages(t) for t in range(4)]
 
 
-class RecordingWindow(SystemAndWindow):
-    """SystemAndWindow that also keeps, call by call, the messages it showed its model."""
+class RecordingSystem(SystemAndWindow):
+    """Shows a system prompt (no window of its own) and keeps, call by call, what it showed its model."""
+
+    context = None
 
     def __init__(self):
         self.seen = []
@@ -212,12 +214,13 @@ def test_a_rewriting_wrapper_s_context_is_rebuilt_from_the_trajectory():
     """NAT's prompt rewrites the task message; the trainer must rebuild the rewritten conversation."""
     from mulligan.agents.nat_prompt import NATPromptAgent
 
-    inner = RecordingWindow()
+    inner = RecordingSystem()
+    agent = NATPromptAgent(inner, domain="math", context=LastAttempts(1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the warning of a version that cannot store rewrites
-        (trajectory,) = collect_episodes("Mulligan/Echo-v0", NATPromptAgent(inner, domain="math"), 1,
-                                         env_kwargs={"max_attempts": 3}, num_envs=1, progress=False)  # fmt: skip
-    assert len(trajectory.turns) == 3 == len(inner.seen)
+        (trajectory,) = collect_episodes("Mulligan/Echo-v0", agent, 1, env_kwargs={"max_attempts": 4}, num_envs=1,
+                                         progress=False)  # fmt: skip
+    assert len(trajectory.turns) == 4 == len(inner.seen)
     for t, seen in enumerate(inner.seen):
         assert trajectory.prompt_messages(t) == seen
 
@@ -225,7 +228,7 @@ def test_a_rewriting_wrapper_s_context_is_rebuilt_from_the_trajectory():
 def test_a_rewriting_wrapper_is_stored_or_warned_about():
     from mulligan.agents.nat_prompt import NATPromptAgent
 
-    agent = NATPromptAgent(SystemAndWindow(), domain="math")
+    agent = NATPromptAgent(RecordingSystem(), domain="math")
     if _TURN_STORES_REWRITES:
         (trajectory,) = collect_episodes("Mulligan/Echo-v0", agent, 1, progress=False)
         assert trajectory.turns[0].context_rewritten[0]["index"] == 0

@@ -28,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from mulligan.agents.base import Action, Agent, AgentInput, Message, rewritten_context
+from mulligan.agents.base import Action, Agent, AgentInput, Message, context_record, rewritten_context
+from mulligan.agents.context import KeepAll
 from mulligan.envs.verifiers.qa import CORRECT, FINE_GRAINED_LABELS
 
 #: The assistant's reply to the instruction, with no loss (every official NAT template).
@@ -227,10 +228,17 @@ class NATPromptAgent(Agent):
     The first user message (the env's task text) is replaced by :func:`nat_messages` with the
     positive label (``[Correct]`` for fine-grained models, the ``prefix`` tag for the prefix
     ablation), built from the task record's ``question`` (only the question text is read from the
-    record, never its answer). The env is untouched. Each action's
-    :class:`~mulligan.agents.base.ContextRecord` describes what the inner model saw in terms of the
-    env's conversation: the first user message rewritten as NAT's opening (a constant few messages
-    per turn), every other message kept or dropped as the inner agent's context policy decided
+    record, never its answer). The env is untouched.
+
+    A context policy (a RISE-style window, a token budget) belongs to this wrapper, not to the
+    inner agent: it is applied to the env's conversation, whose head is the task message, and the
+    kept head is then rewritten, so NAT's opening is always shown whole. An inner policy would see
+    the opening's acknowledgement as an attempt and drop the question itself; such an inner agent
+    is refused.
+
+    Each action's :class:`~mulligan.agents.base.ContextRecord` describes what the inner model saw
+    in terms of the env's conversation: the first user message rewritten as NAT's opening (a
+    constant few messages per turn), the other messages kept or dropped by the policy
     (:func:`~mulligan.agents.base.rewritten_context`), so that a trainer rebuilds exactly the
     rewritten conversation from the trajectory.
 
@@ -244,6 +252,11 @@ class NATPromptAgent(Agent):
         signal: ``True`` (NAT: the positive signal) or ``False`` for the official plain format
             (``"Question: {question}"`` after the same instruction), with which models trained by
             the ``nut`` and ``positives_only`` baselines are prompted.
+        context: A context policy (:mod:`mulligan.agents.context`) applied to the env's
+            conversation before the rewrite, e.g. ``LastAttempts(1)``; ``None`` keeps everything.
+
+    Raises:
+        ValueError: If the inner agent has a context policy of its own (pass it here instead).
     """
 
     def __init__(
@@ -255,51 +268,82 @@ class NATPromptAgent(Agent):
         tags: str = "correct",
         fine_grained: bool = False,
         signal: bool = True,
+        context: Any = None,
     ):
         nat_prompt("", True, domain=domain, position=position, tags=tags)  # validate early
+        inner_policy = getattr(agent, "context", None)
+        if inner_policy is not None and not isinstance(inner_policy, KeepAll):
+            raise ValueError(
+                f"the inner agent's context policy {inner_policy!r} would cut NAT's opening (it sees the "
+                "acknowledgement as an attempt and drops the question); build the inner agent without one and "
+                f"pass NATPromptAgent(..., context={inner_policy!r})"
+            )
         self.agent = agent
+        self.context = context
         self.domain = canonical_domain(domain)
         self.position = position
         self.tags = tags
         self.label: bool | str | None = (CORRECT if fine_grained else True) if signal else None
         self.name = f"{'nat' if signal else 'nat_plain'}({getattr(agent, 'name', None) or type(agent).__name__})"
 
+    def count_tokens(self, text: str) -> int:
+        """Token counts of the inner agent (for a token-budget policy)."""
+        return self.agent.count_tokens(text)
+
     def rewrite(self, item: AgentInput) -> AgentInput:
-        """``item`` with NAT's positive opening in place of the env's first user message."""
-        return replace(item, messages=with_nat_opening(item.messages, self.opening(item)))
+        """``item`` with NAT's positive opening in place of the env's first user message.
+
+        The context policy, if any, is applied first (see the class docstring).
+        """
+        return self._rewrite(item)[0]
+
+    def _rewrite(self, item: AgentInput) -> tuple[AgentInput, list[int]]:
+        """The rewritten input and, for each of its messages, the index of the input message it stands for."""
+        kept = list(range(len(item.messages)))
+        if self.context is not None:
+            if not item.messages:
+                raise ValueError("AgentInput.messages is empty; an agent needs at least the first observation")
+            record = context_record(item.messages, self.context(item.messages, self.count_tokens), None)
+            kept = [i for start, stop in record.spans for i in range(start, stop)]
+        messages = [item.messages[i] for i in kept]
+        first = next((k for k, m in enumerate(messages) if m["role"] == "user"), None)
+        if first is None:  # no task message: nothing to rewrite
+            return replace(item, messages=[dict(m) for m in messages]), kept
+        opening = self.opening(item)
+        given = [*messages[:first], *opening, *messages[first + 1 :]]
+        origin = [*kept[:first], *[kept[first]] * len(opening), *kept[first + 1 :]]
+        return replace(item, messages=[dict(m) for m in given]), origin
 
     def opening(self, item: AgentInput) -> list[Message]:
         """NAT's opening messages for ``item`` (instruction, acknowledgement, question prompt)."""
         question = question_of(item.task, item.messages)
         return nat_messages(question, self.label, domain=self.domain, position=self.position, tags=self.tags)
 
-    def _with_context(self, item: AgentInput, given: AgentInput, action: Action) -> Action:
-        """``action`` with its context recorded against ``item``'s messages (see the class docstring)."""
-        first = next((i for i, m in enumerate(item.messages) if m["role"] == "user"), None)
-        if first is None:  # nothing was rewritten
-            origin = list(range(len(item.messages)))
-        else:
-            extra = len(given.messages) - len(item.messages)  # the opening's messages beyond the one it replaces
-            origin = [i if i <= first else max(first, i - extra) for i in range(len(given.messages))]
-        return replace(action, context=rewritten_context(item.messages, given.messages, origin, action.context))
-
     def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
         """Act with the rewritten prompts."""
-        given = [self.rewrite(x) for x in inputs]
-        actions = self.agent.act(given)
-        return [self._with_context(x, g, a) for x, g, a in zip(inputs, given, actions, strict=True)]
+        rewritten = [self._rewrite(x) for x in inputs]
+        actions = self.agent.act([given for given, _ in rewritten])
+        return [
+            _recorded(x, given, origin, a) for x, (given, origin), a in zip(inputs, rewritten, actions, strict=True)
+        ]
 
     def sample(self, inputs: Sequence[AgentInput], num_samples: int) -> list[list[Action]]:
         """Sample with the rewritten prompts."""
-        given = [self.rewrite(x) for x in inputs]
-        samples = self.agent.sample(given, num_samples)
+        rewritten = [self._rewrite(x) for x in inputs]
+        samples = self.agent.sample([given for given, _ in rewritten], num_samples)
         return [
-            [self._with_context(x, g, a) for a in actions] for x, g, actions in zip(inputs, given, samples, strict=True)
+            [_recorded(x, given, origin, a) for a in actions]
+            for x, (given, origin), actions in zip(inputs, rewritten, samples, strict=True)
         ]
 
     def reset(self, seed: int | None = None) -> None:
         """Reseed the inner agent."""
         self.agent.reset(seed)
+
+
+def _recorded(item: AgentInput, given: AgentInput, origin: list[int], action: Action) -> Action:
+    """``action`` with its context recorded against ``item``'s messages (see :class:`NATPromptAgent`)."""
+    return replace(action, context=rewritten_context(item.messages, given.messages, origin, action.context))
 
 
 __all__ = [
