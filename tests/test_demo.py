@@ -1,4 +1,4 @@
-"""The main job end to end, at a size that runs in well under a minute."""
+"""The main job end to end at a tiny size: NAT vs positives-only, two seeds, a computed verdict."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mulligan.commands.demo import DemoConfig, main
-from mulligan.training.trajectory import TrajectoryStore
+from mulligan.training.stats import VERDICTS
 
 
 @pytest.fixture(autouse=True)
@@ -16,51 +16,53 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-def test_demo_runs_end_to_end_and_writes_table_plot_and_jsonl(tmp_path, capsys):
+TINY = ["--seeds", "2", "--test_tasks", "6", "--teacher_episodes", "12", "--pos_num", "3", "--epochs", "1",
+        "--batch_size", "4", "--hidden_size", "16", "--num_layers", "1", "--max_new_tokens", "8",
+        "--torch_threads", "1", "--disable_tqdm"]  # fmt: skip
+
+
+def test_demo_trains_two_arms_over_two_seeds_and_prints_a_computed_verdict(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(
-        [
-            "--output_dir",
-            str(out),
-            "--teacher_episodes",
-            "16",
-            "--train_steps",
-            "2",
-            "--batch_size",
-            "4",
-            "--rise_tasks",
-            "4",
-            "--eval_tasks",
-            "4",
-            "--rise_eval_tasks",
-            "2",
-            "--max_new_tokens",
-            "8",
-            "--torch_threads",
-            "1",
-            "--disable_tqdm",
-        ]
-    )
-    assert code == 0
+    assert main(["--output_dir", str(out), *TINY]) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert [r["model"] for r in rows] == ["untrained", "positives_only", "nat", "rise"]
-    for row in rows:
-        assert row["episodes"] == 4 and 0.0 <= row["success"] <= 1.0
-        assert row["success_low"] <= row["success"] <= row["success_high"]
-        assert {"m1@t1", "m5@t1", "m1@t5", "p1@t5"} <= set(row)
-    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    teacher = TrajectoryStore(out / "teacher.jsonl").load()
-    assert len(teacher) == 16 and any(t.success for t in teacher) and not all(t.success for t in teacher)
-    assert len(TrajectoryStore(out / "eval-nat.jsonl").load()) == 4
+    cells = [r for r in rows if r["kind"] == "cell"]
+    tasks = [r for r in rows if r["kind"] == "task"]
+    assert sorted((c["arm"], c["seed"]) for c in cells) == [("nat", 0), ("nat", 1), ("positives_only", 0),
+                                                            ("positives_only", 1)]  # fmt: skip
+    # Every model solves the same six held-out problems, each once.
+    for arm in ("nat", "positives_only"):
+        for seed in (0, 1):
+            assert [r["task_index"] for r in tasks if (r["arm"], r["seed"]) == (arm, seed)] == list(range(6))
+    assert all(c["extra"]["split"] == "test" for c in cells)
+    nat_cells = [c for c in cells if c["arm"] == "nat"]
+    assert all("signal_drop" in c["mechanism"] for c in nat_cells)
+    # NAT's data holds its negatives; positives-only's holds none.
+    assert all(c["extra"]["negatives"] > 0 for c in nat_cells)
+    assert all(c["extra"]["negatives"] == 0 for c in cells if c["arm"] == "positives_only")
     printed = capsys.readouterr().out
-    assert "positives_only" in printed and "95% CI" in printed
+    verdict_line = next(line for line in printed.splitlines() if line.startswith("Verdict"))
+    assert any(verdict_line.endswith(f"{v}.") for v in VERDICTS)
+    assert "NAT - positives-only, per problem" in printed and "95% interval" in printed
+    assert "Mechanism: NAT asked to solve 'incorrectly'" in printed
+    assert (out / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Verdict (computed" in (out / "report.md").read_text()
+
+
+def test_demo_validation_split_never_uses_test_tasks(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["--output_dir", str(out), "--eval_split", "validation", *TINY]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert all(r["extra"]["split"] == "train" for r in rows if r["kind"] == "cell")
+    assert all(r["task_index"] >= 10_000_000 for r in rows if r["kind"] == "task")
 
 
 def test_demo_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="positives and negatives"):
-        DemoConfig(teacher_error_rate=0.0)
-    with pytest.raises(ValueError, match="max_number"):
-        DemoConfig(max_number=3)
+    with pytest.raises(ValueError, match="seeds must be >= 2"):
+        DemoConfig(seeds=1)
+    with pytest.raises(ValueError, match="eval_split"):
+        DemoConfig(eval_split="train")
+    with pytest.raises(ValueError, match="budget"):
+        DemoConfig(budget="forever")
 
 
 def test_mulligan_demo_dispatches_to_the_commands_package(capsys):
@@ -70,4 +72,4 @@ def test_mulligan_demo_dispatches_to_the_commands_package(capsys):
         cli_main(["demo", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "mulligan demo" in out and "--rise_attempts" in out
+    assert "mulligan demo" in out and "--pos_num" in out

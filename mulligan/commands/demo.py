@@ -1,36 +1,39 @@
-"""``mulligan demo``: the main job, offline on a CPU in minutes (the wall time is printed at the end).
+"""``mulligan demo``: one paper's claim in miniature, offline on a CPU in about ten minutes.
 
-1. Build the offline tiny model (a 1.6M-parameter byte-level Llama, :mod:`mulligan.agents.tiny`).
-2. Collect teacher trajectories on procedural math (``Mulligan/Math-v0``, train split): the noisy
-   math teacher solves some problems and fails others in realistic ways, giving the positives
-   and negatives NAT needs.
-3. Fine-tune on positives only (the usual recipe, on the env's own prompt) and with NAT
-   (positives and negatives, each with the official chain-of-thought prompt of its label, 1:2;
-   arXiv 2402.11651), for the same number of steps.
-4. Run one RISE iteration (arXiv 2407.18219) from the positives-only model: two-attempt rollouts
-   whose first attempt is the model's own and whose second is the oracle teacher's answer,
-   reward-weighted regression.
-5. Evaluate every model (and the untrained one) on the held-out test split, each task once:
-   success with 95% Wilson intervals, and RISE's metrics m1@t1, m5@t1, m1@t5, p1@t5 (temperature
-   1, the first prompt and the most recent attempt in context).
-6. Print a table; save ``results.jsonl``, ``results.png`` and every trajectory file under
-   ``output_dir``.
+The claim (NAT, arXiv 2402.11651): when correct examples are scarce, also training on *wrong*
+solutions, each marked in the prompt as "solve it correctly" or "solve it incorrectly", gives a
+better model than training on the correct ones alone.
 
-The math is kept small so that a 1.6M-parameter model trained for minutes has something to learn:
-one-step problems with numbers from 1 to ``max_number`` and no instruction text. The numbers are
-whatever they honestly are; with a real model on a GPU, pass ``--model <hub id>`` and larger settings.
+What the demo does, end to end (the wall time is printed at the end):
+
+1. A teacher that makes realistic mistakes (:class:`~mulligan.agents.teachers.math.NoisyMathTeacher`)
+   solves one-step word problems with a calculator (``Mulligan/MathReAct-v0``: ``Thought: ...``,
+   ``Action: calculate[3*20]``, ``Observation: 60``, ``Action: finish[60]``). Its correct solutions are
+   the positives, its failed ones the negatives.
+2. For each seed, a small byte-level transformer is trained *from scratch* twice:
+   ``positives_only`` (the usual recipe) and ``nat`` (positives plus negatives with the signal).
+   The seed sets the model's initial weights, the teacher's tasks and its mistakes.
+3. Both models solve the same held-out problems (never seen in training, by content), each once,
+   greedily. The NAT model is also asked with the "incorrectly" prompt: if its success falls, it
+   learned to read the signal (the mechanism check).
+4. The comparison: the paired per-problem difference ``nat - positives_only`` with a 95% bootstrap
+   interval over seeds and problems; the verdict is computed from it ("reproduced in direction",
+   "contradicted" or "inconclusive"). A table, ``success.png``, ``report.md`` and ``results.jsonl`` go
+   to ``--output_dir``.
+
+The sizes are the learnable regime chosen on a validation split (docs/reproduce.md): the
+positives-only model lands between 30% and 70% held-out success, where a difference is measurable.
+The full experiment (5 seeds, 500 tasks, four arms, two budgets) is ``mulligan reproduce nat``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
-
-MATH_TEACHER = "mulligan.agents.teachers.math"
 
 
 @dataclass
@@ -38,281 +41,235 @@ class DemoConfig:
     """Configuration of ``mulligan demo``.
 
     Attributes:
-        output_dir: Where models, trajectories, ``results.jsonl`` and ``results.png`` go.
-        model: The starting model: ``tiny`` (offline) or a Hugging Face id/path.
-        teacher_episodes: Teacher trajectories collected for training.
-        teacher_error_rate: Share of the noisy teacher's episodes that fail (the negatives).
-        train_steps: Optimiser steps of each fine-tuning run.
-        batch_size: Sequences per step.
-        learning_rate: Peak learning rate of every run.
-        rise_tasks: Tasks rolled out in the RISE iteration.
-        rise_attempts: Attempts per RISE rollout (the paper's 2).
-        eval_tasks: Held-out tasks per model: the first ones of the test split, each once (the
-            default size's test split has 46).
-        rise_metrics: Also compute RISE's multi-turn metrics for every model.
-        rise_eval_tasks: Held-out tasks for the RISE metrics (they cost 10 generations per task).
-        max_number: Largest number in a problem (the generator's range is 1..max_number).
-        templates: Problem templates, comma-separated (see the math generator).
-        max_new_tokens: Tokens generated per answer.
-        seed: Seed of everything.
-        torch_threads: CPU threads for torch (0: torch's default; 1 is faster on a busy shared machine).
-        disable_tqdm: Hide progress bars.
+        output_dir: Where ``results.jsonl``, ``report.md``, ``success.png`` and the models go.
+        seeds: Training runs per arm (each: its own initial weights, data and teacher mistakes).
+        test_tasks: Held-out problems every model solves, each once.
+        eval_split: ``test`` (the held-out test split) or ``validation`` (train-split problems unseen
+            in training: for choosing sizes without looking at the test split).
+        teacher_episodes: Problems the teacher solves per seed (about half end wrong).
+        pos_num: Positives kept per seed: scarce, as in the claim.
+        negative_ratio: Negatives per positive for NAT (the paper's 2).
+        budget: ``epochs`` (the paper's: the same epochs for both arms, so NAT's extra data costs
+            extra steps) or ``matched_steps`` (NAT gets positives-only's number of steps).
+        epochs: Passes over each arm's training data.
+        batch_size: Sequences per optimiser step.
+        learning_rate: Learning rate (constant after a short warm-up).
+        hidden_size: Width of the tiny model.
+        num_layers: Transformer blocks of the tiny model.
+        max_number: Largest number in a problem.
+        max_new_tokens: Tokens generated per turn.
+        torch_threads: CPU threads for torch (0: torch's default; 1 is faster on a busy machine).
+        disable_tqdm: Hide the progress bar.
+        overwrite: Start again instead of resuming an earlier run in ``output_dir``.
     """
 
     output_dir: str = field(default="runs/demo", metadata={"help": "Output folder."})
-    model: str = field(default="tiny", metadata={"help": "'tiny' or a HF id/path."})
-    teacher_episodes: int = field(default=384, metadata={"help": "Teacher trajectories for training."})
-    teacher_error_rate: float = field(default=0.5, metadata={"help": "Noisy teacher's failure share."})
-    train_steps: int = field(default=150, metadata={"help": "Steps per fine-tuning run."})
+    seeds: int = field(default=2, metadata={"help": "Training runs per arm."})
+    test_tasks: int = field(default=256, metadata={"help": "Held-out problems, each solved once per model."})
+    eval_split: str = field(default="test", metadata={"help": "test | validation (for choosing sizes)."})
+    teacher_episodes: int = field(default=384, metadata={"help": "Teacher problems per seed."})
+    pos_num: int = field(default=128, metadata={"help": "Positives kept per seed (scarce)."})
+    negative_ratio: float = field(default=2.0, metadata={"help": "Negatives per positive (paper: 2)."})
+    budget: str = field(default="epochs", metadata={"help": "epochs (paper) | matched_steps."})
+    epochs: float = field(default=12.0, metadata={"help": "Passes over each arm's data."})
     batch_size: int = field(default=16, metadata={"help": "Sequences per step."})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate."})
-    rise_tasks: int = field(default=64, metadata={"help": "Tasks in the RISE iteration."})
-    rise_attempts: int = field(default=2, metadata={"help": "Attempts per RISE rollout."})
-    eval_tasks: int = field(default=64, metadata={"help": "Held-out tasks per model."})
-    rise_metrics: bool = field(default=True, metadata={"help": "Compute RISE metrics for every model."})
-    rise_eval_tasks: int = field(default=32, metadata={"help": "Held-out tasks for the RISE metrics."})
-    max_number: int = field(default=5, metadata={"help": "Numbers in problems range over 1..max_number."})
-    templates: str = field(default="shopping,ages", metadata={"help": "Problem templates, comma-separated."})
-    max_new_tokens: int = field(default=72, metadata={"help": "Tokens per answer (the teacher writes about 60)."})
-    seed: int = field(default=0, metadata={"help": "Seed."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Learning rate."})
+    hidden_size: int = field(default=64, metadata={"help": "Tiny model width."})
+    num_layers: int = field(default=2, metadata={"help": "Tiny model blocks."})
+    max_number: int = field(default=50, metadata={"help": "Largest number in a problem."})
+    max_new_tokens: int = field(default=40, metadata={"help": "Tokens per turn."})
     torch_threads: int = field(default=0, metadata={"help": "Torch CPU threads (0: default)."})
-    disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+    overwrite: bool = field(default=False, metadata={"help": "Start again instead of resuming."})
 
     def __post_init__(self) -> None:
-        for name in (
-            "teacher_episodes",
-            "train_steps",
-            "batch_size",
-            "rise_tasks",
-            "rise_attempts",
-            "eval_tasks",
-            "rise_eval_tasks",
-            "max_new_tokens",
-        ):
+        for name in ("seeds", "test_tasks", "teacher_episodes", "pos_num", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 < self.teacher_error_rate < 1.0:
+        if self.seeds < 2:
             raise ValueError(
-                f"teacher_error_rate must lie in (0, 1) so there are positives and negatives, "
-                f"got {self.teacher_error_rate}"
+                f"seeds must be >= 2: one training run says nothing about run-to-run spread, got {self.seeds}"
             )
-        if self.max_number < 5:
-            raise ValueError(f"max_number must be >= 5 (the generator needs a range of 5), got {self.max_number}")
+        if self.eval_split not in ("test", "validation"):
+            raise ValueError(f"eval_split must be 'test' or 'validation', got {self.eval_split!r}")
+        if self.budget not in ("epochs", "matched_steps"):
+            raise ValueError(f"budget must be 'epochs' or 'matched_steps', got {self.budget!r}")
+        if self.epochs <= 0 or self.learning_rate <= 0 or self.negative_ratio <= 0:
+            raise ValueError("epochs, learning_rate and negative_ratio must be > 0")
+        if self.hidden_size < 8 or self.hidden_size % 2 or self.num_layers < 1:
+            raise ValueError(
+                f"need an even hidden_size >= 8 and num_layers >= 1, got {self.hidden_size}, {self.num_layers}"
+            )
+        if self.max_number < 6:
+            raise ValueError(
+                f"max_number must be >= 6 (numbers start at 2; the generator needs a range of 5), got {self.max_number}"
+            )
 
 
-def math_env_kwargs(config: DemoConfig, split: str) -> dict[str, Any]:
-    """Keyword arguments of the demo's ``Mulligan/Math-v0``: one-step, small-number problems."""
-    from mulligan.envs.generators.math import MathGeneratorConfig
+def demo_settings(config: DemoConfig) -> dict[str, Any]:
+    """The settings of :mod:`mulligan.reproduce.nat` for the demo (its ``cpu`` preset, smaller)."""
+    from mulligan.reproduce import nat
 
-    generator = MathGeneratorConfig(
-        min_steps=1,
-        max_steps=1,
-        min_number=1,
-        max_number=config.max_number,
-        templates=tuple(t.strip() for t in config.templates.split(",") if t.strip()),
-        non_integer_share=0.0,
+    return {
+        **nat.PRESETS["cpu"],
+        "tiny_model": {
+            "hidden_size": config.hidden_size,
+            "num_hidden_layers": config.num_layers,
+            "num_attention_heads": 2,
+            "intermediate_size": 4 * config.hidden_size,
+        },
+        "seeds": config.seeds,
+        "test_tasks": config.test_tasks,
+        "eval_split": config.eval_split,
+        "teacher_episodes": config.teacher_episodes,
+        "pos_num": config.pos_num,
+        "negative_ratio": config.negative_ratio,
+        "max_number": config.max_number,
+        "num_train_epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "max_new_tokens": config.max_new_tokens,
+        "max_turns": 3,
+    }
+
+
+def demo_protocol(budget: str):
+    """NAT's protocol cut to the demo: positives-only vs NAT under one budget."""
+    from mulligan.reproduce import nat
+
+    protocol = nat.PROTOCOL
+    return dataclasses.replace(
+        protocol,
+        arms=tuple(protocol.arm(name) for name in ("positives_only", "nat")),
+        comparisons=(protocol.primary,),
+        budgets=(budget,),
     )
-    return {"generator_config": generator, "split": split, "instruction": ""}
 
 
-def save_plot(rows: list[dict[str, Any]], path: str) -> None:
-    """Bar charts: held-out success with its 95% interval, and RISE's metrics, per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [r["model"] for r in rows]
-    metrics = [k for k in ("m1@t1", "m5@t1", "m1@t5", "p1@t5") if all(k in r for r in rows)]
-    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4), squeeze=False)
-    ax = axes[0][0]
-    success = [r["success"] for r in rows]
-    errors = [
-        [s - r["success_low"] for s, r in zip(success, rows, strict=True)],
-        [r["success_high"] - s for s, r in zip(success, rows, strict=True)],
-    ]
-    ax.bar(names, success, yerr=errors, capsize=4, color="#4c72b0")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("held-out success (95% CI)")
-    ax.set_title("Math-v0, tiny model")
-    ax.tick_params(axis="x", rotation=20)
-    if metrics:
-        ax = axes[0][1]
-        width = 0.8 / len(metrics)
-        for j, metric in enumerate(metrics):
-            ax.bar([i + j * width for i in range(len(rows))], [r[metric] for r in rows], width, label=metric)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], names, rotation=20)
-        ax.set_ylim(0, 1)
-        ax.set_title("RISE metrics (T=1, last attempt in context)")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def run_demo(config: DemoConfig) -> list[dict[str, Any]]:
-    """Run the main job (see the module docstring) and return one result row per model."""
-    from transformers import set_seed
-
-    from mulligan.agents.context import LastAttempts
-    from mulligan.agents.hf import HFAgent
-    from mulligan.agents.nat_prompt import NATPromptAgent
-    from mulligan.agents.teachers.math import NoisyMathTeacher
-    from mulligan.agents.tiny import resolve_model
-    from mulligan.training.evaluation import evaluate
-    from mulligan.training.nat import NATArgs, train_nat
-    from mulligan.training.rise import RISEArgs, evaluate_rise, train_rise
-    from mulligan.training.rollout import EnvPool, collect_episodes
+def explain(config: DemoConfig, analysis: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The text a newcomer reads: what was trained on what, the table, the comparison, the verdict."""
     from mulligan.training.stats import format_table
-    from mulligan.training.trajectory import TrajectoryStore
 
-    started, cpu_started = time.time(), time.process_time()
+    params = "about 0.1 M" if config.hidden_size <= 64 else "about 1-2 M"
+    arms = {row["arm"]: row for row in analysis["arms"]}
+    mechanism = {(m["arm"], m["check"]): m for m in analysis["mechanism"]}
+    table = []
+    for name, what in (
+        ("positives_only", "trained on correct solutions only"),
+        ("nat", "also on wrong ones, marked 'incorrectly' in the prompt"),
+    ):
+        row = arms.get(name)
+        if row is None:
+            continue
+        table.append(
+            {
+                "model": name,
+                "what": what,
+                "success per seed": ", ".join(f"{v:.2f}" for v in row["per_seed"].values()),
+                "mean": row["mean"],
+                "95% interval over seeds": f"[{row['low']:.2f}, {row['high']:.2f}]",
+            }
+        )
+    primary, regime = analysis["primary"], analysis["regime"]
+    lines = [
+        "",
+        f"What was trained: a byte-level transformer ({params} parameters, {config.num_layers} layers) from scratch, "
+        f"{config.seeds} times per recipe, on one-step word problems solved with a calculator "
+        f"({settings['pos_num']} correct teacher solutions per run; NAT adds "
+        f"{round(settings['negative_ratio'] * settings['pos_num'])} wrong ones).",
+        f"Scored on: {primary['tasks'] if primary else config.test_tasks} held-out problems "
+        f"({config.eval_split} split, never seen in training), each solved once per model, greedy. "
+        "Success = the final answer is right.",
+        "",
+        format_table(table),
+        "",
+    ]
+    if primary is not None:
+        lines.append(
+            f"NAT - positives-only, per problem, averaged: {primary['mean']:+.3f}, 95% interval "
+            f"[{primary['low']:+.3f}, {primary['high']:+.3f}] (bootstrap over seeds and problems)."
+        )
+    drop = mechanism.get(("nat", "signal_drop"))
+    under = mechanism.get(("nat", "success_incorrect_prompt"))
+    if drop is not None and under is not None:
+        learned = "it learned to read the signal" if drop["mean"] > 0.05 else "it barely reacts to the signal"
+        lines.append(
+            f"Mechanism: NAT asked to solve 'incorrectly' succeeds {under['mean']:.2f} (vs "
+            f"{arms['nat']['mean']:.2f} asked 'correctly'): {learned}."
+        )
+    lines.append(
+        f"Regime: positives-only at {regime['mean']:.2f} "
+        + (
+            "is inside 30-70%, so a difference would be measurable."
+            if regime["in_regime"]
+            else "is OUTSIDE 30-70%: at a floor or ceiling, a null difference says little."
+        )
+    )
+    lines.append(f"Verdict on 'NAT beats positives-only' (computed from the interval): {analysis['verdict']}.")
+    return "\n".join(lines)
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run the demo (see the module docstring); returns the analysis of :mod:`mulligan.reproduce.analysis`."""
+    from mulligan.reproduce import nat
+    from mulligan.reproduce.analysis import analyse
+    from mulligan.reproduce.grid import read_results, run_grid
+    from mulligan.reproduce.report import render_report, save_plots
+
+    started = time.time()
     if config.torch_threads:
         import torch
 
         torch.set_num_threads(config.torch_threads)
-    set_seed(config.seed)
-    os.makedirs(config.output_dir, exist_ok=True)
-    progress = not config.disable_tqdm
-    train_kwargs, test_kwargs = math_env_kwargs(config, "train"), math_env_kwargs(config, "test")
+    settings = demo_settings(config)
+    protocol = demo_protocol(config.budget)
 
     def log(message: str) -> None:
         print(f"[demo {time.time() - started:6.1f}s] {message}", flush=True)
 
-    # 1. The starting model (built offline and cached for "tiny").
-    base = resolve_model(config.model)
-    log(f"model: {config.model} -> {base}")
-
-    # 2. Teacher trajectories: positives and negatives from the noisy teacher.
-    teacher = NoisyMathTeacher(error_rate=config.teacher_error_rate, seed=config.seed)
-    teacher_data = collect_episodes(
-        "Mulligan/Math-v0", teacher, config.teacher_episodes, env_kwargs=train_kwargs, seed=config.seed,
-        store=TrajectoryStore(os.path.join(config.output_dir, "teacher.jsonl")), progress=progress,
+    log(
+        f"training positives_only and nat, {config.seeds} seeds each; "
+        f"evaluating on {config.test_tasks} held-out problems"
+    )
+    run_grid(
+        protocol, nat.run_cell, settings, config.output_dir, seeds=range(config.seeds),
+        progress=not config.disable_tqdm, overwrite=config.overwrite, log=log,
     )  # fmt: skip
-    positives = sum(t.success for t in teacher_data)
-    log(f"teacher: {len(teacher_data)} trajectories, {positives} positive, {len(teacher_data) - positives} negative")
-
-    # 3. Positives-only SFT vs NAT, same steps, same data source.
-    common = {
-        "model": config.model, "max_steps": config.train_steps, "per_device_train_batch_size": config.batch_size,
-        "learning_rate": config.learning_rate, "seed": config.seed, "save_steps": 0,
-        "logging_steps": max(1, config.train_steps // 5), "disable_tqdm": config.disable_tqdm, "max_length": 512,
-        "domain": "math_cot", "baseline_prompt": "env",
-    }  # fmt: skip
-    models: dict[str, str] = {"untrained": base}
-    for method in ("positives_only", "nat"):
-        out = os.path.join(config.output_dir, method)
-        summary = train_nat(NATArgs(output_dir=out, method=method, **common), teacher_data)
-        models[method] = out
-        log(
-            f"{method}: {summary['positives']} positive + {summary['negatives']} negative examples, "
-            f"final loss {summary['train_loss']:.3f}"
-        )
-
-    # 4. One RISE iteration from the positives-only model; the second attempt is the oracle's.
-    rise = train_rise(
-        RISEArgs(
-            env_id="Mulligan/Math-v0",
-            env_kwargs=train_kwargs,
-            output_dir=os.path.join(config.output_dir, "rise"),
-            model=models["positives_only"],
-            improver=f"{MATH_TEACHER}:MathOracle",
-            iterations=1,
-            num_tasks=config.rise_tasks,
-            max_attempts=config.rise_attempts,
-            best_of_n=1,
-            max_steps=max(1, config.train_steps // 2),
-            per_device_train_batch_size=config.batch_size,
-            learning_rate=config.learning_rate / 3,
-            max_new_tokens=config.max_new_tokens,
-            num_envs=32,
-            seed=config.seed,
-            disable_tqdm=config.disable_tqdm,
-            save_steps=0,
-            logging_steps=max(1, config.train_steps // 10),
-            max_length=512,
-        )
-    )
-    models["rise"] = rise["model_dir"]
-    log(f"rise: {rise['iterations'][0]}")
-
-    # 5. Held-out evaluation: every task of the test split (up to eval_tasks) once, greedy.
-    with EnvPool("Mulligan/Math-v0", 1, test_kwargs) as probe:
-        num_test = probe.num_tasks
-    eval_indices = list(range(min(config.eval_tasks, num_test)))
-    rise_indices = list(range(min(config.rise_eval_tasks, num_test)))
-    rows = []
-    for name, path in models.items():
-        agent = HFAgent(path, temperature=0.0, max_new_tokens=config.max_new_tokens, seed=config.seed)
-        evaluated = NATPromptAgent(agent, domain="math_cot") if name == "nat" else agent
-        held_out = evaluate(
-            evaluated, "Mulligan/Math-v0", eval_indices, env_kwargs=test_kwargs, seed=config.seed + 1, num_envs=32,
-            store=TrajectoryStore(os.path.join(config.output_dir, f"eval-{name}.jsonl")), progress=progress,
-        ).summary  # fmt: skip
-        row: dict[str, Any] = {
-            "model": name,
-            "episodes": held_out.episodes,
-            "success": held_out.success_rate,
-            "success_low": held_out.success_low,
-            "success_high": held_out.success_high,
-        }
-        if config.rise_metrics:
-            # RISE's protocol: temperature 1 and the first prompt plus the most recent attempt.
-            sampler = HFAgent(
-                path, temperature=1.0, max_new_tokens=config.max_new_tokens, seed=config.seed, context=LastAttempts(1)
-            )
-            row.update(
-                evaluate_rise(
-                    NATPromptAgent(sampler, domain="math_cot") if name == "nat" else sampler,
-                    "Mulligan/Math-v0",
-                    rise_indices,
-                    env_kwargs=test_kwargs,
-                    seed=config.seed + 1,
-                    num_envs=32,
-                )
-            )
-        rows.append(row)
-        log(f"eval {name}: success {held_out.success_rate:.3f}")
-
-    # 6. Table, JSONL, plot.
-    wall = time.time() - started
-    with open(os.path.join(config.output_dir, "results.jsonl"), "w", encoding="utf-8") as handle:
-        for row in rows:
-            record = {**row, "wall_seconds": round(wall, 1), "config": asdict(config)}
-            handle.write(json.dumps(record) + "\n")
-    save_plot(rows, os.path.join(config.output_dir, "results.png"))
-    shown = ("model", "episodes", "success", "m1@t1", "m5@t1", "m1@t5", "p1@t5")
-    table = [
-        {k: r[k] for k in shown if k in r} | {"95% CI": f"[{r['success_low']:.2f}, {r['success_high']:.2f}]"}
-        for r in rows
-    ]
-    print(format_table(table))
+    task_rows, cell_rows = read_results(os.path.join(config.output_dir, "results.jsonl"))
+    analysis = analyse(protocol, task_rows, cell_rows)
+    plots = save_plots(protocol, analysis, config.output_dir)
+    seconds: dict[str, float] = {}
+    for cell in cell_rows:
+        for phase, value in cell.get("seconds", {}).items():
+            seconds[phase] = seconds.get(phase, 0.0) + float(value)
+    command = "mulligan demo " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["demo"] else sys.argv[1:])
+    with open(os.path.join(config.output_dir, "report.md"), "w", encoding="utf-8") as handle:
+        handle.write(render_report(protocol, analysis, command=command, preset="demo", settings=settings,
+                                   seconds=seconds, plots=plots, cells=len(cell_rows)))  # fmt: skip
+    print(explain(config, analysis, settings))
     print(
-        f"results: {config.output_dir}/results.jsonl, plot: {config.output_dir}/results.png, "
-        f"wall time {wall:.0f}s, CPU time {time.process_time() - cpu_started:.0f}s"
+        f"Files: {config.output_dir}/report.md, success.png, results.jsonl. Wall time {time.time() - started:.0f}s. "
+        "The full experiment: mulligan reproduce nat."
     )
-    return rows
+    return analysis
 
 
 def _quiet_libraries() -> None:
-    """Keep the demo's output to its own log, bars and table: silence library chatter that says nothing here.
-
-    Weight-loading and dataset-mapping bars repeat for every model; the two warnings are about
-    defaults that do not apply on a CPU (pinned memory) or to this run (a renamed argument TRL passes).
-    """
+    """Keep the demo's output to its own log, bar and table: silence library chatter that says nothing here."""
     import warnings
 
     import datasets
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator", category=UserWarning)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``mulligan demo``: parse :class:`DemoConfig` flags and run the main job."""
+    """``mulligan demo``: parse :class:`DemoConfig` flags and run the demo."""
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(DemoConfig, prog="mulligan demo", description=__doc__.split("\n")[0])
