@@ -179,3 +179,30 @@ def test_mulligan_reproduce_dispatches(capsys):
         cli_main(["reproduce", "--help"])
     assert exit_info.value.code == 0
     assert "--preset" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("paper", "mechanism", "curve"),
+    [
+        ("rise", "repeat_rate", True),
+        ("corgi", "retry_gain", True),
+        ("subgoal", "planner_exact_match", False),
+    ],
+)
+def test_each_paper_runs_its_grid_at_tiny_size(tmp_path, paper, mechanism, curve):
+    import importlib
+
+    module = importlib.import_module(PAPERS[paper])
+    out = tmp_path / "rep"
+    argv = [paper, "--preset", "tiny", "--seeds", "1", "--output_dir", str(out), "--torch_threads", "1",
+            "--disable_tqdm"]  # fmt: skip
+    assert main(argv) == 0
+    task_rows, cell_rows = read_results(str(out / paper / "results.jsonl"))
+    arms = [a.name for a in module.PROTOCOL.arms]
+    assert sorted(c["arm"] for c in cell_rows) == sorted(arms)
+    assert len(task_rows) == len(arms) * module.PRESETS["tiny"]["test_tasks"]
+    assert all(module.PROTOCOL.primary_metric in r for r in task_rows)
+    assert any(mechanism in c["mechanism"] for c in cell_rows)
+    report = (out / paper / "report.md").read_text()
+    assert "computed from the primary comparison" in report and module.PROTOCOL.primary.arm in report
+    assert (out / paper / "curve.png").exists() == curve

@@ -77,7 +77,7 @@ class DemoConfig:
     hidden_size: int = field(default=64, metadata={"help": "Tiny model width."})
     num_layers: int = field(default=2, metadata={"help": "Tiny model blocks."})
     max_number: int = field(default=50, metadata={"help": "Largest number in a problem."})
-    max_new_tokens: int = field(default=40, metadata={"help": "Tokens per turn."})
+    max_new_tokens: int = field(default=80, metadata={"help": "Tokens per turn."})
     torch_threads: int = field(default=0, metadata={"help": "Torch CPU threads (0: default)."})
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide the progress bar."})
     overwrite: bool = field(default=False, metadata={"help": "Start again instead of resuming."})

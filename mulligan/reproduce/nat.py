@@ -118,7 +118,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "num_train_epochs": 20.0,
         "batch_size": 16,
         "max_length": 512,
-        "max_new_tokens": 48,
+        "max_new_tokens": 80,
         "max_turns": 4,
         "num_envs": 64,
     },
