@@ -41,6 +41,17 @@ sent), the finish reason and token usage, and with ``logprobs=True`` the per-tok
 log-probabilities the server reports. Token ids are unknown (``None``): the server owns the
 tokenizer and the chat template.
 
+Tool calls. For an env in ``action_format="tools"`` (:mod:`mulligan.envs.tools`) the request
+carries ``tools`` and the conversation is sent as tool messages
+(:func:`mulligan.agents.tools.tool_conversation`: each call an assistant message with
+``tool_calls``, each observation of a call a ``tool`` message). The tools are the agent's
+``tools=`` argument when given; otherwise, for an input whose ``info`` comes from an env in tools
+mode (it has ``tool_call_id``), those of its registered env (``mulligan.envs.registration.env_tools``),
+so ``mulligan eval --agent openai:... --env_kwargs '{"action_format": "tools"}'`` needs nothing
+else. A reply with ``tool_calls`` becomes the action text
+``{"role": "assistant", "content": ..., "tool_calls": [...]}`` (JSON), which the env reads (it
+runs the first call); a reply without calls is its text, which the env scores as an invalid call.
+
 Backends. ``backend="stdlib"`` (the default, no dependency) opens one connection per request
 attempt. ``backend="openai"`` sends the same requests through the ``openai`` SDK where it is
 installed (``pip install openai``): one ``AsyncOpenAI`` client per agent, driven on a private event
@@ -82,6 +93,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message
+from mulligan.agents.tools import action_from_tool_calls, tool_conversation, tools_for_input
 
 #: HTTP statuses worth retrying: rate limits and server-side failures.
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -147,6 +159,9 @@ class OpenAIChatAgent(Agent):
         extra_body: Extra JSON fields for every request (e.g. vLLM's ``top_k``).
         backend: ``"stdlib"`` (standard library, the default) or ``"openai"`` (the ``openai`` SDK,
             pooled connections; see the module docstring for what differs).
+        tools: Tool schemas (OpenAI format, e.g. ``env.unwrapped.tools``) sent with every request;
+            ``None`` (default): an input's env's own tools when that env is in tools mode (see the
+            module docstring), none otherwise.
     """
 
     def __init__(
@@ -173,6 +188,7 @@ class OpenAIChatAgent(Agent):
         supports_n: bool = True,
         extra_body: Mapping[str, Any] | None = None,
         backend: str = "stdlib",
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
@@ -219,6 +235,9 @@ class OpenAIChatAgent(Agent):
         self.logprobs = logprobs
         self.supports_n = supports_n
         self.extra_body = dict(extra_body or {})
+        if tools is not None and (isinstance(tools, str | Mapping) or not all(isinstance(t, Mapping) for t in tools)):
+            raise ValueError("tools must be a list of OpenAI tool schemas (dicts), e.g. env.unwrapped.tools")
+        self.tools = None if tools is None else [dict(t) for t in tools]
         self._jitter = random.Random()
         self._sdk_lock = threading.Lock()
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
@@ -240,7 +259,7 @@ class OpenAIChatAgent(Agent):
         inputs = list(inputs)
         if not inputs:
             return []
-        prepared = [(*self.prepare_context(x.messages), self._stops_for(x)) for x in inputs]
+        prepared = [self._prepare(x) for x in inputs]
         # The rollout's per-input seed (base.AgentInput.seed) makes a resumed run ask exactly what
         # an uninterrupted one asked; each further request for the same input shifts it by the
         # number of samples already asked, so that one-sample requests do not repeat each other.
@@ -255,7 +274,7 @@ class OpenAIChatAgent(Agent):
 
         def run(job: tuple[int, int, int]) -> list[Action]:
             i, n, asked = job
-            return self._complete(*prepared[i], n, None if seeds[i] is None else seeds[i] + asked)
+            return self._complete(*prepared[i], n=n, seed=None if seeds[i] is None else seeds[i] + asked)
 
         groups: list[list[Action]] = [[] for _ in inputs]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs))) as pool:
@@ -273,13 +292,28 @@ class OpenAIChatAgent(Agent):
         return groups
 
     # ------------------------------------------------------------------ requests
+    def _prepare(self, agent_input: AgentInput) -> tuple[Any, ...]:
+        """``(messages, context record, stops, tools)`` of one input's request."""
+        messages, record = self.prepare_context(agent_input.messages)
+        tools = self.tools if self.tools is not None else tools_for_input(agent_input)
+        if tools:
+            messages = tool_conversation(messages)
+        return messages, record, self._stops_for(agent_input), tools or None
+
     def _stops_for(self, agent_input: AgentInput) -> tuple[str, ...]:
         if isinstance(agent_input.stop, str):
             raise ValueError("AgentInput.stop must be a sequence of strings, not a str")
         return tuple(dict.fromkeys(s for s in (*self.stop, *agent_input.stop) if s))
 
     def _complete(
-        self, messages: list[Message], record: ContextRecord | None, stops: tuple[str, ...], n: int, seed: int | None
+        self,
+        messages: list[Message],
+        record: ContextRecord | None,
+        stops: tuple[str, ...],
+        tools: list[dict[str, Any]] | None,
+        *,
+        n: int,
+        seed: int | None,
     ) -> list[Action]:
         body: dict[str, Any] = {
             "model": self.model,
@@ -296,12 +330,17 @@ class OpenAIChatAgent(Agent):
             body["seed"] = seed
         if self.logprobs:
             body["logprobs"] = True
+        if tools:
+            body["tools"] = tools
         body.update(self.extra_body)
         response = self._post(body)
         actions = []
-        for index, (content, logprobs, finish_reason) in enumerate(self._parse_choices(response)):
-            cut = [content.find(s) for s in stops if s in content]
-            text = content[: min(cut)] if cut else content
+        for index, (content, logprobs, finish_reason, tool_calls) in enumerate(self._parse_choices(response)):
+            if tool_calls:
+                text = action_from_tool_calls(content, tool_calls)
+            else:
+                cut = [content.find(s) for s in stops if s in content]
+                text = content[: min(cut)] if cut else content
             metadata = {
                 "messages": messages,
                 "finish_reason": finish_reason,
@@ -312,8 +351,8 @@ class OpenAIChatAgent(Agent):
             actions.append(Action(text=text, logprobs=logprobs, metadata=metadata, context=record))
         return actions
 
-    def _parse_choices(self, response: dict[str, Any]) -> list[tuple[str, list[float] | None, Any]]:
-        """(text, logprobs, finish reason) of each choice; a malformed reply names the bad field."""
+    def _parse_choices(self, response: dict[str, Any]) -> list[tuple[str, list[float] | None, Any, list[dict]]]:
+        """(text, logprobs, finish reason, tool calls) of each choice; a malformed reply names the bad field."""
 
         def malformed(what: str) -> OpenAIChatError:
             return OpenAIChatError(
@@ -331,7 +370,14 @@ class OpenAIChatAgent(Agent):
             message = choice.get("message")
             if not isinstance(message, dict):
                 raise malformed(f"choices[{k}].message is missing or not an object")
+            tool_calls = message.get("tool_calls") or []
+            if not isinstance(tool_calls, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("function"), dict) for c in tool_calls
+            ):
+                raise malformed(f"choices[{k}].message.tool_calls is not a list of function calls")
             text = message.get("content")
+            if text is None and tool_calls:
+                text = ""  # A reply that only calls tools has no content.
             if not isinstance(text, str):
                 found = "missing" if "content" not in message else f"a {type(text).__name__}"
                 raise malformed(f"choices[{k}].message.content is {found}, not a string")
@@ -347,7 +393,7 @@ class OpenAIChatAgent(Agent):
                         if isinstance(value, bool) or not isinstance(value, int | float):
                             raise malformed(f"choices[{k}].logprobs.content[{t}].logprob is not a number")
                         logprobs.append(float(value))
-            parsed.append((text, logprobs, choice.get("finish_reason")))
+            parsed.append((text, logprobs, choice.get("finish_reason"), tool_calls))
         return parsed
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:

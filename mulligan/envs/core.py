@@ -17,6 +17,9 @@ The contract (``docs/envs.md`` has the user's version):
 * ``step(action)``: ``info`` has the same keys on every step and always holds ``success`` (bool),
   ``score`` (float in [0, 1]) and ``feedback`` (str). Envs never truncate: turn caps come from
   ``max_episode_steps`` at registration.
+* ``action_format="tools"`` (multi-step envs): the env lists its actions as tools
+  (``env.unwrapped.tools``) and reads each action as one tool call; see :mod:`mulligan.envs.tools`.
+  ``info`` then also holds ``tool_call_id``.
 * Any string is a legal action. Malformed actions cost reward and explain themselves in
   ``feedback``; they never raise. An action longer than the action space's ``max_length`` is
   refused before the env reads it (:meth:`MulliganEnv.refuse_action`): it is scored as the env
@@ -27,13 +30,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
+
+from mulligan.envs.tools import (
+    ToolCall,
+    ToolCallError,
+    ToolSpec,
+    check_action_format,
+    default_call_id,
+    parse_tool_call,
+    validate_tool_call,
+)
 
 #: Default cap on action length: a 1 MB response is a legal action and must be scored, not refused.
 DEFAULT_MAX_ACTION_LENGTH = 2**21
@@ -134,11 +148,72 @@ class TextSpace(spaces.Space[str]):
         )
 
 
-@dataclass
+# ``gymnasium.make_vec(..., vectorization_mode="async")`` moves observations through shared memory
+# by default. Each env gets a slot of ``max_length + 1`` int32 values: the length, then the code
+# points (UTF-32, so that any str, lone surrogates included, round-trips). The slot of the default
+# observation space is 4 MiB per env; only the written prefix is read back. AsyncVectorEnv reads
+# the shared memory once, at construction, and relies on the result being a live view (as numpy
+# arrays over the buffer are), so the read returns :class:`SharedTexts`, which decodes on access.
+class SharedTexts(Sequence[str]):
+    """The observations of an async vector env: a live, read-only view of the workers' shared memory.
+
+    Indexing and iteration decode the current strings; ``tuple(view)`` (and ``copy.deepcopy``,
+    which AsyncVectorEnv applies with its default ``copy=True``) gives a snapshot.
+    """
+
+    def __init__(self, shared_memory: Any, n: int, max_length: int):
+        self._data = np.frombuffer(shared_memory.get_obj(), dtype=np.int32).reshape((n, max_length + 1))
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(len(self))[index])
+        row = self._data[index]
+        return row[1 : 1 + int(row[0])].astype("<i4").tobytes().decode("utf-32-le", "surrogatepass")
+
+    def __deepcopy__(self, memo: dict) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment] - a live view is mutable
+
+    def __repr__(self) -> str:
+        return f"SharedTexts({tuple(self)!r})"
+
+
+@create_shared_memory.register(TextSpace)
+def _create_text_shared_memory(space: TextSpace, n: int = 1, ctx: Any = None) -> Any:
+    import multiprocessing
+
+    ctx = multiprocessing if ctx is None else ctx
+    return ctx.Array(np.dtype(np.int32).char, n * (space.max_length + 1), lock=True)
+
+
+@read_from_shared_memory.register(TextSpace)
+def _read_text_from_shared_memory(space: TextSpace, shared_memory: Any, n: int = 1) -> SharedTexts:
+    return SharedTexts(shared_memory, n, space.max_length)
+
+
+@write_to_shared_memory.register(TextSpace)
+def _write_text_to_shared_memory(space: TextSpace, index: int, value: str, shared_memory: Any) -> None:
+    if not space.contains(value):
+        raise ValueError(f"{space} does not contain the observation (a str of at most max_length characters)")
+    size = space.max_length + 1
+    codes = np.frombuffer(value.encode("utf-32-le", "surrogatepass"), dtype="<i4")
+    destination = np.frombuffer(shared_memory.get_obj(), dtype=np.int32)
+    destination[index * size + 1 : index * size + 1 + len(codes)] = codes
+    destination[index * size] = len(codes)
+
+
+@dataclass(kw_only=True)
 class StepOutcome:
     """What an env family's ``_step`` returns; :meth:`MulliganEnv.step` turns it into the 5-tuple.
 
-    Build it with keywords, so that the booleans and floats of a call say which is which.
+    Keyword-only, so that the booleans and floats of a call say which is which.
 
     Attributes:
         observation: The next observation.
@@ -180,6 +255,10 @@ class MulliganEnv(gymnasium.Env[str, str]):
     * ``default_info()``: the family's extra ``info`` keys with their values before any step.
     * optionally ``refuse_action(feedback)``: the outcome of an over-long action (the default
       scores the empty action, which every family treats as malformed).
+    * for tool calls (``action_format="tools"``): ``tool_specs`` (class attribute, the tools) and
+      either a ``command`` template on each tool (the call is rendered to a text action and
+      scored by ``_step``) or ``_step_tool(spec, arguments)``; optionally
+      ``invalid_tool_call(feedback)`` (default: scored as the empty action, like a malformed one).
 
     After ``reset``, ``self.task`` holds the current task record (what a scripted teacher reads) and
     ``self.task_index`` its index (``None`` for explicit records).
@@ -191,6 +270,8 @@ class MulliganEnv(gymnasium.Env[str, str]):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 1}
     #: Set by subclasses: dataset size, or None for an endless procedural source.
     num_tasks: int | None = None
+    #: The env's actions as tools (``action_format="tools"``); empty for envs without tools.
+    tool_specs: ClassVar[tuple[ToolSpec, ...]] = ()
 
     def __init__(
         self,
@@ -198,7 +279,11 @@ class MulliganEnv(gymnasium.Env[str, str]):
         max_action_length: int = DEFAULT_MAX_ACTION_LENGTH,
         max_observation_length: int = DEFAULT_MAX_OBSERVATION_LENGTH,
         render_mode: str | None = None,
+        action_format: str = "react",
     ):
+        self.action_format = check_action_format(action_format)
+        if action_format == "tools" and not self.tool_specs:
+            raise ValueError(f"{type(self).__name__} has no tools: use action_format='react'")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.render_mode = render_mode
@@ -210,6 +295,17 @@ class MulliganEnv(gymnasium.Env[str, str]):
         self._done = True
         self._started = False
         self._transcript: list[tuple[str, str]] = []
+        self._num_steps = 0
+        self._tool_call_id = ""
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The env's tools in OpenAI's function-tool format (JSON Schema parameters).
+
+        Listed in both action formats (a client may want them before choosing); an env reads tool
+        calls only with ``action_format="tools"``. Empty for envs without tools.
+        """
+        return [spec.schema() for spec in self.tool_specs]
 
     # ----------------------------------------------------------------- to implement in families
     def get_task(self, index: int) -> dict[str, Any]:
@@ -235,6 +331,40 @@ class MulliganEnv(gymnasium.Env[str, str]):
     def _step(self, action: str) -> StepOutcome:
         """Score one action of the current episode."""
         raise NotImplementedError
+
+    def _step_tool(self, spec: ToolSpec, arguments: dict[str, Any]) -> StepOutcome:
+        """Score one validated tool call; the default renders the tool's command and scores it as text."""
+        return self._step(spec.render_command(arguments))
+
+    def invalid_tool_call(self, feedback: str) -> StepOutcome:
+        """The outcome of an action that is no valid tool call: that of a malformed action.
+
+        The env scores the empty action (malformed in every family, so it pays what a malformed
+        action pays and counts as a step); ``feedback`` and, while the episode goes on, the
+        observation say what was wrong.
+        """
+        outcome = self._step("")
+        outcome.feedback = feedback
+        if not outcome.terminated:
+            outcome.observation = feedback
+        return outcome
+
+    def _tool_outcome(self, action: str) -> StepOutcome:
+        """Parse, validate and score a tools-mode action (sets the call id for ``info``)."""
+        try:
+            call: ToolCall = parse_tool_call(action)
+        except ToolCallError as err:
+            return self.invalid_tool_call(f"Invalid tool call: {err}.")
+        self._tool_call_id = call.id or default_call_id(self._num_steps)
+        try:
+            spec, arguments = validate_tool_call(call, self.tool_specs)
+        except ToolCallError as err:
+            return self.invalid_tool_call(f"Invalid tool call: {err}.")
+        outcome = self._step_tool(spec, arguments)
+        if call.num_calls > 1:
+            note = f"Only the first of {call.num_calls} tool calls was run: call one tool per turn."
+            outcome.feedback = f"{outcome.feedback} {note}".strip()
+        return outcome
 
     def refuse_action(self, feedback: str) -> StepOutcome:
         """The outcome of an action over the size limit: that of a malformed action.
@@ -276,6 +406,7 @@ class MulliganEnv(gymnasium.Env[str, str]):
             task = self.get_task(index)
         self.task, self.task_index = task, index
         self._task_id = self.task_id(task, index)
+        self._num_steps, self._tool_call_id = 0, ""
         observation, updates = self._start(task)
         self._done, self._started = False, True
         info = self._make_info(success=False, score=0.0, feedback="", updates=updates)
@@ -292,6 +423,7 @@ class MulliganEnv(gymnasium.Env[str, str]):
         if not isinstance(action, str):
             raise TypeError(f"actions are str, got {type(action).__name__}")
         limit = self.action_space.max_length
+        self._tool_call_id = ""
         if len(action) > limit:
             # Refused before any parsing, so a 10 MB response costs a len() (issue 15), and the
             # transcript keeps a note instead of the text.
@@ -300,8 +432,11 @@ class MulliganEnv(gymnasium.Env[str, str]):
                 "it was not read. Write a shorter response."
             )
             action = f"<action of {len(action)} characters refused>"
+        elif self.action_format == "tools":
+            outcome = self._tool_outcome(action)
         else:
             outcome = self._step(action)
+        self._num_steps += 1
         score = float(outcome.score)
         if not 0.0 <= score <= 1.0:
             raise AssertionError(f"{type(self).__name__} produced score {score} outside [0, 1]")
@@ -338,6 +473,8 @@ class MulliganEnv(gymnasium.Env[str, str]):
             )
         info.update(updates)
         info.update(task_id=self._task_id, success=success, score=score, feedback=feedback)
+        if self.action_format == "tools":
+            info["tool_call_id"] = self._tool_call_id
         return info
 
     def _transcript_text(self) -> str:

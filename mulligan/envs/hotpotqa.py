@@ -11,6 +11,7 @@ from mulligan.envs.data import check_data_seed, load_records, read_json_records,
 from mulligan.envs.generators.world import WorldConfig, generate_hotpotqa_task
 from mulligan.envs.react import parse_react_action
 from mulligan.envs.retrieval import Document, DocumentStore, LookupState
+from mulligan.envs.tools import ToolParameter, ToolSpec
 from mulligan.envs.verifiers.qa import fine_grained_label, qa_score
 
 #: What a malformed action is told (observation and feedback).
@@ -20,6 +21,24 @@ ACTION_GRAMMAR = (
 )
 #: The verbs of a QA step; the grammar around them is :mod:`mulligan.envs.react`'s.
 ACTION_VERBS = ("search", "lookup", "finish")
+#: The QA actions as tools (``action_format="tools"``): one per ReAct verb, the verb's argument as a string.
+QA_TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        "search",
+        "Find the document about an entity and show its opening sentences (or similar titles if none matches).",
+        (ToolParameter("query", "the entity to search for, e.g. a person's or a film's name"),),
+    ),
+    ToolSpec(
+        "lookup",
+        "Show the next sentence containing a keyword in the last document found.",
+        (ToolParameter("keyword", "the keyword to look for"),),
+    ),
+    ToolSpec(
+        "finish",
+        "Give the answer (a short span, e.g. a name or a date) and end the episode.",
+        (ToolParameter("answer", "the answer"),),
+    ),
+)
 #: Longest argument echoed back in an observation.
 _ECHO_LIMIT = 80
 #: The split of a hub spec that names none: HotpotQA's test split has no answers.
@@ -167,19 +186,26 @@ class HotpotQAEnv(MulliganEnv):
       for a dataset (a file is its own split; a hub spec names its split).
     * ``num_tasks`` (int | None): cap on the number of tasks (``None``: endless for the procedural
       train split, 1000 for its test split, the whole dataset otherwise).
+    * ``action_format`` (str, ``"react"``): ``"react"`` reads ReAct text steps; ``"tools"`` reads
+      each action as a tool call (:mod:`mulligan.envs.tools`) of the tools ``search(query)``,
+      ``lookup(keyword)`` and ``finish(answer)`` (``env.unwrapped.tools``). The first observation
+      then asks for tool calls; a call's observation is the text its ReAct action would get, and
+      ``info["tool_call_id"]`` names the call. An invalid call is a malformed step (0.0).
 
     ## Version History
     * v0: the action grammar is the shared one of :mod:`mulligan.envs.react` (before: arguments
       could not span lines, and parsing was quadratic in a long run of whitespace); over-long
       actions are refused; file records are validated at load (before: at the task's reset);
       ``hf:`` specs follow :mod:`mulligan.envs.data`; the procedural world has content-disjoint
-      ``train``/``test`` splits (before: one stream; about 20% of train tasks are now redrawn).
+      ``train``/``test`` splits (before: one stream; about 20% of train tasks are now redrawn);
+      ``action_format="tools"`` (tool calls; ReAct text stays the default).
     """
 
     num_tasks: int | None = None
     #: Sentence of the first observation that says how to answer.
     answer_instruction = "finish[answer]: give the answer (a short span, e.g. a name or a date) and end the episode."
     task_prefix = "hotpotqa"
+    tool_specs = QA_TOOLS
 
     def __init__(
         self,
@@ -193,9 +219,10 @@ class HotpotQAEnv(MulliganEnv):
         search_sentences: int = 3,
         split: str | None = None,
         num_tasks: int | None = None,
+        action_format: str = "react",
         render_mode: str | None = None,
     ):
-        super().__init__(render_mode=render_mode)
+        super().__init__(render_mode=render_mode, action_format=action_format)
         if num_tasks is not None and (isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1):
             raise ValueError(f"num_tasks must be a positive int or None, got {num_tasks!r}")
         if dataset is not None and split is not None:
@@ -334,6 +361,15 @@ class HotpotQAEnv(MulliganEnv):
     # ------------------------------------------------------------------ episode
     def instructions(self) -> str:
         """The text before the question in the first observation."""
+        if self.action_format == "tools":
+            finish = next(spec for spec in self.tool_specs if spec.name == "finish")
+            return (
+                "Answer the question by calling one tool per turn:\n"
+                "(1) search(query): find the document about an entity and show its opening sentences "
+                "(or similar titles if none matches).\n"
+                "(2) lookup(keyword): show the next sentence containing keyword in the last document found.\n"
+                f"(3) finish(answer): {finish.description[0].lower()}{finish.description[1:]}\n"
+            )
         return (
             "Answer the question by interleaving Thought and Action steps. Each step is an optional "
             "'Thought: ...' followed by 'Action: ' and one of:\n"
@@ -355,7 +391,13 @@ class HotpotQAEnv(MulliganEnv):
         parsed = parse_react_action(action, ACTION_VERBS)
         if parsed is None:
             return self._invalid(ACTION_GRAMMAR)
-        verb, argument = parsed
+        return self._act(*parsed)
+
+    def _step_tool(self, spec: ToolSpec, arguments: dict[str, Any]) -> StepOutcome:
+        # The tool's one argument is the ReAct verb's bracketed argument.
+        return self._act(spec.name, next(iter(arguments.values())))
+
+    def _act(self, verb: str, argument: str) -> StepOutcome:
         if verb == "search":
             return StepOutcome(observation=self._search(argument), info={"action_type": "search"})
         if verb == "lookup":
@@ -413,7 +455,7 @@ class HotpotQAEnv(MulliganEnv):
         feedback = "" if success else f'The answer "{truncate_for_feedback(answer)}" is incorrect {label}.'
         observation = f"Episode finished: the answer is {label[1:-1].lower()} (EM {em:.0f}, F1 {f1:.2f})."
         return StepOutcome(
-            observation,
+            observation=observation,
             reward=reward,
             terminated=True,
             success=success,

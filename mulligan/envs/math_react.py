@@ -7,6 +7,7 @@ from typing import Any
 from mulligan.envs.core import StepOutcome, truncate_for_feedback
 from mulligan.envs.math import MathEnv, score_final_answer
 from mulligan.envs.react import parse_react_action
+from mulligan.envs.tools import ToolParameter, ToolSpec, check_action_format
 from mulligan.envs.verifiers.calculator import CalculatorError, calculate
 from mulligan.envs.verifiers.math import extract_answer
 
@@ -22,8 +23,27 @@ DEFAULT_INSTRUCTION = (
     "or\n"
     "Action: finish[<final answer>]"
 )
+#: The first observation's instruction with ``action_format="tools"``.
+DEFAULT_TOOLS_INSTRUCTION = (
+    "Solve the problem step by step, calling one tool per turn: calculate(expression) evaluates an "
+    "arithmetic expression (numbers, + - * / ** % and parentheses); finish(answer) gives the final "
+    "answer and ends the episode."
+)
 #: The verbs of a MathReAct step; the grammar around them is :mod:`mulligan.envs.react`'s.
 ACTION_VERBS = ("calculate", "finish")
+#: The verbs as tools (``action_format="tools"``).
+MATH_TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(
+        "calculate",
+        "Evaluate an arithmetic expression: numbers, + - * / ** % and parentheses.",
+        (ToolParameter("expression", "the arithmetic expression, e.g. '(3 + 4) * 12'"),),
+    ),
+    ToolSpec(
+        "finish",
+        "Give the final answer and end the episode.",
+        (ToolParameter("answer", "the final answer, e.g. '84' or '3/4'"),),
+    ),
+)
 
 
 class MathReActEnv(MathEnv):
@@ -61,15 +81,30 @@ class MathReActEnv(MathEnv):
     Those of ``Mulligan/Math-v0`` (``dataset``, ``split``, ``data_seed``, ``num_tasks``,
     ``generator_config``, ``verify_timeout``, ``answer_check``: ``"exact"`` is NAT's string match
     of the ``finish`` argument), plus ``format_reward`` (float, 0.0): the reward of
-    a malformed action, and ``instruction`` (str): the text shown before the question.
+    a malformed action, ``instruction`` (str): the text shown before the question, and
+    ``action_format`` (str, ``"react"``): ``"tools"`` reads each action as a tool call
+    (:mod:`mulligan.envs.tools`) of ``calculate(expression)`` or ``finish(answer)``
+    (``env.unwrapped.tools``); the default instruction then asks for tool calls, a
+    ``calculate`` call's observation is the value alone (the tool result, without ``Observation:``),
+    ``info["tool_call_id"]`` names the call, and an invalid call is a malformed action.
 
     ## Version History
     * v0: the action grammar is the shared one of :mod:`mulligan.envs.react` (before: ``Action:``
       was required, so a bare ``finish[7]`` was malformed here but not in HotpotQA-v0); over-long
-      actions are refused; the procedural splits are disjoint by content (see ``Mulligan/Math-v0``).
+      actions are refused; the procedural splits are disjoint by content (see ``Mulligan/Math-v0``);
+      ``action_format="tools"`` (tool calls; ReAct text stays the default).
     """
 
     default_instruction = DEFAULT_INSTRUCTION
+    tool_specs = MATH_TOOLS
+
+    def __init__(self, dataset: Any = None, *, action_format: str = "react", **kwargs: Any):
+        """Those of ``Mulligan/Math-v0`` plus ``action_format`` (see the class docstring)."""
+        if check_action_format(action_format) == "tools":
+            # Read by MathEnv.__init__ when no instruction is given.
+            self.default_instruction = DEFAULT_TOOLS_INSTRUCTION
+        super().__init__(dataset, **kwargs)
+        self.action_format = action_format
 
     def default_info(self) -> dict[str, Any]:
         """MathReAct adds ``parsed_answer``, ``gold_answer`` and ``action_type``."""
@@ -82,7 +117,7 @@ class MathReActEnv(MathEnv):
     def refuse_action(self, feedback: str) -> StepOutcome:
         """An over-long action: a malformed step (``format_reward``), told the limit as an observation."""
         outcome = super().refuse_action(feedback)
-        outcome.observation = f"Observation: {feedback}"
+        outcome.observation = feedback if self.action_format == "tools" else f"Observation: {feedback}"
         return outcome
 
     def _step(self, action: str) -> StepOutcome:
@@ -95,7 +130,15 @@ class MathReActEnv(MathEnv):
                 feedback=feedback,
                 info={"action_type": "invalid"},
             )
-        tool, argument = parsed
+        return self._act(*parsed)
+
+    def _step_tool(self, spec: ToolSpec, arguments: dict[str, Any]) -> StepOutcome:
+        outcome = self._act(spec.name, next(iter(arguments.values())))
+        # A tool result is the value itself; "Observation:" is ReAct's transcript marker.
+        outcome.observation = outcome.observation.removeprefix("Observation: ")
+        return outcome
+
+    def _act(self, tool: str, argument: str) -> StepOutcome:
         if tool == "calculate":
             try:
                 observation = f"Observation: {calculate(argument)}"

@@ -162,3 +162,27 @@ def register_all() -> None:
 def env_ids() -> list[str]:
     """Every registered ``Mulligan/*`` id, in table order."""
     return [entry.id for entry in ENVS]
+
+
+def env_entry(env_id: str) -> EnvEntry:
+    """The table entry of a ``Mulligan/*`` id.
+
+    Raises:
+        ValueError: naming the known ids when ``env_id`` is not one.
+    """
+    for entry in ENVS:
+        if entry.id == env_id:
+            return entry
+    raise ValueError(f"unknown env id {env_id!r}; known: {env_ids()}")
+
+
+def env_tools(env_id: str) -> list[dict]:
+    """The tools of a ``Mulligan/*`` env (OpenAI format), read from its class without building it.
+
+    The same list as ``env.unwrapped.tools`` (an env's tools do not depend on its arguments), so
+    that an agent learns them without starting the env (ScienceWorld's JVM). Empty for envs
+    without tools.
+    """
+    entry = env_entry(env_id)
+    env_class = getattr(importlib.import_module(entry.module), entry.class_name)
+    return [spec.schema() for spec in env_class.tool_specs]

@@ -17,6 +17,7 @@ from typing import Any
 
 from mulligan.envs.core import MulliganEnv, StepOutcome
 from mulligan.envs.miniscience.env import check_stall_limit
+from mulligan.envs.tools import SCIENCE_TOOLS
 
 #: The simulator's answer to an action that matches no template.
 NO_MATCH = "No known action matches that input."
@@ -157,6 +158,12 @@ class ScienceWorldEnv(MulliganEnv):
       first loaded (seconds for some tasks; cached per variation afterwards). It is what
       :meth:`gold_actions` returns and what scripted teachers follow, found in
       ``env.unwrapped.task["gold_actions"]``. Pass False for faster RL resets.
+    * ``action_format`` (str, ``"react"``): ``"react"`` reads each action as a ScienceWorld
+      command; ``"tools"`` reads it as a tool call (:data:`mulligan.envs.tools.SCIENCE_TOOLS`: one
+      tool per command template, ``select`` for an ambiguity's readings, ``command`` for any other
+      command), listed in ``env.unwrapped.tools``. A call is rendered to its command and sent to
+      the simulator; its observation is the simulator's answer and ``info["tool_call_id"]`` names
+      the call. An invalid call is scored as an unrecognised command (0, ``feedback`` says why).
 
     The Java process is started in ``__init__`` and reused across resets: each reset re-loads the
     variation in the running JVM (``load`` measured faster than the simulator's own ``reset``,
@@ -165,7 +172,16 @@ class ScienceWorldEnv(MulliganEnv):
     any action, sent or not) raises the same :class:`SimulatorDiedError` until ``reset``, which
     starts a fresh JVM. py4j's own logging of the dead connection is silenced (see
     :func:`import_scienceworld`); its exception stays in the error's ``__cause__``.
+
+    ## Version History
+    * v0: the real simulator behind ``gymnasium.make``: one JVM per env reused across resets,
+      ``variation`` splits, the move budget as termination, ``stall_limit`` (the sub-goal paper's
+      rule), ``look``/``inventory`` in ``info``, over-long actions refused unread, a dead JVM
+      reported as :class:`SimulatorDiedError`; ``action_format="tools"`` (tool calls, beside the
+      text commands, which stay the default).
     """
+
+    tool_specs = SCIENCE_TOOLS
 
     def __init__(
         self,
@@ -178,9 +194,10 @@ class ScienceWorldEnv(MulliganEnv):
         include_look_inventory: bool = True,
         generate_gold_path: bool = True,
         stall_limit: int | None = None,
+        action_format: str = "react",
         render_mode: str | None = None,
     ):
-        super().__init__(render_mode=render_mode)
+        super().__init__(render_mode=render_mode, action_format=action_format)
         self._sw = import_scienceworld()
         if step_limit is not None and (
             isinstance(step_limit, bool) or not isinstance(step_limit, int) or step_limit < 1
@@ -449,7 +466,15 @@ class ScienceWorldEnv(MulliganEnv):
         terminated = completed or failed or over_budget or stalled
         success = completed and not failed
         info = self._call(lambda server: self._info_updates(moves))
-        return StepOutcome(observation, reward, terminated, success, score, feedback, info)
+        return StepOutcome(
+            observation=observation,
+            reward=reward,
+            terminated=terminated,
+            success=success,
+            score=score,
+            feedback=feedback,
+            info=info,
+        )
 
 
 def _is_network_error(err: Exception) -> bool:

@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from mulligan.envs.generators.world import generate_strategyqa_task
-from mulligan.envs.hotpotqa import AnswerFormatError, HotpotQAEnv
+from mulligan.envs.hotpotqa import QA_TOOLS, AnswerFormatError, HotpotQAEnv
+from mulligan.envs.tools import ToolParameter, ToolSpec
 from mulligan.envs.verifiers.qa import normalize_yes_no
 
 #: What ``finish[...]`` with something other than Yes or No is told.
 YES_NO_FORMAT = "Invalid answer. StrategyQA answers are Yes or No: write finish[Yes] or finish[No]."
+#: The same, for tool calls.
+YES_NO_TOOL_FORMAT = "Invalid answer. StrategyQA answers are Yes or No: call finish with the answer Yes or No."
+#: StrategyQA's tools: HotpotQA's, with a Yes/No ``finish``.
+STRATEGYQA_TOOLS: tuple[ToolSpec, ...] = (
+    *QA_TOOLS[:2],
+    ToolSpec("finish", "Answer Yes or No and end the episode.", (ToolParameter("answer", "Yes or No"),)),
+)
 
 
 class StrategyQAEnv(HotpotQAEnv):
@@ -54,14 +62,18 @@ class StrategyQAEnv(HotpotQAEnv):
       ``data_seed`` (int, 0), ``num_distractors`` (int, 8), ``search_sentences`` (int, 3),
       ``split`` (``"train"``/``"test"``, content-disjoint), ``num_tasks`` (int | None): as in
       :class:`~mulligan.envs.hotpotqa.HotpotQAEnv` (``hf:`` specs default to the ``validation`` split).
+    * ``action_format`` (str, ``"react"``): as in HotpotQA; the tools are ``search(query)``,
+      ``lookup(keyword)`` and ``finish(answer)`` with ``answer`` Yes or No.
 
     ## Version History
     * v0: as HotpotQA-v0's: the shared ReAct grammar (linear-time parsing, multi-line arguments),
-      over-long actions refused, file records validated at load, content-disjoint procedural splits.
+      over-long actions refused, file records validated at load, content-disjoint procedural splits;
+      ``action_format="tools"``.
     """
 
     answer_instruction = "finish[answer]: answer Yes or No and end the episode."
     task_prefix = "strategyqa"
+    tool_specs = STRATEGYQA_TOOLS
 
     def __init__(
         self,
@@ -74,6 +86,7 @@ class StrategyQAEnv(HotpotQAEnv):
         search_sentences: int = 3,
         split: str | None = None,
         num_tasks: int | None = None,
+        action_format: str = "react",
         render_mode: str | None = None,
     ):
         super().__init__(
@@ -85,6 +98,7 @@ class StrategyQAEnv(HotpotQAEnv):
             search_sentences=search_sentences,
             split=split,
             num_tasks=num_tasks,
+            action_format=action_format,
             render_mode=render_mode,
         )
 
@@ -109,6 +123,6 @@ class StrategyQAEnv(HotpotQAEnv):
         """
         normalized = normalize_yes_no(answer)
         if normalized is None:
-            raise AnswerFormatError(YES_NO_FORMAT)
+            raise AnswerFormatError(YES_NO_FORMAT if self.action_format == "react" else YES_NO_TOOL_FORMAT)
         correct = float(normalized == self.task["answer"])
         return correct, correct

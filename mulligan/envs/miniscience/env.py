@@ -9,6 +9,7 @@ from mulligan.envs.core import MulliganEnv, StepOutcome
 from mulligan.envs.miniscience.planner import plan_gold_actions
 from mulligan.envs.miniscience.tasks import TASK_NAMES, build_variation
 from mulligan.envs.miniscience.world import NO_MATCH, World, WorldConfig
+from mulligan.envs.tools import SCIENCE_TOOLS
 
 SPLITS = ("train", "dev", "test")
 #: Actions longer than this are not parsed: no command of the grammar is anywhere near as long.
@@ -99,11 +100,23 @@ class MiniScienceEnv(MulliganEnv):
       cost about a third of the env's speed; pass False for RL without the sub-goal agents).
     * ``stall_limit`` (int | None, None): end the episode after this many consecutive actions
       without a score change (see Episode End).
+    * ``action_format`` (str, ``"react"``): ``"react"`` reads each action as a command of the
+      grammar above; ``"tools"`` reads it as a tool call (ScienceWorld-v0's tools,
+      :data:`mulligan.envs.tools.SCIENCE_TOOLS`), listed in ``env.unwrapped.tools``. A call is
+      rendered to its command; its observation is the world's answer and ``info["tool_call_id"]``
+      names the call. An invalid call is scored as an unrecognised command.
 
     The world's parts live in :mod:`mulligan.envs.miniscience.world` (simulation),
     :mod:`~mulligan.envs.miniscience.tasks` (one :class:`~mulligan.envs.miniscience.tasks.Task`
     per task) and :mod:`~mulligan.envs.miniscience.planner` (gold paths).
+
+    ## Version History
+    * v0: seven tasks with endless seeded variations and ScienceWorld's grammar, gold paths from
+      the planner, ``stall_limit``, ``look``/``inventory`` in ``info``; ``action_format="tools"``
+      (tool calls, beside the text commands, which stay the default).
     """
+
+    tool_specs = SCIENCE_TOOLS
 
     def __init__(
         self,
@@ -117,9 +130,10 @@ class MiniScienceEnv(MulliganEnv):
         include_valid_actions: bool = False,
         include_look_inventory: bool = True,
         stall_limit: int | None = None,
+        action_format: str = "react",
         render_mode: str | None = None,
     ):
-        super().__init__(render_mode=render_mode)
+        super().__init__(render_mode=render_mode, action_format=action_format)
         if task is None:
             tasks = TASK_NAMES
         elif isinstance(task, bool) or not isinstance(task, int | str):
@@ -245,11 +259,11 @@ class MiniScienceEnv(MulliganEnv):
             feedback = f"The score has not changed in {self.stall_limit} actions: the episode ends."
         terminated = world.completed or world.failed or stalled
         return StepOutcome(
-            observation,
-            (score - previous) / 100,
-            terminated,
-            world.completed,
-            score / 100,
-            feedback,
-            self._info_updates(),
+            observation=observation,
+            reward=(score - previous) / 100,
+            terminated=terminated,
+            success=world.completed,
+            score=score / 100,
+            feedback=feedback,
+            info=self._info_updates(),
         )
