@@ -180,8 +180,9 @@ class VLLMAgent(_VLLMTurns):
         context: A context policy (:mod:`mulligan.agents.context`); ``None`` keeps everything.
         stop: Stop strings applied to every input (besides each input's own).
         tokenizer: The tokenizer to render with (default: the engine's).
-        engine_kwargs: Further ``vllm.LLM`` arguments when ``model`` is a name
-            (default ``enforce_eager=True``, ``max_model_len=2048``).
+        engine_kwargs: Further ``vllm.LLM`` arguments when ``model`` is a name (default
+            ``enforce_eager=True``: no compilation, the engine loads in seconds). vLLM's CPU build
+            runs a float32 model in bfloat16 unless ``{"dtype": "float32"}``.
     """
 
     def __init__(
@@ -203,9 +204,7 @@ class VLLMAgent(_VLLMTurns):
         if isinstance(model, str):
             from vllm import LLM
 
-            model = LLM(
-                model=model, seed=seed, **{"enforce_eager": True, "max_model_len": 2048, **(engine_kwargs or {})}
-            )
+            model = LLM(model=model, seed=seed, **{"enforce_eager": True, **(engine_kwargs or {})})
         self.llm = model
         self.tokenizer = tokenizer if tokenizer is not None else model.get_tokenizer()
         self.temperature = temperature
