@@ -555,3 +555,66 @@ def test_the_sdk_backend_is_checked_when_chosen(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "openai", None)  # as if not installed
     with pytest.raises(ValueError, match="pip install openai"):
         OpenAIChatAgent("http://127.0.0.1:1/v1", "m", backend="openai")
+
+
+# ------------------------------------------------------------------------------------------ tool calls
+def _tool_reply(name, arguments, call_id, content=None):
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+    message = {"role": "assistant", "content": content, "tool_calls": [call]}
+    return ("raw", json.dumps({"choices": [{"message": message, "finish_reason": "tool_calls"}]}).encode())
+
+
+@with_each_backend
+def test_a_tool_calling_episode_sends_the_envs_tools_and_tool_messages(serve, backend):
+    import gymnasium
+
+    from mulligan.training.rollout import collect_episodes
+
+    env_kwargs = {"action_format": "tools", "split": "test"}
+    probe = gymnasium.make("Mulligan/HotpotQA-v0", **env_kwargs)
+    probe.reset(options={"task_index": 0})
+    task = probe.unwrapped.task
+    title = task["context"][0][0]
+    server = serve(
+        script=[
+            _tool_reply("search", {"query": title}, "call_s", content="I should search."),
+            _tool_reply("finish", {"answer": task["answer"]}, "call_f"),
+        ]
+    )
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, max_retries=0)
+    [trajectory] = collect_episodes(
+        "Mulligan/HotpotQA-v0", agent, 1, env_kwargs=env_kwargs, task_indices=[0], num_envs=1, progress=False
+    )
+    assert trajectory.success and trajectory.score == 1.0
+    # Both requests carry the env's tools (found from the env id, since info says tools mode).
+    assert all(request["tools"] == probe.unwrapped.tools for request in server.requests)
+    second = server.requests[1]["messages"]
+    assert [m["role"] for m in second] == ["user", "assistant", "tool"]
+    assert second[1]["content"] == "I should search."
+    assert second[1]["tool_calls"][0]["id"] == "call_s"
+    assert json.loads(second[1]["tool_calls"][0]["function"]["arguments"]) == {"query": title}
+    assert second[2]["tool_call_id"] == "call_s" and second[2]["content"].startswith(f'Page "{title}"')
+    assert [t.info["tool_call_id"] for t in trajectory.turns] == ["call_s", "call_f"]
+
+
+@with_each_backend
+def test_tools_are_sent_only_when_given_or_when_the_env_reads_tool_calls(serve, backend):
+    server = serve()
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+    OpenAIChatAgent(server.base_url, "m", backend=backend).act([ask("plain", info={"success": False})])
+    OpenAIChatAgent(server.base_url, "m", backend=backend, tools=tools).act([ask("explicit")])
+    assert "tools" not in server.requests[0] and server.requests[1]["tools"] == tools
+    with pytest.raises(ValueError, match="gave no env_id"):
+        OpenAIChatAgent(server.base_url, "m", backend=backend).act([ask("x", info={"tool_call_id": ""})])
+    with pytest.raises(ValueError, match="list of OpenAI tool schemas"):
+        OpenAIChatAgent(server.base_url, "m", tools={"type": "function"})
+
+
+@with_each_backend
+def test_a_reply_without_tool_calls_is_its_text_and_malformed_calls_are_named(serve, backend):
+    bad = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [{"id": "x"}]}}]}
+    server = serve(script=[("raw", json.dumps(bad).encode())])
+    agent = OpenAIChatAgent(server.base_url, "m", backend=backend, max_retries=0, tools=[])
+    with pytest.raises(OpenAIChatError, match="tool_calls is not a list of function calls"):
+        agent.act([ask("x")])
+    assert agent.act([ask("hello")])[0].text == "echo: hello"
