@@ -125,8 +125,9 @@ class RecordingHFAgent(HFAgent):
 def test_the_agent_samples_from_exactly_what_the_trainer_renders(chat_template, one_torch_thread):
     small = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     model, tokenizer = build_tiny_model(small, chat_template=chat_template)
-    agent = RecordingHFAgent(model, tokenizer, temperature=1.0, max_new_tokens=6, seed=0, system_prompt="Be exact.",
-                             context=LastAttempts(1))
+    agent = RecordingHFAgent(
+        model, tokenizer, temperature=1.0, max_new_tokens=6, seed=0, system_prompt="Be exact.", context=LastAttempts(1)
+    )
     trajectories = collect_episodes("Mulligan/Echo-v0", agent, 2, env_kwargs={"max_attempts": 4}, progress=False)
     for trajectory in trajectories:
         prompts = agent.prompts[trajectory.messages[0]["content"]]

@@ -32,22 +32,34 @@ def test_collect_and_eval_usage_mistakes(command, capsys, tmp_path):
     assert_one_line_error(capsys, *base, "--env_id", "Mulligan/Nope-v0", mentions=["Nope", "mulligan envs"])
     assert_one_line_error(capsys, *base, "--env_kwargs", "{bad json", mentions=["env_kwargs", "JSON object"])
     assert_one_line_error(capsys, *base, "--env_kwargs", "[1, 2]", mentions=["env_kwargs", "JSON object"])
-    assert_one_line_error(capsys, *base, "--env_kwargs", '{"no_such_argument": 1}',
-                          mentions=["no_such_argument", "--env_kwargs"])
+    assert_one_line_error(
+        capsys, *base, "--env_kwargs", '{"no_such_argument": 1}', mentions=["no_such_argument", "--env_kwargs"]
+    )
     assert_one_line_error(capsys, *base, "--num_envs", "0", mentions=["num_envs", ">= 1"])
     assert_one_line_error(capsys, *base, "--samples_per_task", "-1", mentions=["samples_per_task"])
-    assert_one_line_error(capsys, *[a if a != SCRIPTED else "/no/such/checkpoint" for a in base],
-                          mentions=["/no/such/checkpoint", "does not exist", "'tiny'"])
-    assert_one_line_error(capsys, *[a if a != SCRIPTED else "no.such.module:Agent" for a in base],
-                          mentions=["no.such.module", "module:Class"])
-    assert_one_line_error(capsys, *[a if a != SCRIPTED else "mulligan.agents.testing:ScriptedAgent" for a in base],
-                          mentions=["ScriptedAgent", "no arguments"])
-    assert_one_line_error(capsys, *[a if a != SCRIPTED else "mulligan.training.stats:Summary" for a in base],
-                          mentions=["Summary"])
+    assert_one_line_error(
+        capsys,
+        *[a if a != SCRIPTED else "/no/such/checkpoint" for a in base],
+        mentions=["/no/such/checkpoint", "does not exist", "'tiny'"],
+    )
+    assert_one_line_error(
+        capsys,
+        *[a if a != SCRIPTED else "no.such.module:Agent" for a in base],
+        mentions=["no.such.module", "module:Class"],
+    )
+    assert_one_line_error(
+        capsys,
+        *[a if a != SCRIPTED else "mulligan.agents.testing:ScriptedAgent" for a in base],
+        mentions=["ScriptedAgent", "no arguments"],
+    )
+    assert_one_line_error(
+        capsys, *[a if a != SCRIPTED else "mulligan.training.stats:Summary" for a in base], mentions=["Summary"]
+    )
     assert_one_line_error(capsys, *base[:-1], str(tmp_path), mentions=["is a directory", "file path"])
     (tmp_path / "plain_file").write_text("x")
-    assert_one_line_error(capsys, *base[:-1], str(tmp_path / "plain_file" / "out.jsonl"),
-                          mentions=["is a file", "another path"])
+    assert_one_line_error(
+        capsys, *base[:-1], str(tmp_path / "plain_file" / "out.jsonl"), mentions=["is a file", "another path"]
+    )
 
 
 def test_collect_num_episodes_zero(capsys):
@@ -68,8 +80,17 @@ def test_a_second_writer_of_one_file_is_refused(capsys, tmp_path):
     output = tmp_path / "out.jsonl"
     holder = TrajectoryStore(output)
     holder.lock()
-    assert_one_line_error(capsys, "collect", "--agent", SCRIPTED, "--num_episodes", "2", "--output", str(output),
-                          mentions=["another writer", "another file"])
+    assert_one_line_error(
+        capsys,
+        "collect",
+        "--agent",
+        SCRIPTED,
+        "--num_episodes",
+        "2",
+        "--output",
+        str(output),
+        mentions=["another writer", "another file"],
+    )
     holder.close()
 
 
@@ -85,16 +106,42 @@ def test_train_commands_reject_bad_env_settings(method, capsys, tmp_path):
 
 
 def test_train_nat_missing_trajectories_and_model(capsys, tmp_path):
-    assert_one_line_error(capsys, "train", "nat", "--trajectories", str(tmp_path / "missing.jsonl"),
-                          "--output_dir", str(tmp_path / "run"), mentions=["missing.jsonl"])
+    assert_one_line_error(
+        capsys,
+        "train",
+        "nat",
+        "--trajectories",
+        str(tmp_path / "missing.jsonl"),
+        "--output_dir",
+        str(tmp_path / "run"),
+        mentions=["missing.jsonl"],
+    )
     data = tmp_path / "data.jsonl"
     assert main(["collect", "--agent", SCRIPTED, "--num_episodes", "2", "--output", str(data), "--disable_tqdm"]) == 0
     capsys.readouterr()
-    assert_one_line_error(capsys, "train", "nat", "--trajectories", str(data), "--model", "/no/such/model",
-                          "--output_dir", str(tmp_path / "run"), mentions=["/no/such/model"])
+    assert_one_line_error(
+        capsys,
+        "train",
+        "nat",
+        "--trajectories",
+        str(data),
+        "--model",
+        "/no/such/model",
+        "--output_dir",
+        str(tmp_path / "run"),
+        mentions=["/no/such/model"],
+    )
     (tmp_path / "a_file").write_text("x")
-    assert_one_line_error(capsys, "train", "nat", "--trajectories", str(data),
-                          "--output_dir", str(tmp_path / "a_file"), mentions=["a_file"])
+    assert_one_line_error(
+        capsys,
+        "train",
+        "nat",
+        "--trajectories",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "a_file"),
+        mentions=["a_file"],
+    )
 
 
 def test_demo_usage_mistakes(capsys, tmp_path):

@@ -27,8 +27,9 @@ from mulligan.training.trajectory import Trajectory, TrajectoryStore, Turn
 
 def write_math_records(path, n):
     """An n-record GSM8K-format test file: question k asks for k + k."""
-    path.write_text("".join(json.dumps({"question": f"What is {k}+{k}?", "answer": f"#### {2 * k}"}) + "\n"
-                            for k in range(n)))
+    path.write_text(
+        "".join(json.dumps({"question": f"What is {k}+{k}?", "answer": f"#### {2 * k}"}) + "\n" for k in range(n))
+    )
     return str(path)
 
 
@@ -63,8 +64,14 @@ def test_the_whole_split_scores_every_record_exactly_once(math_file):
 
 
 def test_explicit_indices_keep_their_order_and_samples_are_consecutive(math_file):
-    result = evaluate(FunctionAgent(gold_answer), "Mulligan/Math-v0", [4, 0, 2],
-                      env_kwargs={"dataset": math_file}, samples_per_task=2, progress=False)
+    result = evaluate(
+        FunctionAgent(gold_answer),
+        "Mulligan/Math-v0",
+        [4, 0, 2],
+        env_kwargs={"dataset": math_file},
+        samples_per_task=2,
+        progress=False,
+    )
     assert [t.task["final_answer"] for t in result.trajectories] == ["8", "8", "0", "0", "4", "4"]
     assert [t.sample_index for t in result.trajectories] == [0, 1] * 3
     assert result.summary.success_rate == 1.0
@@ -100,7 +107,10 @@ def test_metrics_and_groups_with_macro_averages():
         return target if len(target) <= 4 else "nope"
 
     result = evaluate(
-        FunctionAgent(solve_short_words), "Mulligan/Echo-v0", range(12), progress=False,
+        FunctionAgent(solve_short_words),
+        "Mulligan/Echo-v0",
+        range(12),
+        progress=False,
         metrics=[lambda ts: {"n": float(len(ts))}, lambda ts: {"pass@1": pass_at_k(ts)}],
         group_by=lambda t: "short" if len(t.task["target"]) <= 4 else "long",
     )
@@ -114,9 +124,19 @@ def test_metrics_and_groups_with_macro_averages():
 
 def fake(task, actions, successes, sample=0):
     turns = [Turn(task, a, float(s), {"success": s}) for a, s in zip(actions, successes, strict=True)]
-    return Trajectory(env_id="E", task_id=task, task={}, messages=[], turns=turns, success=successes[-1],
-                      score=float(successes[-1]), episode_return=0.0, terminated=True, truncated=False,
-                      metadata={"sample_index": sample})
+    return Trajectory(
+        env_id="E",
+        task_id=task,
+        task={},
+        messages=[],
+        turns=turns,
+        success=successes[-1],
+        score=float(successes[-1]),
+        episode_return=0.0,
+        terminated=True,
+        truncated=False,
+        metadata={"sample_index": sample},
+    )
 
 
 def test_known_metric_values():
@@ -125,14 +145,22 @@ def test_known_metric_values():
     assert majority_vote(["5", "4", "5"], [False, True, False], rng) == (False, False)
     assert majority_vote([None, None], [True, True], rng) == (False, False)  # no stated answer: no vote
     assert majority_vote([None, "4", None], [True, True, False], rng) == (True, False)  # None does not vote
-    samples = [fake("a", ["x=4"], [True], 0), fake("a", ["x=5"], [False], 1), fake("a", ["4"], [True], 2),
-               fake("b", ["7"], [False], 0), fake("b", ["8"], [False], 1), fake("b", ["9"], [False], 2)]
+    samples = [
+        fake("a", ["x=4"], [True], 0),
+        fake("a", ["x=5"], [False], 1),
+        fake("a", ["4"], [True], 2),
+        fake("b", ["7"], [False], 0),
+        fake("b", ["8"], [False], 1),
+        fake("b", ["9"], [False], 2),
+    ]
     assert pass_at_k(samples) == 0.5
     last_number = lambda text: text.split("=")[-1]  # noqa: E731
     assert majority_at_k(samples, last_number) == 0.5  # task a: "4" wins; task b: a 3-way tie of wrong answers
     assert majority_metric(last_number, "m3@t1")(samples) == {"m3@t1": 0.5, "m3@t1_ties": 0.5}
-    episodes = [fake("a", ["5", "4", "4", "5", "4"], [False, True, True, False, True]),
-                fake("b", ["1", "2", "3", "3", "3"], [False, False, False, False, False])]
+    episodes = [
+        fake("a", ["5", "4", "4", "5", "4"], [False, True, True, False, True]),
+        fake("b", ["1", "2", "3", "3", "3"], [False, False, False, False, False]),
+    ]
     assert success_within_turns(episodes, 1) == 0.0
     assert success_within_turns(episodes, 2) == 0.5
     assert majority_over_turns(episodes, str) == 0.5
@@ -145,8 +173,11 @@ def test_majority_ties_are_a_fair_seeded_draw_per_task():
     assert all(tied for _, tied in wins)
     assert 60 < sum(correct for correct, _ in wins) < 140
     # Over many tasks whose two samples disagree (one right), maj@2 is near 1/2, with every vote tied.
-    samples = [fake(f"t{i}", [answer], [answer == "right"], s)
-               for i in range(200) for s, answer in enumerate(["right", "wrong"])]
+    samples = [
+        fake(f"t{i}", [answer], [answer == "right"], s)
+        for i in range(200)
+        for s, answer in enumerate(["right", "wrong"])
+    ]
     votes = majority_votes_over_samples(samples, str, seed=3)
     assert all(tied for _, tied in votes) and 60 < sum(c for c, _ in votes) < 140
     # Seeded by (seed, task id): the same seed gives the same draws, whatever the order of tasks.
@@ -169,15 +200,23 @@ def test_rise_metrics_come_from_ordinary_no_oracle_rollouts():
         return echo_target(item) if turn_number(item) >= 1 else "nope"
 
     with without_oracle(EnvPool("Mulligan/Echo-v0", 2, {"max_attempts": 3})) as pool:
-        result = evaluate(FunctionAgent(right_from_turn_two), pool, range(4), progress=False,
-                          metrics=[rise_turn_metrics(str, 3)])
+        result = evaluate(
+            FunctionAgent(right_from_turn_two), pool, range(4), progress=False, metrics=[rise_turn_metrics(str, 3)]
+        )
     # No oracle: the episode goes on after the success at turn 2, so every episode has 3 turns.
     assert all(len(t.turns) == 3 for t in result.trajectories)
     assert result.metrics == {"m1@t1": 0.0, "m1@t3": 1.0, "m1@t3_ties": 0.0, "p1@t3": 1.0}
 
 
 def test_sampling_agents_give_pass_at_k_above_pass_at_1():
-    result = evaluate(RandomEchoAgent(p_correct=0.4), "Mulligan/Echo-v0", range(30), samples_per_task=4,
-                      seed=3, progress=False, metrics=[lambda ts: {"pass@4": pass_at_k(ts)}])
+    result = evaluate(
+        RandomEchoAgent(p_correct=0.4),
+        "Mulligan/Echo-v0",
+        range(30),
+        samples_per_task=4,
+        seed=3,
+        progress=False,
+        metrics=[lambda ts: {"pass@4": pass_at_k(ts)}],
+    )
     assert result.summary.episodes == 120
     assert result.metrics["pass@4"] > result.summary.success_rate + 0.2

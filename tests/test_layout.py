@@ -1,9 +1,10 @@
 """The package layout holds: tiers import only tiers below, and torch stays optional for the core.
 
 ``mulligan/training`` is three tiers (issue 11): infrastructure (rollout, trajectories, the renderer,
-stats, rewards, evaluation, config pieces, SFT plumbing, progress display, trajectory datasets), methods (one module per paper or
-algorithm), and commands (``mulligan/commands``). A method imports infrastructure only, never
-another method (the single exception: CORGI is PPO with retries, so ``corgi`` imports ``ppo``).
+stats, rewards, evaluation, config pieces, SFT plumbing, progress display, trajectory datasets),
+methods (one module per paper or algorithm), and commands (``mulligan/commands``). A method imports
+infrastructure only, never another method (the single exception: CORGI is PPO with retries, so
+``corgi`` imports ``ppo``).
 Infrastructure, envs and agents import no method and no command. Imports inside functions count.
 """
 

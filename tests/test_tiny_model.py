@@ -18,8 +18,9 @@ from mulligan.agents.tiny import (
     tiny_model_path,
 )
 
-SMALL = TinyModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=256)
+SMALL = TinyModelConfig(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=256
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,11 @@ def test_round_trip_through_from_pretrained_gives_identical_logits(saved):
     assert loaded_tokenizer(text, add_special_tokens=False)["input_ids"] == ids[0].tolist()
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, loaded(ids).logits)
-    assert loaded.config.eos_token_id == loaded_tokenizer.eos_token_id == loaded_tokenizer.convert_tokens_to_ids(
-        "<|im_end|>")
+    assert (
+        loaded.config.eos_token_id
+        == loaded_tokenizer.eos_token_id
+        == loaded_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    )
     assert loaded_tokenizer.padding_side == "left"
     assert json.loads((saved / "mulligan_tiny.json").read_text())["hidden_size"] == 32
 
@@ -58,10 +62,19 @@ def test_same_config_builds_the_same_weights():
     assert not all(torch.equal(a, b) for a, b in zip(first.parameters(), other.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("text", [
-    "plain ascii", "naïve café", "数学题 ½ ∑ x²", "emoji 🙂🚀 and 𝐀", "tabs\tand\nnewlines\r\n", "\x00\x1b\x7f",
-    "", "<|im_end|> is just text only when written by a template",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain ascii",
+        "naïve café",
+        "数学题 ½ ∑ x²",
+        "emoji 🙂🚀 and 𝐀",
+        "tabs\tand\nnewlines\r\n",
+        "\x00\x1b\x7f",
+        "",
+        "<|im_end|> is just text only when written by a template",
+    ],
+)
 def test_byte_tokenizer_round_trips_any_text(text):
     tokenizer = build_tiny_tokenizer()
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -76,18 +89,26 @@ def test_special_tokens_are_single_tokens():
     tokenizer = build_tiny_tokenizer()
     for token in SPECIAL_TOKENS:
         assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1
-    assert tokenizer.decode(tokenizer("a<|im_end|>", add_special_tokens=False)["input_ids"],
-                            skip_special_tokens=True) == "a"
+    assert (
+        tokenizer.decode(tokenizer("a<|im_end|>", add_special_tokens=False)["input_ids"], skip_special_tokens=True)
+        == "a"
+    )
 
 
 def test_chat_template_renders_chatml_with_generation_prompt(saved):
     tokenizer = AutoTokenizer.from_pretrained(saved)
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                {"role": "assistant", "content": "4"}, {"role": "user", "content": "3+3?"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "3+3?"},
+    ]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
-                    "<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n3+3?<|im_end|>\n"
-                    "<|im_start|>assistant\n")
+    assert text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
+        "<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n3+3?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
     without = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     assert without == text[: -len("<|im_start|>assistant\n")]
 
@@ -117,8 +138,9 @@ def test_tiny_model_path_caches_and_resolve_model_maps_the_keyword(tmp_path, mon
     assert tiny_model_path(TinyModelConfig(**{**SMALL.__dict__, "seed": 5})) != first
 
 
-@pytest.mark.parametrize("bad", [{"hidden_size": 0}, {"hidden_size": 30, "num_attention_heads": 4},
-                                 {"num_hidden_layers": -1}])
+@pytest.mark.parametrize(
+    "bad", [{"hidden_size": 0}, {"hidden_size": 30, "num_attention_heads": 4}, {"num_hidden_layers": -1}]
+)
 def test_config_rejects_bad_sizes(bad):
     with pytest.raises(ValueError):
         TinyModelConfig(**bad)

@@ -19,14 +19,30 @@ from mulligan.training.trajectory import (
 
 def make_trajectory(task_id="t-0", sample=0, success=True):
     turns = [
-        Turn("Repeat exactly: apple", "apple", 1.0, {"success": True, "score": np.float64(1.0), "n": np.int64(3)},
-             completion_ids=[3, 4], logprobs=[-0.1, -0.2]),
+        Turn(
+            "Repeat exactly: apple",
+            "apple",
+            1.0,
+            {"success": True, "score": np.float64(1.0), "n": np.int64(3)},
+            completion_ids=[3, 4],
+            logprobs=[-0.1, -0.2],
+        ),
     ]
     return Trajectory(
-        env_id="Mulligan/Echo-v0", task_id=task_id, task={"target": "apple", "tags": ("a", "b")},
+        env_id="Mulligan/Echo-v0",
+        task_id=task_id,
+        task={"target": "apple", "tags": ("a", "b")},
         messages=[{"role": "user", "content": "Repeat exactly: apple"}, {"role": "assistant", "content": "apple"}],
-        turns=turns, success=success, score=1.0, episode_return=1.0, terminated=True, truncated=False,
-        agent="oracle", seed=7, metadata={"sample_index": sample}, final_observation="Episode over.",
+        turns=turns,
+        success=success,
+        score=1.0,
+        episode_return=1.0,
+        terminated=True,
+        truncated=False,
+        agent="oracle",
+        seed=7,
+        metadata={"sample_index": sample},
+        final_observation="Episode over.",
     )
 
 
