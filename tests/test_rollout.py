@@ -1,7 +1,6 @@
 """Lockstep collection: batching, env pools, reproducibility, resume after a crash, recorded contexts."""
 
 import json
-import warnings
 
 import gymnasium
 import pytest
@@ -10,8 +9,8 @@ import mulligan  # noqa: F401
 from mulligan.agents.base import Action, Agent
 from mulligan.agents.context import LastAttempts
 from mulligan.agents.testing import EchoOracle, RandomEchoAgent, ScriptedAgent
-from mulligan.training.rollout import _TURN_STORES_REWRITES, EnvPool, collect_episodes
-from mulligan.training.trajectory import TrajectoryStore
+from mulligan.training.rollout import EnvPool, collect_episodes
+from mulligan.training.trajectory import Trajectory, TrajectoryStore
 
 
 def test_batches_across_envs_and_records_everything():
@@ -205,36 +204,28 @@ class RecordingSystem(SystemAndWindow):
         return super().act(inputs)
 
 
-@pytest.mark.xfail(
-    not _TURN_STORES_REWRITES,
-    strict=True,
-    reason="trajectory.Turn does not store ContextRecord.rewritten yet (requested of trajectory.py's owner)",
-)
 def test_a_rewriting_wrapper_s_context_is_rebuilt_from_the_trajectory():
     """NAT's prompt rewrites the task message; the trainer must rebuild the rewritten conversation."""
     from mulligan.agents.nat_prompt import NATPromptAgent
 
     inner = RecordingSystem()
     agent = NATPromptAgent(inner, domain="math", context=LastAttempts(1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the warning of a version that cannot store rewrites
-        (trajectory,) = collect_episodes("Mulligan/Echo-v0", agent, 1, env_kwargs={"max_attempts": 4}, num_envs=1,
-                                         progress=False)  # fmt: skip
+    (trajectory,) = collect_episodes(
+        "Mulligan/Echo-v0", agent, 1, env_kwargs={"max_attempts": 4}, num_envs=1, progress=False
+    )
     assert len(trajectory.turns) == 4 == len(inner.seen)
     for t, seen in enumerate(inner.seen):
         assert trajectory.prompt_messages(t) == seen
 
 
-def test_a_rewriting_wrapper_is_stored_or_warned_about():
+def test_a_rewriting_wrapper_s_rewrites_are_stored_and_round_trip():
     from mulligan.agents.nat_prompt import NATPromptAgent
 
     agent = NATPromptAgent(RecordingSystem(), domain="math")
-    if _TURN_STORES_REWRITES:
-        (trajectory,) = collect_episodes("Mulligan/Echo-v0", agent, 1, progress=False)
-        assert trajectory.turns[0].context_rewritten[0]["index"] == 0
-    else:
-        with pytest.warns(UserWarning, match="does not store rewrites"):
-            collect_episodes("Mulligan/Echo-v0", agent, 2, progress=False)
+    (trajectory,) = collect_episodes("Mulligan/Echo-v0", agent, 1, progress=False)
+    assert trajectory.turns[0].context_rewritten[0]["index"] == 0
+    assert not trajectory.sees_full_history
+    assert Trajectory.from_dict(trajectory.to_dict()) == trajectory
 
 
 def test_a_long_episode_stores_linearly_many_bytes(tmp_path):

@@ -17,7 +17,10 @@ columns a trainer can use without mulligan (:data:`COLUMNS` lists them):
   share one schema), ``metadata`` (JSON string), ``agent``, ``seed``, ``final_observation``,
   ``agent_system_prompt``;
 * ``turns``: per turn, the observation, the action, the env's ``info`` (JSON string) and, for model
-  agents, the sampled ``completion_ids`` and their behaviour ``logprobs``.
+  agents, the sampled ``completion_ids`` and their behaviour ``logprobs``, and
+  ``context_rewritten`` (JSON string or ``null``): messages a wrapper agent (NAT's prompt, the
+  sub-goal agents) showed in place of a kept message, by index into ``messages`` *without* the
+  system prompt (see :attr:`mulligan.training.trajectory.Turn.context_rewritten`).
 
 :func:`from_dataset` inverts it exactly: ``from_dataset(to_dataset(ts)) == ts`` for trajectories
 read from a store. :func:`export_dataset` writes a dataset to a target spec:
@@ -143,6 +146,7 @@ def features():
                     "info": string,
                     "completion_ids": [integer],
                     "logprobs": [real],
+                    "context_rewritten": string,
                 }
             ],
         }
@@ -182,7 +186,10 @@ def trajectory_to_row(trajectory: Trajectory) -> dict[str, Any]:
         "final_observation": stored["final_observation"],
         "agent_system_prompt": stored["agent_system_prompt"],
         "turns": [
-            {k: turn[k] for k in ("observation", "action", "info", "completion_ids", "logprobs")}
+            {
+                k: turn.get(k)
+                for k in ("observation", "action", "info", "completion_ids", "logprobs", "context_rewritten")
+            }
             for turn in stored["turns"]
         ],
     }

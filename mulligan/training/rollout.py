@@ -22,17 +22,14 @@ What the model saw: each :class:`~mulligan.training.trajectory.Turn` records the
 :class:`~mulligan.agents.base.ContextRecord` (spans of kept message indices; ``None`` when the
 whole history was shown, and the messages a wrapper agent rewrote) and the trajectory records the
 agent's system prompt once, so trainers rebuild exactly that context
-(:meth:`~mulligan.training.trajectory.Trajectory.training_messages`). Until
-:class:`~mulligan.training.trajectory.Turn` has a ``context_rewritten`` field, a rewriting agent's
-turns (NAT's prompt, the sub-goal agents) are stored without their rewrites, with a warning.
+(:meth:`~mulligan.training.trajectory.Trajectory.training_messages`); a rewriting agent's
+rewrites (NAT's prompt, the sub-goal agents' step prompts) go to ``Turn.context_rewritten``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -323,7 +320,6 @@ class _Collection:
         self.seed, self.system_prompt, self.stop = seed, system_prompt, tuple(stop)
         self.store, self.stored, self.max_turns = store, stored, max_turns
         self.results: dict[tuple[int, int], Trajectory] = {}
-        self.warned_rewrites = False
         # A bar in a terminal, rare whole lines in a log (training/progress.py).
         self.bar = progress_bar(len(jobs), f"collect {self.env_id}", "ep", enabled=progress)
 
@@ -419,19 +415,7 @@ class _Collection:
     def rewrites(self, record) -> dict[str, Any]:
         """The ``Turn`` keyword that stores ``record``'s rewrites (empty when there are none)."""
         rewrites = _rewrites(record)
-        if rewrites is None:
-            return {}
-        if _TURN_STORES_REWRITES:
-            return {"context_rewritten": rewrites}
-        if not self.warned_rewrites:
-            self.warned_rewrites = True
-            warnings.warn(
-                f"{self.name} rewrites the messages its model sees, and this version's Trajectory does not store "
-                "rewrites: Trajectory.training_messages will show the env's messages where the model saw "
-                "rewritten ones",
-                stacklevel=2,
-            )
-        return {}
+        return {} if rewrites is None else {"context_rewritten": rewrites}
 
     def run(self) -> list[Trajectory]:
         """Play every job; the trajectories in job order."""
@@ -497,11 +481,6 @@ def _collect(
     finally:
         if locked_here:
             store.unlock()
-
-
-#: Whether :class:`Turn` stores a context record's rewrites (requested of trajectory.py's owner);
-#: until it does, the rollout warns instead of storing a context it cannot describe.
-_TURN_STORES_REWRITES = "context_rewritten" in {f.name for f in dataclasses.fields(Turn)}
 
 
 def _rewrites(record) -> list[dict[str, Any]] | None:

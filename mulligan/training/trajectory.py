@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mulligan.agents.base import ContextRecord
+
 #: Fields stored as JSON strings in a row (their inner types vary from env to env).
 _JSON_STRING_FIELDS = ("task", "metadata")
 
@@ -94,6 +96,10 @@ class Turn:
         context: Which messages the model saw before this action: half-open ``[start, stop)``
             spans of indices into the trajectory's ``messages``; ``None`` means all of them (see
             :meth:`Trajectory.prompt_messages`).
+        context_rewritten: Messages a wrapper agent showed in place of kept input messages
+            (NAT's opening for the task message, the sub-goal agents' step prompt for the latest
+            observation), stored as ``[{"index": i, "messages": [...]}, ...]``; ``None`` when the
+            model saw the kept messages as they are. Its size does not grow with the episode.
     """
 
     observation: str
@@ -103,6 +109,7 @@ class Turn:
     completion_ids: list[int] | None = None
     logprobs: list[float] | None = None
     context: list[list[int]] | None = None
+    context_rewritten: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: ``info`` as a JSON string, everything else plain."""
@@ -114,6 +121,7 @@ class Turn:
             "completion_ids": None if self.completion_ids is None else [int(t) for t in self.completion_ids],
             "logprobs": None if self.logprobs is None else [float(x) for x in self.logprobs],
             "context": None if self.context is None else [[int(a), int(b)] for a, b in self.context],
+            "context_rewritten": None if self.context_rewritten is None else _dumps(self.context_rewritten),
         }
 
     @classmethod
@@ -131,6 +139,7 @@ class Turn:
             completion_ids=row.get("completion_ids"),
             logprobs=row.get("logprobs"),
             context=None if context is None else [[int(a), int(b)] for a, b in context],
+            context_rewritten=None if row.get("context_rewritten") is None else _loads_if_str(row["context_rewritten"]),
         )
 
 
@@ -215,9 +224,18 @@ class Trajectory:
         if not 0 <= turn < len(positions):
             raise IndexError(f"turn {turn} out of range: the trajectory has {len(positions)} turns")
         history = self.messages[: positions[turn]]
-        spans = self.turns[turn].context if turn < len(self.turns) else None
-        kept = history if spans is None else [m for start, stop in spans for m in history[start:stop]]
-        return self._system() + [dict(m) for m in kept]
+        record = self.turns[turn] if turn < len(self.turns) else None
+        spans = record.context if record is not None else None
+        rewritten = (record.context_rewritten or []) if record is not None else []
+        if not rewritten:
+            kept = history if spans is None else [m for start, stop in spans for m in history[start:stop]]
+            return self._system() + [dict(m) for m in kept]
+        shown = ContextRecord(
+            spans=tuple((int(a), int(b)) for a, b in spans) if spans is not None else ((0, len(history)),),
+            system_prompt=self.agent_system_prompt,
+            rewritten=tuple((int(r["index"]), tuple(r["messages"])) for r in rewritten),
+        )
+        return shown.shown(history)
 
     def training_messages(self, turn: int) -> list[dict[str, str]]:
         """:meth:`prompt_messages` of ``turn`` followed by the turn's action (learn the last message)."""
@@ -226,7 +244,7 @@ class Trajectory:
     @property
     def sees_full_history(self) -> bool:
         """Whether every turn saw the whole history (no message dropped by a context policy)."""
-        return all(turn.context is None for turn in self.turns)
+        return all(turn.context is None and not turn.context_rewritten for turn in self.turns)
 
     def conversation(self) -> list[dict[str, str]]:
         """The agent's system prompt (if any) and every message.
