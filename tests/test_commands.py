@@ -182,3 +182,19 @@ def test_eval_max_turns_caps_each_episode(tmp_path):
     assert main([*argv, "--output", str(output), "--disable_tqdm"]) == 0
     turns = [len(t.turns) for t in TrajectoryStore(output).load()]
     assert max(turns) == 2 and len(turns) == 20  # RandomEchoAgent fails both turns in about 1 task of 4
+
+
+def test_eval_nat_prompt_with_a_window_keeps_the_question(tmp_path):
+    """--window under --nat_prompt cuts the env's conversation, never NAT's opening (the question)."""
+    output = tmp_path / "nat.jsonl"
+    argv = ["eval", "--env_id", "Mulligan/Echo-v0", "--max_attempts", "3",
+            "--agent", "tiny", "--max_new_tokens", "3", "--temperature", "1.0", "--num_episodes", "2",
+            "--nat_prompt", "math", "--window", "1", "--output", str(output), "--disable_tqdm"]  # fmt: skip
+    assert main(argv) == 0
+    for trajectory in TrajectoryStore(output).load():
+        question = trajectory.messages[0]["content"]
+        for t in range(len(trajectory.turns)):
+            shown = trajectory.prompt_messages(t)
+            assert any(question in m["content"] for m in shown), shown
+            # the window keeps at most the most recent attempt: NAT's opening plus <= 1 earlier action
+            assert sum(m["role"] == "assistant" for m in shown) <= 2

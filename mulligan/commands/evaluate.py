@@ -162,19 +162,26 @@ def load_eval_model(args: EvalArgs) -> Agent:
         "system_prompt": args.system_prompt or None,
     }
     context = _context(args.window)
-    if context is not None:
+    # With NAT's prompt the window belongs to the wrapper (see with_nat_prompt): applied to the
+    # model's own messages it would take NAT's acknowledgement for an attempt and drop the question.
+    if context is not None and args.nat_prompt == "none":
         kwargs["context"] = context
     return load_agent(args.agent, **kwargs, **args.served_kwargs())
 
 
-def with_nat_prompt(agent: Agent, args: EvalArgs) -> Agent:
-    """``agent`` prompted with NAT's inference prompt when ``--nat_prompt`` is set, else as is."""
+def with_nat_prompt(agent: Agent, args: EvalArgs, context: Any = None) -> Agent:
+    """``agent`` prompted with NAT's inference prompt when ``--nat_prompt`` is set, else as is.
+
+    The context policy (``context``, else ``--window``'s) is the wrapper's: it cuts the env's
+    conversation before NAT's opening is put in front of it.
+    """
     if args.nat_prompt == "none":
         return agent
     from mulligan.agents.nat_prompt import NATPromptAgent
 
     return NATPromptAgent(
         agent,
+        context=context if context is not None else _context(args.window),
         domain=args.nat_prompt,
         position=args.nat_position,
         tags=args.nat_tags,
@@ -225,9 +232,11 @@ def rise_metrics(model: Agent, args: EvalArgs, task_indices: list[int] | None) -
     context = _context(args.window) if args.window is not None else LastAttempts(1)
     single = args.make_kwargs()
     single.pop("max_attempts", None)
-    with sampling_as(model, args.rise_temperature, context) as rise_model:
+    nat = args.nat_prompt != "none"
+    # Under NAT's prompt the window goes to the wrapper, not to the model (see with_nat_prompt).
+    with sampling_as(model, args.rise_temperature, None if nat else context) as rise_model:
         return evaluate_rise(
-            with_nat_prompt(rise_model, args),
+            with_nat_prompt(rise_model, args, context=context),
             args.env_id,
             task_indices,
             env_kwargs=single,
