@@ -348,3 +348,50 @@ def test_rise_gsm8k_and_math_lines_are_what_math_env_reads(tmp_path):
         assert info["success"] and reward > 0
         env.close()
     assert env.unwrapped.task["level"] == "Level 1"  # MATH's extra fields are kept
+
+
+# ------------------------------------------------------------------- trainers read sources back
+def test_nat_args_read_an_exported_folder_through_the_trajectories_flag(tmp_path):
+    """``--trajectories dir:PATH`` is read by load_trajectory_source (not only JSONL stores)."""
+    from mulligan.training.nat import NATArgs, train_nat
+
+    trajectories = load_natinstruct(NAT_GSM8K, questions=NAT_GSM8K_QUESTIONS)
+    export_dataset(to_dataset(trajectories), f"dir:{tmp_path / 'nat-ds'}")
+    config = NATArgs(trajectories=f"dir:{tmp_path / 'nat-ds'}", output_dir=str(tmp_path / "run"), max_steps=1,
+                     save_steps=0, disable_tqdm=True, per_device_train_batch_size=4, report_to="none")  # fmt: skip
+    summary = train_nat(config)
+    assert (summary["positives"], summary["negatives"], summary["global_step"]) == (1, 2, 1)
+
+
+def test_rise_takes_its_first_rollouts_from_a_source(tmp_path):
+    """``--rollouts`` replaces iteration 0's collection with recorded rollouts (e.g. an export)."""
+    from mulligan.training.rise import RISEArgs, train_rise
+
+    store = tmp_path / "rollouts.jsonl"
+    with TrajectoryStore(store) as writer:
+        for t in collect_episodes("Mulligan/Echo-v0", EchoOracle(), 4, env_kwargs={"max_attempts": 2}, progress=False):
+            writer.append(t)
+    export_dataset(to_dataset(load_trajectories(store)), f"dir:{tmp_path / 'rollouts'}")
+    config = RISEArgs(env_id="Mulligan/Echo-v0", rollouts=f"dir:{tmp_path / 'rollouts'}",
+                      output_dir=str(tmp_path / "rise"), num_tasks=4, max_attempts=2, max_steps=1,
+                      per_device_train_batch_size=4, max_new_tokens=4, num_envs=2, disable_tqdm=True,
+                      save_steps=0)  # fmt: skip
+    summary = train_rise(config, improver=EchoOracle())
+    assert summary["iterations"][0]["rollouts"] == 4
+    assert not (tmp_path / "rise" / "iter-0" / "rollouts.jsonl").exists()  # nothing was collected
+
+
+def test_subgoal_trains_on_gold_paths_from_a_source(tmp_path):
+    """``--gold`` reads recorded gold paths instead of playing the oracle."""
+    from mulligan.agents.teachers.science import ScienceOracle
+    from mulligan.training.subgoal import SubgoalArgs, train_subgoal
+
+    store = tmp_path / "gold.jsonl"
+    with TrajectoryStore(store) as writer:
+        for t in collect_episodes("Mulligan/MiniScience-v0", ScienceOracle(), 2, progress=False):
+            writer.append(t)
+    config = SubgoalArgs(gold=str(store), output_dir=str(tmp_path / "sg"), num_gold=99, max_steps=1,
+                         per_device_train_batch_size=2, max_length=1024, eval_episodes=0, train_flat=False,
+                         shared_model=True, disable_tqdm=True, history_len=2)  # fmt: skip
+    train_subgoal(config)
+    assert json.loads((tmp_path / "sg" / "subgoal_summary.json").read_text())["gold_paths"] == 2

@@ -49,6 +49,7 @@ from mulligan.agents.nat_prompt import (
 )
 from mulligan.envs.verifiers.qa import CORRECT, fine_grained_label
 from mulligan.training.args import SFTArgs, parse_args
+from mulligan.training.datasets import load_trajectory_source
 from mulligan.training.progress import adapt_trainer_progress, quiet_library_bars
 from mulligan.training.sft import (
     conversations_to_dataset,
@@ -57,7 +58,7 @@ from mulligan.training.sft import (
     resolve_checkpoint,
     save_trained,
 )
-from mulligan.training.trajectory import Trajectory, load_trajectories
+from mulligan.training.trajectory import Trajectory
 
 METHODS = ("nat", "positives_only", "nut", "fine_grained", "fine_grained_3", "soft")
 BUDGETS = ("epochs", "matched_steps")
@@ -181,7 +182,12 @@ class NATArgs(SFTArgs):
     weight decay 0; the official run adds ``--deepspeed`` ZeRO-3).
 
     Attributes:
-        trajectories: JSONL file(s) of trajectories (positives and negatives), comma-separated.
+        trajectories: Trajectory sources (positives and negatives), comma-separated: JSONL stores
+            (``mulligan collect``), dataset folders (``dir:PATH``, ``mulligan export``),
+            ``hf:NAME[:CONFIG][:SPLIT]``, or NATInstruct records (see
+            :func:`~mulligan.training.datasets.load_trajectory_source`).
+        questions: For NATInstruct sources, the question file whose records are joined by ``id``
+            (NATInstruct records start at the model's first action; empty: none).
         method: ``nat`` (the paper's), ``positives_only`` or ``nut`` (its baselines),
             ``fine_grained`` (four QA tags by F1), ``fine_grained_3`` (three tags) or ``soft``
             (binary, F1 > 0.2 is positive).
@@ -222,7 +228,14 @@ class NATArgs(SFTArgs):
         },
     }
 
-    trajectories: str = field(default="", metadata={"help": "Trajectory JSONL file(s), comma-separated."})
+    trajectories: str = field(
+        default="",
+        metadata={
+            "help": "Trajectory sources, comma-separated: JSONL stores, dataset folders (dir:PATH), "
+            "hf:NAME[:CONFIG][:SPLIT], NATInstruct."
+        },
+    )
+    questions: str = field(default="", metadata={"help": "NATInstruct sources: the question file joined by id."})
     output_dir: str = field(default="runs/nat", metadata={"help": "Checkpoints and final model go here."})
     method: str = field(default="nat", metadata={"help": "nat | positives_only | nut | fine_grained | ..."})
     domain: str = field(default="math", metadata={"help": "Prompts: math | math_cot | hotpotqa | strategyqa."})
@@ -286,7 +299,12 @@ def train_nat(config: NATArgs, trajectories: Sequence[Trajectory] | None = None)
     if trajectories is None:
         if not config.trajectories:
             raise ValueError("no trajectories: pass --trajectories path.jsonl (from `mulligan collect`)")
-        trajectories = [t for p in config.trajectories.split(",") if p for t in load_trajectories(p)]
+        trajectories = [
+            t
+            for spec in config.trajectories.split(",")
+            if spec
+            for t in load_trajectory_source(spec, questions=config.questions or None)
+        ]
     examples = build_nat_examples(
         trajectories,
         method=config.method,

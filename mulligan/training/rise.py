@@ -47,6 +47,7 @@ from mulligan.agents.best_of_n import BestOfNAfterFirst, is_degenerate
 from mulligan.agents.context import KeepAll, LastAttempts, keep_last_attempts
 from mulligan.envs.verifiers.math import extract_answer
 from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_args, parse_json_object
+from mulligan.training.datasets import load_trajectory_source
 from mulligan.training.evaluation import by_task, majority_metric, majority_votes_over_turns
 from mulligan.training.progress import adapt_trainer_progress, quiet_library_bars
 from mulligan.training.rollout import EnvPool, collect_episodes
@@ -359,6 +360,9 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
         max_repeats: Degenerate text: a word repeated more often than this (0: keep all).
         loss_normalization: ``sample`` (official: mean over samples of the mean token loss) or
             ``token`` (every learned token weighs the same).
+        rollouts: Iteration 0's rollouts from a trajectory source (a store, ``dir:PATH`` or
+            ``hf:NAME[:CONFIG][:SPLIT]``: :func:`~mulligan.training.datasets.load_trajectory_source`)
+            instead of collecting them; later iterations collect on-policy as usual. Empty: collect.
         window: Previous attempts the model sees (the paper's ``context_window 2`` = 1); 0: all.
         format_reward: Reward of an attempt with no extractable answer, passed to the env as
             ``format_reward`` (RISE's GSM8K env pays -1); empty: the env's default.
@@ -411,6 +415,7 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
     remove_duplicates: bool = field(default=True, metadata={"help": "Drop repeated and empty attempts."})
     max_repeats: int = field(default=150, metadata={"help": "Degenerate: a word repeated more (0: off)."})
     loss_normalization: str = field(default="sample", metadata={"help": "sample (official) | token."})
+    rollouts: str = field(default="", metadata={"help": "Iteration 0's rollouts from a source (empty: collect)."})
     window: int = field(default=1, metadata={"help": "Previous attempts in context (paper: 1); 0: all."})
     format_reward: float | None = field(default=None, metadata={"help": "Reward with no answer (RISE: -1)."})
     eval_tasks: int = field(default=0, metadata={"help": "Held-out tasks for RISE metrics (0: skip, -1: all)."})
@@ -485,7 +490,9 @@ def eval_task_indices(config: RISEArgs, num_tasks: int | None) -> list[int]:
     return list(range(config.eval_tasks))
 
 
-def _collect_and_convert(config: RISEArgs, pool: EnvPool, agents: tuple[Agent, Agent], iter_dir: str, seed: int):
+def _collect_and_convert(
+    config: RISEArgs, pool: EnvPool, agents: tuple[Agent, Agent], iter_dir: str, seed: int, *, iteration: int = 0
+):
     from mulligan.training.rewards import EnvReward
 
     scorer = EnvReward(config.env_id, {k: v for k, v in config.env_kwargs_dict.items()})
@@ -494,11 +501,14 @@ def _collect_and_convert(config: RISEArgs, pool: EnvPool, agents: tuple[Agent, A
         learner, improver, config.best_of_n, lambda text, task: scorer.score(text, {"task": dict(task)}),
         max_repeats=config.max_repeats,
     )  # fmt: skip
-    rollouts = collect_episodes(
-        pool, data_agent, config.num_tasks, seed=seed,
-        task_indices=range(config.task_offset, config.task_offset + config.num_tasks),
-        store=TrajectoryStore(os.path.join(iter_dir, "rollouts.jsonl")), progress=not config.disable_tqdm,
-    )  # fmt: skip
+    if config.rollouts and iteration == 0:
+        rollouts = load_trajectory_source(config.rollouts)  # e.g. an exported collection
+    else:
+        rollouts = collect_episodes(
+            pool, data_agent, config.num_tasks, seed=seed,
+            task_indices=range(config.task_offset, config.task_offset + config.num_tasks),
+            store=TrajectoryStore(os.path.join(iter_dir, "rollouts.jsonl")), progress=not config.disable_tqdm,
+        )  # fmt: skip
     _check_single_action_attempts(rollouts)
     samples = rise_samples(
         rollouts, criteria=config.filter, remove_duplicates=config.remove_duplicates,
@@ -563,7 +573,7 @@ def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any
                     config.improver, temperature=config.temperature, max_new_tokens=config.max_new_tokens
                 )
             rollouts, samples = _collect_and_convert(
-                config, pool, (learner, improving), iter_dir, config.seed + iteration
+                config, pool, (learner, improving), iter_dir, config.seed + iteration, iteration=iteration
             )
             if not samples:
                 raise ValueError(

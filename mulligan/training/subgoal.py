@@ -56,6 +56,9 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
         shared_model: Train one model for both roles (two prompt formats) instead of two.
         train_flat: Also train the flat baseline on the same gold paths.
         num_gold: Gold paths (training tasks).
+        gold: Gold trajectories from a source (a store, ``dir:PATH`` or ``hf:NAME[:CONFIG][:SPLIT]``:
+            :func:`~mulligan.training.datasets.load_trajectory_source`) instead of playing
+            ``num_gold`` paths with the oracle; empty: play them.
         history_len: Steps of history in every prompt (the official 10).
         planner_every_step: Train and query the planner at every step (the official controller);
             false: only at the start and after ``END_SG()``.
@@ -103,6 +106,7 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
     shared_model: bool = field(default=False, metadata={"help": "One model for planner and executor."})
     train_flat: bool = field(default=True, metadata={"help": "Train the flat baseline too."})
     num_gold: int = field(default=64, metadata={"help": "Gold paths to train on."})
+    gold: str = field(default="", metadata={"help": "Gold trajectories from a source (empty: play them)."})
     history_len: int = field(default=10, metadata={"help": "Steps of history in prompts (paper: 10)."})
     planner_every_step: bool = field(default=True, metadata={"help": "Planner at every step (paper) or at ends."})
     planner_learning_rate: float | None = field(default=None, metadata={"help": "Planner's lr (preset)."})
@@ -269,21 +273,31 @@ def train_subgoal(config: SubgoalArgs) -> dict[str, Any]:
     quiet_library_bars(force=config.disable_tqdm)  # no carriage-return bars in a log
     from transformers import set_seed
 
-    from mulligan.training.subgoal_data import collect_gold, distillation_conversations, subgoal_vocabulary
+    from mulligan.training.datasets import load_trajectory_source
+    from mulligan.training.subgoal_data import (
+        annotate,
+        collect_gold,
+        distillation_conversations,
+        gold_prefix,
+        subgoal_vocabulary,
+    )
 
     # Seed.
     set_seed(config.seed)
     os.makedirs(config.output_dir, exist_ok=True)
 
     # Data: gold paths played by the oracle, annotated with sub-goals (Sec. 3.1), cut into records.
-    annotated = collect_gold(
-        config.env_id,
-        config.num_gold,
-        env_kwargs=config.env_kwargs_dict,
-        seed=config.seed,
-        num_envs=config.num_envs,
-        progress=not config.disable_tqdm,
-    )
+    if config.gold:  # gold paths recorded elsewhere (an exported collection, a hub dataset)
+        annotated = [annotate(gold_prefix(t)) for t in load_trajectory_source(config.gold) if t.turns]
+    else:
+        annotated = collect_gold(
+            config.env_id,
+            config.num_gold,
+            env_kwargs=config.env_kwargs_dict,
+            seed=config.seed,
+            num_envs=config.num_envs,
+            progress=not config.disable_tqdm,
+        )
     with open(os.path.join(config.output_dir, "gold_annotated.jsonl"), "w", encoding="utf-8") as handle:
         for trajectory in annotated:
             handle.write(json.dumps(trajectory.to_dict(), ensure_ascii=False) + "\n")
