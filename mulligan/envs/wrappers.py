@@ -134,11 +134,14 @@ class RetryWithFeedback(gymnasium.Wrapper[str, str, str, str]):
 
 
 class ChatHistory(gymnasium.Wrapper[str, str, str, str]):
-    """Keep the episode as chat messages, ready for a tokenizer's chat template.
+    """Keep the episode as chat messages, for stepping an env by hand with an agent.
 
     ``env.messages`` is a list of ``{"role": ..., "content": ...}`` dicts: an optional system
-    message, then the observations as ``user`` turns and the actions as ``assistant`` turns. It is
-    what an agent is prompted with, and what a trainer masks (env turns) and learns (agent turns).
+    message, then the observations as ``user`` turns and the actions as ``assistant`` turns: the
+    conversation an :class:`~mulligan.agents.base.AgentInput` takes. Training data does not come
+    from here: :func:`~mulligan.training.rollout.collect_episodes` records each turn's context
+    (what the model really saw, after its system prompt and context policy) on the trajectory,
+    and trainers rebuild it with :meth:`~mulligan.training.trajectory.Trajectory.training_messages`.
 
     Args:
         env: The env to wrap.
