@@ -137,3 +137,28 @@ def test_noisy_teacher_retries_after_feedback():
 def test_error_rate_validated():
     with pytest.raises(ValueError, match="error_rate"):
         NoisyMathTeacher(error_rate=1.5)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "teacher"),
+    [("Mulligan/Math-v0", "math"), ("Mulligan/MathReAct-v0", "math"), ("Mulligan/HotpotQA-v0", "qa")],
+)
+def test_a_resumed_noisy_collection_equals_an_uninterrupted_one(tmp_path, env_id, teacher):
+    """The noisy teachers draw from each input's seed: resuming (or another batch size) changes nothing."""
+    from mulligan.agents.teachers.qa import NoisyQATeacher
+    from mulligan.training.rollout import collect_episodes
+    from mulligan.training.trajectory import TrajectoryStore
+
+    def make():
+        return NoisyMathTeacher(error_rate=0.5, seed=3) if teacher == "math" else NoisyQATeacher(0.6, seed=3)
+
+    whole = collect_episodes(env_id, make(), 12, num_envs=4, seed=7, progress=False)
+    assert len({t.success for t in whole}) == 2  # the teacher really is noisy here
+    store = TrajectoryStore(tmp_path / "half.jsonl")
+    with store:
+        for trajectory in collect_episodes(env_id, make(), 12, num_envs=1, seed=7, progress=False)[:5]:
+            store.append(trajectory)
+    resumed = collect_episodes(env_id, make(), 12, num_envs=3, seed=7, store=TrajectoryStore(store.path),
+                               progress=False)  # fmt: skip
+    key = [(t.task_id, [turn.action for turn in t.turns], t.success) for t in whole]
+    assert [(t.task_id, [turn.action for turn in t.turns], t.success) for t in resumed] == key

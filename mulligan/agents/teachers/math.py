@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mulligan.agents.base import Action, Agent, AgentInput
+from mulligan.agents.base import Action, Agent, AgentInput, input_rng
 from mulligan.envs.verifiers.calculator import CalculatorError, evaluate, format_number
 from mulligan.envs.verifiers.math import extract_answer, parse_plain_number
 
@@ -232,6 +232,7 @@ class NoisyMathTeacher(Agent):
         self.error_rate = float(error_rate)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self._draws = self.rng
         self._scripts: OrderedDict[str, list[tuple[list[str], str]]] = OrderedDict()
 
     def reset(self, seed: int | None = None) -> None:
@@ -245,6 +246,9 @@ class NoisyMathTeacher(Agent):
         for item in inputs:
             if item.task is None:
                 raise ValueError("NoisyMathTeacher needs each AgentInput's task (env.unwrapped.task)")
+            # Draws come from the input's own seed when the rollout gives one (derived from the run
+            # seed, task, sample and turn), so a resumed collection draws what an uninterrupted one did.
+            self._draws = input_rng(item, self.rng)
             if _is_react(item):
                 actions.append(self._react_action(item))
             else:
@@ -254,31 +258,31 @@ class NoisyMathTeacher(Agent):
 
     # ------------------------------------------------------------------ Math-v0
     def _math_response(self, task: Mapping[str, Any]) -> tuple[str, str]:
-        if self.rng.random() >= self.error_rate:
+        if self._draws.random() >= self.error_rate:
             return _math_response(task), "correct"
         final = task["final_answer"]
         lines, steps = _solution_steps(task["answer"])
         modes = ["wrong_final", "missing_answer"] + (["slip"] if steps else [])
-        for mode in self.rng.permutation(modes):
+        for mode in self._draws.permutation(modes):
             text = self._math_failure(str(mode), lines, steps, final)
             if text is not None and not _same_answer(extract_answer(text), final):
                 return text, str(mode)
-        wrong = _wrong_final(final, steps, self.rng)
+        wrong = _wrong_final(final, steps, self._draws)
         return f"{_math_response(task).rsplit(chr(10), 1)[0]}\nThe final answer is {_boxed(wrong)}.", "wrong_final"
 
     def _math_failure(self, mode: str, lines: list[str], steps: list[_Step], final: str) -> str | None:
         if mode == "slip":
-            slipped = _slipped_steps(steps, int(self.rng.integers(len(steps))), self.rng)
+            slipped = _slipped_steps(steps, int(self._draws.integers(len(steps))), self._draws)
             if slipped is None:
                 return None
             return f"{_render_steps(lines, slipped, steps)}\nThe final answer is {_boxed(slipped[-1].result)}."
         if mode == "wrong_final":
             body = "\n".join(_plain_text(line) for line in lines[:-1]) if len(lines) > 1 else ""
-            wrong = _wrong_final(final, steps, self.rng)
+            wrong = _wrong_final(final, steps, self._draws)
             return f"{body}\nThe final answer is {_boxed(wrong)}.".strip()
         # missing_answer: the response stops partway, like a generation that hit its token limit.
         text = "\n".join(_plain_text(line) for line in lines)
-        cut = int(self.rng.integers(max(1, len(text) // 4), max(2, (3 * len(text)) // 4)))
+        cut = int(self._draws.integers(max(1, len(text) // 4), max(2, (3 * len(text)) // 4)))
         return text[:cut].rstrip()
 
     # ------------------------------------------------------------------ MathReAct-v0
@@ -315,17 +319,17 @@ class NoisyMathTeacher(Agent):
     def _draw_react_script(self, task: Mapping[str, Any], start: int) -> tuple[list[str], str]:
         """Actions from step ``start`` to the end of the attempt, and the failure mode."""
         oracle = _react_script(task)[start:] or [_react_script(task)[-1]]
-        if self.rng.random() >= self.error_rate:
+        if self._draws.random() >= self.error_rate:
             return oracle, "correct"
         final = task["final_answer"]
         _, all_steps = _solution_steps(task["answer"])
         steps = all_steps[start:]
         modes = ["wrong_final"] + (["slip", "early_finish"] if steps else [])
-        for mode in self.rng.permutation(modes):
+        for mode in self._draws.permutation(modes):
             script = self._react_failure(str(mode), steps, final)
             if script is not None:
                 return script, str(mode)
-        wrong = _wrong_final(final, steps, self.rng)
+        wrong = _wrong_final(final, steps, self._draws)
         return [*oracle[:-1], f"Thought: So the answer is {wrong}.\nAction: finish[{wrong}]"], "wrong_final"
 
     def _react_failure(self, mode: str, steps: list[_Step], final: str) -> list[str] | None:
@@ -336,14 +340,14 @@ class NoisyMathTeacher(Agent):
             return f"Thought: So the answer is {answer}.\nAction: finish[{answer}]"
 
         if mode == "slip":
-            slipped = _slipped_steps(steps, int(self.rng.integers(len(steps))), self.rng)
+            slipped = _slipped_steps(steps, int(self._draws.integers(len(steps))), self._draws)
             if slipped is None or _same_answer(slipped[-1].result, final):
                 return None
             return [calc(step) for step in slipped] + [finish(slipped[-1].result)]
         if mode == "early_finish":
-            stop = int(self.rng.integers(len(steps)))
+            stop = int(self._draws.integers(len(steps)))
             if _same_answer(steps[stop].result, final):
                 return None
             return [calc(step) for step in steps[: stop + 1]] + [finish(steps[stop].result)]
-        wrong = _wrong_final(final, steps, self.rng)
+        wrong = _wrong_final(final, steps, self._draws)
         return [calc(step) for step in steps] + [finish(wrong)]

@@ -132,6 +132,16 @@ class QAOracle(Agent):
         """One ReAct step per input."""
         return [self._act_one(inp) for inp in inputs]
 
+    def _draw(self, inp: AgentInput, point: int) -> float:
+        """A uniform draw for divergence point ``point``.
+
+        From the input's own seed when the rollout gives one (so a resumed collection draws what an
+        uninterrupted one did), else from the teacher's generator.
+        """
+        if inp.seed is None:
+            return float(self.rng.random())
+        return float(np.random.default_rng([inp.seed, point]).random())
+
     def _act_one(self, inp: AgentInput) -> Action:
         if inp.task is None:
             raise ValueError("QA teachers read the gold solution from AgentInput.task; pass env.unwrapped.task")
@@ -324,7 +334,7 @@ class NoisyQATeacher(QAOracle):
         gold_titles = self._gold_titles(task)
         if not episode.actions and first:
             # Divergence point 1: each first-step mode with probability `share`.
-            draw = self.rng.random()
+            draw = self._draw(inp, 1)
             for i, mode in enumerate(first):
                 if draw < share * (i + 1):
                     return self._fail(task, mode, wrong)
@@ -342,7 +352,7 @@ class NoisyQATeacher(QAOracle):
             # Divergence point 2: conditional on having come this far, so each mode's overall
             # probability is still `share`.
             remaining = 1.0 - share * len(first)
-            draw = self.rng.random() * remaining if remaining > 0 else 0.0
+            draw = self._draw(inp, 2) * remaining if remaining > 0 else 0.0
             for i, mode in enumerate(second):
                 if draw < share * (i + 1):
                     return self._fail(task, mode, wrong, episode)
