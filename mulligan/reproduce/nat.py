@@ -110,7 +110,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "negative_ratio": 2.0,
         "min_steps": 1,
         "max_steps": 1,
-        "max_number": 50,
+        "max_number": 30,
         "templates": "shopping,ages,sharing,discounts",
         "domain": "math_cot",
         "position": "suffix",
@@ -310,7 +310,9 @@ def nat_agent(path: str, evaluation: str, settings: dict[str, Any], seed: int, t
     from mulligan.agents.hf import HFAgent
     from mulligan.agents.nat_prompt import NATPromptAgent
 
-    model = HFAgent(path, temperature=0.0, max_new_tokens=settings["max_new_tokens"], seed=seed, batch_size=64)
+    model = HFAgent(
+        path, temperature=0.0, max_new_tokens=settings["max_new_tokens"], seed=seed, batch_size=settings["num_envs"]
+    )
     agent = NATPromptAgent(
         model, domain=settings["domain"], position=settings["position"], signal=evaluation != "plain"
     )
