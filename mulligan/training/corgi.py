@@ -187,6 +187,9 @@ def success_curve(max_attempts: int) -> Callable[[Sequence[Any]], dict[str, floa
 def evaluate_corgi(trainer: PPOTrainer, args: CORGIArgs, env: Any) -> dict[str, Any]:
     """Greedy sessions of the trainer's current policy on the held-out tasks; the success curve.
 
+    Under ``accelerate launch`` each process plays every N-th task and the curve is computed over
+    the sessions of all processes (on each of them).
+
     Args:
         trainer: The trainer whose policy is evaluated.
         args: The run's :class:`CORGIArgs` (``eval_tasks``, ``eval_task_offset``, ``eval_retry_limit``).
@@ -195,25 +198,32 @@ def evaluate_corgi(trainer: PPOTrainer, args: CORGIArgs, env: Any) -> dict[str, 
     Returns:
         ``success_after_attempt_1 .. success_after_attempt_{eval_retry_limit + 1}``, ``mean_attempts``,
         ``mean_best_score``, ``episodes`` and the session summary (success rate with its Wilson
-        interval) from :func:`mulligan.training.evaluation.evaluate`.
+        interval, :func:`mulligan.training.stats.summarize`).
     """
     from mulligan.training.evaluation import evaluate
+    from mulligan.training.stats import summarize
 
     indices = list(range(args.eval_task_offset, args.eval_task_offset + args.eval_tasks))
+    processes = trainer.processes  # data parallel: each process plays its share, the curve is over all
+    share = indices[processes.rank :: processes.size]
     was_training = trainer.policy.training
+    local = []
     try:
-        result = evaluate(
-            trainer.agent(temperature=0.0, seed=args.seed),
-            env,
-            indices,
-            seed=args.seed,
-            num_envs=len(env),
-            progress=False,
-            metrics=(success_curve(args.eval_retry_limit + 1),),
-        )
+        if share:
+            local = evaluate(
+                trainer.agent(temperature=0.0, seed=args.seed),
+                env,
+                share,
+                seed=args.seed,
+                num_envs=len(env),
+                progress=False,
+            ).trajectories
     finally:
         trainer.policy.train(was_training)
-    return {**result.metrics, "episodes": float(len(result.trajectories)), "summary": result.summary.to_dict()}
+    trajectories = processes.gather(local)
+    curve = success_curve(args.eval_retry_limit + 1)(trajectories)
+    summary = summarize(trajectories, args.env_id)
+    return {**curve, "episodes": float(len(trajectories)), "summary": summary.to_dict()}
 
 
 def train_corgi(args: CORGIArgs, model: Any = None, tokenizer: Any = None) -> tuple[PPOTrainer, dict[str, Any]]:
@@ -238,8 +248,9 @@ def train_corgi(args: CORGIArgs, model: Any = None, tokenizer: Any = None) -> tu
         trainer.train()
         if args.eval_tasks:
             results["after"] = evaluate_corgi(trainer, args, eval_env)
-    trainer.output_dir.mkdir(parents=True, exist_ok=True)
-    (trainer.output_dir / "corgi_eval.json").write_text(json.dumps(results, indent=2))
+    if trainer.processes.is_main:  # every process holds the same results; one writes them
+        trainer.output_dir.mkdir(parents=True, exist_ok=True)
+        (trainer.output_dir / "corgi_eval.json").write_text(json.dumps(results, indent=2))
     return trainer, results
 
 

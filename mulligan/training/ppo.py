@@ -30,6 +30,10 @@ episode), ``objective/kl_coef``, ``objective/scores``, ``objective/non_score_rew
 ``policy/entropy_avg``, ``loss/policy_avg``, ``loss/value_avg``, ``val/explained_variance``,
 ``env/success_rate``, ``env/mean_score``, ``env/mean_return``, ``episode``.
 
+Data parallel: under ``accelerate launch`` with N processes every process plays its share of each
+iteration's episodes and gradients are averaged before every optimizer step (:class:`ProcessGroup`);
+the main process alone writes metrics and checkpoints. See ``docs/scaling.md``.
+
 Presets: ``--preset tiny`` (the default; CPU-sized) or ``--preset paper`` (CORGI's legacy-TRL
 settings for an 8B model with LoRA; see :data:`PAPER_PRESET` and ``docs/rl.md``).
 
@@ -169,7 +173,8 @@ class PPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
         kl_horizon: Adaptive controller: horizon in episodes (legacy TRL: 10000).
         max_grad_norm: Gradient clipping norm (0: no clipping, as legacy TRL).
         whiten_advantages: Normalise advantages over the batch's model tokens.
-        device: ``cpu``, ``cuda``, ... (default: CUDA when available).
+        device: ``cpu``, ``cuda``, ... (default: CUDA when available); under ``accelerate launch``
+            with several processes each process uses the device accelerate gives it.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": TINY_PRESET, "paper": PAPER_PRESET}
@@ -626,6 +631,85 @@ def episodes_to_batch(
     return EpisodeBatch(input_ids, attention, action, env_rewards)
 
 
+# ----------------------------------------------------------------------------------- data parallel
+class ProcessGroup:
+    """The processes of an ``accelerate launch`` run, as PPO uses them (one process: nothing to do).
+
+    PPO is data-parallel as TRL's trainers are: every process holds the whole policy, plays its
+    share of each iteration's episodes, and the gradients of every minibatch are averaged over the
+    processes before the optimizer step, so the weights stay identical everywhere. The process
+    group is the one ``accelerate launch`` sets up (gloo on CPUs, NCCL on GPUs), through
+    ``accelerate.PartialState``.
+
+    Args:
+        cpu: Form the group of CPU processes (gloo) even where a GPU is visible.
+    """
+
+    def __init__(self, cpu: bool = False) -> None:
+        import os
+
+        from accelerate import PartialState
+
+        # As transformers' Trainer: on CPUs (``ACCELERATE_USE_CPU=1``, or no GPU) accelerate forms
+        # the group only when asked for CPU processes.
+        cpu = cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        state = PartialState(cpu=cpu or not torch.cuda.is_available())
+        self.size = int(state.num_processes)
+        self.rank = int(state.process_index)
+        self.is_main = bool(state.is_main_process)
+        self.device = state.device
+
+    def _dist(self):
+        import torch.distributed as dist
+
+        return dist
+
+    def all_reduce_sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over the processes, in place."""
+        if self.size > 1:
+            self._dist().all_reduce(tensor)
+        return tensor
+
+    def mean(self, values: dict[str, float], device: torch.device) -> dict[str, float]:
+        """Each value averaged over the processes (every process holds the same number of episodes)."""
+        if self.size == 1:
+            return values
+        names = sorted(values)
+        stacked = torch.tensor([values[n] for n in names], dtype=torch.float64, device=device)
+        self.all_reduce_sum_(stacked)
+        return {n: float(v) / self.size for n, v in zip(names, stacked.tolist(), strict=True)}
+
+    def average_gradients(self, parameters: Sequence[nn.Parameter]) -> None:
+        """Replace every gradient by its mean over the processes."""
+        if self.size == 1:
+            return
+        for parameter in parameters:
+            if parameter.grad is not None:
+                self._dist().all_reduce(parameter.grad)
+                parameter.grad.div_(self.size)
+
+    def broadcast_parameters(self, module: nn.Module) -> None:
+        """Copy the main process's weights to every process (identical starting points)."""
+        if self.size == 1:
+            return
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                self._dist().broadcast(tensor.data, src=0)
+
+    def gather(self, items: Sequence[Any]) -> list[Any]:
+        """Every process's ``items``, concatenated in process order (on every process)."""
+        if self.size == 1:
+            return list(items)
+        gathered: list[Any] = [None] * self.size
+        self._dist().all_gather_object(gathered, list(items))
+        return [item for part in gathered for item in part]
+
+    def barrier(self) -> None:
+        """Wait for every process."""
+        if self.size > 1:
+            self._dist().barrier()
+
+
 # ----------------------------------------------------------------------------------- the trainer
 class PPOTrainer:
     """PPO on a mulligan env; see the module docstring for one iteration, step by step.
@@ -633,6 +717,12 @@ class PPOTrainer:
     The training envs are built once (an :class:`~mulligan.training.rollout.EnvPool` of
     ``num_envs`` envs) and reused by every iteration; :meth:`close` (or ``with PPOTrainer(...)``)
     releases them.
+
+    Under ``accelerate launch`` with N processes (:class:`ProcessGroup`) each process plays
+    ``episodes_per_step / N`` of every iteration's tasks and updates on minibatches of
+    ``mini_batch_size / N`` of its episodes; gradients are averaged over the processes before each
+    optimizer step, advantages are whitened and the KL coefficient adapted with statistics of all
+    processes, and only the main process writes metrics, checkpoints and the model.
 
     Args:
         args: The run's :class:`PPOArgs`.
@@ -648,7 +738,12 @@ class PPOTrainer:
 
         self.args = args
         _seed_everything(args.seed)
-        self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.processes = ProcessGroup(cpu=args.device == "cpu")
+        self._check_split(args, self.processes.size)
+        if self.processes.size > 1:
+            self.device = torch.device(self.processes.device)  # each process its own device
+        else:
+            self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if model is None:
             model, tokenizer = load_model(args), tokenizer or load_tokenizer(args)
         elif tokenizer is None:
@@ -659,6 +754,7 @@ class PPOTrainer:
             model = get_peft_model(model, args.lora_config())
         self.tokenizer = tokenizer
         model.to(self.device)
+        self.processes.broadcast_parameters(model)
         if args.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             if args.use_lora:
@@ -686,6 +782,23 @@ class PPOTrainer:
         self.env = env if env is not None else EnvPool(args.env_id, args.num_envs, args.training_env_kwargs())
         if args.resume_from_checkpoint:
             self.load_checkpoint(args.resume_from_checkpoint)
+
+    @staticmethod
+    def _check_split(args: PPOArgs, processes: int) -> None:
+        """Refuse batch sizes that do not split evenly over ``processes`` (each must do equal work)."""
+        if processes == 1:
+            return
+        tasks = args.episodes_per_step // args.samples_per_task
+        if tasks % processes or args.mini_batch_size % processes:
+            raise ValueError(
+                f"with {processes} processes, episodes_per_step / samples_per_task ({tasks}) and mini_batch_size "
+                f"({args.mini_batch_size}) must be multiples of {processes}"
+            )
+        if (args.mini_batch_size // processes) % args.gradient_accumulation_steps:
+            raise ValueError(
+                f"gradient_accumulation_steps ({args.gradient_accumulation_steps}) must divide each process's "
+                f"minibatch (mini_batch_size / processes = {args.mini_batch_size // processes})"
+            )
 
     def close(self) -> None:
         """Close the training envs (when this trainer built them) and the TensorBoard writer."""
@@ -731,12 +844,14 @@ class PPOTrainer:
         first = args.task_offset + step * num_tasks
         size = self.env.num_tasks
         indices = [i % size if size else i for i in range(first, first + num_tasks)]  # finite datasets wrap
+        rank, processes = self.processes.rank, self.processes.size
+        indices = indices[rank::processes]  # this process's share of the iteration's tasks
         try:
             return collect_episodes(
                 self.env,
                 self.agent(seed=args.seed * 100_003 + step),
-                args.episodes_per_step,
-                seed=args.seed + step,
+                len(indices) * args.samples_per_task,
+                seed=(args.seed + step) * processes + rank,  # one process: the run seed + step
                 task_indices=indices,
                 samples_per_task=args.samples_per_task,
                 progress=False,
@@ -761,7 +876,7 @@ class PPOTrainer:
         rewards = non_score + batch.env_rewards.to(self.device) * mask
         advantages, returns = compute_gae(rewards, old_values, mask, args.gamma, args.lam, mode=args.gae_mode)
         if args.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = self._whiten(advantages, mask)
         return {
             "old_logprobs": old_logprobs * mask,
             "old_values": old_values,
@@ -770,6 +885,17 @@ class PPOTrainer:
             "kl": kl,
             "non_score_reward": non_score,
         }
+
+    def _whiten(self, values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+        """:func:`masked_whiten` with the mean and variance of every process's model tokens."""
+        if self.processes.size == 1:
+            return masked_whiten(values, mask, eps)
+        weights = mask.to(values.dtype)
+        totals = self.processes.all_reduce_sum_(torch.stack([(values * weights).sum(), weights.sum()]))
+        mean = totals[0] / totals[1].clamp(min=1.0)
+        squares = self.processes.all_reduce_sum_(((values - mean) ** 2 * weights).sum())
+        var = squares / totals[1].clamp(min=1.0)
+        return (values - mean) * torch.rsqrt(var + eps) * weights
 
     def _reference_logprobs(self, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         with self.autocast():
@@ -786,14 +912,16 @@ class PPOTrainer:
         args = self.args
         generator = torch.Generator().manual_seed(args.seed * 7919 + self.step)
         size = batch.input_ids.shape[0]
-        micro = args.mini_batch_size // args.gradient_accumulation_steps
+        mini_batch_size = args.mini_batch_size // self.processes.size  # this process's share
+        micro = mini_batch_size // args.gradient_accumulation_steps
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
         sums: dict[str, float] = {}
         count = 0
         self.policy.train()
         for _ in range(args.ppo_epochs):
             order = torch.randperm(size, generator=generator).tolist()
-            for start in range(0, size, args.mini_batch_size):
-                minibatch = order[start : start + args.mini_batch_size]
+            for start in range(0, size, mini_batch_size):
+                minibatch = order[start : start + mini_batch_size]
                 self.optimizer.zero_grad(set_to_none=True)
                 for m in range(0, len(minibatch), micro):
                     rows = minibatch[m : m + micro]
@@ -802,6 +930,7 @@ class PPOTrainer:
                     for name in ("loss", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
                         sums[name] = sums.get(name, 0.0) + float(getattr(terms, name).detach())
                     count += 1
+                self.processes.average_gradients(trainable)  # data parallel: every process steps alike
                 if args.max_grad_norm > 0:
                     nn.utils.clip_grad_norm_(self.policy.parameters(), args.max_grad_norm)
                 self.optimizer.step()
@@ -836,7 +965,7 @@ class PPOTrainer:
         """Run the remaining iterations, checkpoint and save the model; returns one metrics dict per iteration."""
         args = self.args
         bar = None
-        if not args.disable_tqdm:
+        if not args.disable_tqdm and self.processes.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=args.total_steps, initial=self.step, desc="ppo", unit="it", dynamic_ncols=True)
@@ -866,14 +995,12 @@ class PPOTrainer:
         stats = self.update(batch, scored)
         mask = batch.action_mask.to(self.device).bool()
         episodes = len(trajectories)
-        kl_per_episode = float(scored["kl"][mask].sum()) / episodes
         scores = float(np.mean([t.episode_return for t in trajectories]))
         non_score = float(scored["non_score_reward"][mask].sum()) / episodes
-        metrics = {
-            "step": float(self.step + 1),
-            "episode": float((self.step + 1) * args.episodes_per_step),
-            "objective/kl": kl_per_episode,
-            "objective/kl_coef": self.kl_controller.value,
+        # This process's means per episode; every process holds as many episodes, so their mean
+        # over the processes is the iteration's mean.
+        local = {
+            "objective/kl": float(scored["kl"][mask].sum()) / episodes,
             "objective/scores": scores,
             "objective/non_score_reward": non_score,
             "objective/rlhf_reward": scores + non_score,
@@ -891,8 +1018,14 @@ class PPOTrainer:
             "time/rollout_s": rollout_seconds,
             "time/step_s": time.perf_counter() - started,
         }
+        metrics = {
+            "step": float(self.step + 1),
+            "episode": float((self.step + 1) * args.episodes_per_step),
+            "objective/kl_coef": self.kl_controller.value,
+            **self.processes.mean(local, self.device),
+        }
         # After the metrics: the coefficient logged is the one this batch was scored with.
-        self.kl_controller.update(kl_per_episode, episodes)
+        self.kl_controller.update(metrics["objective/kl"], args.episodes_per_step)
         self.step += 1
         self.history.append(metrics)
         if self.step % args.logging_steps == 0:
@@ -901,7 +1034,9 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ logging and checkpoints
     def log(self, metrics: dict[str, float]) -> None:
-        """Append metrics to ``output_dir/metrics.jsonl`` and to the ``report_to`` integrations."""
+        """Append metrics to ``output_dir/metrics.jsonl`` and to the ``report_to`` integrations (main process)."""
+        if not self.processes.is_main:
+            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(metrics) + "\n")
@@ -916,7 +1051,15 @@ class PPOTrainer:
             self._writer.flush()
 
     def save_model(self, directory: str | Path) -> None:
-        """Save the policy (or its LoRA adapter), the tokenizer and the value head with ``save_pretrained``."""
+        """Save the policy (or its LoRA adapter), the tokenizer and the value head with ``save_pretrained``.
+
+        Only the main process writes (the weights are the same on every process); the others wait for it.
+        """
+        if self.processes.is_main:
+            self._write_model(directory)
+        self.processes.barrier()
+
+    def _write_model(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.policy.model.save_pretrained(directory)
@@ -924,9 +1067,18 @@ class PPOTrainer:
         torch.save(self.policy.value_head.state_dict(), directory / "value_head.pt")
 
     def save_checkpoint(self) -> Path:
-        """Write ``output_dir/checkpoint-<step>``: model, trainable weights, optimizer, KL coefficient, RNGs."""
+        """Write ``output_dir/checkpoint-<step>``: model, trainable weights, optimizer, KL coefficient, RNGs.
+
+        The main process writes (its RNG states are the ones saved); every process waits for it.
+        """
         directory = self.output_dir / f"checkpoint-{self.step}"
-        self.save_model(directory)
+        if self.processes.is_main:
+            self._write_checkpoint(directory)
+        self.processes.barrier()  # a checkpoint is complete before any process goes on (or resumes)
+        return directory
+
+    def _write_checkpoint(self, directory: Path) -> None:
+        self._write_model(directory)
         trainable = {n: p.detach().cpu() for n, p in self.policy.named_parameters() if p.requires_grad}
         torch.save(
             {
@@ -941,7 +1093,6 @@ class PPOTrainer:
             directory / STATE_FILE,
         )
         self._prune_checkpoints()
-        return directory
 
     def _prune_checkpoints(self) -> None:
         """Keep only the ``save_total_limit`` newest checkpoints."""
