@@ -325,3 +325,118 @@ def test_tool_call_ids_in_the_conversation_match_the_envs():
 
 def test_text_space_accepts_tool_call_json():
     assert TextSpace().contains(format_tool_call("finish", {"answer": "é"}))
+
+
+# ------------------------------------------------------------------------------------------ HF chat templates
+@pytest.fixture(scope="module")
+def qwen_tokenizer():
+    """The tiny byte tokenizer with TRL's copy of the Qwen2.5 template (tool calls, tool messages)."""
+    from trl.chat_template_utils import add_response_schema, qwen2_5_chat_template
+
+    from mulligan.agents.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = qwen2_5_chat_template
+    return add_response_schema(tokenizer)
+
+
+def _tools_episode():
+    env = gymnasium.make("Mulligan/MathReAct-v0", action_format="tools")
+    observation, _ = env.reset(seed=0)
+    call = 'Let me compute.\n<tool_call>\n{"name": "calculate", "arguments": {"expression": "1+1"}}\n</tool_call>'
+    result, *_ = env.step(call)
+    messages = [
+        {"role": "user", "content": observation},
+        {"role": "assistant", "content": call},
+        {"role": "user", "content": result},
+        {"role": "assistant", "content": format_tool_call("finish", {"answer": "2"})},
+    ]
+    return env.unwrapped.tools, messages
+
+
+def test_chat_renders_tools_and_masks_tool_results_like_env_text(qwen_tokenizer):
+    from mulligan.training.chat import is_append_only, render, tokenize_conversation, tokenize_turns
+
+    tools, messages = _tools_episode()
+    text = render(qwen_tokenizer, messages, tools=tools)
+    assert '"name": "calculate"' in text.split("<|im_end|>")[0]  # the schemas are in the system turn
+    assert "<tool_response>\n2\n</tool_response>" in text  # the result is a tool message
+    assert is_append_only(qwen_tokenizer, messages, tools=tools)
+    episode = tokenize_conversation(qwen_tokenizer, messages, tools=tools)
+    learned = qwen_tokenizer.decode([t for t, m in zip(episode.input_ids, episode.assistant_mask, strict=True) if m])
+    assert learned == (
+        'Let me compute.\n<tool_call>\n{"name": "calculate", "arguments": {"expression": "1+1"}}\n</tool_call>'
+        '<|im_end|><tool_call>\n{"name": "finish", "arguments": {"answer": "2"}}\n</tool_call><|im_end|>'
+    )
+    # Tool results, the tools' schemas and the question are context, never learned.
+    context = qwen_tokenizer.decode(
+        [t for t, m in zip(episode.input_ids, episode.assistant_mask, strict=True) if not m]
+    )
+    assert "<tool_response>\n2\n</tool_response>" in context and '"name": "finish"' in context
+    # The per-turn samples use the same rendering.
+    assert tokenize_turns(qwen_tokenizer, messages, tools=tools)[1].text == episode.text
+    # Without tools the same messages render as text (no schemas, no tool_response).
+    assert "<tool_response>" not in render(qwen_tokenizer, messages)
+
+
+def test_hf_agent_renders_the_envs_tools_and_parses_its_calls(qwen_tokenizer):
+    from mulligan.agents.base import AgentInput
+    from mulligan.agents.hf import HFAgent
+    from mulligan.agents.tiny import TinyModelConfig, build_tiny_model
+    from mulligan.agents.tools import parsed_tool_action
+    from mulligan.training.chat import render
+
+    model, _ = build_tiny_model(TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2))
+    tools, messages = _tools_episode()
+    agent = HFAgent(model, qwen_tokenizer, temperature=0.0, max_new_tokens=4)
+    tools_input = AgentInput(messages=messages[:3], info={"tool_call_id": "call_0"}, env_id="Mulligan/MathReAct-v0")
+    assert agent.render_prompt(tools_input) == render(
+        qwen_tokenizer, messages[:3], add_generation_prompt=True, tools=tools
+    )
+    text_input = AgentInput(messages=messages[:1], info={}, env_id="Mulligan/MathReAct-v0")
+    assert agent.render_prompt(text_input) == render(qwen_tokenizer, messages[:1], add_generation_prompt=True)
+    assert HFAgent(model, qwen_tokenizer, tools=tools[:1]).tools_for(text_input) == tools[:1]
+    # The response template turns a generated call into the assistant message the env reads.
+    prompt = agent.render_prompt(tools_input)
+    action = parsed_tool_action(qwen_tokenizer, messages[1]["content"], prompt)
+    assert json.loads(action)["tool_calls"][0]["function"] == {
+        "name": "calculate",
+        "arguments": '{"expression": "1+1"}',
+    }
+    assert parse_tool_call(action) == parse_tool_call(messages[1]["content"])
+    assert parsed_tool_action(qwen_tokenizer, "no call here", prompt) == "no call here"
+
+
+def test_tools_for_trajectory_reads_the_mode_from_the_turns():
+    from mulligan.agents.testing import ScriptedAgent
+    from mulligan.agents.tools import tools_for_trajectory
+    from mulligan.training.rollout import collect_episodes
+
+    agent = ScriptedAgent([format_tool_call("finish", {"answer": "1"})])
+    [tools_mode] = collect_episodes(
+        "Mulligan/MathReAct-v0", agent, 1, env_kwargs={"action_format": "tools"}, progress=False, num_envs=1
+    )
+    [text_mode] = collect_episodes("Mulligan/MathReAct-v0", agent, 1, progress=False, num_envs=1)
+    assert tools_for_trajectory(tools_mode) == env_tools("Mulligan/MathReAct-v0")
+    assert tools_for_trajectory(text_mode) is None
+
+
+def test_a_tool_calling_episode_with_hf_agent():
+    # A tiny model trained to call finish(answer="Yes") plays StrategyQA in tools mode through
+    # the Qwen-style template: task 0's answer is Yes, task 1's No.
+    from tool_calling_model import ENV_ID, ENV_KWARGS, TARGET_CALL, TASK_INDICES, cached_tool_calling_model
+
+    from mulligan.agents.hf import HFAgent
+    from mulligan.training.rollout import collect_episodes
+
+    agent = HFAgent(str(cached_tool_calling_model()), temperature=0.0, max_new_tokens=80)
+    trajectories = collect_episodes(
+        ENV_ID, agent, 2, env_kwargs=ENV_KWARGS, task_indices=list(TASK_INDICES), progress=False, num_envs=2
+    )
+    assert [t.success for t in trajectories] == [True, False]
+    for trajectory in trajectories:
+        [turn] = trajectory.turns
+        message = json.loads(turn.action)  # parsed by the response template into tool_calls
+        function = message["tool_calls"][0]["function"]
+        assert (function["name"], json.loads(function["arguments"])) == (TARGET_CALL["name"], TARGET_CALL["arguments"])
+        assert turn.info["tool_call_id"] == "call_0" and trajectory.terminated

@@ -15,6 +15,19 @@ In the plain format generation also stops at ``"\\nUser:"`` (so a base model doe
 next user turn) and the action text is stripped of surrounding whitespace.
 :meth:`HFAgent.render_prompt` returns exactly the text the model is conditioned on.
 
+Tool calls
+----------
+For an env in ``action_format="tools"`` (:mod:`mulligan.envs.tools`) the prompt renders the env's
+tools through the chat template (``apply_chat_template(..., tools=...)``) and the conversation as
+tool messages (:func:`mulligan.training.chat.render` with ``tools=``). The tools are the agent's
+``tools=`` argument when given, otherwise those of the input's registered env when its ``info`` comes
+from an env in tools mode (as :class:`~mulligan.agents.openai_chat.OpenAIChatAgent` does). A reply is
+parsed with the tokenizer's response template where it has one (``tokenizer.parse_response``;
+TRL's ``add_response_schema`` sets one for Qwen, Llama 3 and other known templates): its calls become
+the action as an assistant message in JSON. Otherwise the reply's text is the action, which the env
+reads in its common forms (``<tool_call>{...}</tool_call>``, JSON). Trainers render such episodes with
+the same ``tools`` (:func:`mulligan.agents.tools.tools_for_trajectory`).
+
 Sampling and log-probabilities
 ------------------------------
 ``temperature=0`` decodes greedily. Otherwise tokens are sampled from the model's distribution
@@ -39,7 +52,7 @@ the global torch RNG is used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +61,7 @@ from transformers import LogitsProcessor, StoppingCriteria
 
 from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message
 from mulligan.agents.context import KeepAll
+from mulligan.agents.tools import parsed_tool_action, tools_for_input
 from mulligan.training.chat import PLAIN_FORMAT_STOP, encode, has_chat_template, render
 
 
@@ -104,6 +118,8 @@ class HFAgent(Agent):
         batch_size: Prompts per ``generate`` call (rows, before ``num_samples`` copies).
         stop: Stop strings applied to every env, in addition to each input's own.
         trust_remote_code: Passed to ``from_pretrained``.
+        tools: Tool schemas (OpenAI format, e.g. ``env.unwrapped.tools``) rendered in every prompt;
+            ``None`` (default): an input's env's own tools when that env is in tools mode.
     """
 
     def __init__(
@@ -122,7 +138,10 @@ class HFAgent(Agent):
         batch_size: int = 32,
         stop: Sequence[str] = (),
         trust_remote_code: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ):
+        if tools is not None and (isinstance(tools, str | Mapping) or not all(isinstance(t, Mapping) for t in tools)):
+            raise ValueError("tools must be a list of OpenAI tool schemas (dicts), e.g. env.unwrapped.tools")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
         if not 0 < top_p <= 1:
@@ -171,6 +190,7 @@ class HFAgent(Agent):
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
         self.max_length = getattr(model.config, "max_position_embeddings", None)
         self.seed = seed
+        self.tools = None if tools is None else [dict(t) for t in tools]
         self._calls = 0
 
     # ------------------------------------------------------------------ public API
@@ -186,11 +206,17 @@ class HFAgent(Agent):
 
     def render_prompt(self, agent_input: AgentInput) -> str:
         """The exact prompt text the model is conditioned on for ``agent_input``."""
-        return render(self.tokenizer, self.render_messages(agent_input), add_generation_prompt=True)
+        return self._prepare(agent_input)[0]
+
+    def tools_for(self, agent_input: AgentInput) -> list[dict[str, Any]] | None:
+        """The tools rendered for ``agent_input`` (see the module docstring); ``None`` for none."""
+        tools = self.tools if self.tools is not None else tools_for_input(agent_input)
+        return tools or None
 
     def _prepare(self, agent_input: AgentInput) -> tuple[str, ContextRecord | None]:
         messages, record = self.prepare_context(agent_input.messages)
-        return render(self.tokenizer, messages, add_generation_prompt=True), record
+        tools = self.tools_for(agent_input)
+        return render(self.tokenizer, messages, add_generation_prompt=True, tools=tools), record
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` under the agent's tokenizer (no special tokens added)."""
@@ -245,6 +271,7 @@ class HFAgent(Agent):
                     f"the model's {self.max_length} positions; pass context=TokenBudget(...) or LastAttempts(...)"
                 )
         stops = [self._stops_for(x) for x in inputs]
+        with_tools = [self.uses_chat_template and self.tools_for(x) is not None for x in inputs]
         row_seeds = [x.seed for x in inputs] if all(x.seed is not None for x in inputs) else None
         # Similar lengths share a batch, so less compute goes to padding.
         order = sorted(range(len(inputs)), key=lambda i: len(prompt_ids[i]))
@@ -273,7 +300,9 @@ class HFAgent(Agent):
             actions.append(
                 [
                     Action(
-                        text=c.text.strip() if not self.uses_chat_template else c.text,
+                        text=parsed_tool_action(self.tokenizer, c.text, prompts[i])
+                        if with_tools[i]
+                        else (c.text.strip() if not self.uses_chat_template else c.text),
                         prompt=prompts[i],
                         prompt_ids=list(prompt_ids[i]),
                         completion_ids=list(c.ids),

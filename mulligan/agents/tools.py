@@ -119,3 +119,67 @@ def action_from_tool_calls(content: str | None, tool_calls: Sequence[Mapping[str
     """
     message = {"role": "assistant", "content": content or "", "tool_calls": [dict(call) for call in tool_calls]}
     return json.dumps(message, ensure_ascii=False)
+
+
+def tools_for_trajectory(trajectory: Any) -> list[dict[str, Any]] | None:
+    """The tool schemas a trajectory's model was shown: its env's, when the env was in tools mode.
+
+    What trainers pass as ``tools=`` to :mod:`mulligan.training.chat` so that a tools-mode episode is
+    rendered for training exactly as the agent rendered it (``None`` for text-mode episodes).
+
+    Args:
+        trajectory: A :class:`~mulligan.training.trajectory.Trajectory` (its ``env_id`` and turns' ``info``).
+    """
+    if not any(is_tools_input(turn.info) for turn in trajectory.turns):
+        return None
+    from mulligan.envs.registration import env_tools
+
+    return env_tools(trajectory.env_id)
+
+
+def parsed_tool_action(tokenizer: Any, text: str, prompt: str = "") -> str:
+    """A model's reply as an env action: its tool calls, parsed by the tokenizer's response template.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        text: The generated reply (without the end-of-turn token).
+        prompt: The rendered prompt it was generated from (``parse_response``'s ``prefix``: a
+            template may open the assistant turn itself).
+
+    Templates that define a tool-call format and have a response template
+    (``tokenizer.parse_response``, transformers >= 5.13; TRL's ``add_response_schema`` sets one for
+    known templates) are parsed into calls, which become the assistant message as JSON
+    (:func:`action_from_tool_calls`), whatever the template's own syntax. Otherwise, or when the
+    reply holds no call or does not parse, the text is returned unchanged: the env reads the
+    common forms itself (:func:`~mulligan.envs.tools.parse_tool_call`) and scores anything else as
+    an invalid call.
+    """
+    parse = getattr(tokenizer, "parse_response", None)
+    if parse is None or (
+        getattr(tokenizer, "response_template", None) is None and getattr(tokenizer, "response_schema", None) is None
+    ):
+        return text
+    try:
+        message = parse(text, prefix=prompt)
+    except Exception:  # a reply the template's parser cannot read is the model's text, not an error
+        return text
+    calls = message.get("tool_calls") if isinstance(message, Mapping) else None
+    if not calls or not isinstance(calls, list):
+        return text
+    normalized = []
+    for call in calls:
+        function = call.get("function", call) if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            return text
+        arguments = function.get("arguments", {})
+        normalized.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": function["name"],
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False),
+                },
+            }
+        )
+    content = message.get("content")
+    return action_from_tool_calls(content if isinstance(content, str) else "", normalized)

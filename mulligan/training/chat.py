@@ -31,6 +31,19 @@ template's header (the generation prompt, not learned) and the rest (content and
 whatever the template writes after the EOS token (ChatML's newline) is never generated, so it is
 context, not learned.
 
+Tool calls
+----------
+Conversations of an env in ``action_format="tools"`` (:mod:`mulligan.envs.tools`) are stored as text
+like any other: an assistant message holds the tool call, the next user message its result. Every
+function here takes ``tools=`` (the env's tool schemas, e.g. ``env.unwrapped.tools`` or
+:func:`mulligan.agents.tools.tools_for_trajectory`): with a chat template, the conversation is then
+rendered as tool messages (:func:`mulligan.agents.tools.tool_conversation`: ``tool_calls`` on the
+assistant message, a ``tool`` message for the result) and the schemas through
+``apply_chat_template(..., tools=...)``, exactly as :class:`~mulligan.agents.hf.HFAgent` renders its
+prompt. Masks follow the messages: a tool result is the env's text (a user message in the stored
+conversation), never learned; the call, as the template writes it, is the assistant's and learned.
+Without a chat template ``tools`` is ignored (the plain format has no tool syntax).
+
 Templates that are not append-only
 ----------------------------------
 Some templates re-render earlier turns (reasoning models drop the ``<think>`` part of earlier
@@ -80,7 +93,13 @@ def render_plain(
     return text + (PLAIN_GENERATION_PROMPT if add_generation_prompt else "")
 
 
-def render(tokenizer, messages: Sequence[dict[str, str]], add_generation_prompt: bool = False) -> str:
+def render(
+    tokenizer,
+    messages: Sequence[dict[str, str]],
+    add_generation_prompt: bool = False,
+    *,
+    tools: Sequence[dict] | None = None,
+) -> str:
     """Render ``messages`` as the model sees them: the chat template, or the plain format without one.
 
     Args:
@@ -88,8 +107,19 @@ def render(tokenizer, messages: Sequence[dict[str, str]], add_generation_prompt:
         messages: Chat messages ``{"role", "content"}``; the system prompt and context policy are
             already applied (see :meth:`mulligan.agents.base.Agent.prepare_messages`).
         add_generation_prompt: End with an open assistant turn (the prompt a model samples from).
+        tools: Tool schemas of an env in tools mode: the messages are rendered as tool messages and
+            the schemas through the template (see the module docstring); ``None`` or empty: none.
     """
     if has_chat_template(tokenizer):
+        if tools:
+            from mulligan.agents.tools import tool_conversation
+
+            return tokenizer.apply_chat_template(
+                tool_conversation(messages, arguments="dict"),
+                tools=list(tools),
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
         return tokenizer.apply_chat_template(
             [{"role": m["role"], "content": m["content"]} for m in messages],
             tokenize=False,
@@ -156,7 +186,7 @@ class _Builder:
         return TokenizedEpisode(self.input_ids, self.mask, self.turns, self.text)
 
 
-def is_append_only(tokenizer, messages: Sequence[dict[str, str]]) -> bool:
+def is_append_only(tokenizer, messages: Sequence[dict[str, str]], *, tools: Sequence[dict] | None = None) -> bool:
     """Whether the template renders ``messages`` append-only, so the conversation is one sequence.
 
     Every prefix (with the generation prompt before an assistant turn) must render as a prefix of
@@ -165,18 +195,20 @@ def is_append_only(tokenizer, messages: Sequence[dict[str, str]]) -> bool:
     rendered = ""
     for k, message in enumerate(messages):
         if message["role"] == "assistant":
-            header = render(tokenizer, messages[:k], add_generation_prompt=True)
+            header = render(tokenizer, messages[:k], add_generation_prompt=True, tools=tools)
             if not header.startswith(rendered):
                 return False
             rendered = header
-        full = render(tokenizer, messages[: k + 1])
+        full = render(tokenizer, messages[: k + 1], tools=tools)
         if not full.startswith(rendered):
             return False
         rendered = full
     return True
 
 
-def tokenize_turn(tokenizer, messages: Sequence[dict[str, str]], turn: int) -> TokenizedEpisode:
+def tokenize_turn(
+    tokenizer, messages: Sequence[dict[str, str]], turn: int, *, tools: Sequence[dict] | None = None
+) -> TokenizedEpisode:
     """One sample: the prompt the model sampled assistant turn ``turn`` from, then that turn.
 
     The prompt is ``render(messages[:turn], add_generation_prompt=True)`` (exactly what an agent
@@ -189,9 +221,9 @@ def tokenize_turn(tokenizer, messages: Sequence[dict[str, str]], turn: int) -> T
     if not 0 <= turn < len(messages) or messages[turn]["role"] != "assistant":
         raise ValueError(f"message {turn} is not an assistant message; pass the index of one")
     builder = _Builder(tokenizer)
-    prompt = render(tokenizer, messages[:turn], add_generation_prompt=True)
+    prompt = render(tokenizer, messages[:turn], add_generation_prompt=True, tools=tools)
     builder.add(prompt, False, max(turn - 1, 0))
-    full = render(tokenizer, messages[: turn + 1])
+    full = render(tokenizer, messages[: turn + 1], tools=tools)
     # A template that rewrites the turn when it closes it: take the content and EOS as generated.
     completion = full[len(prompt) :] if full.startswith(prompt) else messages[turn]["content"] + (builder.eos or "")
     builder.add_turn(completion, True, turn)
@@ -199,7 +231,11 @@ def tokenize_turn(tokenizer, messages: Sequence[dict[str, str]], turn: int) -> T
 
 
 def tokenize_sampled_turn(
-    tokenizer, prompt_messages: Sequence[dict[str, str]], completion_ids: Sequence[int]
+    tokenizer,
+    prompt_messages: Sequence[dict[str, str]],
+    completion_ids: Sequence[int],
+    *,
+    tools: Sequence[dict] | None = None,
 ) -> TokenizedEpisode:
     """The exact tokens of one sampled turn: the rendered prompt, then the completion ids as generated.
 
@@ -211,6 +247,7 @@ def tokenize_sampled_turn(
         tokenizer: The tokenizer the agent sampled with.
         prompt_messages: What the model saw (:meth:`~mulligan.training.trajectory.Trajectory.prompt_messages`).
         completion_ids: The recorded :attr:`~mulligan.training.trajectory.Turn.completion_ids`.
+        tools: Tool schemas of an env in tools mode, as the agent rendered them (see the module docstring).
 
     Raises:
         ValueError: If ``completion_ids`` is empty or ``prompt_messages`` is empty.
@@ -219,7 +256,7 @@ def tokenize_sampled_turn(
         raise ValueError("prompt_messages is empty; pass what the model saw (Trajectory.prompt_messages(t))")
     if not completion_ids:
         raise ValueError("completion_ids is empty: the turn was not sampled by a model agent; use tokenize_turn")
-    text = render(tokenizer, prompt_messages, add_generation_prompt=True)
+    text = render(tokenizer, prompt_messages, add_generation_prompt=True, tools=tools)
     prompt_ids = encode(tokenizer, text)
     completion = [int(t) for t in completion_ids]
     turn = len(prompt_messages)
@@ -232,7 +269,11 @@ def tokenize_sampled_turn(
 
 
 def tokenize_turns(
-    tokenizer, messages: Sequence[dict[str, str]], *, learn_turns: Sequence[int] | None = None
+    tokenizer,
+    messages: Sequence[dict[str, str]],
+    *,
+    learn_turns: Sequence[int] | None = None,
+    tools: Sequence[dict] | None = None,
 ) -> list[TokenizedEpisode]:
     """One sample per learned assistant turn (see :func:`tokenize_turn`).
 
@@ -242,7 +283,7 @@ def tokenize_turns(
     if learn_turns is not None:
         wanted = set(learn_turns)
         learn = [k for k in learn if k in wanted]
-    return [tokenize_turn(tokenizer, messages, k) for k in learn]
+    return [tokenize_turn(tokenizer, messages, k, tools=tools) for k in learn]
 
 
 def tokenize_conversation(
@@ -250,6 +291,7 @@ def tokenize_conversation(
     messages: Sequence[dict[str, str]],
     *,
     learn_turns: Sequence[int] | None = None,
+    tools: Sequence[dict] | None = None,
 ) -> TokenizedEpisode:
     """Tokenize ``messages`` as one sequence and mask out everything the agent did not write.
 
@@ -258,6 +300,7 @@ def tokenize_conversation(
         messages: Chat messages; assistant messages are the agent's actions.
         learn_turns: Indices (into ``messages``) of the assistant messages to learn; default all.
             RISE learns only the last turn of each sample (Sec. 4.2), NAT every agent turn.
+        tools: Tool schemas of an env in tools mode (see the module docstring).
 
     Returns:
         The tokenized episode. For a template that is not append-only, the sample of the last
@@ -269,11 +312,11 @@ def tokenize_conversation(
     if not messages:
         raise ValueError("cannot tokenize an empty conversation; pass at least one message")
     learn = set(range(len(messages))) if learn_turns is None else set(learn_turns)
-    if not is_append_only(tokenizer, messages):
+    if not is_append_only(tokenizer, messages, tools=tools):
         learned = [k for k, m in enumerate(messages) if m["role"] == "assistant" and k in learn]
         if not learned:
             builder = _Builder(tokenizer)
-            builder.add(render(tokenizer, messages), False, len(messages) - 1)
+            builder.add(render(tokenizer, messages, tools=tools), False, len(messages) - 1)
             return builder.episode()
         if len(learned) > 1:
             warnings.warn(
@@ -282,15 +325,15 @@ def tokenize_conversation(
                 "for one sample per turn",
                 stacklevel=2,
             )
-        return tokenize_turn(tokenizer, messages, learned[-1])
+        return tokenize_turn(tokenizer, messages, learned[-1], tools=tools)
     builder = _Builder(tokenizer)
     rendered = ""
     for k, message in enumerate(messages):
         if message["role"] == "assistant":
-            with_header = render(tokenizer, messages[:k], add_generation_prompt=True)
+            with_header = render(tokenizer, messages[:k], add_generation_prompt=True, tools=tools)
             builder.add(with_header[len(rendered) :], False, k)
             rendered = with_header
-        full = render(tokenizer, messages[: k + 1])
+        full = render(tokenizer, messages[: k + 1], tools=tools)
         span = full[len(rendered) :]
         if message["role"] == "assistant":
             builder.add_turn(span, k in learn, k)
