@@ -618,3 +618,77 @@ def test_a_reply_without_tool_calls_is_its_text_and_malformed_calls_are_named(se
     with pytest.raises(OpenAIChatError, match="tool_calls is not a list of function calls"):
         agent.act([ask("x")])
     assert agent.act([ask("hello")])[0].text == "echo: hello"
+
+
+# ------------------------------------------------------------------------------------------ the real server, tool calls
+@pytest.fixture(scope="module")
+def tool_calling_server(tmp_path_factory):
+    """``transformers serve`` on 127.0.0.1 with a tiny model trained to call a tool (skipped without its extras)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import urllib.request
+
+    for module in ("fastapi", "uvicorn", "openai"):
+        pytest.importorskip(module, reason="transformers serve needs transformers[serving] (fastapi, uvicorn, openai)")
+    executable = shutil.which("transformers", path=os.path.dirname(sys.executable)) or shutil.which("transformers")
+    if executable is None:
+        pytest.skip("the transformers command is not installed")
+    from tool_calling_model import cached_tool_calling_model
+
+    model = str(cached_tool_calling_model())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    log = open(tmp_path_factory.mktemp("serve-log") / "serve.log", "w+")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [executable, "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"transformers serve did not come up:\n{log.read()[-3000:]}")
+                time.sleep(0.5)
+        yield model, f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@with_each_backend
+def test_a_tool_calling_episode_against_transformers_serve(tool_calling_server, backend):
+    # The server renders the env's tools through the model's Qwen-style template, the model calls
+    # finish(answer="Yes"), and the server returns it as tool_calls: StrategyQA task 0's answer is
+    # Yes, task 1's No.
+    from tool_calling_model import ENV_ID, ENV_KWARGS, TARGET_CALL, TASK_INDICES
+
+    from mulligan.training.rollout import collect_episodes
+
+    model, base_url = tool_calling_server
+    agent = OpenAIChatAgent(base_url, model, backend=backend, temperature=0.0, max_tokens=80, max_retries=0)
+    trajectories = collect_episodes(
+        ENV_ID, agent, 2, env_kwargs=ENV_KWARGS, task_indices=list(TASK_INDICES), progress=False, num_envs=2
+    )
+    assert [t.success for t in trajectories] == [True, False]
+    for trajectory in trajectories:
+        [turn] = trajectory.turns
+        message = json.loads(turn.action)
+        [call] = message["tool_calls"]
+        assert call["function"]["name"] == TARGET_CALL["name"]
+        assert json.loads(call["function"]["arguments"]) == TARGET_CALL["arguments"]
+        assert turn.info["tool_call_id"] == call["id"]  # the server's id reaches the env
