@@ -56,6 +56,14 @@ def test_demo_validation_split_never_uses_test_tasks(tmp_path):
     assert all(r["task_index"] >= 10_000_000 for r in rows if r["kind"] == "task")
 
 
+def test_demo_refuses_to_resume_with_other_flags(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--output_dir", str(out), *TINY]) == 0
+    assert main(["--output_dir", str(out), *TINY, "--pos_num", "2"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(["--output_dir", str(out), *TINY, "--pos_num", "2", "--overwrite"]) == 0
+
+
 def test_demo_config_rejects_bad_values():
     with pytest.raises(ValueError, match="seeds must be >= 2"):
         DemoConfig(seeds=1)

@@ -285,5 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser(DemoConfig, prog="mulligan demo", description=__doc__.split("\n")[0])
     (config,) = parser.parse_args_into_dataclasses(args=argv if argv is not None else sys.argv[1:])
     _quiet_libraries()
-    run_demo(config)
+    try:
+        run_demo(config)
+    except ValueError as error:  # e.g. resuming into a folder written with other flags
+        print(f"mulligan demo: error: {error}", file=sys.stderr)
+        return 2
     return 0
