@@ -25,8 +25,8 @@ def _find(sequence: list[int], pattern: list[int]) -> list[int]:
     return [i for i in range(len(sequence) - n + 1) if sequence[i : i + n] == pattern]
 
 
-def build_tool_calling_model(directory: str | Path, tools: list[dict], prompts: list[str], steps: int = 120) -> Path:
-    """Train and save a tiny model whose greedy reply, with ``tools``, is :data:`TARGET_TEXT` in every turn.
+def build_tool_calling_model(directory: str | Path, prompts: list[tuple[list[dict], str]], steps: int = 160) -> Path:
+    """Train and save a tiny model whose greedy reply to each prompt is :data:`TARGET_TEXT` in every turn.
 
     Each training conversation is a user prompt followed by three call/result rounds, so that one
     forward pass supervises three replies (the prompt, with the tools' schemas, is most of the
@@ -34,8 +34,8 @@ def build_tool_calling_model(directory: str | Path, tools: list[dict], prompts: 
 
     Args:
         directory: Where to save the model and tokenizer (``save_pretrained``).
-        tools: The tools rendered in every training prompt.
-        prompts: User messages to train on (the call does not depend on them).
+        prompts: ``(tools, user message)`` pairs to train on: the model memorises its reply to
+            these renderings (a tiny model does not generalise to other tool lists).
         steps: Optimiser steps.
     """
     import torch
@@ -50,7 +50,7 @@ def build_tool_calling_model(directory: str | Path, tools: list[dict], prompts: 
     target = tokenizer(TARGET_TEXT + "<|im_end|>", add_special_tokens=False)["input_ids"]
     call = {"type": "function", "function": TARGET_CALL}
     batch = []
-    for prompt in prompts:
+    for tools, prompt in prompts:
         messages = [{"role": "user", "content": prompt}]
         for result in ("Invalid answer.", "No more results."):
             messages += [
@@ -94,7 +94,7 @@ def build_tool_calling_model(directory: str | Path, tools: list[dict], prompts: 
 ENV_ID = "Mulligan/StrategyQA-v0"
 ENV_KWARGS = {"action_format": "tools", "split": "test"}
 TASK_INDICES = (0, 1)
-_VERSION = 2  # bump when the recipe above changes, so cached models are rebuilt
+_VERSION = 3  # bump when the recipe above changes, so cached models are rebuilt
 
 
 def cached_tool_calling_model() -> Path:
@@ -109,18 +109,24 @@ def cached_tool_calling_model() -> Path:
     import shutil
 
     import gymnasium
+    from transformers.utils import get_json_schema
 
     import mulligan  # noqa: F401 - registers the ids
     from mulligan.agents.tiny import default_cache_dir
+    from mulligan.integrations.trl import environment_factory
 
     env = gymnasium.make(ENV_ID, **ENV_KWARGS)
-    prompts = [env.reset(options={"task_index": i})[0] for i in TASK_INDICES]
-    tools = env.unwrapped.tools
-    key = hashlib.sha1(json.dumps([_VERSION, tools, prompts], sort_keys=True).encode()).hexdigest()[:10]
+    observations = [env.reset(options={"task_index": i})[0] for i in TASK_INDICES]
+    # The env's schemas (what HFAgent and OpenAIChatAgent send) and those TRL builds from the
+    # adapter's methods (get_json_schema: same names and descriptions, other JSON Schema fields).
+    adapter = environment_factory(ENV_ID, {k: v for k, v in ENV_KWARGS.items() if k != "action_format"})()
+    trl_tools = [get_json_schema(getattr(adapter, tool["function"]["name"])) for tool in env.unwrapped.tools]
+    prompts = [(tools, observation) for tools in (env.unwrapped.tools, trl_tools) for observation in observations]
+    key = hashlib.sha1(json.dumps([_VERSION, prompts], sort_keys=True).encode()).hexdigest()[:10]
     directory = default_cache_dir() / f"tiny-tool-calling-{key}"
     if not (directory / "tokenizer_config.json").exists():
         tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
-        build_tool_calling_model(tmp, tools, prompts)
+        build_tool_calling_model(tmp, prompts)
         try:
             tmp.rename(directory)
         except OSError:  # another process won the race; its copy is equivalent
