@@ -241,3 +241,34 @@ def test_gold_path_of_variation_0_of_every_task_succeeds():
         env.close()
     print(f"30 gold paths in {time.monotonic() - start:.1f}s")
     assert failures == []
+
+
+def test_tools_mode_check_env_invalid_calls_and_a_gold_path_as_tool_calls():
+    import json
+
+    from mulligan.envs.registration import env_tools
+    from mulligan.envs.tools import format_tool_call
+
+    env = gymnasium.make(ENV_ID, task="find-plant", variation=0, action_format="tools")
+    try:
+        check_env(env.unwrapped)
+        assert env.unwrapped.tools == env_tools(ENV_ID) and env.unwrapped.tools[0]["function"]["name"] == "look_around"
+        env.reset(seed=0)
+        total = 0.0
+        for bad in ["look around", '{"name": "fly", "arguments": {}}', "[" * 100_000, "x" * (2**21 + 1)]:
+            observation, reward, terminated, _, info = env.step(bad)
+            total += reward
+            assert (reward <= 0.0, terminated, info["success"]) == (True, False, False)
+            assert observation == info["feedback"] and info["feedback"]
+        observation, reward, *_, info = env.step(format_tool_call("look_around", {}, "look-1"))
+        total += reward
+        assert observation.startswith("This room is called") and info["tool_call_id"] == "look-1"
+        for action in env.unwrapped.gold_actions():
+            call = {"name": "command", "arguments": json.dumps({"text": action})}
+            _, reward, terminated, truncated, info = env.step(json.dumps(call))
+            total += reward
+            if terminated or truncated:
+                break
+        assert info["success"] and total == pytest.approx(info["score"]) == 1.0
+    finally:
+        env.close()
