@@ -440,3 +440,28 @@ def test_a_tool_calling_episode_with_hf_agent():
         function = message["tool_calls"][0]["function"]
         assert (function["name"], json.loads(function["arguments"])) == (TARGET_CALL["name"], TARGET_CALL["arguments"])
         assert turn.info["tool_call_id"] == "call_0" and trajectory.terminated
+
+
+@pytest.mark.parametrize("env_id", TOOL_ENV_IDS)
+def test_hf_agent_plays_every_multi_step_env_in_tools_mode(env_id, qwen_tokenizer):
+    # An untrained model writes no valid call; the episode still runs with the env's tools in every
+    # prompt, each reply scored as an invalid call (the trained model's episodes are above).
+    from mulligan.agents.base import AgentInput
+    from mulligan.agents.hf import HFAgent
+    from mulligan.agents.tiny import TinyModelConfig, build_tiny_model
+    from mulligan.training.rollout import collect_episodes
+
+    # Byte tokens: MiniScience's 19 tool schemas alone are about 6,000 positions.
+    config = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16384)
+    model, _ = build_tiny_model(config)
+    agent = HFAgent(model, qwen_tokenizer, temperature=1.0, max_new_tokens=6, seed=0)
+    [trajectory] = collect_episodes(
+        env_id, agent, 1, env_kwargs={"action_format": "tools"}, max_turns=2, progress=False, num_envs=1
+    )
+    assert len(trajectory.turns) == 2 and trajectory.truncated
+    names = [tool["function"]["name"] for tool in env_tools(env_id)]
+    prompt = agent.render_prompt(
+        AgentInput(messages=trajectory.messages[:3], info=trajectory.turns[0].info, env_id=env_id)
+    )
+    assert all(f'"name": "{name}"' in prompt for name in names)
+    assert all("tool_call_id" in turn.info and turn.info["feedback"] for turn in trajectory.turns)
