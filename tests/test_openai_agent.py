@@ -692,3 +692,22 @@ def test_a_tool_calling_episode_against_transformers_serve(tool_calling_server, 
         assert call["function"]["name"] == TARGET_CALL["name"]
         assert json.loads(call["function"]["arguments"]) == TARGET_CALL["arguments"]
         assert turn.info["tool_call_id"] == call["id"]  # the server's id reaches the env
+
+
+def test_mulligan_eval_plays_tools_mode_against_transformers_serve(tool_calling_server, tmp_path):
+    # The CLI needs nothing beyond --env_kwargs: the agent reads the env's tools from its id.
+    from tool_calling_model import ENV_ID, ENV_KWARGS
+
+    from mulligan.cli import main
+    from mulligan.training.trajectory import TrajectoryStore
+
+    model, base_url = tool_calling_server
+    results, output = tmp_path / "results.json", tmp_path / "episodes.jsonl"
+    argv = ["eval", "--env_id", ENV_ID, "--env_kwargs", json.dumps(ENV_KWARGS), "--agent", f"openai:{model}",
+            "--base_url", base_url, "--temperature", "0", "--num_episodes", "2", "--max_new_tokens", "80",
+            "--output", str(output), "--results", str(results), "--disable_tqdm"]  # fmt: skip
+    assert main(argv) == 0
+    trajectories = sorted(TrajectoryStore(output).load(), key=lambda t: t.metadata["task_index"])
+    assert [t.success for t in trajectories] == [True, False]  # task 0's answer is Yes, task 1's No
+    assert all(json.loads(t.turns[0].action)["tool_calls"] for t in trajectories)
+    assert json.loads(results.read_text())["summary"]["episodes"] == 2
