@@ -1,10 +1,11 @@
-"""vLLM on the CPU: generation with the tiny model, GRPO in colocate mode, the weight sync.
+"""vLLM on the CPU: generation with the tiny model, GRPO in colocate mode, the weight sync, 2 ranks.
 
 These tests need vLLM (``bash scripts/install.sh vllm`` makes ``.venv-vllm`` with vLLM's CPU build;
 ``bash scripts/test_vllm.sh`` runs this file there) and are skipped in an environment without it.
 vLLM's engine runs in a spawned process, so each check runs as a subprocess of this file
 (``python tests/test_vllm.py <check> <workdir>``, entry point under a ``__main__`` guard) that
-prints one JSON line of measurements; the tests assert on them.
+prints one JSON line of measurements; the tests assert on them. The 2-rank check runs under
+``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2`` (gloo), one engine per rank.
 """
 
 from __future__ import annotations
@@ -178,6 +179,65 @@ def check_grpo(workdir: Path, rollout: str) -> dict:
     }
 
 
+def check_grpo_ranks(workdir: Path, model_dir: str) -> dict:
+    """One multi-turn GRPO step with colocated vLLM on this rank of an ``accelerate launch`` run."""
+    import torch
+    from accelerate import PartialState
+
+    from mulligan.training.grpo import GRPOArgs, build_grpo_trainer
+
+    args = GRPOArgs(
+        model=model_dir,
+        output_dir=str(workdir / "run"),
+        max_steps=1,
+        num_train_tasks=8,
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_new_tokens=4,
+        learning_rate=0.01,
+        max_attempts=2,
+        env_kwargs=json.dumps(ECHO_KWARGS),
+        num_envs=4,
+        use_vllm=True,
+        disable_tqdm=True,
+        report_to="none",
+        trl_args=json.dumps({"vllm_max_model_length": 512}),
+    )
+    trainer = build_grpo_trainer(args)
+    trainer.train()
+    trainer.rollout_func.close()
+    rank = PartialState().process_index
+    weights = {n: p.detach().cpu() for n, p in trainer.model.named_parameters()}
+    torch.save(weights, workdir / f"rank{rank}.pt")
+    return {"rank": rank, "processes": trainer.accelerator.num_processes, "steps": trainer.state.global_step}
+
+
+def launch_ranks(name: str, workdir: Path, *args: str, processes: int = 2) -> None:
+    """``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N`` on a check of this file."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--multi_gpu",
+        f"--num_processes={processes}",
+        "--num_machines=1",
+        "--mixed_precision=no",
+        "--dynamo_backend=no",
+        f"--main_process_port={port}",
+        __file__,
+        name,
+        str(workdir),
+        *args,
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+
+
 def run_check(name: str, *args: str, timeout: float = 600) -> dict:
     """Run a check in a fresh interpreter of this environment and return its JSON line."""
     import tempfile
@@ -199,7 +259,7 @@ def run_check(name: str, *args: str, timeout: float = 600) -> dict:
 if __name__ == "__main__":
     _environment()
     check, directory, *rest = sys.argv[1:]
-    checks = {"generate": check_generate, "grpo": check_grpo}
+    checks = {"generate": check_generate, "grpo": check_grpo, "grpo_ranks": check_grpo_ranks}
     print(json.dumps(checks[check](Path(directory), *rest)), flush=True)
     sys.exit(0)
 
@@ -237,3 +297,16 @@ def test_grpo_colocate_trains_and_syncs_weights_to_vllm(rollout):
     if rollout == "episode":
         assert result["episode"]["logprobs_aligned"]
         assert max(result["episode"]["turns"]) == 2  # a failed first attempt is retried
+
+
+def test_grpo_with_vllm_on_two_ranks_keeps_identical_weights(tmp_path):
+    import torch
+
+    model_dir = _warm_started(tmp_path)
+    launch_ranks("grpo_ranks", tmp_path, str(model_dir))
+    first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert max(float((first[n] - second[n]).abs().max()) for n in first) == 0.0
+    from transformers import AutoModelForCausalLM
+
+    initial = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
+    assert max(float((first[n] - initial[n].detach()).abs().max()) for n in first) > 1e-4
