@@ -5,6 +5,7 @@ Usage::
     python benchmarks/bench_vector.py                       # ScienceWorld (needs java), 1 and 2 workers
     python benchmarks/bench_vector.py --env_id Mulligan/MiniScience-v0 --tasks 7
     python benchmarks/bench_vector.py --workers 1 2 4 --tasks 4 --repeats 2
+    python benchmarks/bench_vector.py --env_kwargs '{"include_look_inventory": false}'
 
 Each worker count ``n`` builds ``gymnasium.make_vec(env_id, num_envs=n, vectorization_mode="async")``
 (default shared memory), resets every worker onto the same task (``options={"task_index": i}``,
@@ -19,6 +20,7 @@ The single-process env (``gymnasium.make``) is reported as the no-IPC reference.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import gymnasium
@@ -82,8 +84,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=6, help="first N tasks (variation 0 of each)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=1, help="timed passes over the tasks per worker count")
+    parser.add_argument("--env_kwargs", default="{}", help="extra env kwargs as a JSON object")
     args = parser.parse_args()
-    env_kwargs = {"variation": 0}
+    env_kwargs = {"variation": 0, **json.loads(args.env_kwargs)}
     paths = gold_paths(args.env_id, env_kwargs, args.tasks)
     print(f"{args.env_id}: {args.tasks} tasks, gold paths of {[len(p) for p in paths]} steps")
     steps, seconds = play_single(args.env_id, env_kwargs, paths)
