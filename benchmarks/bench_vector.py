@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import gymnasium
@@ -88,6 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     env_kwargs = {"variation": 0, **json.loads(args.env_kwargs)}
     paths = gold_paths(args.env_id, env_kwargs, args.tasks)
+    # Each step is CPU work in a Python worker and its JVM, passed back and forth over py4j, so
+    # n workers need n free cores: the speed-up is bounded by what other processes leave.
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (1 min) before the runs")
     print(f"{args.env_id}: {args.tasks} tasks, gold paths of {[len(p) for p in paths]} steps")
     steps, seconds = play_single(args.env_id, env_kwargs, paths)
     print(f"single process (no IPC): {steps / seconds:8.1f} steps/s")
@@ -108,6 +112,7 @@ def main() -> None:
         for workers, rate in rates.items():
             if workers != 1:
                 print(f"speed-up {workers} workers / 1 worker: {rate / rates[1]:.2f}x")
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min) after the runs")
 
 
 if __name__ == "__main__":
