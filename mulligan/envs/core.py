@@ -1,13 +1,16 @@
 """The environment contract shared by every mulligan env.
 
-Three pieces live here:
+What lives here:
 
 * :class:`TextSpace`, the observation and action space of every env: any Python ``str`` up to a
   maximum length, Unicode included.
 * :class:`MulliganEnv`, the base class. It implements ``reset`` (seeding, task selection through
   ``options``) and ``step`` (the ``info`` contract, the episode bookkeeping) once, so that an env
   family only writes how a task starts and how an action is scored.
-* :class:`StepOutcome`, what a family's ``_step`` returns.
+* :class:`StepOutcome`, what a family's ``_step`` returns (keyword-only).
+* The shared-memory layout of :class:`TextSpace` (:class:`SharedTexts`), so that
+  ``gymnasium.make_vec(id, n, vectorization_mode="async")`` runs envs in worker processes with
+  Gymnasium's default ``shared_memory=True``.
 
 The contract (``docs/envs.md`` has the user's version):
 
