@@ -169,12 +169,10 @@ def _call_from_object(obj: Any) -> ToolCall:
         raise ToolCallError('a tool call needs a "name" (a string)')
     arguments = body.get("arguments", body.get("parameters", {}))
     if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as err:
-            raise ToolCallError(f'the "arguments" of tool call {name!r} are not valid JSON: {err.msg}') from None
+        what = f'the "arguments" of tool call {name.strip()[:40]!r}'
+        arguments = _decode_json(arguments, what) if arguments.strip() else {}
     if not isinstance(arguments, Mapping):
-        raise ToolCallError(f'the "arguments" of tool call {name!r} must be a JSON object')
+        raise ToolCallError(f'the "arguments" of tool call {name.strip()[:40]!r} must be a JSON object')
     return ToolCall(name.strip(), dict(arguments), call_id if isinstance(call_id, str) and call_id else None)
 
 
@@ -189,6 +187,21 @@ def _calls_from_json(value: Any) -> tuple[list[Any], str]:
             raise ToolCallError('"tool_calls" must be a list of tool calls')
         return calls, content if isinstance(content, str) else ""
     return [value], ""
+
+
+def _decode_json(text: str, what: str) -> Any:
+    """``json.loads`` whose every failure is a :class:`ToolCallError`.
+
+    Besides malformed JSON: nesting deeper than the interpreter's recursion limit
+    (``RecursionError``) and integers longer than Python's digit limit (``ValueError``), which a
+    model's text can hold as easily as any other string.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ToolCallError(f"{what} is not valid JSON: {err.msg}") from None
+    except (ValueError, RecursionError):
+        raise ToolCallError(f"{what} is not JSON this env reads (too deeply nested, or a number too long)") from None
 
 
 def parse_tool_call(text: str) -> ToolCall:
@@ -209,10 +222,7 @@ def parse_tool_call(text: str) -> ToolCall:
     blocks = _TOOL_CALL_BLOCK.findall(text) if "<tool_call>" in text else []
     if blocks:
         content = text[: text.index("<tool_call>")].strip()
-        try:
-            first = json.loads(blocks[0])
-        except json.JSONDecodeError as err:
-            raise ToolCallError(f"the <tool_call> block is not valid JSON: {err.msg}") from None
+        first = _decode_json(blocks[0], "the <tool_call> block")
         call = _call_from_object(first)
         return call._replace(content=content, num_calls=len(blocks))
     stripped = text.strip()
@@ -224,10 +234,7 @@ def parse_tool_call(text: str) -> ToolCall:
             "no tool call found: answer with a tool call, as JSON "
             '{"name": <tool>, "arguments": {...}} or in a <tool_call>...</tool_call> block'
         )
-    try:
-        value = json.loads(stripped)
-    except json.JSONDecodeError as err:
-        raise ToolCallError(f"the tool call is not valid JSON: {err.msg}") from None
+    value = _decode_json(stripped, "the tool call")
     calls, content = _calls_from_json(value)
     if not calls:
         raise ToolCallError("the message holds no tool call")
