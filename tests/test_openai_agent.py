@@ -711,3 +711,26 @@ def test_mulligan_eval_plays_tools_mode_against_transformers_serve(tool_calling_
     assert [t.success for t in trajectories] == [True, False]  # task 0's answer is Yes, task 1's No
     assert all(json.loads(t.turns[0].action)["tool_calls"] for t in trajectories)
     assert json.loads(results.read_text())["summary"]["episodes"] == 2
+
+
+@pytest.mark.parametrize(
+    "env_id", ["Mulligan/MathReAct-v0", "Mulligan/HotpotQA-v0", "Mulligan/StrategyQA-v0", "Mulligan/MiniScience-v0"]
+)
+def test_every_multi_step_env_runs_a_tools_mode_episode_against_transformers_serve(tool_calling_server, env_id):
+    # The server renders each env's tools (up to MiniScience's 19) through the template and the
+    # episode runs through the real API. The model was trained on StrategyQA's prompts only; on
+    # other prompts it may write a malformed <tool_call> block, which transformers serve 5.24
+    # answers with HTTP 500 (its response parser raises), so replies are cut at 8 tokens, before
+    # "<tool_call>" can close: the env scores each as an invalid call.
+    from mulligan.training.rollout import collect_episodes
+
+    model, base_url = tool_calling_server
+    agent = OpenAIChatAgent(base_url, model, temperature=0.0, max_tokens=8, max_retries=0)
+    [trajectory] = collect_episodes(
+        env_id, agent, 1, env_kwargs={"action_format": "tools"}, max_turns=2, progress=False, num_envs=1
+    )
+    assert len(trajectory.turns) == 2 and trajectory.truncated
+    for turn in trajectory.turns:
+        assert turn.info["tool_call_id"] == "" and turn.info["feedback"].startswith("Invalid tool call")
+    # The reply is in the conversation as the server returned it.
+    assert trajectory.messages[1] == {"role": "assistant", "content": trajectory.turns[0].action}

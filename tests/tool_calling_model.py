@@ -43,7 +43,15 @@ def build_tool_calling_model(directory: str | Path, prompts: list[tuple[list[dic
 
     from mulligan.agents.tiny import TinyModelConfig, build_tiny_model
 
-    config = TinyModelConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
+    # 16k positions (rotary, so no extra weights): the science envs' 19 tool schemas alone are
+    # about 6,000 byte tokens.
+    config = TinyModelConfig(
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=16384,
+    )
     model, tokenizer = build_tiny_model(config)
     tokenizer.chat_template = qwen2_5_chat_template
     tokenizer = add_response_schema(tokenizer)
@@ -94,7 +102,7 @@ def build_tool_calling_model(directory: str | Path, prompts: list[tuple[list[dic
 ENV_ID = "Mulligan/StrategyQA-v0"
 ENV_KWARGS = {"action_format": "tools", "split": "test"}
 TASK_INDICES = (0, 1)
-_VERSION = 3  # bump when the recipe above changes, so cached models are rebuilt
+_VERSION = 4  # bump when the recipe above changes, so cached models are rebuilt
 
 
 def cached_tool_calling_model() -> Path:
