@@ -144,3 +144,15 @@ def test_trl_grpo_trains_two_steps_with_the_adapter(tmp_path):
     # Each step's batch is one row's group of 2: task 0 (answer Yes, reward 1), then task 1 (No, 0).
     assert [entry["reward"] for entry in logs] == [1.0, 0.0]
     assert [e.env.unwrapped.task_index for e in made[-2:]] == [TASK_INDICES[1]] * 2
+
+
+def test_factories_pickle_for_trls_async_workers():
+    import pickle
+
+    factory = environment_factory("Mulligan/MathReAct-v0", {"format_reward": -0.5}, seed=1)
+    first = factory()
+    copy = pickle.loads(pickle.dumps(factory))  # as TRL's async GRPO ships factories to workers
+    assert (copy.env_id, copy.env_kwargs, copy.seed) == ("Mulligan/MathReAct-v0", {"format_reward": -0.5}, 1)
+    second = copy()
+    assert type(second).__name__ == type(first).__name__ == "MulliganMathReAct"
+    assert second.env.unwrapped.format_reward == -0.5

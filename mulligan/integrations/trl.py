@@ -150,10 +150,46 @@ def environment_class(env_id: str, env_kwargs: Mapping[str, Any] | None = None) 
     return type(name, (MulliganTRLEnvironment,), namespace)
 
 
+class EnvironmentFactory:
+    """A zero-argument, picklable factory of :class:`MulliganTRLEnvironment` instances for one env.
+
+    Picklable (TRL's async GRPO trainer sends its factories to rollout workers): only the id, the
+    kwargs and the seed travel; the env's generated class is rebuilt on first use in each process.
+
+    Args:
+        env_id: A multi-step ``Mulligan/*`` id.
+        env_kwargs: Keyword arguments of the env (``action_format`` is set to ``"tools"``).
+        seed: Seeds each instance's first reset (instance ``k`` of this factory gets ``seed + k``).
+
+    Raises:
+        ValueError: if the env has no tools or the id is unknown (checked at construction).
+    """
+
+    def __init__(self, env_id: str, env_kwargs: Mapping[str, Any] | None = None, *, seed: int | None = None):
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
+        self.seed = seed
+        self._made = 0
+        self._cls: type[MulliganTRLEnvironment] | None = environment_class(env_id, self.env_kwargs)
+
+    def __call__(self) -> MulliganTRLEnvironment:
+        """A new environment instance (each with its own env)."""
+        if self._cls is None:
+            self._cls = environment_class(self.env_id, self.env_kwargs)
+        index, self._made = self._made, self._made + 1
+        return self._cls(seed=None if self.seed is None else self.seed + index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cls": None}
+
+    def __repr__(self) -> str:
+        return f"EnvironmentFactory({self.env_id!r}, {self.env_kwargs!r}, seed={self.seed!r})"
+
+
 def environment_factory(
     env_id: str, env_kwargs: Mapping[str, Any] | None = None, *, seed: int | None = None
-) -> Callable[[], MulliganTRLEnvironment]:
-    """A zero-argument factory for ``GRPOTrainer(environment_factory=...)``.
+) -> EnvironmentFactory:
+    """A zero-argument (picklable) factory for ``GRPOTrainer(environment_factory=...)``.
 
     Args:
         env_id: A multi-step ``Mulligan/*`` id (MathReAct, HotpotQA, StrategyQA, ScienceWorld, MiniScience).
@@ -171,12 +207,4 @@ def environment_factory(
                               train_dataset=Dataset.from_dict({"prompt": [[{"role": "user", "content": ""}]] * 64,
                                                                "task_index": list(range(64))}))
     """
-    cls = environment_class(env_id, env_kwargs)
-    counter = iter(range(2**62))
-
-    def make() -> MulliganTRLEnvironment:
-        index = next(counter)
-        return cls(seed=None if seed is None else seed + index)
-
-    make.__name__ = f"make_{cls.__name__}"
-    return make
+    return EnvironmentFactory(env_id, env_kwargs, seed=seed)
