@@ -465,3 +465,24 @@ def test_hf_agent_plays_every_multi_step_env_in_tools_mode(env_id, qwen_tokenize
     )
     assert all(f'"name": "{name}"' in prompt for name in names)
     assert all("tool_call_id" in turn.info and turn.info["feedback"] for turn in trajectory.turns)
+
+
+def test_a_tools_mode_trajectory_trains_on_the_prompt_the_agent_sampled(qwen_tokenizer):
+    """Trajectory.tokenize / sampled_tokens render the env's tools, as HFAgent did when it sampled."""
+    from mulligan.agents.base import AgentInput
+    from mulligan.agents.hf import HFAgent
+    from mulligan.agents.tiny import TinyModelConfig, build_tiny_model
+    from mulligan.training.rollout import collect_episodes
+
+    config = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=8192)
+    model, _ = build_tiny_model(config)
+    agent = HFAgent(model, qwen_tokenizer, temperature=1.0, max_new_tokens=4, seed=0)
+    [trajectory] = collect_episodes(
+        "Mulligan/MathReAct-v0", agent, 1, env_kwargs={"action_format": "tools"}, max_turns=2, progress=False
+    )
+    sampled_prompt = agent.render_prompt(
+        AgentInput(messages=trajectory.messages[:3], info=trajectory.turns[0].info, env_id="Mulligan/MathReAct-v0")
+    )
+    assert '"name": "calculate"' in sampled_prompt
+    assert trajectory.sampled_tokens(qwen_tokenizer, 1).text.startswith(sampled_prompt)
+    assert '"name": "calculate"' in trajectory.tokenize(qwen_tokenizer).text

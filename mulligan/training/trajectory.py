@@ -273,9 +273,15 @@ class Trajectory:
         Raises:
             ValueError: If the turn has no recorded completion ids (a scripted agent's turn).
         """
+        from mulligan.agents.tools import tools_for_trajectory
         from mulligan.training.chat import tokenize_sampled_turn
 
-        return tokenize_sampled_turn(tokenizer, self.prompt_messages(turn), self.turns[turn].completion_ids or [])
+        return tokenize_sampled_turn(
+            tokenizer,
+            self.prompt_messages(turn),
+            self.turns[turn].completion_ids or [],
+            tools=tools_for_trajectory(self),  # a tools-mode episode's prompt showed the env's tools
+        )
 
     def tokenize(self, tokenizer, *, learn_turns=None):
         """:meth:`conversation` as tokens with the agent-token mask (see :mod:`mulligan.training.chat`).
@@ -283,9 +289,12 @@ class Trajectory:
         ``learn_turns`` index into :meth:`conversation`. Meaningful as one sequence when
         :attr:`sees_full_history`; otherwise tokenize each of :meth:`training_samples`.
         """
+        from mulligan.agents.tools import tools_for_trajectory
         from mulligan.training.chat import tokenize_conversation
 
-        return tokenize_conversation(tokenizer, self.conversation(), learn_turns=learn_turns)
+        return tokenize_conversation(
+            tokenizer, self.conversation(), learn_turns=learn_turns, tools=tools_for_trajectory(self)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: a JSON-ready row with ``task``, ``metadata`` and turn infos as JSON strings."""
