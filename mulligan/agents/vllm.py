@@ -180,9 +180,12 @@ class VLLMAgent(_VLLMTurns):
         context: A context policy (:mod:`mulligan.agents.context`); ``None`` keeps everything.
         stop: Stop strings applied to every input (besides each input's own).
         tokenizer: The tokenizer to render with (default: the engine's).
-        engine_kwargs: Further ``vllm.LLM`` arguments when ``model`` is a name (default
-            ``enforce_eager=True``: no compilation, the engine loads in seconds). vLLM's CPU build
-            runs a float32 model in bfloat16 unless ``{"dtype": "float32"}``.
+        engine_kwargs: Further ``vllm.LLM`` arguments when ``model`` is a name (defaults:
+            ``enforce_eager=True``, no compilation, the engine loads in seconds; and
+            ``max_num_batched_tokens=16384``, because vLLM 0.32's CPU backend fails on a seeded
+            request whose prompt is prefilled in chunks, "CPU Generator does not use offset", so a
+            batch's prompts should fit one step). vLLM's CPU build runs a float32 model in
+            bfloat16 unless ``{"dtype": "float32"}``.
     """
 
     def __init__(
@@ -204,7 +207,8 @@ class VLLMAgent(_VLLMTurns):
         if isinstance(model, str):
             from vllm import LLM
 
-            model = LLM(model=model, seed=seed, **{"enforce_eager": True, **(engine_kwargs or {})})
+            defaults = {"enforce_eager": True, "max_num_batched_tokens": 16384}
+            model = LLM(model=model, seed=seed, **{**defaults, **(engine_kwargs or {})})
         self.llm = model
         self.tokenizer = tokenizer if tokenizer is not None else model.get_tokenizer()
         self.temperature = temperature
