@@ -14,8 +14,8 @@ Two ways to drive TRL, chosen by ``rollout`` (``"auto"`` picks by the env):
   ``max_attempts > 1``): :class:`EpisodeRollout` is TRL's ``rollout_func``. It plays whole
   episodes with the model being trained on an :class:`~mulligan.training.rollout.EnvPool` built
   once (every turn batched across the envs by :func:`mulligan.training.rollout.collect_episodes`)
-  and returns each episode as ONE completion: the exact tokens each turn sampled, with the
-  sampler's log-probabilities, and between turns the env's tokens (observations, feedback, chat
+  and returns each episode as ONE completion: the exact tokens each turn sampled (with vLLM, with
+  the sampler's log-probabilities), and between turns the env's tokens (observations, feedback, chat
   headers) from the rendered prompts (:func:`sampled_episode_sample`); ``env_mask`` is 1 on the
   model's tokens and 0 on the env's, so TRL learns only what the model wrote, and TRL's vLLM
   importance-sampling correction compares the trainer's log-probs with the sampler's on the same
@@ -396,10 +396,14 @@ class EpisodeRollout:
         trainer.model.train(was_training)
         self.calls += 1
         samples = [_episode_sample(tokenizer, t) for t in trajectories]
-        # TRL's vLLM importance-sampling correction needs the sampler's log-probs of every token.
-        logprobs = [s.logprobs for s in samples] if all(s.logprobs is not None for s in samples) else None
+        # TRL's vLLM importance-sampling correction needs the sampler's log-probs of every token;
+        # they are vLLM's processed log-probs (after temperature), as TRL's own. HFAgent records the
+        # model's log-probs before temperature, which TRL does not compare with: None, TRL recomputes.
+        use_vllm = getattr(trainer, "use_vllm", False)
+        recorded = all(s.logprobs is not None for s in samples)
+        logprobs = [s.logprobs for s in samples] if use_vllm and recorded else None
         correction = getattr(trainer.args, "vllm_importance_sampling_correction", False)
-        if logprobs is None and getattr(trainer, "use_vllm", False) and correction:
+        if logprobs is None and use_vllm and correction:
             raise ValueError(
                 "vLLM episodes came back without the sampler's log-probs, which TRL's "
                 "vllm_importance_sampling_correction needs; play them with TrainerVLLMAgent"
