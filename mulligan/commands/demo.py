@@ -177,7 +177,8 @@ def explain(config: DemoConfig, analysis: dict[str, Any], settings: dict[str, An
                 "what": what,
                 "success per seed": ", ".join(f"{v:.2f}" for v in row["per_seed"].values()),
                 "mean": row["mean"],
-                "95% interval over seeds": f"[{row['low']:.2f}, {row['high']:.2f}]",
+                # A success rate lies in [0, 1]; the t-interval of two seeds can cross those bounds.
+                "95% interval over seeds": f"[{max(0.0, row['low']):.2f}, {min(1.0, row['high']):.2f}]",
             }
         )
     primary, regime = analysis["primary"], analysis["regime"]
