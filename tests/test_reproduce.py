@@ -52,7 +52,7 @@ def test_nat_grid_writes_every_arm_seed_task_a_report_and_plots_and_resumes(tmp_
     assert all(c["seconds"]["optimisation"] > 0 or c["arm"] == "positives_only" for c in cells)
     report = (out / "nat" / "report.md").read_text()
     assert any(f"Verdict (computed from the primary comparison's paired interval): {v}." in report for v in VERDICTS)
-    assert "mulligan reproduce nat --preset tiny" in report and "Commit:" in report
+    assert "mulligan reproduce nat --preset tiny" in report and "Cells ran at: commit" in report
     assert "signal_drop" in report and "Where the time went (all cells)" in report
     assert (out / "nat" / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -254,9 +254,13 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         for phase, value in cell.get("seconds", {}).items():
             seconds[phase] = seconds.get(phase, 0.0) + float(value)
     command = "mulligan demo " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["demo"] else sys.argv[1:])
+    provenance = sorted({f"commit `{c.get('commit', 'unknown')}` on {c.get('machine', 'unknown')}" for c in cell_rows})
+    report = render_report(
+        protocol, analysis, command=command, preset="demo", settings=settings, seconds=seconds, plots=plots,
+        cells=len(cell_rows), provenance=provenance,
+    )  # fmt: skip
     with open(os.path.join(config.output_dir, "report.md"), "w", encoding="utf-8") as handle:
-        handle.write(render_report(protocol, analysis, command=command, preset="demo", settings=settings,
-                                   seconds=seconds, plots=plots, cells=len(cell_rows)))  # fmt: skip
+        handle.write(report)
     print(explain(config, analysis, settings))
     print(
         f"Files: {config.output_dir}/report.md, success.png, results.jsonl. Wall time {time.time() - started:.0f}s. "

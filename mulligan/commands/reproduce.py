@@ -124,6 +124,9 @@ def reproduce_paper(paper: str, args: argparse.Namespace, command: str) -> dict[
         seconds=seconds,
         plots=plots,
         cells=len(cell_rows),
+        provenance=sorted(
+            {f"commit `{c.get('commit', 'unknown')}` on {c.get('machine', 'unknown')}" for c in cell_rows}
+        ),
     )
     with open(os.path.join(output_dir, "report.md"), "w", encoding="utf-8") as handle:
         handle.write(report)

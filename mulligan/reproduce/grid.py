@@ -131,6 +131,9 @@ def run_grid(
     totals = PhaseTimer()
     started = time.perf_counter()
     workdir = os.path.join(output_dir, "work")
+    from mulligan.reproduce.report import git_commit, machine
+
+    provenance = {"commit": git_commit(), "machine": machine()}
     for arm_name, seed, budget in todo:
         timer = PhaseTimer()
         cell_started = time.perf_counter()
@@ -158,6 +161,7 @@ def run_grid(
                     "mechanism": result.mechanism,
                     "extra": result.extra,
                     "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
+                    **provenance,
                 },
                 default=str,
             )

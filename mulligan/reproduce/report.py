@@ -69,7 +69,7 @@ def save_plots(protocol: Protocol, analysis: dict[str, Any], output_dir: str) ->
         labels = [f"{r['arm']}\n({r['budget']})" if len(protocol.budgets) > 1 else r["arm"] for r in arms]
         means = [r["mean"] for r in arms]
         errors = [
-            [0 if math.isnan(r["low"]) else r["mean"] - r["low"] for r in arms],
+            [0 if math.isnan(r["low"]) else r["mean"] - max(0.0, r["low"]) for r in arms],
             [0 if math.isnan(r["high"]) else r["high"] - r["mean"] for r in arms],
         ]
         colours = ["#dd8452" if r["arm"] == protocol.reference_arm else "#4c72b0" for r in arms]
@@ -81,7 +81,12 @@ def save_plots(protocol: Protocol, analysis: dict[str, Any], output_dir: str) ->
         ax.set_xticks(range(len(arms)), labels, fontsize=8)
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"held-out {protocol.primary_metric}\n(mean over seeds, 95% t-interval; dots: seeds)")
-        ax.set_title(f"{protocol.paper}: {analysis['verdict']}")
+        primary = protocol.primary
+        ax.set_title(
+            f"{protocol.paper}: is {primary.arm} {'above' if primary.direction > 0 else 'below'} {primary.baseline}? "
+            f"{analysis['verdict']}\n(orange: the reference arm; {protocol.env_id})",
+            fontsize=9,
+        )
         ax.legend(loc="upper right", fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(output_dir, "success.png"), dpi=120)
@@ -117,8 +122,9 @@ def render_report(
     seconds: dict[str, float],
     plots: list[str],
     cells: int,
+    provenance: list[str] | None = None,
 ) -> str:
-    """The text of ``report.md``."""
+    """The text of ``report.md``; ``provenance`` lists the commits and machines the cells ran on."""
     lines = [
         f"# Reproduction: {protocol.title}",
         "",
@@ -127,7 +133,8 @@ def render_report(
         f"**Verdict (computed from the primary comparison's paired interval): {analysis['verdict']}.**",
         "",
         f"- Command: `{command}`",
-        f"- Commit: `{git_commit()}`; machine: {machine()}",
+        f"- Report written at commit `{git_commit()}` on {machine()}",
+        f"- Cells ran at: {'; '.join(provenance) if provenance else 'unknown'}",
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; preset `{preset}`; cells: {cells}",
         f"- Env: `{protocol.env_id}`; primary metric: `{protocol.primary_metric}` ({protocol.metric_description})",
         f"- Decoding: {protocol.decoding}",
