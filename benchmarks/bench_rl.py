@@ -15,7 +15,7 @@ the plain TRL baseline, and peak memory (Python allocations through ``tracemallo
 process's maximum resident set size).
 
 ``--learning`` instead runs the learning checks that the test suite marks ``slow``
-(``tests/test_ppo.py`` and ``tests/test_grpo.py``, ``*_raises_echo_success_rate``): from a warm start
+(``tests/training/test_ppo.py`` and ``tests/training/test_grpo.py``, ``*_raises_echo_success_rate``): from a warm start
 that answers Echo with a random one of four words (~25% success), PPO (15 iterations) and GRPO
 (20 steps) each train on Echo, and the held-out success rate (64 tasks, sampling at temperature 1,
 through :func:`mulligan.training.evaluation.evaluate`) is reported before and after, with the

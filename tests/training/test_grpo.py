@@ -325,3 +325,19 @@ def test_episode_sample_refuses_a_template_that_rewrites_past_turns():
     with pytest.raises(ValueError, match="append-only"):
         episode_sample(tokenizer, messages)
     assert episode_sample(tokenizer, messages[:2]).env_mask[-1] == 1
+
+
+def test_grpo_reports_to_tensorboard(tmp_path):
+    """``--report_to tensorboard`` writes event files with the trainer's metrics (TRL's integration)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model_dir = save_tiny_model(tmp_path / "model", SMALL)
+    argv = ["--model", str(model_dir), "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
+            "--num_train_tasks", "4", "--per_device_train_batch_size", "4", "--num_generations", "2",
+            "--max_new_tokens", "4", "--logging_steps", "1", "--save_steps", "0", "--disable_tqdm",
+            "--report_to", "tensorboard"]  # fmt: skip
+    assert main(argv) == 0
+    events = list((tmp_path / "run").rglob("events.out.tfevents*"))
+    assert events
+    tags = set().union(*(EventAccumulator(str(e)).Reload().Tags()["scalars"] for e in events))
+    assert any("reward" in tag for tag in tags) and any("loss" in tag for tag in tags), tags

@@ -207,3 +207,18 @@ def test_cli_help_documents_the_fields(capsys):
     ):
         assert flag in text
     assert "--max_attempts" not in text
+
+
+def test_corgi_reports_to_tensorboard(tmp_path):
+    """CORGI logs through PPO's report_to: ``tensorboard`` writes event files with TRL's PPO names."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, tokenizer = build_tiny_model(SMALL)
+    args = CORGIArgs(output_dir=str(tmp_path), retry_limit=1, eval_retry_limit=1, train_families="completion",
+                     eval_families="punctuation", total_steps=1, episodes_per_step=4, mini_batch_size=4,
+                     max_new_tokens=4, eval_tasks=0, num_envs=4, disable_tqdm=True, report_to="tensorboard",
+                     logging_steps=1)  # fmt: skip
+    train_corgi(args, model, tokenizer)
+    (events,) = (tmp_path / "runs").glob("events.out.tfevents*")
+    tags = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {"objective/kl", "env/success_rate"} <= set(tags)

@@ -9,7 +9,7 @@ from mulligan.agents.base import AgentInput
 from mulligan.agents.teachers.qa import ERROR_MODES, NoisyQATeacher, QAOracle, lookup_keyword
 from mulligan.envs.wrappers import ChatHistory, RetryWithFeedback
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 ENV_IDS = ["Mulligan/HotpotQA-v0", "Mulligan/StrategyQA-v0"]
 
 

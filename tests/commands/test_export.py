@@ -12,7 +12,7 @@ from mulligan.training.datasets import load_trajectory_source
 from mulligan.training.rollout import collect_episodes
 from mulligan.training.trajectory import TrajectoryStore, load_trajectories
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from mulligan.envs.math import (
 from mulligan.envs.math_react import ACTION_VERBS
 from mulligan.envs.react import parse_react_action
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 GSM8K = str(FIXTURES / "math_gsm8k_sample.jsonl")
 COMPETITION = str(FIXTURES / "math_competition_sample.jsonl")
 IDS = ["Mulligan/Math-v0", "Mulligan/MathReAct-v0"]

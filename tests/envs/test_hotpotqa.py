@@ -21,7 +21,7 @@ from mulligan.envs.react import parse_react_action
 from mulligan.envs.retrieval import Document, DocumentStore, LookupState, linear_scan_rank
 
 ENV_ID = "Mulligan/HotpotQA-v0"
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 DISTRACTOR = FIXTURES / "hotpotqa_mini.jsonl"
 FULLWIKI = FIXTURES / "hotpotqa_mini_fullwiki.jsonl"
 CORPUS = FIXTURES / "hotpotqa_mini_corpus.jsonl"

@@ -3,7 +3,7 @@
 These tests need vLLM (``bash scripts/install.sh vllm`` makes ``.venv-vllm`` with vLLM's CPU build;
 ``bash scripts/test_vllm.sh`` runs this file there) and are skipped in an environment without it.
 vLLM's engine runs in a spawned process, so each check runs as a subprocess of this file
-(``python tests/test_vllm.py <check> <workdir>``, entry point under a ``__main__`` guard) that
+(``python tests/training/test_vllm.py <check> <workdir>``, entry point under a ``__main__`` guard) that
 prints one JSON line of measurements; the tests assert on them. The 2-rank check runs under
 ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2`` (gloo), one engine per rank.
 """

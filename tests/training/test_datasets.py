@@ -27,7 +27,7 @@ from mulligan.training.nat import build_nat_examples
 from mulligan.training.rollout import collect_episodes
 from mulligan.training.trajectory import TrajectoryFileError, TrajectoryStore, load_trajectories
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 NAT_GSM8K = FIXTURES / "natinstruct_gsm8k_sample.json"
 NAT_GSM8K_QUESTIONS = FIXTURES / "natinstruct_gsm8k_questions.json"
 NAT_HOTPOTQA = FIXTURES / "natinstruct_hotpotqa_rows.jsonl"
