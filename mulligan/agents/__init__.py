@@ -26,6 +26,7 @@ _LAZY = {
     "NATPromptAgent": "mulligan.agents.nat_prompt",
     "OpenAIChatAgent": "mulligan.agents.openai_chat",
     "TrainerVLLMAgent": "mulligan.agents.vllm",
+    "VLLMAgent": "mulligan.agents.vllm",
 }
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "OpenAIChatAgent",
     "TokenBudget",
     "TrainerVLLMAgent",
+    "VLLMAgent",
     "input_rng",
     "load_agent",
 ]

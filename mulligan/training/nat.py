@@ -320,9 +320,12 @@ def train_nat(config: NATArgs, trajectories: Sequence[Trajectory] | None = None)
     if not examples:
         raise ValueError(f"method {config.method!r} found nothing to train on among {len(trajectories)} trajectories")
     os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "nat_dataset.jsonl"), "w", encoding="utf-8") as handle:
-        for example in examples:
-            handle.write(json.dumps(example, ensure_ascii=False) + "\n")
+    # Under `accelerate launch` every process builds the same examples; one of them writes the files.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        with open(os.path.join(config.output_dir, "nat_dataset.jsonl"), "w", encoding="utf-8") as handle:
+            for example in examples:
+                handle.write(json.dumps(example, ensure_ascii=False) + "\n")
     positives = sum(e["label"] in ("positive", CORRECT) for e in examples)
 
     # Model.
@@ -355,8 +358,9 @@ def train_nat(config: NATArgs, trajectories: Sequence[Trajectory] | None = None)
         "global_step": int(result.global_step),
         "config": asdict(config),
     }
-    with open(os.path.join(config.output_dir, "nat_summary.json"), "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
+    if trainer.is_world_process_zero():
+        with open(os.path.join(config.output_dir, "nat_summary.json"), "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
     return summary
 
 
