@@ -123,30 +123,39 @@ def warm_model(tmp_path_factory) -> str:
 
 
 def launch(check: str, workdir: Path, model_dir: str, processes: int = 2) -> None:
-    """``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N`` on this file."""
+    """``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N`` on this file.
+
+    A launch that dies of a signal (gloo aborted rank 0 once in about 20 launches here, never
+    reproduced) is started once more on a fresh port; its first log is kept beside the second.
+    A launch that fails in any other way fails the test at once.
+    """
     launcher = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(launcher),
-        "launch",
-        "--multi_gpu",
-        "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
-        __file__,
-        check,
-        str(workdir),
-        model_dir,
-    ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600, env=env)
-    (workdir / f"{check}-launch.log").write_text(done.stdout + done.stderr)
+    for attempt in (1, 2):
+        command = [
+            str(launcher),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            __file__,
+            check,
+            str(workdir),
+            model_dir,
+        ]
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600, env=env)
+        (workdir / f"{check}-launch-{attempt}.log").write_text(done.stdout + done.stderr)
+        died_of_a_signal = done.returncode < 0 or any(f"SIG{name}" in done.stderr for name in ("ABRT", "SEGV", "BUS"))
+        if done.returncode == 0 or not died_of_a_signal:
+            break
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
 
 
