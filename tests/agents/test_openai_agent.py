@@ -714,7 +714,14 @@ def test_mulligan_eval_plays_tools_mode_against_transformers_serve(tool_calling_
 
 
 @pytest.mark.parametrize(
-    "env_id", ["Mulligan/MathReAct-v0", "Mulligan/HotpotQA-v0", "Mulligan/StrategyQA-v0", "Mulligan/MiniScience-v0"]
+    "env_id",
+    [
+        "Mulligan/MathReAct-v0",
+        "Mulligan/HotpotQA-v0",
+        "Mulligan/StrategyQA-v0",
+        "Mulligan/MiniScience-v0",
+        pytest.param("Mulligan/ScienceWorld-v0", marks=pytest.mark.scienceworld),
+    ],
 )
 def test_every_multi_step_env_runs_a_tools_mode_episode_against_transformers_serve(tool_calling_server, env_id):
     # The server renders each env's tools (up to MiniScience's 19) through the template and the

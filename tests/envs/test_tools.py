@@ -442,7 +442,9 @@ def test_a_tool_calling_episode_with_hf_agent():
         assert turn.info["tool_call_id"] == "call_0" and trajectory.terminated
 
 
-@pytest.mark.parametrize("env_id", TOOL_ENV_IDS)
+@pytest.mark.parametrize(
+    "env_id", [*TOOL_ENV_IDS, pytest.param("Mulligan/ScienceWorld-v0", marks=pytest.mark.scienceworld)]
+)
 def test_hf_agent_plays_every_multi_step_env_in_tools_mode(env_id, qwen_tokenizer):
     # An untrained model writes no valid call; the episode still runs with the env's tools in every
     # prompt, each reply scored as an invalid call (the trained model's episodes are above).
