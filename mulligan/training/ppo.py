@@ -45,6 +45,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -59,8 +60,10 @@ from torch import nn
 
 from mulligan.training.args import EnvArgs, LoggingArgs, ModelArgs, SamplingArgs
 
-#: The ``report_to`` integrations PPO logs to (besides ``output_dir/metrics.jsonl``, always written).
-SUPPORTED_REPORT_TO = ("tensorboard",)
+#: The ``report_to`` integrations PPO logs to (besides ``output_dir/metrics.jsonl``, always written):
+#: TensorBoard under ``output_dir/runs``; Weights & Biases (``WANDB_PROJECT``, default ``mulligan``;
+#: ``WANDB_MODE=offline`` needs no network); trackio (``TRACKIO_PROJECT``, default ``mulligan``; local).
+SUPPORTED_REPORT_TO = ("tensorboard", "wandb", "trackio")
 STATE_FILE = "ppo_state.pt"
 REWARD_PLACEMENTS = ("per_attempt", "last_token")
 GAE_MODES = ("model_tokens", "all_tokens")
@@ -78,7 +81,10 @@ def parse_report_to(report_to: str | Sequence[str]) -> list[str]:
     if items in ([], ["none"]):
         return []
     if items == ["all"]:
-        return list(SUPPORTED_REPORT_TO)
+        # TRL's "all": every supported integration that is installed.
+        import importlib.util
+
+        return [s for s in SUPPORTED_REPORT_TO if s == "tensorboard" or importlib.util.find_spec(s) is not None]
     unknown = [s for s in items if s not in SUPPORTED_REPORT_TO]
     if unknown:
         raise ValueError(
@@ -777,6 +783,7 @@ class PPOTrainer:
         self.output_dir = Path(args.output_dir)
         self.report_to = parse_report_to(args.report_to)
         self._writer = None
+        self._runs: dict[str, Any] = {}  # wandb / trackio runs, started at the first log
         # Built once: a ScienceWorld JVM or a HotpotQA index is not rebuilt every iteration.
         self._owns_env = env is None
         self.env = env if env is not None else EnvPool(args.env_id, args.num_envs, args.training_env_kwargs())
@@ -807,6 +814,9 @@ class PPOTrainer:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        for run in self._runs.values():
+            run.finish()
+        self._runs = {}
 
     def __enter__(self) -> PPOTrainer:
         return self
@@ -1049,6 +1059,27 @@ class PPOTrainer:
                 if name != "step" and not math.isnan(value):
                     self._writer.add_scalar(name, value, self.step)
             self._writer.flush()
+        scalars = {k: v for k, v in metrics.items() if k != "step" and not math.isnan(v)}
+        for name in ("wandb", "trackio"):
+            if name in self.report_to:
+                self._run(name).log(scalars, step=self.step)
+
+    def _run(self, name: str) -> Any:
+        """The ``wandb`` or ``trackio`` run of this training, started on first use (as TRL's callbacks do)."""
+        if name not in self._runs:
+            import importlib
+
+            try:
+                module = importlib.import_module(name)
+            except ImportError as err:
+                raise ImportError(f"report_to {name!r} needs the {name} package: pip install {name}") from err
+            project = os.environ.get(f"{name.upper()}_PROJECT", "mulligan")
+            config = {k: v for k, v in asdict(self.args).items() if isinstance(v, str | int | float | bool)}
+            if name == "wandb":
+                self._runs[name] = module.init(project=project, dir=str(self.output_dir), config=config)
+            else:
+                self._runs[name] = module.init(project=project, config=config, embed=False)
+        return self._runs[name]
 
     def save_model(self, directory: str | Path) -> None:
         """Save the policy (or its LoRA adapter), the tokenizer and the value head with ``save_pretrained``.

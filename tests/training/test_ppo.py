@@ -245,10 +245,41 @@ def test_args_reject_bad_values_with_the_fix():
 
 
 def test_report_to_follows_trl_convention():
+    import importlib.util
+
     assert parse_report_to("none") == [] and parse_report_to("") == []
-    assert parse_report_to("all") == ["tensorboard"] == parse_report_to("tensorboard")
-    with pytest.raises(ValueError, match="tensorboard"):
-        parse_report_to("tensorboard,wandb")
+    assert parse_report_to("tensorboard") == ["tensorboard"]
+    installed = [n for n in ("wandb", "trackio") if importlib.util.find_spec(n) is not None]
+    assert parse_report_to("all") == ["tensorboard", *installed]  # TRL's "all": what is installed
+    assert parse_report_to("tensorboard, wandb") == ["tensorboard", "wandb"]
+    with pytest.raises(ValueError, match="tensorboard, wandb, trackio"):
+        parse_report_to("tensorboard,comet_ml")
+
+
+def test_ppo_reports_to_wandb_offline_and_trackio_locally(tmp_path, monkeypatch):
+    """The same report_to options as TRL's trainers: W&B (offline, no network) and trackio (local files)."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("wandb") is None or importlib.util.find_spec("trackio") is None:
+        pytest.skip("wandb and trackio are not installed (the dev extra installs them)")
+    if "trackio" in sys.modules:
+        pytest.skip("trackio was imported earlier in this process; it reads TRACKIO_DIR once, at import")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_PROJECT", "mulligan-test")
+    monkeypatch.setenv("TRACKIO_PROJECT", "mulligan-test")
+    model, tokenizer = build_tiny_model(SMALL)
+    args = PPOArgs(output_dir=str(tmp_path / "run"), total_steps=1, episodes_per_step=4, mini_batch_size=4,
+                   max_new_tokens=4, disable_tqdm=True, env_kwargs=json.dumps(ECHO_KWARGS),
+                   report_to="wandb,trackio", logging_steps=1)  # fmt: skip
+    with PPOTrainer(args, model, tokenizer) as trainer:
+        trainer.train()
+    (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"objective/kl" in run_file.read_bytes()
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "trackio").rglob("*") if p.is_file())
+    assert b"objective/kl" in stored
 
 
 def test_presets_tiny_and_paper_and_explicit_values_win():
