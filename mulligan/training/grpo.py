@@ -573,9 +573,12 @@ def build_grpo_trainer(args: GRPOArgs, model: Any = None, tokenizer: Any = None)
 
 def train_grpo(args: GRPOArgs, model: Any = None, tokenizer: Any = None):
     """Build the GRPO trainer, train (resuming when asked), save the final model, close the envs."""
+    from mulligan.training.progress import adapt_trainer_progress, quiet_library_bars
     from mulligan.training.sft import resolve_checkpoint
 
+    quiet_library_bars(force=args.disable_tqdm)  # no carriage-return bars in a log
     trainer = build_grpo_trainer(args, model, tokenizer)
+    adapt_trainer_progress(trainer)  # a line per logging step in a log, TRL's bar in a terminal
     try:
         trainer.train(resume_from_checkpoint=resolve_checkpoint(args.resume_from_checkpoint, args.output_dir))
         trainer.save_model(args.output_dir)

@@ -59,6 +59,7 @@ import torch
 from torch import nn
 
 from mulligan.training.args import EnvArgs, LoggingArgs, ModelArgs, SamplingArgs
+from mulligan.training.progress import progress_bar
 
 #: The ``report_to`` integrations PPO logs to (besides ``output_dir/metrics.jsonl``, always written):
 #: TensorBoard under ``output_dir/runs``; Weights & Biases (``WANDB_PROJECT``, default ``mulligan``;
@@ -974,11 +975,10 @@ class PPOTrainer:
     def train(self) -> list[dict[str, float]]:
         """Run the remaining iterations, checkpoint and save the model; returns one metrics dict per iteration."""
         args = self.args
-        bar = None
-        if not args.disable_tqdm and self.processes.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=args.total_steps, initial=self.step, desc="ppo", unit="it", dynamic_ncols=True)
+        # A tqdm bar in a terminal, a whole line every 10% or 30 s in a log (mulligan.training.progress).
+        bar = progress_bar(
+            args.total_steps, "ppo", "it", enabled=not args.disable_tqdm and self.processes.is_main, initial=self.step
+        )
         try:
             while self.step < args.total_steps:
                 metrics = self.train_step()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -259,17 +260,15 @@ def test_report_to_follows_trl_convention():
 def test_ppo_reports_to_wandb_offline_and_trackio_locally(tmp_path, monkeypatch):
     """The same report_to options as TRL's trainers: W&B (offline, no network) and trackio (local files)."""
     import importlib.util
-    import sys
+    import uuid
 
     if importlib.util.find_spec("wandb") is None or importlib.util.find_spec("trackio") is None:
         pytest.skip("wandb and trackio are not installed (the dev extra installs them)")
-    if "trackio" in sys.modules:
-        pytest.skip("trackio was imported earlier in this process; it reads TRACKIO_DIR once, at import")
-    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    project = f"mulligan-test-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_PROJECT", "mulligan-test")
-    monkeypatch.setenv("TRACKIO_PROJECT", "mulligan-test")
+    monkeypatch.setenv("WANDB_PROJECT", project)
+    monkeypatch.setenv("TRACKIO_PROJECT", project)
     model, tokenizer = build_tiny_model(SMALL)
     args = PPOArgs(output_dir=str(tmp_path / "run"), total_steps=1, episodes_per_step=4, mini_batch_size=4,
                    max_new_tokens=4, disable_tqdm=True, env_kwargs=json.dumps(ECHO_KWARGS),
@@ -278,8 +277,14 @@ def test_ppo_reports_to_wandb_offline_and_trackio_locally(tmp_path, monkeypatch)
         trainer.train()
     (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     assert b"objective/kl" in run_file.read_bytes()
-    stored = b"".join(p.read_bytes() for p in (tmp_path / "trackio").rglob("*") if p.is_file())
-    assert b"objective/kl" in stored
+    import trackio.utils  # where trackio keeps its local runs (TRACKIO_DIR, read once at import)
+
+    stored = [p for p in Path(trackio.utils.TRACKIO_DIR).rglob(f"*{project}*") if p.is_file()]
+    try:
+        assert stored and b"objective/kl" in b"".join(p.read_bytes() for p in stored)
+    finally:
+        for path in stored:
+            path.unlink()
 
 
 def test_presets_tiny_and_paper_and_explicit_values_win():
