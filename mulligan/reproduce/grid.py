@@ -123,11 +123,12 @@ def run_grid(
     expected_tasks = _task_list(task_rows)
     cells = grid_cells(protocol, seeds, arms)
     todo = [c for c in cells if c not in done]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    # A tqdm bar in a terminal, a whole line every 10% or 30 s in a log (mulligan.training.progress).
+    from mulligan.training.progress import progress_bar
 
-        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"reproduce {protocol.paper}", unit="cell")
+    bar = progress_bar(
+        len(cells), f"reproduce {protocol.paper}", "cell", enabled=progress, initial=len(cells) - len(todo)
+    )
     totals = PhaseTimer()
     started = time.perf_counter()
     workdir = os.path.join(output_dir, "work")
