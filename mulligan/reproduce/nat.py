@@ -214,8 +214,20 @@ def evaluation_tasks(settings: dict[str, Any]) -> tuple[str, list[int]]:
     raise ValueError("too few distinct validation tasks: widen the generator config or lower test_tasks")
 
 
-def teacher_data(seed: int, settings: dict[str, Any], workdir: str, timer: PhaseTimer) -> list:
-    """The seed's teacher trajectories (collected once, cached under ``workdir/data``)."""
+def teacher_data(
+    seed: int,
+    settings: dict[str, Any],
+    workdir: str,
+    timer: PhaseTimer,
+    *,
+    env_id: str | None = None,
+    train_kwargs: dict[str, Any] | None = None,
+) -> list:
+    """The seed's teacher trajectories (collected once, cached under ``workdir/data``).
+
+    ``env_id`` and ``train_kwargs`` default to this claim's env and training split; RISE's
+    reproduction passes its own (the same noisy teacher, on single-answer math).
+    """
     from mulligan.agents.teachers.math import NoisyMathTeacher
     from mulligan.training.rollout import collect_episodes
     from mulligan.training.trajectory import TrajectoryStore, load_trajectories
@@ -230,10 +242,10 @@ def teacher_data(seed: int, settings: dict[str, Any], workdir: str, timer: Phase
     start = seed * DATA_STRIDE
     with timer.phase("env"):
         data = collect_episodes(
-            PROTOCOL.env_id,
+            env_id or PROTOCOL.env_id,
             TimedAgent(NoisyMathTeacher(error_rate=settings["teacher_error_rate"], seed=seed), timer),
             settings["teacher_episodes"],
-            env_kwargs=env_kwargs(settings, "train"),
+            env_kwargs=train_kwargs if train_kwargs is not None else env_kwargs(settings, "train"),
             task_indices=list(range(start, start + settings["teacher_episodes"])),
             seed=seed,
             num_envs=settings["num_envs"],

@@ -147,32 +147,10 @@ def env_kwargs(settings: dict[str, Any], split: str) -> dict[str, Any]:
 
 
 def _teacher_data(seed: int, settings: dict[str, Any], workdir: str, timer: PhaseTimer) -> list:
-    from mulligan.agents.teachers.math import NoisyMathTeacher
-    from mulligan.training.rollout import collect_episodes
-    from mulligan.training.trajectory import TrajectoryStore, load_trajectories
-
-    path = os.path.join(workdir, "data", f"teacher-seed{seed}.jsonl")
-    if os.path.exists(path):
-        return load_trajectories(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = path + ".partial"
-    if os.path.exists(partial):
-        os.remove(partial)
-    start = seed * nat_reproduction.DATA_STRIDE
-    with timer.phase("env"):
-        data = collect_episodes(
-            PROTOCOL.env_id,
-            TimedAgent(NoisyMathTeacher(error_rate=settings["teacher_error_rate"], seed=seed), timer),
-            settings["teacher_episodes"],
-            env_kwargs=env_kwargs(settings, "train"),
-            task_indices=list(range(start, start + settings["teacher_episodes"])),
-            seed=seed,
-            num_envs=settings["num_envs"],
-            store=TrajectoryStore(partial),
-            progress=False,
-        )
-    os.replace(partial, path)
-    return data
+    """The seed's noisy-teacher trajectories on this claim's env (NAT's cached collection)."""
+    return nat_reproduction.teacher_data(
+        seed, settings, workdir, timer, env_id=PROTOCOL.env_id, train_kwargs=env_kwargs(settings, "train")
+    )
 
 
 def _sft(data: list, out: str, model: str, *, settings: dict[str, Any], seed: int, timer: PhaseTimer, **extra: Any):
