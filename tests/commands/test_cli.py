@@ -184,3 +184,16 @@ def test_a_command_that_cannot_be_imported_is_a_one_line_error(capsys, monkeypat
     monkeypatch.setitem(cli.COMMANDS, "broken", ("broken_command", "Broken."))
     with pytest.raises(ModuleNotFoundError, match=r"mulligan\.no_such_module"):
         main(["broken"])
+
+
+def test_a_vllm_agent_without_vllm_or_without_a_model_is_one_line(capsys):
+    """``--agent vllm:MODEL`` says how to get vLLM when it is missing, and names the missing model."""
+    import importlib.util
+
+    assert main(["eval", "--env_id", "Mulligan/Echo-v0", "--agent", "vllm:", "--disable_tqdm"]) == USAGE_ERROR
+    assert "names no model" in capsys.readouterr().err
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here: tests/training/test_vllm.py builds a vllm: agent")
+    assert main(["eval", "--env_id", "Mulligan/Echo-v0", "--agent", "vllm:tiny", "--disable_tqdm"]) == USAGE_ERROR
+    err = capsys.readouterr().err
+    assert "scripts/install.sh vllm" in err and len(err.strip().splitlines()) == 1

@@ -79,12 +79,15 @@ def check_generate(workdir: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
     from mulligan.agents.base import AgentInput
+    from mulligan.agents.loading import load_agent
     from mulligan.agents.vllm import VLLMAgent
     from mulligan.training.evaluation import evaluate
 
     path = _tiny(workdir)
     engine = {"dtype": "float32", "max_model_len": 1024}  # float32: the same numbers as transformers
-    agent = VLLMAgent(str(path), temperature=1.0, max_new_tokens=8, seed=0, engine_kwargs=engine)
+    # Built through the command-line spec (`mulligan eval --agent vllm:PATH`).
+    agent = load_agent(f"vllm:{path}", temperature=1.0, max_new_tokens=8, seed=0, engine_kwargs=engine)
+    assert isinstance(agent, VLLMAgent)
     prompt = [{"role": "user", "content": "Repeat exactly: stone"}]
     first = agent.act([AgentInput(messages=prompt, seed=s) for s in range(4)])
     again = agent.act([AgentInput(messages=prompt, seed=s) for s in range(4)])
