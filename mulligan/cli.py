@@ -40,7 +40,7 @@ USAGE_ERROR = 2
 COMMANDS = {
     "collect": ("mulligan.commands.collect", "Collect trajectories from an env with an agent into JSONL."),
     "eval": ("mulligan.commands.evaluate", "Evaluate an agent or checkpoint on an env (success, score, CIs)."),
-    "demo": ("mulligan.commands.demo", "The main job: teacher data, NAT vs positives-only, RISE, eval."),
+    "demo": ("mulligan.commands.demo", "The main job: NAT vs positives-only in miniature, with a computed verdict."),
     "report": ("mulligan.commands.report", "Compare eval results files: a table and plot, models x envs, with CIs."),
     "export": (
         "mulligan.commands.export",
