@@ -624,50 +624,13 @@ def test_a_reply_without_tool_calls_is_its_text_and_malformed_calls_are_named(se
 @pytest.fixture(scope="module")
 def tool_calling_server(tmp_path_factory):
     """``transformers serve`` on 127.0.0.1 with a tiny model trained to call a tool (skipped without its extras)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    import urllib.request
-
-    for module in ("fastapi", "uvicorn", "openai"):
-        pytest.importorskip(module, reason="transformers serve needs transformers[serving] (fastapi, uvicorn, openai)")
-    executable = shutil.which("transformers", path=os.path.dirname(sys.executable)) or shutil.which("transformers")
-    if executable is None:
-        pytest.skip("the transformers command is not installed")
     from tool_calling_model import cached_tool_calling_model
+    from transformers_server import require_serving, serve
 
+    executable = require_serving()
     model = str(cached_tool_calling_model())
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = open(tmp_path_factory.mktemp("serve-log") / "serve.log", "w+")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [executable, "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"transformers serve did not come up:\n{log.read()[-3000:]}")
-                time.sleep(0.5)
-        yield model, f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with serve(executable, model, tmp_path_factory.mktemp("serve-log")) as base_url:
+        yield model, base_url
 
 
 @with_each_backend

@@ -7,14 +7,8 @@ real ``transformers serve`` (OpenAI-compatible) serving the offline tiny model.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -202,49 +196,17 @@ def test_served_model_usage_errors_are_one_line(monkeypatch, capsys, argv, compl
 # --------------------------------------------------------------------------- the real transformers serve
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def transformers_server(tmp_path_factory):
     """``transformers serve`` on 127.0.0.1 with the tiny model preloaded (skipped without its extras)."""
-    for module in ("fastapi", "uvicorn", "openai"):
-        pytest.importorskip(module, reason="transformers serve needs transformers[serving] (fastapi, uvicorn, openai)")
+    from transformers_server import require_serving, serve
+
     from mulligan.agents.tiny import save_tiny_model
 
+    executable = require_serving()
     model = str(save_tiny_model(tmp_path_factory.mktemp("tiny-served") / "tiny"))
-    port = _free_port()
-    executable = shutil.which("transformers", path=os.path.dirname(sys.executable)) or shutil.which("transformers")
-    if executable is None:
-        pytest.skip("the transformers command is not installed")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    log = open(tmp_path_factory.mktemp("serve-log") / "serve.log", "w+")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [executable, "serve", model, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"transformers serve did not come up:\n{log.read()[-3000:]}")
-                time.sleep(0.5)
-        yield model, f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with serve(executable, model, tmp_path_factory.mktemp("serve-log")) as base_url:
+        yield model, base_url
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
