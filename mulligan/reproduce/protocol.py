@@ -200,3 +200,30 @@ class TimedAgent(Agent):
     def reset(self, seed: int | None = None) -> None:
         """Reseed the inner agent."""
         self.agent.reset(seed)
+
+
+GENERATION_BACKENDS = ("hf", "vllm")
+
+
+def model_agent(model: str, settings: dict[str, Any], **kwargs: Any) -> Agent:
+    """The agent that generates with a trained model in a cell, on the preset's generation backend.
+
+    ``settings["generation"]`` is ``"hf"`` (the default: :class:`~mulligan.agents.hf.HFAgent`,
+    transformers' ``generate``) or ``"vllm"`` (:class:`~mulligan.agents.vllm.VLLMAgent`, an
+    in-process vLLM engine; ``bash scripts/install.sh vllm`` installs it, docs/scaling.md). Both
+    take the same sampling arguments (``temperature``, ``max_new_tokens``, ``seed``, ``context``,
+    ``system_prompt``, ``stop``), so a cell's protocol does not depend on the backend.
+
+    Raises:
+        ValueError: For an unknown backend.
+    """
+    backend = settings.get("generation", "hf")
+    if backend not in GENERATION_BACKENDS:
+        raise ValueError(f"generation must be one of {GENERATION_BACKENDS}, got {backend!r}")
+    if backend == "vllm":
+        from mulligan.agents.loading import VLLM_PREFIX, load_agent
+
+        return load_agent(VLLM_PREFIX + model, **kwargs)
+    from mulligan.agents.hf import HFAgent
+
+    return HFAgent(model, **kwargs)
