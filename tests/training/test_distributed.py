@@ -1,4 +1,4 @@
-"""Data-parallel training on 2 CPU processes: GRPO and PPO keep identical weights on every rank.
+"""Data-parallel training on 2 CPU processes: GRPO, PPO and NAT keep identical weights on every rank.
 
 Each test starts ``accelerate launch`` with 2 processes over gloo (``ACCELERATE_USE_CPU=1
 accelerate launch --multi_gpu --num_processes 2``; ``--cpu --num_processes 2`` would start one
@@ -87,13 +87,49 @@ def run_ppo(workdir: Path, model_dir: str) -> None:
         _save_rank(workdir, "ppo", trainer.policy, record)
 
 
+def run_nat(workdir: Path, model_dir: str) -> None:
+    """Two NAT steps (TRL's SFTTrainer) under accelerate: each rank a half of every batch."""
+    import trl
+
+    from mulligan.agents.testing import EchoOracle
+    from mulligan.training.nat import NATArgs, train_nat
+    from mulligan.training.rollout import collect_episodes
+
+    # Observe the trainer train_nat builds (it is not returned): keep it when its training ends.
+    trainers = []
+    train = trl.SFTTrainer.train
+
+    def train_and_keep(self, *args, **kwargs):
+        trainers.append(self)
+        return train(self, *args, **kwargs)
+
+    trl.SFTTrainer.train = train_and_keep
+    # Every rank collects the same 16 episodes (a deterministic oracle, seeded), as a launched run does.
+    data = collect_episodes("Mulligan/Echo-v0", EchoOracle(wrong_every=3), 16, env_kwargs=ECHO_KWARGS, progress=False)
+    config = NATArgs(
+        model=model_dir,
+        output_dir=str(workdir / "nat"),
+        domain="math_cot",
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        save_steps=0,
+        disable_tqdm=True,
+        report_to="none",
+    )
+    summary = train_nat(config, data)
+    trainer = trainers[0]
+    record = {"processes": trainer.accelerator.num_processes, "global_step": summary["global_step"]}
+    _save_rank(workdir, "nat", trainer.model, record)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
     torch.set_num_threads(1)
     check, directory, model_path = sys.argv[1:]
-    {"grpo": run_grpo, "ppo": run_ppo}[check](Path(directory), model_path)
+    {"grpo": run_grpo, "ppo": run_ppo, "nat": run_nat}[check](Path(directory), model_path)
     sys.exit(0)
 
 
@@ -199,3 +235,22 @@ def test_ppo_two_ranks_split_rollouts_and_train_identical_weights(tmp_path, warm
     lines = (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1.0, 2.0]
     assert sorted(p.name for p in (tmp_path / "ppo").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_nat_two_ranks_train_identical_weights_and_one_process_writes(tmp_path, warm_model):
+    from transformers import AutoModelForCausalLM
+
+    launch("nat", tmp_path, warm_model)
+    (first, second), records = _ranks(tmp_path, "nat")
+    assert [r["processes"] for r in records] == [2, 2]
+    assert [r["global_step"] for r in records] == [2, 2]
+    # Gradients are all-reduced: both ranks hold the same weights, different from the start.
+    assert _max_difference(first, second) == 0.0
+    initial = {n: p.detach() for n, p in AutoModelForCausalLM.from_pretrained(warm_model).named_parameters()}
+    assert _max_difference(first, initial) > 1e-4
+    # The saved model is the ranks' model, and the run's files are whole (one writer, not two).
+    saved = {n: p.detach() for n, p in AutoModelForCausalLM.from_pretrained(tmp_path / "nat").named_parameters()}
+    assert _max_difference(saved, first) == 0.0
+    summary = json.loads((tmp_path / "nat" / "nat_summary.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "nat" / "nat_dataset.jsonl").read_text().splitlines()]
+    assert summary["global_step"] == 2 and len(rows) == summary["examples"] == 16
