@@ -60,6 +60,7 @@ def conversations_to_dataset(
     conversations: Sequence[Sequence[dict[str, str]]],
     max_length: int | None,
     learn_turns: Sequence[Sequence[int] | None] | None = None,
+    tools: Sequence[Sequence[dict[str, Any]] | None] | None = None,
 ):
     """A pre-tokenized ``datasets.Dataset`` (``input_ids``, ``assistant_masks``) for TRL's SFTTrainer.
 
@@ -73,6 +74,12 @@ def conversations_to_dataset(
         max_length: Longest sequence in tokens (``None``: no limit).
         learn_turns: Per conversation, the indices of the assistant messages to learn (``None``:
             all of them), e.g. to leave a fixed acknowledgement such as NAT's unlearned.
+        tools: Per conversation, the tool schemas its model was shown (``None``: none), e.g.
+            :func:`mulligan.agents.tools.tools_for_trajectory` of each source trajectory. A
+            tools-mode episode is then trained on the text the agent was conditioned on: the chat
+            template's tool preamble and the conversation as tool calls and tool results
+            (:func:`mulligan.training.chat.render`); without it the model would learn calls
+            against a prompt that never listed the tools.
 
     Raises:
         ValueError: If no conversation has an agent token left (the message names the fix).
@@ -83,10 +90,15 @@ def conversations_to_dataset(
 
     if learn_turns is not None and len(learn_turns) != len(conversations):
         raise ValueError(f"learn_turns has {len(learn_turns)} entries for {len(conversations)} conversations")
+    if tools is not None and len(tools) != len(conversations):
+        raise ValueError(f"tools has {len(tools)} entries for {len(conversations)} conversations")
     rows: dict[str, list] = {"input_ids": [], "assistant_masks": []}
     for k, messages in enumerate(conversations):
         episode = tokenize_conversation(
-            tokenizer, messages, learn_turns=None if learn_turns is None else learn_turns[k]
+            tokenizer,
+            messages,
+            learn_turns=None if learn_turns is None else learn_turns[k],
+            tools=None if tools is None else tools[k],
         )
         ids, mask = episode.input_ids, episode.assistant_mask
         if max_length is not None:
