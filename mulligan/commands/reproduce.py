@@ -9,7 +9,10 @@ is about turns or attempts, ``curve.png``.
 Presets: ``cpu`` (the tiny offline model in the learnable regime, for this kind of machine),
 ``gpu`` (a 0.5 B hub instruct model at paper-like settings; needs the download and a GPU) and
 ``tiny`` (seconds; for tests). ``--set key=value`` overrides one setting (a JSON value, else a
-string); ``--seeds`` and ``--test_tasks`` are shortcuts.
+string); ``--seeds`` and ``--test_tasks`` are shortcuts. ``--generation`` picks the engine that
+samples from the trained models: ``hf`` (transformers, the ``cpu`` and ``tiny`` default), ``vllm``
+(an in-process vLLM engine) or ``auto`` (vLLM where it is installed, else transformers; the ``gpu``
+default).
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ def paper_settings(module: Any, preset: str, overrides: dict[str, Any]) -> dict[
     """The preset's settings with ``overrides`` applied; an unknown key is refused with the known ones."""
     if preset not in module.PRESETS:
         raise ValueError(f"preset must be one of {sorted(module.PRESETS)}, got {preset!r}")
-    settings = dict(module.PRESETS[preset])
+    # The generation engine is every paper's setting; the gpu preset uses vLLM where it is installed.
+    settings = {"generation": "auto" if preset == "gpu" else "hf", **module.PRESETS[preset]}
     unknown = sorted(set(overrides) - set(settings))
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown} for {module.PROTOCOL.paper}; known: {sorted(settings)}")
@@ -67,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default="runs/reproduce", help="Results go to <output_dir>/<paper>/.")
     parser.add_argument("--seeds", type=int, default=None, help="Seeds per arm (default: the preset's).")
     parser.add_argument("--test_tasks", type=int, default=None, help="Held-out tasks (default: the preset's).")
+    parser.add_argument(
+        "--generation",
+        default=None,
+        choices=("hf", "vllm", "auto"),
+        help="Engine that samples from the trained models (default: the preset's; gpu: auto).",
+    )
     parser.add_argument("--arms", default="", help="Comma-separated subset of arms (default: all).")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a setting.")
     parser.add_argument("--overwrite", action="store_true", help="Discard earlier results and start again.")
@@ -88,6 +98,8 @@ def reproduce_paper(paper: str, args: argparse.Namespace, command: str) -> dict[
         overrides["seeds"] = args.seeds
     if args.test_tasks is not None:
         overrides["test_tasks"] = args.test_tasks
+    if args.generation is not None:
+        overrides["generation"] = args.generation
     settings = paper_settings(module, args.preset, overrides)
     output_dir = os.path.join(args.output_dir, paper)
     started = time.time()

@@ -202,15 +202,16 @@ class TimedAgent(Agent):
         self.agent.reset(seed)
 
 
-GENERATION_BACKENDS = ("hf", "vllm")
+GENERATION_BACKENDS = ("hf", "vllm", "auto")
 
 
 def model_agent(model: str, settings: dict[str, Any], **kwargs: Any) -> Agent:
     """The agent that generates with a trained model in a cell, on the preset's generation backend.
 
     ``settings["generation"]`` is ``"hf"`` (the default: :class:`~mulligan.agents.hf.HFAgent`,
-    transformers' ``generate``) or ``"vllm"`` (:class:`~mulligan.agents.vllm.VLLMAgent`, an
-    in-process vLLM engine; ``bash scripts/install.sh vllm`` installs it, docs/scaling.md). Both
+    transformers' ``generate``), ``"vllm"`` (:class:`~mulligan.agents.vllm.VLLMAgent`, an
+    in-process vLLM engine; ``bash scripts/install.sh vllm`` installs it, docs/scaling.md) or
+    ``"auto"`` (vLLM when it is installed, else transformers). Both
     take the same sampling arguments (``temperature``, ``max_new_tokens``, ``seed``, ``context``,
     ``system_prompt``, ``stop``), so a cell's protocol does not depend on the backend.
 
@@ -220,6 +221,10 @@ def model_agent(model: str, settings: dict[str, Any], **kwargs: Any) -> Agent:
     backend = settings.get("generation", "hf")
     if backend not in GENERATION_BACKENDS:
         raise ValueError(f"generation must be one of {GENERATION_BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        import importlib.util
+
+        backend = "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
     if backend == "vllm":
         from mulligan.agents.loading import VLLM_PREFIX, load_agent
 

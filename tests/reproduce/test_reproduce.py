@@ -1,5 +1,6 @@
 """``mulligan reproduce``: protocols, the resumable grid, statistics, verdicts and reports at tiny size."""
 
+import importlib.util
 import json
 
 import pytest
@@ -87,6 +88,25 @@ def test_unknown_setting_and_bad_preset_are_refused():
         paper_settings(nat, "tiny", {"learning_rat": 1.0})
     with pytest.raises(ValueError, match="preset"):
         paper_settings(nat, "huge", {})
+
+
+def test_generation_engine_is_a_setting_chosen_per_preset():
+    from mulligan.agents.hf import HFAgent
+    from mulligan.agents.tiny import resolve_model
+    from mulligan.reproduce.protocol import model_agent
+
+    assert paper_settings(nat, "tiny", {})["generation"] == "hf"
+    assert paper_settings(nat, "gpu", {})["generation"] == "auto"
+    assert paper_settings(nat, "tiny", {"generation": "vllm"})["generation"] == "vllm"
+    agent = model_agent(resolve_model("tiny"), {"generation": "hf"}, temperature=0.0, max_new_tokens=4)
+    assert isinstance(agent, HFAgent)
+    with pytest.raises(ValueError, match="generation must be one of"):
+        model_agent("tiny", {"generation": "tgi"})
+    if importlib.util.find_spec("vllm") is None:
+        # Without vLLM, auto falls back to transformers and an explicit vllm says how to install it.
+        assert isinstance(model_agent(resolve_model("tiny"), {"generation": "auto"}, max_new_tokens=4), HFAgent)
+        with pytest.raises(ValueError, match=r"install\.sh vllm"):
+            model_agent(resolve_model("tiny"), {"generation": "vllm"}, max_new_tokens=4)
 
 
 def _toy_protocol():
