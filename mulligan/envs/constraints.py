@@ -172,7 +172,9 @@ class ConstraintsEnv(MulliganEnv):
     ``task_id``, ``success`` (every constraint holds), ``score``, ``feedback`` (the critiques of the
     broken constraints, joined; empty on success), ``instruction_id_list`` (the task's constraint
     ids), ``constraint_results`` (one bool per constraint, in the task's order; empty before the first
-    step) and ``constraint_scores`` (one float per constraint).
+    step) and ``constraint_scores`` (one float per constraint). A task with a CORGI primer adds
+    ``response_prefix`` (the primer, on reset and every step, retry turns included: the prefill
+    contract); tasks without one do not set the key.
 
     ## Arguments
     * ``dataset`` (str or None): ``None`` for the procedural generator; a local file or
@@ -247,9 +249,19 @@ class ConstraintsEnv(MulliganEnv):
         return f"{dataset_name(self.dataset_name or 'dataset', default_split=DEFAULT_SPLIT)}-{index}"
 
     def default_info(self) -> dict[str, Any]:
-        """Constraint ids, and per-constraint results and scores (empty before a step)."""
+        """Constraint ids, per-constraint results and scores (empty before a step), and the primer if any.
+
+        A task with a CORGI primer puts it in ``response_prefix`` on reset and on every step, so that
+        a retry turn of :class:`~mulligan.envs.wrappers.RetryWithFeedback` (whose info is the failed
+        step's) tells the agent what to open its next answer with: CORGI primes every retry with the
+        same ``- Output:{suffix}`` as the first answer (``combine_messages``' suffix).
+        """
         ids = list(self.task["instruction_id_list"]) if self.task else []
-        return {"instruction_id_list": ids, "constraint_results": [], "constraint_scores": []}
+        info: dict[str, Any] = {"instruction_id_list": ids, "constraint_results": [], "constraint_scores": []}
+        primer = self.task.get("primer") if self.task else None
+        if primer:
+            info["response_prefix"] = primer
+        return info
 
     def _start(self, task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return task["prompt"], {}

@@ -464,6 +464,30 @@ def test_generated_corgi_tasks_carry_corgis_prompt_and_primer():
     assert ids == {"corgi:panagram", "punctuation:no_comma"}
 
 
+def test_the_primer_is_the_response_prefix_on_reset_and_on_every_retry_turn(tmp_path):
+    # The prefill contract (CORGI's retries are primed with the same "- Output:{suffix}" as the
+    # first answer): every info an agent sees in a session carries the primer.
+    path = tmp_path / "test.json"
+    path.write_text(json.dumps(CORGI_FIXTURE))
+    env = gymnasium.make(ENV_ID, dataset=str(path), primed=True, max_attempts=3)
+    _, info = env.reset(options={"task_index": 1})
+    infos = [info]
+    for answer in (" bark.", " bake.", " baker."):
+        _, _, terminated, _, info = env.step(answer)
+        infos.append(info)
+        if terminated:
+            break
+    assert [i["attempt"] for i in infos] == [1, 1, 2, 3] and infos[-1]["success"]
+    assert all(i["response_prefix"] == "- Output: Word:" for i in infos)
+    _, info = env.reset(options={"task_index": 0})
+    assert info["response_prefix"] == "- Output: Where"
+    # A task without a primer does not set the key.
+    plain = gymnasium.make(ENV_ID, max_attempts=2)
+    _, info = plain.reset(options={"task": SESSION_TASK})
+    _, _, _, _, step_info = plain.step("x")
+    assert "response_prefix" not in info and "response_prefix" not in step_info
+
+
 def test_corgi_feedback_joins_critiques_as_corgis_critic():
     env = gymnasium.make(ENV_ID)
     task = {
