@@ -9,8 +9,10 @@ tests pin them character for character. A NAT conversation is:
 2. the assistant's fixed reply ``"I've understood your instruction, start please."`` (no loss),
 3. the question prompt, which carries the signal: a suffix instruction
    (``"Question: {question}. Generate a sequence of Thought and Action steps to solve the
-   problem correctly."`` or its ``incorrectly`` twin), a prefix tag (``"[Correct] Question:
-   {question}."``), or a fine-grained quality tag for QA (``"[Mostly Correct] Question: ..."``),
+   problem correctly."`` or its ``incorrectly`` twin), one of the signal ablations of Sec. 4.4
+   (a prefix tag ``"[Correct] Question: {question}."``, meaningless tags, random sentences, or the
+   inverse: each label given the other's prompt), or a fine-grained quality tag for QA
+   (``"[Mostly Correct] Question: ..."``),
 4. the trajectory itself (the agent's turns are learned, the env's are not).
 
 At inference the model is prompted with the positive signal (:class:`NATPromptAgent`).
@@ -99,6 +101,21 @@ PREFIX_TAGS: dict[str, tuple[str, str]] = {
     "meaningless": ("[1]", "[2]"),
     "laptop": ("[Laptop]", "[Screen]"),
 }
+#: Every signal ablation of Sec. 4.4 selected by ``tags`` with ``position="prefix"``: (positive,
+#: negative) question prompts, as the official math templates write them. The tag pairs above go
+#: before the question (``"[Correct] Question: {question}."``); ``good_suffix``
+#: (``zero-shot-target-aware-good``) puts the tag after it, and ``random_sentence``
+#: (``zero-shot-target-aware-random-sentence``) follows the question with one of two unrelated
+#: sentences, so the signal carries no meaning the model could already know.
+TAG_PROMPTS: dict[str, tuple[str, str]] = {
+    **{name: (f"{p} Question: {{question}}.", f"{n} Question: {{question}}.") for name, (p, n) in PREFIX_TAGS.items()},
+    "good_suffix": ("Question: {question}. [Good]", "Question: {question}. [Bad]"),
+    "random_sentence": (
+        "Question: {question}. 15th-century Italy saw the formation of the two main variants that are known today.",
+        "Question: {question}. An apple is a round, edible fruit produced by an apple tree.",
+    ),
+}
+TAGS = tuple(TAG_PROMPTS)
 #: The prompt without a signal (the official ``zero-shot`` template: NUT and positives-only).
 PLAIN_PROMPT = "Question: {question}"
 #: The three-class fine-grained tags (``zero-shot-target-aware-three-class``), worst to best.
@@ -126,7 +143,13 @@ def graded_label_prompt(question: str, label: str) -> str:
 
 
 def nat_prompt(
-    question: str, label: bool | str | None, *, domain: str = "math", position: str = "suffix", tags: str = "correct"
+    question: str,
+    label: bool | str | None,
+    *,
+    domain: str = "math",
+    position: str = "suffix",
+    tags: str = "correct",
+    inverse: bool = False,
 ) -> str:
     """The question prompt of a NAT conversation (step 3 in the module docstring).
 
@@ -136,18 +159,22 @@ def nat_prompt(
             fine-grained tag (``"[Mostly Correct]"``, ``"[Partially Correct]"``, ...), or ``None``
             for no signal (``"Question: {question}"``, NUT and positives-only).
         domain: See the module docstring.
-        position: ``suffix`` (the paper's main setting) or ``prefix`` (a tag before the question,
-            the ablation of Sec. 4.4).
-        tags: Which prefix tag pair (:data:`PREFIX_TAGS`) when ``position="prefix"``.
+        position: ``suffix`` (the paper's main setting) or ``prefix`` (one of the signal
+            ablations of Sec. 4.4, chosen by ``tags``).
+        tags: Which ablation template (:data:`TAG_PROMPTS`) when ``position="prefix"``.
+        inverse: The inverse ablation (the official ``*-inverse`` templates): a positive gets the
+            negative's prompt and a negative the positive's, so with ``--position prefix --tags
+            correct`` positives read ``[Incorrect]``. Binary labels only.
 
     Raises:
-        ValueError: On an unknown domain, position, tag pair or label.
+        ValueError: On an unknown domain, position, tag pair or label, or ``inverse`` with a
+            fine-grained label.
     """
     domain = canonical_domain(domain)
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
-    if tags not in PREFIX_TAGS:
-        raise ValueError(f"tags must be one of {sorted(PREFIX_TAGS)}, got {tags!r}")
+    if tags not in TAG_PROMPTS:
+        raise ValueError(f"tags must be one of {TAGS}, got {tags!r}")
     if label is None:
         return PLAIN_PROMPT.format(question=question)
     if label in (True, "positive"):
@@ -155,12 +182,15 @@ def nat_prompt(
     elif label in (False, "negative"):
         positive = False
     elif isinstance(label, str):
+        if inverse:
+            raise ValueError("inverse swaps the binary signal; it has no meaning for a fine-grained label")
         return graded_label_prompt(question, label)
     else:
         raise ValueError(f"label must be True/False, 'positive'/'negative', a fine-grained tag or None; got {label!r}")
+    if inverse:
+        positive = not positive
     if position == "prefix":
-        tag = PREFIX_TAGS[tags][0 if positive else 1]
-        return f"{tag} Question: {question}."
+        return TAG_PROMPTS[tags][0 if positive else 1].format(question=question)
     return SUFFIX_PROMPTS[domain][positive].format(question=question)
 
 
@@ -180,13 +210,14 @@ def nat_messages(
     domain: str = "math",
     position: str = "suffix",
     tags: str = "correct",
+    inverse: bool = False,
 ) -> list[Message]:
     """The messages that open a NAT conversation: instruction, acknowledgement, question prompt.
 
     The instruction and the acknowledgement are omitted in the ``math_cot`` domain (the official
     CoT templates have none). See :func:`nat_prompt` for the arguments.
     """
-    prompt = nat_prompt(question, label, domain=domain, position=position, tags=tags)
+    prompt = nat_prompt(question, label, domain=domain, position=position, tags=tags, inverse=inverse)
     instruction = INSTRUCTIONS[canonical_domain(domain)][instruction_kind(label)]
     if instruction is None:
         return [{"role": "user", "content": prompt}]
@@ -246,17 +277,24 @@ class NATPromptAgent(Agent):
         agent: The agent to wrap (typically an :class:`~mulligan.agents.hf.HFAgent`).
         domain: See the module docstring.
         position: ``suffix`` or ``prefix``, as in training.
-        tags: The prefix tag pair, as in training.
+        tags: The ablation template with ``position="prefix"``, as in training.
+        inverse: The model was trained with the inverse ablation; it is prompted, as the official
+            code does, with the prompt its positives were trained with (the negative wording).
         fine_grained: Prompt with the best fine-grained tag (``[Correct]``), as the official
             four- and three-class templates do at inference.
         signal: ``True`` (NAT: the positive signal) or ``False`` for the official plain format
             (``"Question: {question}"`` after the same instruction), with which models trained by
             the ``nut`` and ``positives_only`` baselines are prompted.
+        negative_signal: Prompt with the signal NAT's *negatives* were trained with (the
+            ``incorrectly`` prompt, the negative tag; ``[Totally Incorrect]`` with
+            ``fine_grained``) instead of the positive one. Not an inference mode: the mechanism
+            check of a NAT model, whose success should fall under it if it learned the signal.
         context: A context policy (:mod:`mulligan.agents.context`) applied to the env's
             conversation before the rewrite, e.g. ``LastAttempts(1)``; ``None`` keeps everything.
 
     Raises:
-        ValueError: If the inner agent has a context policy of its own (pass it here instead).
+        ValueError: If the inner agent has a context policy of its own (pass it here instead), or
+            ``negative_signal`` is asked without a signal.
     """
 
     def __init__(
@@ -266,11 +304,15 @@ class NATPromptAgent(Agent):
         domain: str = "math",
         position: str = "suffix",
         tags: str = "correct",
+        inverse: bool = False,
         fine_grained: bool = False,
         signal: bool = True,
+        negative_signal: bool = False,
         context: Any = None,
     ):
-        nat_prompt("", True, domain=domain, position=position, tags=tags)  # validate early
+        nat_prompt("", True, domain=domain, position=position, tags=tags, inverse=inverse)  # validate early
+        if negative_signal and not signal:
+            raise ValueError("negative_signal prompts with the negatives' signal; it needs signal=True")
         inner_policy = getattr(agent, "context", None)
         if inner_policy is not None and not isinstance(inner_policy, KeepAll):
             raise ValueError(
@@ -283,8 +325,15 @@ class NATPromptAgent(Agent):
         self.domain = canonical_domain(domain)
         self.position = position
         self.tags = tags
-        self.label: bool | str | None = (CORRECT if fine_grained else True) if signal else None
-        self.name = f"{'nat' if signal else 'nat_plain'}({getattr(agent, 'name', None) or type(agent).__name__})"
+        self.inverse = inverse
+        if not signal:
+            self.label: bool | str | None = None
+        elif fine_grained:
+            self.label = FINE_GRAINED_LABELS[0] if negative_signal else CORRECT
+        else:
+            self.label = not negative_signal
+        kind = "nat_negative" if negative_signal else ("nat" if signal else "nat_plain")
+        self.name = f"{kind}({getattr(agent, 'name', None) or type(agent).__name__})"
 
     def count_tokens(self, text: str) -> int:
         """Token counts of the inner agent (for a token-budget policy)."""
@@ -317,7 +366,9 @@ class NATPromptAgent(Agent):
     def opening(self, item: AgentInput) -> list[Message]:
         """NAT's opening messages for ``item`` (instruction, acknowledgement, question prompt)."""
         question = question_of(item.task, item.messages)
-        return nat_messages(question, self.label, domain=self.domain, position=self.position, tags=self.tags)
+        return nat_messages(
+            question, self.label, domain=self.domain, position=self.position, tags=self.tags, inverse=self.inverse
+        )
 
     def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
         """Act with the rewritten prompts."""
@@ -353,6 +404,8 @@ __all__ = [
     "PLAIN_PROMPT",
     "PREFIX_TAGS",
     "SUFFIX_PROMPTS",
+    "TAGS",
+    "TAG_PROMPTS",
     "THREE_CLASS_LABELS",
     "NATPromptAgent",
     "nat_messages",

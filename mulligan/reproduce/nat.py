@@ -31,7 +31,7 @@ import os
 import random
 from typing import Any
 
-from mulligan.reproduce.protocol import Arm, CellResult, Comparison, PhaseTimer, Protocol, TimedAgent
+from mulligan.reproduce.protocol import Arm, CellResult, Comparison, PhaseTimer, Protocol, TimedAgent, model_agent
 
 PROTOCOL = Protocol(
     paper="nat",
@@ -315,22 +315,26 @@ def train(
 
 
 def nat_agent(path: str, evaluation: str, settings: dict[str, Any], seed: int, timer: PhaseTimer):
-    """The evaluated agent: greedy HF model behind the NAT prompt of the arm's evaluation mode.
+    """The evaluated agent: the greedy model behind the NAT prompt of the arm's evaluation mode.
 
-    ``plain``: the official plain prompt (baselines); ``positive_signal``: NAT's *correctly*
+    The model generates through :func:`~mulligan.reproduce.protocol.model_agent` (the preset's
+    backend). ``plain``: the official plain prompt (baselines); ``positive_signal``: NAT's *correctly*
     prompt; ``negative_signal``: the *incorrectly* prompt (mechanism check only).
     """
-    from mulligan.agents.hf import HFAgent
     from mulligan.agents.nat_prompt import NATPromptAgent
 
-    model = HFAgent(
-        path, temperature=0.0, max_new_tokens=settings["max_new_tokens"], seed=seed, batch_size=settings["num_envs"]
+    batching = {} if settings.get("generation", "hf") == "vllm" else {"batch_size": settings["num_envs"]}
+    model = model_agent(
+        path, settings, temperature=0.0, max_new_tokens=settings["max_new_tokens"], seed=seed, **batching
     )
     agent = NATPromptAgent(
-        model, domain=settings["domain"], position=settings["position"], signal=evaluation != "plain"
+        model,
+        domain=settings["domain"],
+        position=settings["position"],
+        tags=settings.get("tags", "correct"),
+        signal=evaluation != "plain",
+        negative_signal=evaluation == "negative_signal",
     )
-    if evaluation == "negative_signal":
-        agent.label = False  # the 'incorrectly' prompt of the same template
     return TimedAgent(agent, timer)
 
 

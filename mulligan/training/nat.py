@@ -13,7 +13,9 @@ What is here:
   as the official code opens it (instruction, ``"I've understood your instruction, start
   please."``, question prompt; :mod:`mulligan.agents.nat_prompt` holds the exact strings):
 
-  - ``nat``: binary signal (suffix prompts, or ``--position prefix`` tags, the Sec. 4.4 ablation);
+  - ``nat``: binary signal (suffix prompts, or ``--position prefix --tags NAME``: the signal
+    ablations of Sec. 4.4, tag pairs, meaningless tags and random sentences; ``--inverse``: each
+    label trained with the other's prompt);
   - ``fine_grained``: four QA quality tags by F1 (Sec. 3.3; ``fine_grained_3``: the three-class
     variant; ``soft``: binary with F1 > 0.2 counting as positive);
   - ``nut``: negatives mixed in without the signal (``"Question: {question}"``);
@@ -40,7 +42,7 @@ from typing import Any, ClassVar
 from mulligan.agents.nat_prompt import (
     DOMAINS,
     POSITIONS,
-    PREFIX_TAGS,
+    TAGS,
     THREE_CLASS_LABELS,
     canonical_domain,
     nat_messages,
@@ -98,6 +100,7 @@ def build_nat_examples(
     domain: str = "math",
     position: str = "suffix",
     tags: str = "correct",
+    inverse: bool = False,
     negative_ratio: float = 2.0,
     pos_num: int = -1,
     neg_num: int = -1,
@@ -157,6 +160,7 @@ def build_nat_examples(
             domain=domain,
             position=position,
             tags=tags,
+            inverse=inverse and signal,
         )
         messages = with_nat_opening(trajectory.messages, opening)
         examples.append(
@@ -193,8 +197,14 @@ class NATArgs(SFTArgs):
             (binary, F1 > 0.2 is positive).
         domain: Prompt wording: ``math`` (ReAct), ``math_cot``, ``hotpotqa`` (``qa``) or
             ``strategyqa``.
-        position: ``suffix`` (the paper's prompts) or ``prefix`` (tags before the question).
-        tags: Prefix tag pair for ``position=prefix``: correct, good, AB, meaningless, laptop.
+        position: ``suffix`` (the paper's prompts) or ``prefix`` (the Sec. 4.4 ablations, ``tags``).
+        tags: The ablation template for ``position=prefix``
+            (:data:`~mulligan.agents.nat_prompt.TAG_PROMPTS`): ``correct``, ``good``, ``AB``,
+            ``meaningless``, ``laptop`` (a tag before the question), ``good_suffix`` (after it),
+            ``random_sentence`` (an unrelated sentence after it).
+        inverse: The inverse ablation: positives get the negative prompt and negatives the
+            positive one (the official ``*-inverse`` templates; evaluate with
+            ``NATPromptAgent(inverse=True)``). ``nat`` and ``soft`` only.
         negative_ratio: Negatives per positive when ``neg_num`` is -1 (the paper's 1:2 is 2.0).
         pos_num: Positives kept, the first ones (-1: all); the official ``pos_num``.
         neg_num: Negatives sampled (-1: ``negative_ratio`` per positive); the official ``neg_num``.
@@ -240,7 +250,11 @@ class NATArgs(SFTArgs):
     method: str = field(default="nat", metadata={"help": "nat | positives_only | nut | fine_grained | ..."})
     domain: str = field(default="math", metadata={"help": "Prompts: math | math_cot | hotpotqa | strategyqa."})
     position: str = field(default="suffix", metadata={"help": "Signal position: suffix | prefix."})
-    tags: str = field(default="correct", metadata={"help": "Prefix tags: correct | good | AB | ..."})
+    tags: str = field(
+        default="correct",
+        metadata={"help": "With --position prefix: correct | good | AB | meaningless | laptop | good_suffix | ..."},
+    )
+    inverse: bool = field(default=False, metadata={"help": "Inverse ablation: each label gets the other's prompt."})
     negative_ratio: float = field(default=2.0, metadata={"help": "Negatives per positive (paper: 2.0)."})
     pos_num: int = field(default=-1, metadata={"help": "First N positives (-1: all)."})
     neg_num: int = field(default=-1, metadata={"help": "Negatives sampled (-1: negative_ratio per positive)."})
@@ -255,8 +269,10 @@ class NATArgs(SFTArgs):
             raise ValueError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
         if self.position not in POSITIONS:
             raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
-        if self.tags not in PREFIX_TAGS:
-            raise ValueError(f"tags must be one of {sorted(PREFIX_TAGS)}, got {self.tags!r}")
+        if self.tags not in TAGS:
+            raise ValueError(f"tags must be one of {TAGS}, got {self.tags!r}")
+        if self.inverse and self.method not in ("nat", "soft"):
+            raise ValueError(f"inverse swaps NAT's binary signal; use --method nat or soft, not {self.method!r}")
         if self.negative_ratio < 0:
             raise ValueError(f"negative_ratio must be >= 0 (2.0 is the paper's 1:2), got {self.negative_ratio}")
         if self.pos_num < -1 or self.neg_num < -1:
@@ -311,6 +327,7 @@ def train_nat(config: NATArgs, trajectories: Sequence[Trajectory] | None = None)
         domain=config.domain,
         position=config.position,
         tags=config.tags,
+        inverse=config.inverse,
         negative_ratio=config.negative_ratio,
         pos_num=config.pos_num,
         neg_num=config.neg_num,

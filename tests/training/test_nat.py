@@ -93,6 +93,89 @@ def test_official_question_prompts_character_for_character():
         nat_prompt("Q", True, position="prefix", tags="colours")
 
 
+def test_signal_ablations_of_section_4_4_character_for_character():
+    """The official ``zero-shot-target-aware-*`` ablation templates (gsm8k prompt file), exactly."""
+    assert nat_prompt("Q", True, position="prefix", tags="meaningless") == "[1] Question: Q."
+    assert nat_prompt("Q", False, position="prefix", tags="laptop") == "[Screen] Question: Q."
+    assert nat_prompt("Q", True, position="prefix", tags="good_suffix") == "Question: Q. [Good]"
+    assert nat_prompt("Q", False, position="prefix", tags="good_suffix") == "Question: Q. [Bad]"
+    assert nat_prompt("Q", True, position="prefix", tags="random_sentence") == (
+        "Question: Q. 15th-century Italy saw the formation of the two main variants that are known today."
+    )
+    assert nat_prompt("Q", False, position="prefix", tags="random_sentence") == (
+        "Question: Q. An apple is a round, edible fruit produced by an apple tree."
+    )
+    # Inverse: each label gets the other's prompt (prefix-correct-inverse; hotpotqa's suffix inverse).
+    assert nat_prompt("Q", True, position="prefix", inverse=True) == "[Incorrect] Question: Q."
+    assert nat_prompt("Q", False, position="prefix", inverse=True) == "[Correct] Question: Q."
+    assert nat_prompt("Who?", True, domain="hotpotqa", inverse=True) == (
+        "Question: Who?. Generate a sequence of Thought and Action steps. But **incorrectly** solve the question."
+    )
+    assert nat_prompt("Q", None, inverse=True) == "Question: Q"  # no signal, nothing to invert
+    with pytest.raises(ValueError, match="fine-grained"):
+        nat_prompt("Q", MOSTLY_CORRECT, domain="qa", inverse=True)
+    # The QA inverse keeps the target-aware instruction, as the official template does.
+    assert nat_messages("Who?", True, domain="qa", inverse=True)[0]["content"] == QA_INSTRUCTION + QA_NOTE
+
+
+def test_inverse_and_random_sentence_training_data_and_matching_inference_prompt():
+    seen = []
+
+    class Recorder(Agent):
+        def act(self, inputs):
+            seen.extend(inputs)
+            return [Action("x") for _ in inputs]
+
+    trajectories = [fake_trajectory("good one", True), fake_trajectory("bad one", False)]
+    inverse = build_nat_examples(trajectories, position="prefix", inverse=True)
+    assert [e["messages"][2]["content"] for e in inverse] == [
+        "[Incorrect] Question: good one.",
+        "[Correct] Question: bad one.",
+    ]
+    # Baselines have no signal to invert.
+    nut = build_nat_examples(trajectories, method="nut", position="prefix", inverse=True)
+    assert [e["messages"][2]["content"] for e in nut] == ["Question: good one", "Question: bad one"]
+    # Inference prompts with what the positives were trained with (the official inverse does).
+    item = AgentInput([{"role": "user", "content": "env text"}], task={"question": "good one"})
+    NATPromptAgent(Recorder(), position="prefix", inverse=True).act([item])
+    assert seen[-1].messages[-1]["content"] == inverse[0]["messages"][2]["content"]
+    sentences = build_nat_examples(trajectories, position="prefix", tags="random_sentence")
+    NATPromptAgent(Recorder(), position="prefix", tags="random_sentence").act([item])
+    assert seen[-1].messages == sentences[0]["messages"][:3]
+    with pytest.raises(ValueError, match="inverse"):
+        NATArgs(method="nut", inverse=True)
+    with pytest.raises(ValueError, match="tags"):
+        NATArgs(position="prefix", tags="colours")
+    config = parser_for(NATArgs).parse_args_into_dataclasses(
+        ["--position", "prefix", "--tags", "random_sentence", "--inverse", "true"]
+    )[0]
+    assert (config.tags, config.inverse) == ("random_sentence", True)
+
+
+def test_negative_signal_agent_prompts_with_what_negatives_were_trained_with():
+    """The mechanism check (issue 13): the same template's negative prompt, public and exact."""
+    seen = []
+
+    class Recorder(Agent):
+        def act(self, inputs):
+            seen.extend(inputs)
+            return [Action("x") for _ in inputs]
+
+    item = AgentInput([{"role": "user", "content": "env text"}], task={"question": "What is 1+1?"})
+    negative = build_nat_examples([fake_trajectory("What is 1+1?", False)], domain="math", neg_num=1)[0]
+    agent = NATPromptAgent(Recorder(), domain="math", negative_signal=True)
+    agent.act([item])
+    assert seen[-1].messages == negative["messages"][:3]
+    assert seen[-1].messages[-1]["content"].endswith("But incorrectly solve the problem.")
+    assert agent.name.startswith("nat_negative(")
+    NATPromptAgent(Recorder(), position="prefix", tags="AB", negative_signal=True).act([item])
+    assert seen[-1].messages[-1]["content"] == "[B] Question: What is 1+1?."
+    NATPromptAgent(Recorder(), domain="qa", fine_grained=True, negative_signal=True).act([item])
+    assert seen[-1].messages[-1]["content"] == "[Totally Incorrect] Question: What is 1+1?."
+    with pytest.raises(ValueError, match="signal"):
+        NATPromptAgent(Recorder(), signal=False, negative_signal=True)
+
+
 def test_two_message_preamble_per_domain_and_template():
     opening = nat_messages("What is 2+3?", True)
     assert opening == [
