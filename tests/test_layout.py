@@ -33,6 +33,7 @@ INFRASTRUCTURE = {
     f"mulligan.training.{name}"
     for name in (
         "rollout",
+        "env_workers",
         "trajectory",
         "chat",
         "stats",

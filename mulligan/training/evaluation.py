@@ -130,6 +130,8 @@ def evaluate(
     progress: bool = True,
     metrics: Sequence[Metric] = (),
     group_by: Callable[[Trajectory], str] | None = None,
+    env_workers: int = 0,
+    env_workers_backend: str = "process",
 ) -> EvalResult:
     """Evaluate ``agent`` on every listed task, ``samples_per_task`` times each.
 
@@ -149,6 +151,9 @@ def evaluate(
         progress: Show progress (a tqdm bar in a terminal, rare whole lines in a log).
         metrics: Functions ``f(trajectories) -> dict[str, float]`` merged into ``metrics``.
         group_by: A function ``trajectory -> str``; then per-group summaries and macro averages.
+        env_workers: With an env id, step the envs in this many worker processes (0: in this
+            process; :mod:`mulligan.training.env_workers`); a pool brings its own.
+        env_workers_backend: ``"process"`` or ``"ray"`` (with ``env_workers``).
 
     Returns:
         The :class:`EvalResult`.
@@ -158,7 +163,7 @@ def evaluate(
     """
     if samples_per_task < 1:
         raise ValueError(f"samples_per_task must be >= 1, got {samples_per_task}")
-    with pool_for(env, env_kwargs, 1) as pool:
+    with pool_for(env, env_kwargs, 1, env_workers=env_workers, env_workers_backend=env_workers_backend) as pool:
         indices = resolve_task_indices(pool.num_tasks, task_indices)
         if pool is not env:
             # Grow the temporary pool to the batch this evaluation needs.

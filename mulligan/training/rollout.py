@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ import gymnasium
 
 from mulligan.agents.base import Agent, AgentInput
 from mulligan.envs.core import seeded_rng
+from mulligan.training.env_workers import BACKENDS, EnvWorkers, RemoteEnv, call_on_env
 from mulligan.training.progress import progress_bar
 from mulligan.training.trajectory import Trajectory, TrajectoryStore, Turn
 
@@ -101,22 +102,59 @@ class EnvPool:
     fullwiki); a trainer builds its pool before its loop and passes it to
     :func:`collect_episodes` each iteration. Use it as a context manager or call :meth:`close`.
 
+    With ``env_workers=N`` the envs live in ``N`` worker processes (or Ray actors with
+    ``env_workers_backend="ray"``; :mod:`mulligan.training.env_workers`) and a collection steps
+    them in all workers at once: for envs whose step is slow (ScienceWorld, HotpotQA fullwiki),
+    not for cheap ones, where the messages cost more than the step. The trajectories are the same
+    as with the envs in this process. :attr:`envs` then holds
+    :class:`~mulligan.training.env_workers.RemoteEnv` handles (``reset``, ``step``, ``call``);
+    :meth:`call` runs a function on every env wherever it lives.
+
     Args:
         env_id: A registered id.
         num_envs: Envs in the pool (the agent's batch size in a collection).
         env_kwargs: Keyword arguments for ``gymnasium.make``.
+        env_workers: Worker processes for the envs; 0 (the default) keeps them in this process.
+        env_workers_backend: ``"process"`` (``multiprocessing``) or ``"ray"``.
 
     Raises:
-        ValueError: If ``num_envs < 1`` or ``env_kwargs`` is not a dict.
+        ValueError: If ``num_envs < 1``, ``env_workers < 0``, the backend is unknown or
+            ``env_kwargs`` is not a dict.
         gymnasium.error.Error: If ``env_id`` is not registered.
+        mulligan.training.env_workers.EnvWorkerError: If an env fails to build in a worker.
     """
 
-    def __init__(self, env_id: str, num_envs: int = 8, env_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int = 8,
+        env_kwargs: dict[str, Any] | None = None,
+        *,
+        env_workers: int = 0,
+        env_workers_backend: str = "process",
+    ):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        if isinstance(env_workers, bool) or not isinstance(env_workers, int) or env_workers < 0:
+            raise ValueError(f"env_workers must be an int >= 0 (0: envs in this process), got {env_workers!r}")
+        if env_kwargs is not None and not isinstance(env_kwargs, dict):
+            raise ValueError(f"env_kwargs must be a dict of keyword arguments, got {type(env_kwargs).__name__}")
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs or {})
-        self.envs: list[gymnasium.Env] = [make_env(env_id, self.env_kwargs)]
+        self.workers: EnvWorkers | None = None
+        self._description: dict[str, Any] = {}
+        if env_workers:
+            self.envs: list[Any] = []
+            self.workers = EnvWorkers(env_id, self.env_kwargs, env_workers, env_workers_backend)
+            try:
+                self.grow(num_envs)
+            except BaseException:
+                self.close()
+                raise
+            return
+        if env_workers_backend not in BACKENDS:
+            raise ValueError(f"env_workers_backend must be one of {BACKENDS}, got {env_workers_backend!r}")
+        self.envs = [make_env(env_id, self.env_kwargs)]
         try:
             self.envs += [make_env(env_id, self.env_kwargs) for _ in range(num_envs - 1)]
         except BaseException:
@@ -126,25 +164,78 @@ class EnvPool:
     @property
     def num_tasks(self) -> int | None:
         """The dataset size, or ``None`` for an endless procedural source."""
+        if self.workers is not None:
+            return self._description["num_tasks"]
         return self.envs[0].unwrapped.num_tasks
 
     @property
     def is_multi_turn(self) -> bool:
         """Whether an episode can take more than one action."""
+        if self.workers is not None:
+            return self._description["is_multi_turn"]
         return is_multi_turn(self.envs[0])
 
+    @property
+    def env_workers(self) -> int:
+        """The number of worker processes (0: the envs are in this process)."""
+        return 0 if self.workers is None else len(self.workers)
+
     def make(self) -> gymnasium.Env:
-        """One extra env with the pool's settings (the caller closes it)."""
+        """One extra env with the pool's settings, in this process (the caller closes it)."""
         return make_env(self.env_id, self.env_kwargs)
 
     def grow(self, num_envs: int) -> None:
         """Add envs until the pool holds ``num_envs`` (a no-op when it already does)."""
-        while len(self.envs) < num_envs:
-            self.envs.append(self.make())
+        if self.workers is None:
+            while len(self.envs) < num_envs:
+                self.envs.append(self.make())
+            return
+        if len(self.envs) < num_envs:
+            descriptions = self.workers.add_envs(num_envs - len(self.envs))
+            self._description = self._description or descriptions[0]
+            self.envs += [RemoteEnv(self.workers, index) for index in range(len(self.envs), num_envs)]
+
+    def reset_many(self, requests: Sequence[tuple[int, int | None, dict | None]]) -> list[tuple[Any, dict, Any]]:
+        """Reset envs: ``(index, seed, options)`` each; ``(observation, info, task record)`` each.
+
+        With workers, all the resets run at once (each worker's in order).
+        """
+        if self.workers is not None:
+            calls = [(index, "reset", (), {"seed": seed, "options": options}) for index, seed, options in requests]
+            results = self.workers.run(calls)
+            for (index, *_), (_, _, task) in zip(requests, results, strict=True):
+                self.envs[index].task = task
+            return results
+        results = []
+        for index, seed, options in requests:
+            env = self.envs[index]
+            observation, info = env.reset(seed=seed, options=options)
+            results.append((observation, info, env.unwrapped.task))
+        return results
+
+    def step_many(self, requests: Sequence[tuple[int, Any]]) -> list[tuple[Any, float, bool, bool, dict]]:
+        """Step envs: ``(index, action)`` each; ``env.step``'s 5-tuple each (with workers, all at once)."""
+        if self.workers is not None:
+            return self.workers.run([(index, "step", (action,), {}) for index, action in requests])
+        return [self.envs[index].step(action) for index, action in requests]
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+        """``function(env, *args, **kwargs)`` on every env of the pool, in its worker if it has one.
+
+        E.g. ``pool.call(set_stop_on_success, False)``. A result that is the env itself comes back
+        as ``None``. With workers ``function`` must pickle (a module-level function) and the
+        results come back pickled.
+        """
+        if self.workers is not None:
+            return self.workers.run([(index, "call", (function, *args), kwargs) for index in range(len(self.envs))])
+        return [call_on_env(env, function, *args, **kwargs) for env in self.envs]
 
     def close(self) -> None:
-        """Close every env of the pool."""
+        """Close every env of the pool (and its workers)."""
         envs, self.envs = self.envs, []
+        if self.workers is not None:
+            self.workers.close()
+            return
         for env in envs:
             env.close()
 
@@ -158,7 +249,8 @@ class EnvPool:
         self.close()
 
     def __repr__(self) -> str:
-        return f"EnvPool({self.env_id!r}, num_envs={len(self.envs)}, env_kwargs={self.env_kwargs!r})"
+        workers = "" if self.workers is None else f", env_workers={len(self.workers)} ({self.workers.backend})"
+        return f"EnvPool({self.env_id!r}, num_envs={len(self.envs)}, env_kwargs={self.env_kwargs!r}{workers})"
 
 
 def agent_name(agent: Agent) -> str:
@@ -177,11 +269,12 @@ class _Job:
 class _Slot:
     """The state of one env of the lockstep batch."""
 
-    env: gymnasium.Env
+    index: int
     job: _Job | None = None
     seed: int | None = None
     task_id: str = ""
     task: dict[str, Any] = field(default_factory=dict)
+    task_record: Any = None
     messages: list[dict[str, str]] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
     agent_system_prompt: str | None = None
@@ -204,6 +297,8 @@ def collect_episodes(
     store: TrajectoryStore | None = None,
     progress: bool = True,
     max_turns: int | None = None,
+    env_workers: int = 0,
+    env_workers_backend: str = "process",
 ) -> list[Trajectory]:
     """Run ``num_episodes`` episodes of ``agent``, batching each turn across envs.
 
@@ -228,6 +323,9 @@ def collect_episodes(
         progress: Show progress (a tqdm bar in a terminal, a line every 10% or 30 s in a log).
         max_turns: A safety cap on agent turns per episode (the episode is marked truncated);
             ``None`` relies on the env's own ``max_episode_steps``.
+        env_workers: With an env id, step the temporary pool's envs in this many worker processes
+            (0: in this process); a pool brings its own (``EnvPool(..., env_workers=N)``).
+        env_workers_backend: ``"process"`` or ``"ray"`` (with ``env_workers``).
 
     Returns:
         The trajectories in task order (task ``k``'s samples are consecutive), including those
@@ -253,7 +351,13 @@ def collect_episodes(
     if max_turns is not None and max_turns < 1:
         raise ValueError(f"max_turns must be >= 1 or None, got {max_turns}")
     wanted = 8 if num_envs is None else num_envs
-    with pool_for(env, env_kwargs, min(wanted, max(num_episodes, 1))) as pool:
+    with pool_for(
+        env,
+        env_kwargs,
+        min(wanted, max(num_episodes, 1)),
+        env_workers=env_workers,
+        env_workers_backend=env_workers_backend,
+    ) as pool:
         return _collect(
             pool,
             agent,
@@ -271,24 +375,35 @@ def collect_episodes(
 
 
 @contextlib.contextmanager
-def pool_for(env: str | EnvPool, env_kwargs: dict | None, num_envs: int) -> Iterator[EnvPool]:
+def pool_for(
+    env: str | EnvPool,
+    env_kwargs: dict | None,
+    num_envs: int,
+    *,
+    env_workers: int = 0,
+    env_workers_backend: str = "process",
+) -> Iterator[EnvPool]:
     """``env`` itself when it is an :class:`EnvPool` (reused, left open), else a temporary pool.
 
-    The temporary pool has ``num_envs`` envs ``gymnasium.make(env, **env_kwargs)`` and is closed
-    on exit.
+    The temporary pool has ``num_envs`` envs ``gymnasium.make(env, **env_kwargs)`` (in
+    ``env_workers`` worker processes when that is not 0) and is closed on exit.
 
     Raises:
-        ValueError: If ``env_kwargs`` come with a pool (they apply when envs are built), or the
-            pool is closed.
+        ValueError: If ``env_kwargs`` or ``env_workers`` come with a pool (they apply when envs
+            are built), or the pool is closed.
     """
     if isinstance(env, EnvPool):
         if env_kwargs:
             raise ValueError("env_kwargs apply when building envs: pass them to EnvPool(...), not with a pool")
+        if env_workers:
+            raise ValueError(
+                "env_workers apply when building envs: pass them to EnvPool(..., env_workers=N), not with a pool"
+            )
         if not env.envs:
             raise ValueError("the EnvPool is closed; build a new one")
         yield env
         return
-    pool = EnvPool(env, num_envs, env_kwargs)
+    pool = EnvPool(env, num_envs, env_kwargs, env_workers=env_workers, env_workers_backend=env_workers_backend)
     try:
         yield pool
     finally:
@@ -313,35 +428,54 @@ class _Collection:
         progress: bool,
         max_turns: int | None,
     ):
-        self.env_id = pool.env_id
+        self.env_id, self.pool = pool.env_id, pool
         self.agent, self.name = agent, agent_name(agent)
         self.jobs, self.pending = jobs, iter(jobs)
-        self.slots = [_Slot(env) for env in pool.envs[:num_slots]]
+        self.slots = [_Slot(index) for index in range(min(num_slots, len(pool)))]
         self.seed, self.system_prompt, self.stop = seed, system_prompt, tuple(stop)
         self.store, self.stored, self.max_turns = store, stored, max_turns
         self.results: dict[tuple[int, int], Trajectory] = {}
         # A bar in a terminal, rare whole lines in a log (training/progress.py).
         self.bar = progress_bar(len(jobs), f"collect {self.env_id}", "ep", enabled=progress)
 
-    def start_next(self, slot: _Slot) -> None:
-        """Reset ``slot`` onto the next job not already stored; leave it idle when none is left."""
-        slot.job = None
-        for job in self.pending:
-            reset_seed = reset_seed_for(self.seed, job.k, job.sample)
-            observation, info = slot.env.reset(seed=reset_seed, options={"task_index": job.task_index})
-            key = (self.env_id, str(info["task_id"]), job.sample)
-            if key in self.stored:
-                self.results[(job.k, job.sample)] = self.stored[key]
-                if self.bar is not None:
-                    self.bar.update(1)
-                continue
-            slot.job, slot.seed, slot.task_id = job, reset_seed, str(info["task_id"])
-            slot.task = json.loads(json.dumps(slot.env.unwrapped.task, default=str))
-            slot.messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
-            slot.messages.append({"role": "user", "content": observation})
-            slot.turns, slot.observation, slot.info = [], observation, info
-            slot.agent_system_prompt = None
-            return
+    def start_jobs(self, slots: Sequence[_Slot]) -> None:
+        """Reset each of ``slots`` onto the next job not already stored; leave it idle when none is left.
+
+        The resets of a round run as one batch (in all env workers at once); a slot whose job turns
+        out to be stored is reset onto the following job in the next round.
+        """
+        waiting = list(slots)
+        for slot in waiting:
+            slot.job = None
+        while waiting:
+            assigned = [(slot, job) for slot, job in zip(waiting, self.pending, strict=False)]
+            if not assigned:
+                return
+            resets = [
+                (slot.index, reset_seed_for(self.seed, job.k, job.sample), {"task_index": job.task_index})
+                for slot, job in assigned
+            ]
+            waiting = []
+            results = self.pool.reset_many(resets)
+            for (slot, job), (_, reset_seed, _), (observation, info, task) in zip(
+                assigned, resets, results, strict=True
+            ):
+                key = (self.env_id, str(info["task_id"]), job.sample)
+                if key in self.stored:
+                    self.results[(job.k, job.sample)] = self.stored[key]
+                    if self.bar is not None:
+                        self.bar.update(1)
+                    waiting.append(slot)
+                    continue
+                slot.job, slot.seed, slot.task_id = job, reset_seed, str(info["task_id"])
+                slot.task_record = task
+                slot.task = json.loads(json.dumps(task, default=str))
+                slot.messages = (
+                    [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
+                )
+                slot.messages.append({"role": "user", "content": observation})
+                slot.turns, slot.observation, slot.info = [], observation, info
+                slot.agent_system_prompt = None
 
     def finish(self, slot: _Slot, observation: str, terminated: bool, truncated: bool) -> None:
         """Record the finished episode of ``slot`` (and append it to the store)."""
@@ -375,17 +509,16 @@ class _Collection:
         """What the agent is given for ``slot``'s current turn (with the episode's turn seed)."""
         return AgentInput(
             messages=[dict(m) for m in slot.messages],
-            task=slot.env.unwrapped.task,
+            task=slot.task_record,
             info=slot.info,
             env_id=self.env_id,
             stop=self.stop,
             seed=agent_seed_for(self.seed, slot.job.k, slot.job.sample, len(slot.turns)),
         )
 
-    def step(self, slot: _Slot, action) -> None:
-        """Step ``slot``'s env with ``action``, record the turn, and move on when the episode ends."""
-        text = action.text if isinstance(action.text, str) else str(action.text)
-        observation, reward, terminated, truncated, info = slot.env.step(text)
+    def record(self, slot: _Slot, action, text: str, outcome: tuple) -> bool:
+        """Record the turn ``slot``'s env answered with ``outcome``; whether the episode ended."""
+        observation, reward, terminated, truncated, info = outcome
         record = getattr(action, "context", None)
         if record is not None and record.system_prompt is not None and slot.agent_system_prompt is None:
             slot.agent_system_prompt = record.system_prompt
@@ -407,10 +540,10 @@ class _Collection:
             truncated = True
         if terminated or truncated:
             self.finish(slot, observation, bool(terminated), bool(truncated))
-            self.start_next(slot)
-        else:
-            slot.messages.append({"role": "user", "content": observation})
-            slot.observation = observation
+            return True
+        slot.messages.append({"role": "user", "content": observation})
+        slot.observation = observation
+        return False
 
     def rewrites(self, record) -> dict[str, Any]:
         """The ``Turn`` keyword that stores ``record``'s rewrites (empty when there are none)."""
@@ -420,14 +553,21 @@ class _Collection:
     def run(self) -> list[Trajectory]:
         """Play every job; the trajectories in job order."""
         try:
-            for slot in self.slots:
-                self.start_next(slot)
+            self.start_jobs(self.slots)
             while live := [slot for slot in self.slots if slot.job is not None]:
                 actions = self.agent.act([self.agent_input(slot) for slot in live])
                 if len(actions) != len(live):
                     raise RuntimeError(f"{self.name}.act returned {len(actions)} actions for {len(live)} inputs")
-                for slot, action in zip(live, actions, strict=True):
-                    self.step(slot, action)
+                texts = [action.text if isinstance(action.text, str) else str(action.text) for action in actions]
+                # One batch: with env workers every env steps at once.
+                outcomes = self.pool.step_many([(slot.index, text) for slot, text in zip(live, texts, strict=True)])
+                ended = [
+                    slot
+                    for slot, action, text, outcome in zip(live, actions, texts, outcomes, strict=True)
+                    if self.record(slot, action, text, outcome)
+                ]
+                if ended:
+                    self.start_jobs(ended)
         finally:
             if self.bar is not None:
                 self.bar.close()
