@@ -59,6 +59,19 @@ the rendered prompt in place of the latest observation, nothing else of the conv
 (:func:`prompt_context`), so that a trainer rebuilds the executor's exact input from the trajectory.
 The policies receive the rollout's per-input seed.
 
+Ablations and the oracle (official ``evaluation/agent.py``, ``--mode_sg``)
+-----------------------------------------------------------------------
+``random_subgoals`` is the official ``rand`` mode: every 10th step the planner's sub-goal is
+replaced by one drawn from all training sub-goals. ``semi_random`` is ``semi-rand``: every 10th
+step each argument of the planner's sub-goal is replaced by a random room (when it is a room) or a
+random object (:func:`semi_random_subgoal`); the official code draws objects from
+``env.getPossibleObjects()``, mulligan from the arguments of the training annotations
+(:class:`SemiRandomSubgoals`), which works for every env. :class:`OraclePlanner` is a planner that
+knows the gold path: it answers the gold annotation's sub-goal for the next gold action the
+episode has not yet taken, so the hierarchical agent measures the executor under oracle
+sub-goals. ``first_planner`` answers the first query of an episode (the paper's separate
+first-sub-goal generator).
+
 Invalid actions
 ---------------
 When the env lists its valid actions in ``info["valid_actions"]`` and the executor's action is not
@@ -87,6 +100,8 @@ __all__ = [
     "END_SUBGOAL",
     "HISTORY_LEN",
     "HierarchicalAgent",
+    "OraclePlanner",
+    "SemiRandomSubgoals",
     "StepContext",
     "executor_prompt",
     "flat_prompt",
@@ -94,6 +109,8 @@ __all__ = [
     "most_similar_action",
     "parse_steps",
     "planner_prompt",
+    "semi_random_subgoal",
+    "split_subgoal",
     "step_context",
     "string_similarity",
     "task_description",
@@ -301,6 +318,54 @@ def flat_prompt(context: StepContext, history_len: int = HISTORY_LEN) -> str:
     return "\n".join([*_context_lines(context, history_len, ()), "Next action:"])
 
 
+# ---------------------------------------------------------------------- sub-goal texts
+_CALL = re.compile(r"^\s*([^()]*?)\s*\((.*)\)\s*$")
+
+
+def split_subgoal(text: str) -> tuple[str, list[str]]:
+    """``(name, args)`` of a functional sub-goal ``name(a, b)``; ``(text, [])`` when it is not one."""
+    match = _CALL.match(text)
+    if match is None:
+        return text.strip(), []
+    inner = match.group(2).strip()
+    return match.group(1), [a.strip() for a in inner.split(",")] if inner else []
+
+
+@dataclass(frozen=True)
+class SemiRandomSubgoals:
+    """The pools of the official ``semi-rand`` ablation.
+
+    Attributes:
+        rooms: Locations an argument is drawn from when it names one.
+        objects: Objects every other argument is drawn from.
+    """
+
+    rooms: tuple[str, ...]
+    objects: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.rooms or not self.objects:
+            raise ValueError("semi-random sub-goals need at least one room and one object to draw from")
+
+
+def semi_random_subgoal(text: str, pools: SemiRandomSubgoals, rng: np.random.Generator) -> str:
+    """``text`` with each argument replaced by a random room (if it is a room) or a random object.
+
+    The official ``creat_semi_random_sg``: the function name is kept, so the sub-goal is plausible
+    in form and wrong in content. A text that is not a function call is returned unchanged.
+    """
+    name, args = split_subgoal(text)
+    if not args:
+        return text
+    drawn = [
+        pools.rooms[int(rng.integers(len(pools.rooms)))]
+        if arg in pools.rooms
+        else pools.objects[int(rng.integers(len(pools.objects)))]
+        for arg in args
+    ]
+    return f"{name}({', '.join(drawn)})"
+
+
 # ---------------------------------------------------------------------- actions
 def is_end_subgoal(text: str) -> bool:
     """Whether an executor output means "this sub-goal is done" (``END_SG()``, spacing tolerated)."""
@@ -446,6 +511,78 @@ def context_of(
     return context, scores
 
 
+# ---------------------------------------------------------------------- the oracle
+#: Splits a gold path into sub-goals: ``annotate(task, actions)`` returns objects with ``text``,
+#: ``start`` and ``end`` (a :class:`~mulligan.training.subgoal_data.SubgoalAnnotator`'s method).
+AnnotateFunction = Callable[[str, Sequence[str]], Sequence[Any]]
+
+
+class OraclePlanner(Agent):
+    """A planner that knows the gold path: the gold annotation's sub-goal of the next gold action not yet taken.
+
+    It reads the episode, not a prompt (:attr:`reads_episode`): :class:`HierarchicalAgent` gives it
+    the env's own input. The gold path is ``task["gold_actions"]`` (MiniScience and ScienceWorld
+    put it in the task record on reset), split by ``annotate``; progress is the longest prefix of
+    the gold path that the episode's actions contain in order. After the last gold action it keeps
+    answering the last sub-goal.
+
+    Args:
+        annotate: The annotator's ``annotate(task, actions)`` (e.g. ``RuleBasedAnnotator().annotate``),
+            the same that labelled the training data, so the oracle speaks the planner's language.
+        task_extractor: Maps the first observation to the task description.
+        max_cached: Annotated gold paths remembered at most.
+
+    Raises:
+        ValueError: At ``act``, for an input whose task record has no ``gold_actions``.
+    """
+
+    reads_episode = True
+
+    def __init__(
+        self,
+        annotate: AnnotateFunction,
+        *,
+        task_extractor: Callable[[str], str] = task_description,
+        max_cached: int = 10_000,
+    ):
+        self.annotate = annotate
+        self.task_extractor = task_extractor
+        self.max_cached = max_cached
+        self.name = "oracle_planner"
+        self._cache: OrderedDict[str, list[tuple[str, int, int]]] = OrderedDict()
+
+    def gold_subgoals(self, item: AgentInput) -> tuple[list[str], list[tuple[str, int, int]]]:
+        """The gold path of ``item``'s task and its annotation as ``(text, start, end)`` spans."""
+        gold = list((item.task or {}).get("gold_actions") or [])
+        if not gold:
+            raise ValueError("the oracle planner needs the gold path: the task record has no 'gold_actions'")
+        first, _, _ = parse_steps(item.messages)
+        task = self.task_extractor(first)
+        key = hashlib.sha1(json.dumps([task, gold]).encode("utf-8", "surrogatepass")).hexdigest()
+        if key not in self._cache:
+            self._cache[key] = [(g.text, int(g.start), int(g.end)) for g in self.annotate(task, gold)]
+            while len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
+        return gold, self._cache[key]
+
+    def subgoal_for(self, item: AgentInput) -> str:
+        """The oracle's sub-goal for the episode so far."""
+        gold, spans = self.gold_subgoals(item)
+        _, steps, _ = parse_steps(item.messages)
+        done = 0
+        for step in steps:  # the longest gold prefix taken in order (detours allowed)
+            if done < len(gold) and step["action"].strip() == gold[done].strip():
+                done += 1
+        for text, start, end in spans:
+            if start <= done < end:
+                return text
+        return spans[-1][0] if spans else ""
+
+    def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
+        """The gold sub-goal of each episode (module docstring)."""
+        return [Action(self.subgoal_for(item), metadata={"oracle": True}) for item in inputs]
+
+
 # ---------------------------------------------------------------------- the agent
 @dataclass
 class SubgoalState:
@@ -499,6 +636,11 @@ class HierarchicalAgent(Agent):
         random_subgoals: The official ``rand`` ablation: when given, every
             ``RANDOM_SUBGOAL_EVERY``-th step the planner's sub-goal is replaced by one drawn
             uniformly from these texts.
+        semi_random: The official ``semi-rand`` ablation: when given, every
+            ``RANDOM_SUBGOAL_EVERY``-th step the planner's sub-goal gets random arguments
+            (:func:`semi_random_subgoal`).
+        first_planner: The policy asked for an episode's first sub-goal (the paper's
+            first-sub-goal generator); ``None``: the planner.
         embed: Optional embedding function for mapping invalid actions (default: ``difflib``).
         task_extractor: Maps the first observation to the task description.
         stop: Stop strings given to both policies (a sub-goal or an action is one line).
@@ -516,6 +658,8 @@ class HierarchicalAgent(Agent):
         max_subgoals_per_act: int = 4,
         fallback_action: str = "look around",
         random_subgoals: Sequence[str] | None = None,
+        semi_random: SemiRandomSubgoals | None = None,
+        first_planner: Agent | None = None,
         embed: EmbedFunction | None = None,
         task_extractor: Callable[[str], str] = task_description,
         stop: Sequence[str] = ("\n",),
@@ -528,6 +672,8 @@ class HierarchicalAgent(Agent):
             raise ValueError(f"max_subgoals_per_act must be >= 1, got {max_subgoals_per_act}")
         if random_subgoals is not None and not list(random_subgoals):
             raise ValueError("random_subgoals must hold at least one sub-goal text, or be None")
+        if random_subgoals is not None and semi_random is not None:
+            raise ValueError("pass random_subgoals (rand) or semi_random (semi-rand), not both")
         self.planner = planner
         self.executor = executor
         self.history_len = history_len
@@ -535,6 +681,8 @@ class HierarchicalAgent(Agent):
         self.max_subgoals_per_act = max_subgoals_per_act
         self.fallback_action = fallback_action
         self.random_subgoals = list(random_subgoals) if random_subgoals is not None else None
+        self.semi_random = semi_random
+        self.first_planner = first_planner
         self.embed = embed
         self.task_extractor = task_extractor
         self.stop = tuple(stop)
@@ -548,6 +696,8 @@ class HierarchicalAgent(Agent):
             self._rng = np.random.default_rng(seed)
         self.planner.reset(seed)
         self.executor.reset(seed)
+        if self.first_planner is not None:
+            self.first_planner.reset(seed)
 
     def state_for(self, messages: Sequence[Message]) -> SubgoalState:
         """The episode state the agent holds for a conversation (a fresh one if it has none)."""
@@ -597,18 +747,39 @@ class HierarchicalAgent(Agent):
         """Ask the planner for each env's sub-goal; a changed sub-goal retires the current one."""
         if not needs_plan:
             return
-        prompts = [planner_prompt(p.context, p.state.completed, p.state.subgoal, self.history_len) for p in needs_plan]
-        plans = self.planner.act([self._prompt_input(p, prompt) for p, prompt in zip(needs_plan, prompts, strict=True)])
-        for p, plan in zip(needs_plan, plans, strict=True):
+        plans: dict[int, Action] = {}
+        # An episode's first query goes to the first-sub-goal model when there is one (paper Sec. 3).
+        first = [
+            p
+            for p in needs_plan
+            if self.first_planner is not None and p.context.step == 0 and not p.state.completed and not p.ended
+        ]
+        first_ids = {id(p) for p in first}
+        rest = [p for p in needs_plan if id(p) not in first_ids]
+        for policy, group in ((self.first_planner, first), (self.planner, rest)):
+            if group:
+                answers = policy.act([self._planner_input(policy, p) for p in group])
+                plans.update({id(p): a for p, a in zip(group, answers, strict=True)})
+        for p in needs_plan:
+            plan = plans[id(p)]
             p.planner_calls += 1
             p.planner_actions.append(plan)
             subgoal = first_line(plan.text)
             if self.random_subgoals is not None and p.context.step % RANDOM_SUBGOAL_EVERY == 0:
                 # The official `rand` ablation: a random sub-goal every 10th step.
                 subgoal = self.random_subgoals[int(self._rng.integers(len(self.random_subgoals)))]
+            elif self.semi_random is not None and p.context.step % RANDOM_SUBGOAL_EVERY == 0:
+                # The official `semi-rand` ablation: the planner's sub-goal with random arguments.
+                subgoal = semi_random_subgoal(subgoal, self.semi_random, self._rng)
             if p.state.subgoal is not None and subgoal != p.state.subgoal:
                 p.state.completed.append(p.state.subgoal)
             p.state.subgoal = subgoal
+
+    def _planner_input(self, policy: Agent, p: _Pending) -> AgentInput:
+        if getattr(policy, "reads_episode", False):  # the oracle reads the episode itself
+            return p.item
+        prompt = planner_prompt(p.context, p.state.completed, p.state.subgoal, self.history_len)
+        return self._prompt_input(p, prompt)
 
     def _executor_prompt(self, p: _Pending) -> str:
         return executor_prompt(p.context, p.state.subgoal or "", p.state.completed, self.history_len)

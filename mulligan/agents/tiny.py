@@ -14,6 +14,13 @@ five special tokens frame a ChatML-style chat template::
     4<|im_end|>
 
 ``<|im_end|>`` is the end-of-sequence token, so generation stops at the end of a turn.
+
+The tiny *encoder-decoder* (``--model tiny-seq2seq``, :func:`build_tiny_seq2seq`) is a small
+T5 of FLAN-T5's architecture (gated-GELU feed-forward, relative position buckets; tied
+embeddings, unlike FLAN-T5, so that it learns quickly) with the same byte tokenizer and no chat
+template. The sub-goal paper trains FLAN-T5 models (arXiv 2405.02749, Sec. 4); this is the
+offline stand-in that runs the same seq2seq code path as ``google/flan-t5-large``
+(:mod:`mulligan.agents.seq2seq`). The pad token starts the decoder, as in T5.
 """
 
 from __future__ import annotations
@@ -141,10 +148,78 @@ def build_tiny_model(config: TinyModelConfig | None = None, chat_template: bool 
     return model, tokenizer
 
 
-def save_tiny_model(directory: str | os.PathLike, config: TinyModelConfig | None = None) -> Path:
-    """Build the tiny model and tokenizer and save both to ``directory`` with ``save_pretrained``."""
+@dataclass(frozen=True)
+class TinySeq2SeqConfig:
+    """Size of the tiny T5-style encoder-decoder (defaults give about 0.8 M parameters).
+
+    Attributes:
+        d_model: Width of the residual stream.
+        num_layers: Encoder blocks (the decoder has as many).
+        num_heads: Attention heads per block.
+        d_ff: Width of the gated feed-forward layer.
+        seed: Seed of the random initialisation.
+    """
+
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "num_layers", "num_heads", "d_ff"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+
+
+def build_tiny_seq2seq(config: TinySeq2SeqConfig | None = None):
+    """Return ``(model, tokenizer)``: a freshly initialised tiny T5 (FLAN-T5's layout) and the byte tokenizer.
+
+    The tokenizer has no chat template (a seq2seq model reads the prompt text itself) and pads on
+    the right, as T5's encoder expects.
+    """
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = config or TinySeq2SeqConfig()
+    tokenizer = build_tiny_tokenizer(chat_template=False)
+    tokenizer.padding_side = "right"
+    model_config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=config.d_model,
+        d_kv=config.d_model // config.num_heads,
+        d_ff=config.d_ff,
+        num_layers=config.num_layers,
+        num_decoder_layers=config.num_layers,
+        num_heads=config.num_heads,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        # Tied embeddings scale the decoder output by d_model**-0.5 (T5's rule): untied, a fresh
+        # tiny T5 starts with logits of std ~10 and learns far more slowly.
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = T5ForConditionalGeneration(model_config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def save_tiny_model(directory: str | os.PathLike, config: TinyModelConfig | TinySeq2SeqConfig | None = None) -> Path:
+    """Build the tiny model (or, for a :class:`TinySeq2SeqConfig`, the tiny seq2seq) and save it with its tokenizer."""
     directory = Path(directory)
-    model, tokenizer = build_tiny_model(config)
+    if isinstance(config, TinySeq2SeqConfig):
+        model, tokenizer = build_tiny_seq2seq(config)
+    else:
+        model, tokenizer = build_tiny_model(config)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -157,11 +232,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MULLIGAN_CACHE", Path.home() / ".cache" / "mulligan"))
 
 
-def tiny_model_path(config: TinyModelConfig | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
-    """A directory holding the tiny model for ``config``, built on first use and reused after."""
+def tiny_model_path(
+    config: TinyModelConfig | TinySeq2SeqConfig | None = None, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """A directory holding the tiny model (or tiny seq2seq) for ``config``, built on first use and reused after."""
     config = config or TinyModelConfig()
     key = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:10]
-    directory = Path(cache_dir or default_cache_dir()) / f"tiny-{key}"
+    kind = "tiny-seq2seq" if isinstance(config, TinySeq2SeqConfig) else "tiny"
+    directory = Path(cache_dir or default_cache_dir()) / f"{kind}-{key}"
     if not (directory / "config.json").exists() or not (directory / "tokenizer.json").exists():
         # Build into a temporary sibling and rename, so concurrent callers never see half a model.
         tmp = directory.with_name(directory.name + f".tmp{os.getpid()}")
@@ -176,10 +254,17 @@ def tiny_model_path(config: TinyModelConfig | None = None, cache_dir: str | os.P
 
 
 def resolve_model(name_or_path: str, **tiny_overrides: Any) -> str:
-    """Map the keyword ``"tiny"`` to the cached tiny model's path; return anything else unchanged.
+    """Map ``"tiny"`` / ``"tiny-seq2seq"`` to the cached tiny models' paths; return anything else unchanged.
 
-    This is how every command accepts ``--model tiny`` next to hub ids and local paths.
+    This is how every command accepts ``--model tiny`` (and ``--model tiny-seq2seq``) next to hub
+    ids and local paths.
     """
     if name_or_path == "tiny":
         return str(tiny_model_path(TinyModelConfig(**tiny_overrides) if tiny_overrides else None))
+    if name_or_path == TINY_SEQ2SEQ:
+        return str(tiny_model_path(TinySeq2SeqConfig(**tiny_overrides)))
     return name_or_path
+
+
+#: The keyword of the offline tiny encoder-decoder.
+TINY_SEQ2SEQ = "tiny-seq2seq"

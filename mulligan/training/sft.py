@@ -2,6 +2,9 @@
 
 * :func:`load_model` / :func:`load_tokenizer`: a causal LM as :class:`~mulligan.training.args.ModelArgs`
   says (dtype, attention kernel, LoRA adapters).
+* :func:`seq2seq_dataset`: encoder ``input_ids`` + decoder ``labels`` for an encoder-decoder
+  (FLAN-T5, the sub-goal paper's models), with the encoder text of
+  :func:`mulligan.agents.seq2seq.encoder_text`, exactly what :class:`~mulligan.agents.seq2seq.Seq2SeqAgent` reads.
 * :func:`conversations_to_dataset`: pre-tokenized ``input_ids`` + ``assistant_masks`` for TRL's
   ``SFTTrainer``, so the loss falls on the agent's turns only.
 * :func:`save_trained`: the final model as a full checkpoint (LoRA adapters merged), so every
@@ -33,21 +36,29 @@ def load_tokenizer(args: ModelArgs, path: str | None = None):
     return AutoTokenizer.from_pretrained(resolve_model(path or args.model))
 
 
-def load_model(args: ModelArgs, path: str | None = None):
-    """A causal LM from ``path`` (``args.model`` when ``None``) in ``args.dtype``, with LoRA if asked.
+def load_model(args: ModelArgs, path: str | None = None, *, seq2seq: bool = False):
+    """A causal LM (or, with ``seq2seq``, an encoder-decoder) from ``path`` in ``args.dtype``, with LoRA if asked.
+
+    Args:
+        args: The model options.
+        path: The checkpoint (``args.model`` when ``None``; ``tiny`` and ``tiny-seq2seq`` are built offline).
+        seq2seq: Load with ``AutoModelForSeq2SeqLM`` (T5, FLAN-T5, BART) instead of ``AutoModelForCausalLM``.
 
     With ``args.use_lora`` the returned model is a ``peft`` model whose adapters alone train.
     """
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     from mulligan.agents.tiny import resolve_model
 
     kwargs: dict[str, Any] = {"dtype": "auto" if args.dtype == "auto" else getattr(torch, _DTYPES[args.dtype])}
     if args.attn_implementation:
         kwargs["attn_implementation"] = args.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(path or args.model), **kwargs)
+    loader = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = loader.from_pretrained(resolve_model(path or args.model), **kwargs)
     lora = args.lora_config()
+    if lora is not None and seq2seq:
+        lora.task_type = "SEQ_2_SEQ_LM"
     if lora is not None:
         from peft import get_peft_model
 
@@ -112,6 +123,45 @@ def conversations_to_dataset(
             f"no conversation has an agent turn left to learn after truncation to max_length={max_length}; "
             "raise --max_length"
         )
+    return Dataset.from_dict(rows)
+
+
+def seq2seq_dataset(
+    tokenizer,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    max_source_length: int | None,
+    max_target_length: int | None,
+):
+    """A ``datasets.Dataset`` (``input_ids``, ``labels``) for an encoder-decoder's ``Seq2SeqTrainer``.
+
+    Each conversation ends with the assistant's target; the messages before it are the encoder's
+    input, as :class:`~mulligan.agents.seq2seq.Seq2SeqAgent` reads them
+    (:func:`~mulligan.agents.seq2seq.encoder_text`: a single user message is its text, the paper's
+    plain input string). The labels are the target's ids followed by EOS, the whole loss (the
+    official ``ds_train.py``). An input longer than ``max_source_length`` keeps its end (as the
+    agent does); a target longer than ``max_target_length`` (EOS included) keeps its start.
+
+    Raises:
+        ValueError: If a conversation does not end with an assistant message, or there is none.
+    """
+    from datasets import Dataset
+
+    from mulligan.agents.seq2seq import encode_source, encoder_text
+
+    eos = tokenizer.eos_token_id
+    rows: dict[str, list] = {"input_ids": [], "labels": []}
+    for k, messages in enumerate(conversations):
+        if len(messages) < 2 or messages[-1]["role"] != "assistant":
+            raise ValueError(f"conversation {k} must end with the assistant's target after at least one message")
+        rows["input_ids"].append(encode_source(tokenizer, encoder_text(tokenizer, messages[:-1]), max_source_length))
+        labels = list(tokenizer(messages[-1]["content"])["input_ids"])
+        if not labels or labels[-1] != eos:
+            labels.append(eos)
+        if max_target_length is not None:
+            labels = labels[:max_target_length]
+        rows["labels"].append(labels)
+    if not rows["input_ids"]:
+        raise ValueError("no conversation to train on")
     return Dataset.from_dict(rows)
 
 

@@ -59,6 +59,7 @@ from typing import Any, Protocol, runtime_checkable
 from mulligan.agents.hierarchical import (
     END_SUBGOAL,
     HISTORY_LEN,
+    SemiRandomSubgoals,
     StepContext,
     executor_prompt,
     flat_prompt,
@@ -488,18 +489,34 @@ def render_record(record: Mapping[str, Any], history_len: int = HISTORY_LEN) -> 
 
 
 def distillation_conversations(
-    annotated: Sequence[AnnotatedTrajectory], history_len: int = HISTORY_LEN, *, planner_every_step: bool = True
+    annotated: Sequence[AnnotatedTrajectory],
+    history_len: int = HISTORY_LEN,
+    *,
+    planner_every_step: bool = True,
+    separate_first_step: bool = False,
 ) -> dict[str, list[list[dict[str, str]]]]:
     """Planner, executor and flat SFT conversations (prompt as ``user``, target as ``assistant``).
 
+    Args:
+        annotated: The annotated gold paths.
+        history_len: Steps of history in the prompts.
+        planner_every_step: Planner records at every step (the official controller).
+        separate_first_step: Put the ``first_step`` records (step 0) under their own key, the
+            training data of the paper's first-sub-goal generator, instead of the planner's.
+
     Returns:
-        ``{"planner": [...], "executor": [...], "flat": [...]}``; the planner's list holds the
-        ``first_step`` and ``planner`` records.
+        ``{"planner": [...], "executor": [...], "flat": [...]}`` (and ``"first_step"`` with
+        ``separate_first_step``); otherwise the planner's list holds the ``first_step`` and
+        ``planner`` records.
     """
     out: dict[str, list[list[dict[str, str]]]] = {"planner": [], "executor": [], "flat": []}
+    if separate_first_step:
+        out["first_step"] = []
     for trajectory in annotated:
         for record in build_training_views(trajectory, history_len, planner_every_step=planner_every_step):
-            role = "planner" if record["view"] == "first_step" else record["view"]
+            role = record["view"]
+            if role == "first_step" and not separate_first_step:
+                role = "planner"
             out[role].append(
                 [
                     {"role": "user", "content": render_record(record, history_len)},
@@ -512,6 +529,23 @@ def distillation_conversations(
 def subgoal_vocabulary(annotated: Sequence[AnnotatedTrajectory]) -> list[str]:
     """Every distinct sub-goal text of the annotations, in first-seen order (the ``rand`` ablation's pool)."""
     return list(dict.fromkeys(g.text for a in annotated for g in a.subgoals))
+
+
+def semi_random_pools(annotated: Sequence[AnnotatedTrajectory]) -> SemiRandomSubgoals:
+    """The rooms and objects the ``semi-rand`` ablation draws arguments from.
+
+    Rooms: the arguments of ``navigate_to``/``open_door``/``close_door`` sub-goals; objects: every
+    other argument of the annotations (the official code draws objects from the simulator's
+    ``getPossibleObjects()`` and rooms from a fixed list of six).
+    """
+    rooms: dict[str, None] = {}
+    objects: dict[str, None] = {}
+    for trajectory in annotated:
+        for goal in trajectory.subgoals:
+            target = rooms if goal.name in ("navigate_to", "open_door", "close_door") else objects
+            target.update(dict.fromkeys(a for a in goal.args if a))
+    objects = {k: None for k in objects if k not in rooms}
+    return SemiRandomSubgoals(tuple(rooms), tuple(objects))
 
 
 def gold_prefix(trajectory: Trajectory) -> Trajectory:
