@@ -45,6 +45,7 @@ import numpy as np
 from mulligan.agents.base import Agent
 from mulligan.agents.best_of_n import BestOfNAfterFirst, is_degenerate
 from mulligan.agents.context import KeepAll, LastAttempts, keep_last_attempts
+from mulligan.agents.one_shot import OneShotAgent, OneShotDemo, load_one_shot_demo, with_one_shot
 from mulligan.envs.verifiers.math import extract_answer
 from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_args, parse_json_object
 from mulligan.training.datasets import load_trajectory_source
@@ -90,6 +91,8 @@ def rise_samples(
     max_repeats: int = 150,
     window: int = 1,
     system_prompt: str | None = None,
+    one_shot: OneShotDemo | None = None,
+    history: bool = True,
 ) -> list[dict[str, Any]]:
     """Training samples from RISE rollouts, as the official converter builds them.
 
@@ -101,7 +104,16 @@ def rise_samples(
 
     A sample's context is what the learner sees at that turn with a window of ``window`` previous
     attempts (:func:`~mulligan.agents.context.keep_last_attempts`; 0 keeps all), after the
-    ``system_prompt`` if any.
+    ``system_prompt`` if any. With ``one_shot`` the first prompt is RISE's one-shot opening
+    (:func:`~mulligan.agents.one_shot.with_one_shot`: the demo question as the system message, the
+    demo answer unlearned, then the framed task), as :class:`~mulligan.agents.one_shot.OneShotAgent`
+    showed it. ``history=False`` is the history-removed control: every attempt is a single-turn
+    sample of the first prompt alone (earlier attempts and their feedback dropped), with the same
+    attempts, filter and weights.
+
+    Raises:
+        ValueError: On an unknown filter, or both ``one_shot`` and ``system_prompt`` (the demo is
+            the system message).
 
     Returns:
         Dicts with ``messages`` (context + the attempt), ``reward``, ``success``, ``turn``
@@ -109,6 +121,8 @@ def rise_samples(
     """
     if criteria not in FILTERS:
         raise ValueError(f"filter must be one of {FILTERS}, got {criteria!r}")
+    if one_shot is not None and system_prompt:
+        raise ValueError("the one-shot demo is the system message; pass one_shot or system_prompt, not both")
     samples = []
     for r, rollout in enumerate(rollouts):
         kept, seen = [], set()
@@ -121,10 +135,15 @@ def rise_samples(
             seen.add(text)
             kept.append((action, reward, success, following))
         rewards = [reward for _, reward, _, _ in kept]
-        history = [dict(next(m for m in rollout.messages if m["role"] == "user"))]
+        shown = [dict(next(m for m in rollout.messages if m["role"] == "user"))]
         for i, (action, reward, success, following) in enumerate(kept):
             if _keep(criteria, i, rewards, success):
-                context = keep_last_attempts(history, window) if window else list(history)
+                if not history:
+                    context = list(shown[:1])  # the first prompt alone
+                else:
+                    context = keep_last_attempts(shown, window) if window else list(shown)
+                if one_shot is not None:
+                    context = with_one_shot(context, one_shot, rollout.task)
                 system = [{"role": "system", "content": system_prompt}] if system_prompt else []
                 samples.append(
                     {
@@ -138,7 +157,7 @@ def rise_samples(
                 )
             if success or following is None:
                 break
-            history += [{"role": "assistant", "content": action}, {"role": "user", "content": following}]
+            shown += [{"role": "assistant", "content": action}, {"role": "user", "content": following}]
     return samples
 
 
@@ -364,6 +383,16 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
             ``hf:NAME[:CONFIG][:SPLIT]``: :func:`~mulligan.training.datasets.load_trajectory_source`)
             instead of collecting them; later iterations collect on-policy as usual. Empty: collect.
         window: Previous attempts the model sees (the paper's ``context_window 2`` = 1); 0: all.
+        one_shot: RISE's one-shot opening (:mod:`mulligan.agents.one_shot`): ``builtin`` (a demo
+            written for mulligan) or a JSON file ``{"question", "answer"}``; the demo question is
+            the system message, its answer an unlearned assistant turn, and the task follows as
+            ``"Great job! ... Now, let's move on to the next one.\n{question}"``, in rollouts,
+            improver samples, training samples and evaluation alike. Empty: none. Not with
+            ``system_prompt``. A teacher given to :func:`train_rise` as an object is used as is.
+        without_history: The history-removed control (issue 13): every attempt is trained as a
+            single-turn sample of the first prompt alone (same attempts, filter and weights), so
+            only the multi-turn conditioning differs from RISE. Collection and evaluation are
+            unchanged.
         format_reward: Reward of an attempt with no extractable answer, passed to the env as
             ``format_reward`` (RISE's GSM8K env pays -1); empty: the env's default.
         eval_tasks: Held-out tasks for the RISE metrics after the last iteration (0 skips; -1: the
@@ -417,6 +446,8 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
     loss_normalization: str = field(default="sample", metadata={"help": "sample (official) | token."})
     rollouts: str = field(default="", metadata={"help": "Iteration 0's rollouts from a source (empty: collect)."})
     window: int = field(default=1, metadata={"help": "Previous attempts in context (paper: 1); 0: all."})
+    one_shot: str = field(default="", metadata={"help": "One-shot demo: builtin | a JSON {question, answer} file."})
+    without_history: bool = field(default=False, metadata={"help": "Control: train attempts without history."})
     format_reward: float | None = field(default=None, metadata={"help": "Reward with no answer (RISE: -1)."})
     eval_tasks: int = field(default=0, metadata={"help": "Held-out tasks for RISE metrics (0: skip, -1: all)."})
     eval_env_kwargs: str = field(default='{"split": "test"}', metadata={"help": "JSON over env_kwargs for eval."})
@@ -454,6 +485,9 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
         if self.format_reward is not None:
             self.env_kwargs_dict["format_reward"] = self.format_reward
             self.eval_env_kwargs_dict["format_reward"] = self.format_reward
+        if self.one_shot and self.system_prompt:
+            raise ValueError("--one_shot puts the demo question in the system message; drop --system_prompt")
+        self.one_shot_demo = load_one_shot_demo(self.one_shot) if self.one_shot else None
 
     def context(self):
         """The context policy of every RISE agent: the last ``window`` attempts (0: all)."""
@@ -463,6 +497,13 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
 def _agent(config: RISEArgs, model, tokenizer=None, *, temperature: float):
     from mulligan.agents.hf import HFAgent
 
+    if config.one_shot_demo is not None:
+        # The wrapper owns the window: it cuts the env's conversation, then puts the demo in front.
+        inner = HFAgent(
+            model, tokenizer, temperature=temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+            seed=config.seed,
+        )  # fmt: skip
+        return OneShotAgent(inner, config.one_shot_demo, context=config.context())
     return HFAgent(
         model, tokenizer, temperature=temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens,
         seed=config.seed, context=config.context(), system_prompt=config.system_prompt or None,
@@ -513,6 +554,7 @@ def _collect_and_convert(
     samples = rise_samples(
         rollouts, criteria=config.filter, remove_duplicates=config.remove_duplicates,
         max_repeats=config.max_repeats, window=config.window, system_prompt=config.system_prompt or None,
+        one_shot=config.one_shot_demo, history=not config.without_history,
     )  # fmt: skip
     with open(os.path.join(iter_dir, "samples.jsonl"), "w", encoding="utf-8") as handle:
         for sample in samples:
@@ -572,6 +614,8 @@ def train_rise(config: RISEArgs, improver: Agent | None = None) -> dict[str, Any
                 improving = load_agent(
                     config.improver, temperature=config.temperature, max_new_tokens=config.max_new_tokens
                 )
+                if config.one_shot_demo is not None:  # the teacher sees the learner's prompt (official)
+                    improving = OneShotAgent(improving, config.one_shot_demo, context=config.context())
             rollouts, samples = _collect_and_convert(
                 config, pool, (learner, improving), iter_dir, config.seed + iteration, iteration=iteration
             )

@@ -291,3 +291,30 @@ def test_one_iteration_trains_and_resumes(tmp_path):
     # Resuming finds the finished iteration and does not train it again.
     again = train_rise(replace(config, resume_from_checkpoint="auto", eval_tasks=0), improver=EchoOracle())
     assert again["iterations"] == summary["iterations"]
+
+
+def test_one_shot_and_history_removed_options_reach_the_training_samples(tmp_path):
+    from mulligan.agents.one_shot import BUILTIN_DEMO, one_shot_messages
+    from mulligan.training.trajectory import load_trajectories
+
+    config = RISEArgs(
+        env_id="Mulligan/Echo-v0", output_dir=str(tmp_path / "rise"), num_tasks=3, max_attempts=2, best_of_n=2,
+        max_steps=1, per_device_train_batch_size=4, max_new_tokens=4, num_envs=3, disable_tqdm=True, save_steps=0,
+        one_shot="builtin", without_history=True, remove_duplicates=False, max_repeats=0,
+    )  # fmt: skip
+    train_rise(config, improver=EchoOracle())
+    iteration = tmp_path / "rise" / "iter-0"
+    samples = [json.loads(x) for x in (iteration / "samples.jsonl").read_text().splitlines()]
+    rollouts = load_trajectories(str(iteration / "rollouts.jsonl"))
+    assert {s["turn"] for s in samples} == {1, 2}
+    for sample in samples:
+        rollout = rollouts[sample["rollout"]]
+        # The opening, then the attempt: no earlier attempt or feedback, even at turn 2.
+        assert sample["messages"][:3] == one_shot_messages(BUILTIN_DEMO, rollout.messages[0]["content"])
+        assert len(sample["messages"]) == 4
+        if sample["turn"] == 1:  # the learner's own turn: exactly what it was shown
+            assert sample["messages"] == rollout.training_messages(0)
+    with pytest.raises(ValueError, match="system_prompt"):
+        RISEArgs(one_shot="builtin", system_prompt="Be brief.")
+    with pytest.raises(FileNotFoundError):
+        RISEArgs(one_shot=str(tmp_path / "missing.json"))
