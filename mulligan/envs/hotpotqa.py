@@ -13,6 +13,7 @@ from mulligan.envs.react import parse_react_action
 from mulligan.envs.retrieval import Document, DocumentStore, LookupState
 from mulligan.envs.tools import ToolParameter, ToolSpec
 from mulligan.envs.verifiers.qa import fine_grained_label, qa_score
+from mulligan.envs.web_search import build_web_search
 
 #: What a malformed action is told (observation and feedback).
 ACTION_GRAMMAR = (
@@ -39,6 +40,8 @@ QA_TOOLS: tuple[ToolSpec, ...] = (
         (ToolParameter("answer", "the answer"),),
     ),
 )
+#: Where ``search[...]`` looks: the task's documents, or the web as NAT's official QA tool.
+SEARCH_BACKENDS = ("local", "web")
 #: Longest argument echoed back in an observation.
 _ECHO_LIMIT = 80
 #: The split of a hub spec that names none: HotpotQA's test split has no answers.
@@ -191,6 +194,13 @@ class HotpotQAEnv(MulliganEnv):
       ``lookup(keyword)`` and ``finish(answer)`` (``env.unwrapped.tools``). The first observation
       then asks for tool calls; a call's observation is the text its ReAct action would get, and
       ``info["tool_call_id"]`` names the call. An invalid call is a malformed step (0.0).
+    * ``search_backend`` (str, ``"local"``): ``"local"`` searches the task's documents (offline);
+      ``"web"`` answers ``search[query]`` as NAT's official QA agents do, with Google snippets
+      through the Serper API, retrieved and reranked, shown as `` #1: ... #2: ... #3: ...``
+      (:mod:`mulligan.envs.web_search`; needs the network and ``SERPER_API_KEY``); ``lookup`` then
+      reads the snippets of the last search.
+    * ``web_search`` (dict | None): options of the web search (endpoint, key variable, models,
+      cache file; :data:`~mulligan.envs.web_search.WEB_SEARCH_OPTIONS`); only with ``"web"``.
 
     ## Version History
     * v0: the action grammar is the shared one of :mod:`mulligan.envs.react` (before: arguments
@@ -220,9 +230,18 @@ class HotpotQAEnv(MulliganEnv):
         split: str | None = None,
         num_tasks: int | None = None,
         action_format: str = "react",
+        search_backend: str = "local",
+        web_search: Mapping[str, Any] | None = None,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode, action_format=action_format)
+        if search_backend not in SEARCH_BACKENDS:
+            raise ValueError(f"search_backend must be one of {SEARCH_BACKENDS}, got {search_backend!r}")
+        if web_search is not None and search_backend != "web":
+            raise ValueError("web_search= configures search_backend='web'; pass both, or neither")
+        self.search_backend = search_backend
+        # NAT's QA agents search the web (Serper), not the question's paragraphs (docs/fidelity.md N13).
+        self.web = build_web_search(web_search) if search_backend == "web" else None
         if num_tasks is not None and (isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1):
             raise ValueError(f"num_tasks must be a positive int or None, got {num_tasks!r}")
         if dataset is not None and split is not None:
@@ -411,6 +430,14 @@ class HotpotQAEnv(MulliganEnv):
         return " ".join(s.strip() for s in document.sentences[: self.search_sentences])
 
     def _search(self, query: str) -> str:
+        if self.web is not None:
+            # The snippets shown become the document that lookup[...] reads.
+            snippets = self.web.snippets(query)
+            self._lookup = LookupState()
+            self._document = Document(query, tuple(snippets))
+            if not snippets:
+                return f'No web results for "{truncate_for_feedback(query, _ECHO_LIMIT)}".'
+            return self.web(query)
         assert self._store is not None
         result = self._store.search(query)
         echoed = truncate_for_feedback(query, _ECHO_LIMIT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from mulligan.envs.generators.world import generate_strategyqa_task
@@ -64,6 +65,8 @@ class StrategyQAEnv(HotpotQAEnv):
       :class:`~mulligan.envs.hotpotqa.HotpotQAEnv` (``hf:`` specs default to the ``validation`` split).
     * ``action_format`` (str, ``"react"``): as in HotpotQA; the tools are ``search(query)``,
       ``lookup(keyword)`` and ``finish(answer)`` with ``answer`` Yes or No.
+    * ``search_backend`` (``"local"`` or ``"web"``) and ``web_search`` (dict | None): as in HotpotQA
+      (``"web"``: NAT's Google search through Serper).
 
     ## Version History
     * v0: as HotpotQA-v0's: the shared ReAct grammar (linear-time parsing, multi-line arguments),
@@ -87,6 +90,8 @@ class StrategyQAEnv(HotpotQAEnv):
         split: str | None = None,
         num_tasks: int | None = None,
         action_format: str = "react",
+        search_backend: str = "local",
+        web_search: Mapping[str, Any] | None = None,
         render_mode: str | None = None,
     ):
         super().__init__(
@@ -99,6 +104,8 @@ class StrategyQAEnv(HotpotQAEnv):
             split=split,
             num_tasks=num_tasks,
             action_format=action_format,
+            search_backend=search_backend,
+            web_search=web_search,
             render_mode=render_mode,
         )
 
