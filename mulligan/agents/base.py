@@ -218,6 +218,10 @@ class Action:
         metadata: Anything else an agent reports (e.g. the planner's sub-goal).
         context: Which input messages the model saw, and the system prompt the agent added
             (:meth:`Agent.prepare_context`); ``None`` when it saw the input messages unchanged.
+        prefill: The text the model's answer was started with before it generated (CORGI's
+            ``- Output: ...`` primer, from ``info["response_prefix"]``; see :func:`response_prefix`),
+            ``None`` when the answer was not prefilled. ``text`` is then the continuation only, and
+            ``prompt``/``prompt_ids`` end with the prefix.
     """
 
     text: str
@@ -227,6 +231,31 @@ class Action:
     logprobs: list[float] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     context: ContextRecord | None = None
+    prefill: str | None = None
+
+
+#: The ``info`` key under which an env offers the text an answer starts with (CORGI's primer).
+RESPONSE_PREFIX_KEY = "response_prefix"
+
+
+def response_prefix(agent_input: AgentInput) -> str | None:
+    """The text a prefilling agent starts its answer with: ``info["response_prefix"]``, or ``None``.
+
+    Envs whose tasks have a primer (CORGI's ``- Output: ...`` line, arXiv 2411.01483 App. A) put it
+    in the ``info`` of reset and of every step, so a retry turn sees it too. An agent built with
+    ``prefill_response=True`` conditions its model on the rendered prompt followed by this text and
+    sends only the continuation (the env scores it as one, with ``primed=True``).
+
+    Raises:
+        ValueError: If the env put something other than a string there.
+    """
+    info = agent_input.info or {}
+    prefix = info.get(RESPONSE_PREFIX_KEY)
+    if prefix is None or prefix == "":
+        return None
+    if not isinstance(prefix, str):
+        raise ValueError(f'info["{RESPONSE_PREFIX_KEY}"] must be a string, got {type(prefix).__name__}')
+    return prefix
 
 
 class Agent(abc.ABC):

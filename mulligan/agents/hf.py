@@ -37,6 +37,25 @@ policy-gradient trainers compare against a forward pass. They are recorded from 
 generation by the first logits processor, which keeps one step's distribution at a time, so memory
 does not grow with the vocabulary times the completion length.
 
+Prefilled answers
+-----------------
+With ``prefill_response=True``, an input whose env offers ``info["response_prefix"]`` (CORGI's
+``- Output: ...`` primer, arXiv 2411.01483 App. A; :func:`mulligan.agents.base.response_prefix`) is
+answered as CORGI's model answers: the prompt is the rendered conversation with its generation
+prompt, followed by the prefix, and the model writes the continuation. The action's ``text`` is the
+continuation (the env scores it as one with ``primed=True``), ``prefill`` the prefix, and ``prompt``
+and ``prompt_ids`` end with the prefix. Trainers learn the continuation with the prefix as context
+(:meth:`mulligan.training.trajectory.Trajectory.training_messages`). Inputs without the key are
+answered as usual. A tool call cannot be prefilled (a ``ValueError`` says so).
+
+Beam search
+-----------
+``num_beams > 1`` decodes each input with beam search (transformers' ``generate(num_beams=...)``,
+no sampling, so the action is deterministic and ``temperature``/``top_p``/seeds do not apply). The
+best beam is the action (every sample of :meth:`HFAgent.sample` is a copy of it) and its
+``logprobs`` are ``None``: beam tokens are not draws from the model's distribution, so they are no
+behaviour policy for RL. Stop strings cut the best beam after the search rather than ending beams.
+
 Reproducibility
 ---------------
 When every input carries a seed (:attr:`~mulligan.agents.base.AgentInput.seed`, set by the
@@ -59,7 +78,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message
+from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message, response_prefix
 from mulligan.agents.context import KeepAll
 from mulligan.agents.tools import parsed_tool_action, tools_for_input
 from mulligan.training.chat import PLAIN_FORMAT_STOP, encode, has_chat_template, render
@@ -80,6 +99,23 @@ def _load(name_or_path: str, tokenizer: Any, dtype: Any, trust_remote_code: bool
     return AutoModelForCausalLM.from_pretrained(path, **load_kwargs), tokenizer
 
 
+def _check_decoding(prefill_response: Any, num_beams: Any) -> None:
+    """Refuse a non-bool ``prefill_response`` and a ``num_beams`` that is not a positive int."""
+    if not isinstance(prefill_response, bool):
+        raise ValueError(f"prefill_response must be True or False, got {prefill_response!r}")
+    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be a positive int (1: no beam search), got {num_beams!r}")
+
+
+def _plain_text(text: str, prefill: str | None) -> str:
+    """The plain format's action: stripped, except that a continuation keeps its leading whitespace.
+
+    A continuation of a prefilled answer is scored as written after the prefix, so the space
+    between the prefix and its first word belongs to it.
+    """
+    return text.strip() if prefill is None else text.rstrip()
+
+
 def first_stop(text: str, stops: Sequence[str]) -> int | None:
     """Index in ``text`` where the earliest occurrence of any stop string begins, or ``None``."""
     positions = [text.find(s) for s in stops if s]
@@ -92,7 +128,7 @@ class _Completion:
     """One generated row after cutting at EOS or a stop string."""
 
     ids: list[int]
-    logprobs: list[float]
+    logprobs: list[float] | None
     text: str
     finish_reason: str
 
@@ -120,6 +156,10 @@ class HFAgent(Agent):
         trust_remote_code: Passed to ``from_pretrained``.
         tools: Tool schemas (OpenAI format, e.g. ``env.unwrapped.tools``) rendered in every prompt;
             ``None`` (default): an input's env's own tools when that env is in tools mode.
+        prefill_response: Start the answer with the env's ``info["response_prefix"]`` (CORGI's
+            primer) where it offers one: see "Prefilled answers" in the module docstring.
+        num_beams: Beam search with this many beams (1: sample or decode greedily, as
+            ``temperature`` says). See "Beam search" in the module docstring.
     """
 
     def __init__(
@@ -139,7 +179,10 @@ class HFAgent(Agent):
         stop: Sequence[str] = (),
         trust_remote_code: bool = False,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        prefill_response: bool = False,
+        num_beams: int = 1,
     ):
+        _check_decoding(prefill_response, num_beams)
         if tools is not None and (isinstance(tools, str | Mapping) or not all(isinstance(t, Mapping) for t in tools)):
             raise ValueError("tools must be a list of OpenAI tool schemas (dicts), e.g. env.unwrapped.tools")
         if temperature < 0:
@@ -191,6 +234,8 @@ class HFAgent(Agent):
         self.max_length = getattr(model.config, "max_position_embeddings", None)
         self.seed = seed
         self.tools = None if tools is None else [dict(t) for t in tools]
+        self.prefill_response = prefill_response
+        self.num_beams = num_beams
         self._calls = 0
 
     # ------------------------------------------------------------------ public API
@@ -205,8 +250,12 @@ class HFAgent(Agent):
         return self.prepare_messages(agent_input.messages)
 
     def render_prompt(self, agent_input: AgentInput) -> str:
-        """The exact prompt text the model is conditioned on for ``agent_input``."""
+        """The exact prompt text the model is conditioned on for ``agent_input`` (ending with the prefill, if any)."""
         return self._prepare(agent_input)[0]
+
+    def prefill_for(self, agent_input: AgentInput) -> str | None:
+        """The text this agent starts its answer to ``agent_input`` with (``None``: no prefill)."""
+        return response_prefix(agent_input) if self.prefill_response else None
 
     def tools_for(self, agent_input: AgentInput) -> list[dict[str, Any]] | None:
         """The tools rendered for ``agent_input`` (see the module docstring); ``None`` for none."""
@@ -216,7 +265,16 @@ class HFAgent(Agent):
     def _prepare(self, agent_input: AgentInput) -> tuple[str, ContextRecord | None]:
         messages, record = self.prepare_context(agent_input.messages)
         tools = self.tools_for(agent_input)
-        return render(self.tokenizer, messages, add_generation_prompt=True, tools=tools), record
+        prompt = render(self.tokenizer, messages, add_generation_prompt=True, tools=tools)
+        prefill = self.prefill_for(agent_input)
+        if prefill is not None:
+            if tools and self.uses_chat_template:
+                raise ValueError(
+                    "prefill_response cannot prefill a tool call (the env is in tools mode); "
+                    "pass prefill_response=False or use the env's text action format"
+                )
+            prompt += prefill  # the answer starts with the prefix; the model writes the rest
+        return prompt, record
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` under the agent's tokenizer (no special tokens added)."""
@@ -261,6 +319,7 @@ class HFAgent(Agent):
             return []
         prepared = [self._prepare(x) for x in inputs]
         prompts = [prompt for prompt, _ in prepared]
+        prefills = [self.prefill_for(x) for x in inputs]
         prompt_ids = [encode(self.tokenizer, p) for p in prompts]
         for i, ids in enumerate(prompt_ids):
             if not ids:
@@ -302,13 +361,16 @@ class HFAgent(Agent):
                     Action(
                         text=parsed_tool_action(self.tokenizer, c.text, prompts[i])
                         if with_tools[i]
-                        else (c.text.strip() if not self.uses_chat_template else c.text),
+                        else _plain_text(c.text, prefills[i])
+                        if not self.uses_chat_template
+                        else c.text,
                         prompt=prompts[i],
                         prompt_ids=list(prompt_ids[i]),
                         completion_ids=list(c.ids),
-                        logprobs=list(c.logprobs),
+                        logprobs=None if c.logprobs is None else list(c.logprobs),
                         metadata={"finish_reason": c.finish_reason, "model": self.name_or_path},
                         context=prepared[i][1],
+                        prefill=prefills[i],
                     )
                     for c in completions
                 ]
@@ -331,6 +393,8 @@ class HFAgent(Agent):
             TopPLogitsWarper,
         )
 
+        if self.num_beams > 1:
+            return self._beam_search(batch_ids, batch_stops, num_samples)
         sampling = self.temperature > 0
         copies = num_samples if sampling else 1
         per_row = sampling and row_seeds is not None
@@ -392,6 +456,52 @@ class HFAgent(Agent):
         completions = [self._cut(generated[r], logprobs[r], row_stops[r]) for r in range(len(generated))]
         if copies != num_samples:  # greedy: every sample of an input is the same completion
             completions = [c for c in completions for _ in range(num_samples)]
+        return completions
+
+    def _left_padded(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device), width
+
+    def _beam_search(
+        self, batch_ids: list[list[int]], batch_stops: list[tuple[str, ...]], num_samples: int
+    ) -> list[_Completion]:
+        """Beam search (``num_beams`` beams, no sampling): each input's best beam, ``num_samples`` copies.
+
+        Log-probabilities are not recorded (``None``): a beam's tokens were chosen for the whole
+        sequence's score, not drawn from the model's distribution, so they are no behaviour policy.
+        Stop strings cut the best beam afterwards; they do not end a beam early.
+        """
+        from transformers import GenerationConfig
+
+        input_ids, attention_mask, width = self._left_padded(batch_ids)
+        config = GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            num_beams=self.num_beams,
+            num_return_sequences=1,
+            do_sample=False,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=None,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            min_length=0,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_ids,
+            return_dict_in_generate=True,
+        )
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+        generated = out.sequences[:, width:].tolist()
+        completions = []
+        for row, stops in enumerate(batch_stops):
+            cut = self._cut(generated[row], [0.0] * len(generated[row]), stops)
+            best = _Completion(ids=cut.ids, logprobs=None, text=cut.text, finish_reason=cut.finish_reason)
+            completions.extend([best] * num_samples)
         return completions
 
     def _cut(self, ids: list[int], logprobs: list[float], stops: tuple[str, ...]) -> _Completion:

@@ -52,6 +52,14 @@ else. A reply with ``tool_calls`` becomes the action text
 ``{"role": "assistant", "content": ..., "tool_calls": [...]}`` (JSON), which the env reads (it
 runs the first call); a reply without calls is its text, which the env scores as an invalid call.
 
+Prefilled answers. With ``prefill_response=True``, an input whose env offers
+``info["response_prefix"]`` (CORGI's primer) is sent with the prefix as a final assistant message
+and vLLM's ``"continue_final_message": true, "add_generation_prompt": false``, so the server's model
+continues the prefix as :class:`~mulligan.agents.hf.HFAgent` does; the action's ``text`` is the
+continuation and ``prefill`` the prefix. ``vllm serve`` supports this; OpenAI's API and ``transformers
+serve`` refuse the fields (HTTP 400/422), which raises an :class:`OpenAIChatError` that says so
+rather than silently answering unprimed.
+
 Backends. ``backend="stdlib"`` (the default, no dependency) opens one connection per request
 attempt. ``backend="openai"`` sends the same requests through the ``openai`` SDK where it is
 installed (``pip install openai``): one ``AsyncOpenAI`` client per agent, driven on a private event
@@ -92,7 +100,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
-from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message
+from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message, response_prefix
 from mulligan.agents.tools import action_from_tool_calls, tool_conversation, tools_for_input
 
 #: HTTP statuses worth retrying: rate limits and server-side failures.
@@ -162,6 +170,8 @@ class OpenAIChatAgent(Agent):
         tools: Tool schemas (OpenAI format, e.g. ``env.unwrapped.tools``) sent with every request;
             ``None`` (default): an input's env's own tools when that env is in tools mode (see the
             module docstring), none otherwise.
+        prefill_response: Start each answer with the env's ``info["response_prefix"]`` where it
+            offers one (CORGI's primer): see "Prefilled answers" in the module docstring.
     """
 
     def __init__(
@@ -189,7 +199,10 @@ class OpenAIChatAgent(Agent):
         extra_body: Mapping[str, Any] | None = None,
         backend: str = "stdlib",
         tools: Sequence[Mapping[str, Any]] | None = None,
+        prefill_response: bool = False,
     ):
+        if not isinstance(prefill_response, bool):
+            raise ValueError(f"prefill_response must be True or False, got {prefill_response!r}")
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         if concurrency < 1:
@@ -238,6 +251,7 @@ class OpenAIChatAgent(Agent):
         if tools is not None and (isinstance(tools, str | Mapping) or not all(isinstance(t, Mapping) for t in tools)):
             raise ValueError("tools must be a list of OpenAI tool schemas (dicts), e.g. env.unwrapped.tools")
         self.tools = None if tools is None else [dict(t) for t in tools]
+        self.prefill_response = prefill_response
         self._jitter = random.Random()
         self._sdk_lock = threading.Lock()
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
@@ -292,13 +306,23 @@ class OpenAIChatAgent(Agent):
         return groups
 
     # ------------------------------------------------------------------ requests
+    def prefill_for(self, agent_input: AgentInput) -> str | None:
+        """The text this agent starts its answer to ``agent_input`` with (``None``: no prefill)."""
+        return response_prefix(agent_input) if self.prefill_response else None
+
     def _prepare(self, agent_input: AgentInput) -> tuple[Any, ...]:
-        """``(messages, context record, stops, tools)`` of one input's request."""
+        """``(messages, context record, stops, tools, prefill)`` of one input's request."""
         messages, record = self.prepare_context(agent_input.messages)
         tools = self.tools if self.tools is not None else tools_for_input(agent_input)
+        prefill = self.prefill_for(agent_input)
         if tools:
+            if prefill is not None:
+                raise ValueError(
+                    "prefill_response cannot prefill a tool call (the env is in tools mode); "
+                    "pass prefill_response=False or use the env's text action format"
+                )
             messages = tool_conversation(messages)
-        return messages, record, self._stops_for(agent_input), tools or None
+        return messages, record, self._stops_for(agent_input), tools or None, prefill
 
     def _stops_for(self, agent_input: AgentInput) -> tuple[str, ...]:
         if isinstance(agent_input.stop, str):
@@ -311,13 +335,15 @@ class OpenAIChatAgent(Agent):
         record: ContextRecord | None,
         stops: tuple[str, ...],
         tools: list[dict[str, Any]] | None,
+        prefill: str | None,
         *,
         n: int,
         seed: int | None,
     ) -> list[Action]:
+        sent = messages if prefill is None else [*messages, {"role": "assistant", "content": prefill}]
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
+            "messages": sent,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
@@ -332,8 +358,24 @@ class OpenAIChatAgent(Agent):
             body["logprobs"] = True
         if tools:
             body["tools"] = tools
+        if prefill is not None:
+            # vLLM's chat extension: render the last (assistant) message open, without a new
+            # generation prompt, and continue it; the reply's content is the continuation only.
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         body.update(self.extra_body)
-        response = self._post(body)
+        try:
+            response = self._post(body)
+        except OpenAIChatError as err:
+            if prefill is not None and err.status in (400, 422):
+                raise OpenAIChatError(
+                    f"{err} -- the server refused a prefilled answer: prefill_response=True needs a server "
+                    "that continues a final assistant message (vLLM's continue_final_message, e.g. `vllm "
+                    "serve`); OpenAI's API and `transformers serve` do not. Pass prefill_response=False, or "
+                    "serve the model with vLLM",
+                    err.status,
+                ) from err
+            raise
         actions = []
         for index, (content, logprobs, finish_reason, tool_calls) in enumerate(self._parse_choices(response)):
             if tool_calls:
@@ -342,13 +384,13 @@ class OpenAIChatAgent(Agent):
                 cut = [content.find(s) for s in stops if s in content]
                 text = content[: min(cut)] if cut else content
             metadata = {
-                "messages": messages,
+                "messages": sent,
                 "finish_reason": finish_reason,
                 "usage": response.get("usage"),
                 "model": response.get("model", self.model),
                 "choice": index,
             }
-            actions.append(Action(text=text, logprobs=logprobs, metadata=metadata, context=record))
+            actions.append(Action(text=text, logprobs=logprobs, metadata=metadata, context=record, prefill=prefill))
         return actions
 
     def _parse_choices(self, response: dict[str, Any]) -> list[tuple[str, list[float] | None, Any, list[dict]]]:

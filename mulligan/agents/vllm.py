@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mulligan.agents.base import Action, Agent, AgentInput
+from mulligan.agents.base import Action, Agent, AgentInput, response_prefix
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -87,6 +87,15 @@ class _VLLMTurns(Agent):
 
     tokenizer: Any
     stop: tuple[str, ...]
+    prefill_response: bool = False
+
+    def prefill_for(self, agent_input: AgentInput) -> str | None:
+        """The text this agent starts its answer to ``agent_input`` with (``None``: no prefill).
+
+        With ``prefill_response`` the env's ``info["response_prefix"]`` (CORGI's primer), as
+        :class:`~mulligan.agents.hf.HFAgent` does: the prompt ends with it and the model writes the rest.
+        """
+        return response_prefix(agent_input) if self.prefill_response else None
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` under the agent's tokenizer (for token-budget context policies)."""
@@ -105,21 +114,28 @@ class _VLLMTurns(Agent):
         if not inputs:
             return []
         prepared = [self.prepare_context(x.messages) for x in inputs]
-        prompts = [render(self.tokenizer, messages, add_generation_prompt=True) for messages, _ in prepared]
+        prefills = [self.prefill_for(x) for x in inputs]
+        prompts = [
+            render(self.tokenizer, messages, add_generation_prompt=True) + (prefill or "")
+            for (messages, _), prefill in zip(prepared, prefills, strict=True)
+        ]
         prompt_ids = [encode(self.tokenizer, p) for p in prompts]
         generated = self._generate(prompt_ids, inputs)
         extra = () if has_chat_template(self.tokenizer) else (PLAIN_FORMAT_STOP,)
         actions = []
         for k, x in enumerate(inputs):
             ids, lps, text = cut_completion(self.tokenizer, *generated[k], (*self.stop, *x.stop, *extra))
+            if extra:  # the plain format strips whitespace, as HFAgent (a continuation keeps its leading space)
+                text = text.strip() if prefills[k] is None else text.rstrip()
             actions.append(
                 Action(
-                    text=text.strip() if extra else text,  # the plain format strips whitespace, as HFAgent
+                    text=text,
                     prompt=prompts[k],
                     prompt_ids=prompt_ids[k],
                     completion_ids=ids,
                     logprobs=lps,
                     context=prepared[k][1],
+                    prefill=prefills[k],
                 )
             )
         return actions
@@ -134,12 +150,21 @@ class TrainerVLLMAgent(_VLLMTurns):
         context: A context policy (:mod:`mulligan.agents.context`); ``None`` keeps everything.
         stop: Stop strings applied to every input (besides each input's own); vLLM generates to
             EOS or the token limit and the completion is cut at the token completing the first stop string.
+        prefill_response: Start each answer with the env's ``info["response_prefix"]`` where it
+            offers one (CORGI's primer; see :meth:`prefill_for`).
 
     Raises:
         ValueError: If the trainer does not generate with colocated vLLM.
     """
 
-    def __init__(self, trainer: Any, system_prompt: str | None = None, context: Any = None, stop: Sequence[str] = ()):
+    def __init__(
+        self,
+        trainer: Any,
+        system_prompt: str | None = None,
+        context: Any = None,
+        stop: Sequence[str] = (),
+        prefill_response: bool = False,
+    ):
         if not getattr(trainer, "use_vllm", False):
             raise ValueError("TrainerVLLMAgent needs a GRPOTrainer built with use_vllm=True")
         if getattr(trainer.args, "vllm_mode", "colocate") != "colocate":
@@ -149,6 +174,7 @@ class TrainerVLLMAgent(_VLLMTurns):
         self.system_prompt = system_prompt
         self.context = context
         self.stop = tuple(stop)
+        self.prefill_response = bool(prefill_response)
         self.name = "vllm"
 
     def _generate(self, prompt_ids, inputs):
@@ -186,6 +212,11 @@ class VLLMAgent(_VLLMTurns):
             request whose prompt is prefilled in chunks, "CPU Generator does not use offset", so a
             batch's prompts should fit one step). vLLM's CPU build runs a float32 model in
             bfloat16 unless ``{"dtype": "float32"}``.
+        prefill_response: Start each answer with the env's ``info["response_prefix"]`` where it
+            offers one (CORGI's primer; see :meth:`prefill_for`).
+        num_beams: Beam search with this many beams through vLLM's ``LLM.beam_search`` (1: sample
+            as ``temperature`` says). The best beam is the action; its ``logprobs`` are ``None``
+            (beam tokens are no draws from the policy), as :class:`~mulligan.agents.hf.HFAgent`'s.
     """
 
     def __init__(
@@ -201,9 +232,13 @@ class VLLMAgent(_VLLMTurns):
         stop: Sequence[str] = (),
         tokenizer: Any = None,
         engine_kwargs: dict[str, Any] | None = None,
+        prefill_response: bool = False,
+        num_beams: int = 1,
     ):
         if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
             raise ValueError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1")
+        if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+            raise ValueError(f"num_beams must be a positive int (1: no beam search), got {num_beams!r}")
         if isinstance(model, str):
             from vllm import LLM
 
@@ -218,11 +253,28 @@ class VLLMAgent(_VLLMTurns):
         self.system_prompt = system_prompt
         self.context = context
         self.stop = tuple(stop)
+        self.prefill_response = bool(prefill_response)
+        self.num_beams = num_beams
+        if num_beams > 1 and not callable(getattr(self.llm, "beam_search", None)):
+            raise ValueError(
+                "this vLLM build has no LLM.beam_search, so num_beams > 1 cannot run on it; "
+                "use num_beams=1 or HFAgent(num_beams=...)"
+            )
         self.name = "vllm"
+
+    def _beam_search(self, prompt_ids):
+        from vllm.sampling_params import BeamSearchParams
+
+        params = BeamSearchParams(beam_width=self.num_beams, max_tokens=self.max_new_tokens)
+        outputs = self.llm.beam_search([{"prompt_token_ids": ids} for ids in prompt_ids], params)
+        # A beam's tokens are its prompt's followed by what it generated; the first is the best.
+        return [(list(out.sequences[0].tokens[len(ids) :]), None) for ids, out in zip(prompt_ids, outputs, strict=True)]
 
     def _generate(self, prompt_ids, inputs):
         from vllm import SamplingParams
 
+        if self.num_beams > 1:
+            return self._beam_search(prompt_ids)
         requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
         params = [
             SamplingParams(

@@ -31,6 +31,14 @@ template's header (the generation prompt, not learned) and the rest (content and
 whatever the template writes after the EOS token (ChatML's newline) is never generated, so it is
 context, not learned.
 
+Prefilled answers
+-----------------
+An assistant message may carry a ``"prefill"`` key (:data:`PREFILL_KEY`): its ``content`` begins with
+that text, which the agent wrote into the prompt before the model generated (CORGI's ``- Output:``
+primer, :func:`mulligan.agents.base.response_prefix`). It is rendered as part of the message, but
+its tokens are context, not learned: the model learns the continuation with the prefix before it,
+as it generated it. :meth:`~mulligan.training.trajectory.Trajectory.training_messages` sets the key.
+
 Tool calls
 ----------
 Conversations of an env in ``action_format="tools"`` (:mod:`mulligan.envs.tools`) are stored as text
@@ -71,6 +79,8 @@ PLAIN_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 PLAIN_GENERATION_PROMPT = "Assistant: "
 #: Stop string for plain-format generation: the model must not write the next user turn.
 PLAIN_FORMAT_STOP = "\nUser:"
+#: Key of an assistant message that names the prefix of its content the agent prefilled (not learned).
+PREFILL_KEY = "prefill"
 
 
 def has_chat_template(tokenizer) -> bool:
@@ -175,8 +185,23 @@ class _Builder:
         self.turns.extend([turn] * len(ids))
         self.text += text
 
-    def add_turn(self, span: str, learned: bool, turn: int) -> None:
-        """Add an assistant span: learned up to and including EOS, context after it."""
+    def add_turn(self, span: str, learned: bool, turn: int, prefill: str | None = None) -> None:
+        """Add an assistant span: learned up to and including EOS, context after it.
+
+        A ``prefill`` the span holds (the template may put whitespace before it) is context up to
+        its end: the agent wrote it, the model continued it.
+        """
+        if prefill:
+            where = span.find(prefill)
+            if where < 0:
+                warnings.warn(
+                    "the chat template rewrote a prefilled answer so that its prefix is not in the rendering; "
+                    "the whole answer is learned",
+                    stacklevel=3,
+                )
+            else:
+                self.add(span[: where + len(prefill)], False, turn)
+                span = span[where + len(prefill) :]
         eos = self.eos
         cut = span.rfind(eos) + len(eos) if learned and eos and eos in span else len(span)
         self.add(span[:cut], learned, turn)
@@ -226,7 +251,7 @@ def tokenize_turn(
     full = render(tokenizer, messages[: turn + 1], tools=tools)
     # A template that rewrites the turn when it closes it: take the content and EOS as generated.
     completion = full[len(prompt) :] if full.startswith(prompt) else messages[turn]["content"] + (builder.eos or "")
-    builder.add_turn(completion, True, turn)
+    builder.add_turn(completion, True, turn, messages[turn].get(PREFILL_KEY))
     return builder.episode()
 
 
@@ -236,6 +261,7 @@ def tokenize_sampled_turn(
     completion_ids: Sequence[int],
     *,
     tools: Sequence[dict] | None = None,
+    prefill: str | None = None,
 ) -> TokenizedEpisode:
     """The exact tokens of one sampled turn: the rendered prompt, then the completion ids as generated.
 
@@ -248,6 +274,8 @@ def tokenize_sampled_turn(
         prompt_messages: What the model saw (:meth:`~mulligan.training.trajectory.Trajectory.prompt_messages`).
         completion_ids: The recorded :attr:`~mulligan.training.trajectory.Turn.completion_ids`.
         tools: Tool schemas of an env in tools mode, as the agent rendered them (see the module docstring).
+        prefill: The text the agent prefilled the answer with (:attr:`~mulligan.training.trajectory.Turn.prefill`):
+            the prompt ends with it, as the agent's did, so it is context.
 
     Raises:
         ValueError: If ``completion_ids`` is empty or ``prompt_messages`` is empty.
@@ -256,7 +284,7 @@ def tokenize_sampled_turn(
         raise ValueError("prompt_messages is empty; pass what the model saw (Trajectory.prompt_messages(t))")
     if not completion_ids:
         raise ValueError("completion_ids is empty: the turn was not sampled by a model agent; use tokenize_turn")
-    text = render(tokenizer, prompt_messages, add_generation_prompt=True, tools=tools)
+    text = render(tokenizer, prompt_messages, add_generation_prompt=True, tools=tools) + (prefill or "")
     prompt_ids = encode(tokenizer, text)
     completion = [int(t) for t in completion_ids]
     turn = len(prompt_messages)
@@ -336,7 +364,7 @@ def tokenize_conversation(
         full = render(tokenizer, messages[: k + 1], tools=tools)
         span = full[len(rendered) :]
         if message["role"] == "assistant":
-            builder.add_turn(span, k in learn, k)
+            builder.add_turn(span, k in learn, k, message.get(PREFILL_KEY))
         else:
             builder.add(span, False, k)
         rendered = full

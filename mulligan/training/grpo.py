@@ -16,10 +16,11 @@ Two ways to drive TRL, chosen by ``rollout`` (``"auto"`` picks by the env):
   once (every turn batched across the envs by :func:`mulligan.training.rollout.collect_episodes`)
   and returns each episode as ONE completion: the exact tokens each turn sampled (with vLLM, with
   the sampler's log-probabilities), and between turns the env's tokens (observations, feedback, chat
-  headers) from the rendered prompts (:func:`sampled_episode_sample`); ``env_mask`` is 1 on the
-  model's tokens and 0 on the env's, so TRL learns only what the model wrote, and TRL's vLLM
-  importance-sampling correction compares the trainer's log-probs with the sampler's on the same
-  tokens. The episode's return is the reward (:class:`mulligan.training.rewards.EpisodeReturnReward`).
+  headers) from the rendered prompts (:func:`mulligan.training.trajectory.sampled_episode_sample`,
+  shared with PPO); ``env_mask`` is 1 on the model's tokens and 0 on the env's, so TRL learns only
+  what the model wrote, and TRL's vLLM importance-sampling correction compares the trainer's
+  log-probs with the sampler's on the same tokens. The episode's return is the reward
+  (:class:`mulligan.training.rewards.EpisodeReturnReward`).
 
 Scaling: the same script runs data-parallel under ``accelerate launch`` (each process plays the
 episodes of its own prompts), and TRL's vLLM generation is ``--use_vllm`` (``--vllm_mode colocate``
@@ -43,6 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mulligan.training.args import EnvArgs, LoggingArgs, ModelArgs, SamplingArgs
+from mulligan.training.trajectory import (  # noqa: F401 - episode_sample etc. re-exported for GRPO's users
+    EpisodeSample,
+    episode_sample,
+    sampled_episode_sample,
+    trajectory_sample,
+)
 
 ROLLOUTS = ("auto", "single_turn", "episode")
 REWARD_FIELDS = ("reward", "score", "success")
@@ -187,125 +194,6 @@ def wrapped_indices(num_tasks: int | None, count: int, offset: int = 0) -> list[
 
 
 # ----------------------------------------------------------------------------------- episodes
-@dataclass
-class EpisodeSample:
-    """One episode as a GRPO sample.
-
-    Attributes:
-        prompt_ids: Tokens up to and including the first assistant header.
-        completion_ids: The rest of the conversation up to the model's last token.
-        env_mask: 1 on the model's own tokens of ``completion_ids``, 0 on env/feedback/header tokens.
-        logprobs: The sampler's log-probability of each token of ``completion_ids`` (0.0 on env
-            tokens, ``None`` where the sampler recorded none), or ``None`` for a sample rebuilt from text.
-        exact: Whether every turn's prompt, as the model saw it, is the sample's prefix before that
-            turn (``False``: some turn saw a re-rendering that differs from the sampled tokens).
-    """
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    env_mask: list[int]
-    logprobs: list[float | None] | None = None
-    exact: bool = True
-
-
-def _require_one_sequence(tokenizer, messages: Sequence[dict[str, str]]) -> None:
-    """Refuse a multi-turn episode whose chat template is not append-only (see the error message)."""
-    from mulligan.training.chat import is_append_only
-
-    if sum(m["role"] == "assistant" for m in messages) > 1 and not is_append_only(tokenizer, messages):
-        raise ValueError(
-            "this chat template re-renders earlier turns (e.g. a reasoning template that drops <think> from "
-            "past answers), so a multi-turn episode is not one completion as the model saw it; use a "
-            "template that renders append-only, or single-turn envs"
-        )
-
-
-def episode_sample(tokenizer, messages: Sequence[dict[str, str]]) -> EpisodeSample:
-    """Split a tokenized episode into a prompt and one completion with its ``env_mask`` (from text).
-
-    The prompt is everything before the model's first token; the completion stops after the
-    model's last token (its end-of-turn token when it ended its turn), and ``env_mask`` is the
-    episode's assistant mask over that span. The model's turns are re-tokenized from their text,
-    so there are no sampler log-probabilities; :func:`sampled_episode_sample` keeps the sampled
-    tokens instead.
-    """
-    from mulligan.training.chat import tokenize_conversation
-
-    _require_one_sequence(tokenizer, messages)
-    episode = tokenize_conversation(tokenizer, messages)
-    mask = episode.assistant_mask
-    learned = [t for t, m in enumerate(mask) if m]
-    if not learned:
-        raise ValueError("the episode has no model tokens: it needs at least one assistant message")
-    start, end = learned[0], learned[-1] + 1
-    return EpisodeSample(episode.input_ids[:start], episode.input_ids[start:end], mask[start:end])
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def sampled_episode_sample(tokenizer, trajectory: Any) -> EpisodeSample:
-    """An episode as one completion made of the exact tokens the sampler produced, with their log-probs.
-
-    Turn ``t``'s tokens are its recorded :attr:`~mulligan.training.trajectory.Turn.completion_ids`
-    (EOS or stop-string tokens included, as generated) with its recorded ``logprobs``, so TRL's
-    vLLM importance-sampling correction compares the trainer's log-probs with the sampler's on the
-    same tokens. Between two turns come the env's tokens: the part of turn ``t``'s rendered prompt
-    (:meth:`~mulligan.training.trajectory.Trajectory.sampled_tokens`) after the tokens so far.
-    When the model ended its turn with its end-of-turn token and its text re-tokenizes to the same
-    ids (the usual case), that prompt continues the sampled tokens exactly and the sample is what
-    the model saw at every turn. Otherwise (a turn cut at a stop string or the token limit whose
-    text the template closes differently, or ids that do not round-trip through text) the env
-    tokens start where the prompt first differs, the sample's context for the next turn differs
-    from the sampler's, and ``exact`` is ``False``; the importance-sampling ratio then covers the
-    difference.
-
-    Raises:
-        ValueError: If a turn has no recorded ``completion_ids`` (a scripted agent played it), the
-            agent did not see the whole history, or a multi-turn episode's template is not append-only.
-    """
-    conversation = _full_history(trajectory)
-    _require_one_sequence(tokenizer, conversation)
-    if not trajectory.turns:
-        raise ValueError("the episode has no model tokens: it needs at least one turn")
-    prompt_ids: list[int] = []
-    completion: list[int] = []
-    mask: list[int] = []
-    logprobs: list[float | None] = []
-    exact = True
-    for t, turn in enumerate(trajectory.turns):
-        if not turn.completion_ids:
-            raise ValueError(
-                f"turn {t} has no recorded completion_ids (a scripted agent's turn); use episode_sample for text"
-            )
-        sampled = trajectory.sampled_tokens(tokenizer, t)
-        prompt = sampled.input_ids[: len(sampled.input_ids) - len(turn.completion_ids)]
-        if t == 0:
-            prompt_ids = list(prompt)
-        else:
-            so_far = prompt_ids + completion
-            start = _common_prefix(prompt, so_far)
-            exact = exact and start == len(so_far)
-            bridge = list(prompt[max(start, len(prompt_ids)) :])
-            completion += bridge
-            mask += [0] * len(bridge)
-            logprobs += [0.0] * len(bridge)  # env tokens: TRL masks them out of the correction
-        ids = [int(x) for x in turn.completion_ids]
-        recorded = list(turn.logprobs) if turn.logprobs is not None else []
-        if len(recorded) != len(ids):
-            recorded = [None] * len(ids)  # TRL reads None as NaN: no correction on these tokens
-        completion += ids
-        mask += [1] * len(ids)
-        logprobs += [None if x is None else float(x) for x in recorded]
-    return EpisodeSample(prompt_ids, completion, mask, logprobs, exact)
-
-
 class EpisodeRollout:
     """TRL ``rollout_func`` that plays whole multi-turn episodes with the model being trained.
 
@@ -395,7 +283,7 @@ class EpisodeRollout:
             trajectories = self.play(prompts, self.agent(trainer, model))
         trainer.model.train(was_training)
         self.calls += 1
-        samples = [_episode_sample(tokenizer, t) for t in trajectories]
+        samples = [trajectory_sample(tokenizer, t) for t in trajectories]
         # TRL's vLLM importance-sampling correction needs the sampler's log-probs of every token;
         # they are vLLM's processed log-probs (after temperature), as TRL's own. HFAgent records the
         # model's log-probs before temperature, which TRL does not compare with: None, TRL recomputes.
@@ -421,20 +309,6 @@ class EpisodeRollout:
     def close(self) -> None:
         """Close the env pool."""
         self.env.close()
-
-
-def _episode_sample(tokenizer, trajectory: Any) -> EpisodeSample:
-    """The sampled tokens when every turn recorded them (model agents), else the text's tokens."""
-    if trajectory.turns and all(turn.completion_ids for turn in trajectory.turns):
-        return sampled_episode_sample(tokenizer, trajectory)
-    return episode_sample(tokenizer, _full_history(trajectory))
-
-
-def _full_history(trajectory: Any) -> list[dict[str, str]]:
-    """The episode as one conversation (system prompt and every message), as the model saw it."""
-    if not trajectory.sees_full_history:
-        raise ValueError("a GRPO episode is one completion, so the agent must see the whole history at every turn")
-    return trajectory.conversation()
 
 
 # ----------------------------------------------------------------------------------- the trainer

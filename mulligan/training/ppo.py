@@ -6,9 +6,10 @@ in the style of cleanrl. One PPO iteration is:
 1. **Rollout.** Play ``episodes_per_step`` episodes of the env with the current policy
    (:func:`mulligan.training.rollout.collect_episodes` on an :class:`~mulligan.training.rollout.EnvPool`
    built once, every turn batched across envs).
-2. **Tokenize.** Each episode's conversation becomes one token sequence with a mask of the
-   model's own tokens (:func:`mulligan.training.chat.tokenize_conversation`): env turns,
-   feedback and chat headers are context, never actions. The env's reward goes on model tokens
+2. **Tokenize.** Each episode becomes one token sequence with a mask of the model's own tokens
+   (:func:`mulligan.training.trajectory.trajectory_sample`, shared with GRPO): every turn's tokens
+   are the ids the agent sampled, never a re-tokenisation of its text; env turns, feedback, chat
+   headers and a prefilled primer are context, never actions. The env's reward goes on model tokens
    as ``reward_placement`` says (each attempt's reward on its last token, or the whole episode
    return on the session's last token as CORGI does).
 3. **Score.** One no-grad pass gives the old log-probabilities and values; the frozen reference
@@ -525,63 +526,39 @@ class EpisodeBatch:
     """Episodes padded into tensors (right padding).
 
     Attributes:
-        input_ids: ``[B, T]`` token ids of each conversation.
+        input_ids: ``[B, T]`` token ids of each episode (the tokens sampled, env tokens between turns).
         attention_mask: ``[B, T]`` 1 for real tokens.
         action_mask: ``[B, T]`` 1 for the model's own tokens (what PPO learns).
         env_rewards: ``[B, T]`` env rewards on model tokens, placed as ``reward_placement`` says.
+        sampled_logprobs: ``[B, T]`` the sampler's recorded log-probability of each model token
+            (``NaN`` where none was recorded and on every other token).
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     action_mask: torch.Tensor
     env_rewards: torch.Tensor
+    sampled_logprobs: torch.Tensor
 
     def select(self, rows: Sequence[int]) -> EpisodeBatch:
         """The sub-batch of ``rows``, trimmed to its longest sequence."""
         index = torch.as_tensor(list(rows), dtype=torch.long)
         width = int(self.attention_mask[index].sum(1).max())
-        return EpisodeBatch(
-            *(t[index, :width] for t in (self.input_ids, self.attention_mask, self.action_mask, self.env_rewards))
-        )
+        tensors = (self.input_ids, self.attention_mask, self.action_mask, self.env_rewards, self.sampled_logprobs)
+        return EpisodeBatch(*(t[index, :width] for t in tensors))
 
 
-def require_one_sequence(tokenizer, conversation: list[dict[str, str]]) -> None:
-    """Refuse a multi-turn episode that the chat template cannot render as one token sequence.
-
-    PPO (and GRPO's episode samples) learn every turn of an episode in one sequence, which is what
-    the model saw only if the template renders append-only; reasoning templates that re-render
-    earlier turns (dropping their ``<think>`` part) do not.
-
-    Raises:
-        ValueError: With the fix, when the episode has several turns and the template is not append-only.
-    """
-    from mulligan.training.chat import is_append_only
-
-    turns = sum(m["role"] == "assistant" for m in conversation)
-    if turns > 1 and not is_append_only(tokenizer, conversation):
-        raise ValueError(
-            "this chat template re-renders earlier turns (e.g. a reasoning template that drops <think> from "
-            "past answers), so a multi-turn episode is not one token sequence as the model saw it; use a "
-            "template that renders append-only, or single-turn episodes"
-        )
-
-
-def _place_rewards(trajectory: Any, conversation: list[dict[str, str]], episode: Any, placement: str) -> list[float]:
-    """Per-token env rewards of one tokenized episode (see :func:`episodes_to_batch`)."""
-    mask = episode.assistant_mask
-    rewards = [0.0] * len(episode.input_ids)
+def _place_rewards(trajectory: Any, sample: Any, placement: str) -> list[float]:
+    """Per-token env rewards of one episode sample (see :func:`episodes_to_batch`)."""
+    offset = len(sample.prompt_ids)
+    rewards = [0.0] * (offset + len(sample.completion_ids))
     if placement == "last_token":
-        learned = [t for t, m in enumerate(mask) if m]
+        learned = [t for t, m in enumerate(sample.env_mask) if m]
         if learned:
-            rewards[learned[-1]] = float(trajectory.episode_return)
+            rewards[offset + learned[-1]] = float(trajectory.episode_return)
         return rewards
-    assistant_messages = [k for k, m in enumerate(conversation) if m["role"] == "assistant"]
-    for message_index, turn in zip(assistant_messages, trajectory.turns, strict=False):
-        positions = [
-            t for t, (k, m) in enumerate(zip(episode.turn_index, mask, strict=True)) if k == message_index and m
-        ]
-        if positions:
-            rewards[positions[-1]] += float(turn.reward)
+    for end, turn in zip(sample.turn_ends, trajectory.turns, strict=False):
+        rewards[offset + end] += float(turn.reward)
     return rewards
 
 
@@ -591,36 +568,42 @@ def episodes_to_batch(
     pad_token_id: int | None = None,
     reward_placement: str = "per_attempt",
 ) -> EpisodeBatch:
-    """Tokenize trajectories (model tokens masked in, env tokens out) and pad them into a batch.
+    """Turn trajectories into token sequences (model tokens masked in, env tokens out) and pad them.
+
+    Each episode is :func:`mulligan.training.trajectory.trajectory_sample`: when a model agent
+    played it, every turn's tokens are the ids it sampled (:attr:`~mulligan.training.trajectory.Turn.completion_ids`,
+    not a re-tokenisation of the text, which can differ) with their recorded log-probabilities, and
+    the env's tokens (observations, feedback, chat headers, a prefilled primer) between them are
+    context. A scripted teacher's episode is tokenized from its text.
 
     Args:
         trajectories: Played episodes (:class:`~mulligan.training.trajectory.Trajectory`).
         tokenizer: The policy's tokenizer (rendering through :mod:`mulligan.training.chat`).
         pad_token_id: Padding id (default: the tokenizer's).
         reward_placement: ``"per_attempt"``: each turn's env reward on the last model token of that
-            turn's assistant message. ``"last_token"``: the episode return (the sum of the turn
-            rewards; the best attempt's score under ``RetryWithFeedback(reward="max")``) on the
-            episode's last model token, as CORGI's trainer adds its score (arXiv 2411.01483, Sec. 3).
+            turn. ``"last_token"``: the episode return (the sum of the turn rewards; the best
+            attempt's score under ``RetryWithFeedback(reward="max")``) on the episode's last model
+            token, as CORGI's trainer adds its score (arXiv 2411.01483, Sec. 3).
+
+    Raises:
+        ValueError: If an episode's agent did not see the whole history, or a multi-turn episode's
+            chat template is not append-only.
     """
-    from mulligan.training.chat import tokenize_conversation
+    from mulligan.training.trajectory import trajectory_sample
 
     if reward_placement not in REWARD_PLACEMENTS:
         raise ValueError(f"reward_placement must be one of {REWARD_PLACEMENTS}, got {reward_placement!r}")
     rows = []
     for trajectory in trajectories:
-        if not trajectory.sees_full_history:
-            raise ValueError(
-                "PPO learns an episode as one sequence, so the agent must have seen the whole history at every "
-                "turn; play the episodes without a context policy that drops messages"
-            )
-        conversation = trajectory.conversation()  # the agent's system prompt, then every message
-        require_one_sequence(tokenizer, conversation)
-        episode = tokenize_conversation(tokenizer, conversation)
+        sample = trajectory_sample(tokenizer, trajectory)
+        logprobs = sample.logprobs or [None] * len(sample.completion_ids)
         rows.append(
             (
-                episode.input_ids,
-                episode.assistant_mask,
-                _place_rewards(trajectory, conversation, episode, reward_placement),
+                sample.prompt_ids + sample.completion_ids,
+                [0] * len(sample.prompt_ids) + sample.env_mask,
+                _place_rewards(trajectory, sample, reward_placement),
+                [math.nan] * len(sample.prompt_ids)
+                + [x if m and x is not None else math.nan for x, m in zip(logprobs, sample.env_mask, strict=True)],
             )
         )
     pad = tokenizer.pad_token_id if pad_token_id is None else pad_token_id
@@ -629,13 +612,15 @@ def episodes_to_batch(
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     action = torch.zeros((len(rows), width), dtype=torch.long)
     env_rewards = torch.zeros((len(rows), width), dtype=torch.float32)
-    for i, (ids, mask, rewards) in enumerate(rows):
+    sampled = torch.full((len(rows), width), math.nan, dtype=torch.float32)
+    for i, (ids, mask, rewards, lps) in enumerate(rows):
         n = len(ids)
         input_ids[i, :n] = torch.tensor(ids)
         attention[i, :n] = 1
         action[i, :n] = torch.tensor(mask)
         env_rewards[i, :n] = torch.tensor(rewards)
-    return EpisodeBatch(input_ids, attention, action, env_rewards)
+        sampled[i, :n] = torch.tensor(lps, dtype=torch.float32)
+    return EpisodeBatch(input_ids, attention, action, env_rewards, sampled)
 
 
 # ----------------------------------------------------------------------------------- data parallel

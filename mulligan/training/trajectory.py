@@ -23,6 +23,11 @@ episode length. Trainers never rebuild a context themselves; they call:
   :func:`mulligan.training.chat.tokenize_conversation`, the one place that decides it);
 * :meth:`Trajectory.sampled_tokens` ``(tokenizer, t)``: turn ``t`` as the exact tokens sampled (the
   rendered prompt, then the recorded completion ids), aligned with the turn's log-probabilities.
+* :func:`trajectory_sample`: the whole episode as one token sequence for episode-level RL (PPO and
+  GRPO share it): the sampled ids and log-probs of every turn, the env's tokens between them.
+
+Prefilled answers: a turn whose answer the agent started itself (:attr:`Turn.prefill`, CORGI's
+primer) is learned as prefix (context) + continuation (learned); see :meth:`Trajectory.answer_message`.
 
 Token ids: model agents record each turn's :attr:`Turn.completion_ids` and their behaviour
 :attr:`Turn.logprobs` (the exact tokens sampled, for exact-token RL); prompt ids are not stored
@@ -100,6 +105,9 @@ class Turn:
             (NAT's opening for the task message, the sub-goal agents' step prompt for the latest
             observation), stored as ``[{"index": i, "messages": [...]}, ...]``; ``None`` when the
             model saw the kept messages as they are. Its size does not grow with the episode.
+        prefill: The text the agent started its answer with before the model generated (CORGI's
+            primer, :attr:`mulligan.agents.base.Action.prefill`); ``action`` is then the model's
+            continuation. ``None`` (and absent in files written before it existed): no prefill.
     """
 
     observation: str
@@ -110,6 +118,7 @@ class Turn:
     logprobs: list[float] | None = None
     context: list[list[int]] | None = None
     context_rewritten: list[dict[str, Any]] | None = None
+    prefill: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: ``info`` as a JSON string, everything else plain."""
@@ -122,6 +131,7 @@ class Turn:
             "logprobs": None if self.logprobs is None else [float(x) for x in self.logprobs],
             "context": None if self.context is None else [[int(a), int(b)] for a, b in self.context],
             "context_rewritten": None if self.context_rewritten is None else _dumps(self.context_rewritten),
+            "prefill": self.prefill,
         }
 
     @classmethod
@@ -140,6 +150,7 @@ class Turn:
             logprobs=row.get("logprobs"),
             context=None if context is None else [[int(a), int(b)] for a, b in context],
             context_rewritten=None if row.get("context_rewritten") is None else _loads_if_str(row["context_rewritten"]),
+            prefill=row.get("prefill") or None,
         )
 
 
@@ -237,21 +248,58 @@ class Trajectory:
         )
         return shown.shown(history)
 
+    def _prefill_stored(self, turn: int) -> bool:
+        """Whether turn ``turn``'s assistant message holds its prefill (prefix + continuation)."""
+        record = self.turns[turn]
+        content = self.messages[self.assistant_positions()[turn]]["content"]
+        return bool(record.prefill) and content == record.prefill + record.action
+
+    def answer_message(self, turn: int) -> dict[str, str]:
+        """Turn ``turn``'s assistant message as the model produced it.
+
+        For a prefilled turn (:attr:`Turn.prefill`) the content is the prefix followed by the
+        continuation, and the message's ``"prefill"`` key (:data:`mulligan.training.chat.PREFILL_KEY`)
+        names the prefix, which the tokenizers of :mod:`mulligan.training.chat` render as context
+        and do not learn. The stored message may hold the whole answer or the continuation alone.
+        """
+        message = dict(self.messages[self.assistant_positions()[turn]])
+        record = self.turns[turn] if turn < len(self.turns) else None
+        if record is None or not record.prefill:
+            return message
+        if not self._prefill_stored(turn):
+            message["content"] = record.prefill + message["content"]
+        message["prefill"] = record.prefill
+        return message
+
     def training_messages(self, turn: int) -> list[dict[str, str]]:
-        """:meth:`prompt_messages` of ``turn`` followed by the turn's action (learn the last message)."""
-        return [*self.prompt_messages(turn), dict(self.messages[self.assistant_positions()[turn]])]
+        """:meth:`prompt_messages` of ``turn`` followed by the turn's action (learn the last message).
+
+        A prefilled turn's action is :meth:`answer_message`: prefix (context) + continuation (learned).
+        """
+        return [*self.prompt_messages(turn), self.answer_message(turn)]
 
     @property
     def sees_full_history(self) -> bool:
-        """Whether every turn saw the whole history (no message dropped by a context policy)."""
-        return all(turn.context is None and not turn.context_rewritten for turn in self.turns)
+        """Whether every turn saw the whole history, each earlier answer as the model produced it.
+
+        ``False`` when a context policy dropped or rewrote messages, or when a prefilled answer
+        (other than the last) is stored without its prefix, so later turns saw it differently from
+        how the model wrote it.
+        """
+        if not all(turn.context is None and not turn.context_rewritten for turn in self.turns):
+            return False
+        earlier = range(len(self.turns) - 1)
+        return all(not self.turns[t].prefill or self._prefill_stored(t) for t in earlier)
 
     def conversation(self) -> list[dict[str, str]]:
-        """The agent's system prompt (if any) and every message.
+        """The agent's system prompt (if any) and every message, answers as :meth:`answer_message`.
 
         This is what the model saw at its last turn when :attr:`sees_full_history`.
         """
-        return self._system() + [dict(m) for m in self.messages]
+        positions = {index: turn for turn, index in enumerate(self.assistant_positions()) if turn < len(self.turns)}
+        return self._system() + [
+            self.answer_message(positions[k]) if k in positions else dict(m) for k, m in enumerate(self.messages)
+        ]
 
     def training_samples(self) -> list[list[dict[str, str]]]:
         """The conversations to learn this episode's turns from, exactly as the model saw them.
@@ -281,6 +329,7 @@ class Trajectory:
             self.prompt_messages(turn),
             self.turns[turn].completion_ids or [],
             tools=tools_for_trajectory(self),  # a tools-mode episode's prompt showed the env's tools
+            prefill=self.turns[turn].prefill,  # the agent's prompt ended with it
         )
 
     def tokenize(self, tokenizer, *, learn_turns=None):
@@ -339,6 +388,168 @@ class Trajectory:
             final_observation=values.get("final_observation") or "",
             agent_system_prompt=values.get("agent_system_prompt"),
         )
+
+
+# ----------------------------------------------------------------------------------- episodes as one sequence
+@dataclass
+class EpisodeSample:
+    """One episode as one token sequence for RL: a prompt, then a completion with its model-token mask.
+
+    Shared by GRPO (TRL's ``rollout_func`` output) and PPO (one row of its batch).
+
+    Attributes:
+        prompt_ids: Tokens up to and including the first assistant header (and the first turn's prefill).
+        completion_ids: The rest of the conversation up to the model's last token.
+        env_mask: 1 on the model's own tokens of ``completion_ids``, 0 on env/feedback/header/prefill tokens.
+        logprobs: The sampler's log-probability of each token of ``completion_ids`` (0.0 on env
+            tokens, ``None`` where the sampler recorded none), or ``None`` for a sample rebuilt from text.
+        exact: Whether every turn's prompt, as the model saw it, is the sample's prefix before that
+            turn (``False``: some turn saw a re-rendering that differs from the sampled tokens).
+        turn_ends: For each turn, the index in ``completion_ids`` of its last model token.
+    """
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    env_mask: list[int]
+    logprobs: list[float | None] | None = None
+    exact: bool = True
+    turn_ends: list[int] = field(default_factory=list)
+
+
+def require_one_sequence(tokenizer, messages: list[dict[str, str]]) -> None:
+    """Refuse a multi-turn episode that the chat template cannot render as one token sequence.
+
+    Episode-level RL (PPO, GRPO's episode samples) learns every turn of an episode in one sequence,
+    which is what the model saw only if the template renders append-only; reasoning templates that
+    re-render earlier turns (dropping their ``<think>`` part) do not.
+
+    Raises:
+        ValueError: With the fix, when the episode has several turns and the template is not append-only.
+    """
+    from mulligan.training.chat import is_append_only
+
+    if sum(m["role"] == "assistant" for m in messages) > 1 and not is_append_only(tokenizer, messages):
+        raise ValueError(
+            "this chat template re-renders earlier turns (e.g. a reasoning template that drops <think> from "
+            "past answers), so a multi-turn episode is not one token sequence as the model saw it; use a "
+            "template that renders append-only, or single-turn episodes"
+        )
+
+
+def full_history(trajectory: Trajectory) -> list[dict[str, str]]:
+    """The episode as one conversation (:meth:`Trajectory.conversation`), refused unless the model saw it so.
+
+    Raises:
+        ValueError: If some turn did not see the whole history (:attr:`Trajectory.sees_full_history`).
+    """
+    if not trajectory.sees_full_history:
+        raise ValueError(
+            "an episode learned as one sequence needs an agent that saw the whole history at every turn (each "
+            "earlier answer as written); play the episodes without a context policy that drops messages"
+        )
+    return trajectory.conversation()
+
+
+def episode_sample(tokenizer, messages: list[dict[str, str]]) -> EpisodeSample:
+    """Split a tokenized episode into a prompt and one completion with its ``env_mask`` (from text).
+
+    The prompt is everything before the model's first learned token; the completion stops after
+    the model's last token (its end-of-turn token when it ended its turn), and ``env_mask`` is the
+    episode's assistant mask over that span. The model's turns are re-tokenized from their text,
+    so there are no sampler log-probabilities; :func:`sampled_episode_sample` keeps the sampled
+    tokens instead.
+    """
+    from mulligan.training.chat import tokenize_conversation
+
+    require_one_sequence(tokenizer, messages)
+    episode = tokenize_conversation(tokenizer, messages)
+    mask = episode.assistant_mask
+    learned = [t for t, m in enumerate(mask) if m]
+    if not learned:
+        raise ValueError("the episode has no model tokens: it needs at least one assistant message")
+    start, end = learned[0], learned[-1] + 1
+    last: dict[int, int] = {}
+    for t in learned:
+        last[episode.turn_index[t]] = t - start
+    turn_ends = [last[k] for k in sorted(last)]
+    return EpisodeSample(episode.input_ids[:start], episode.input_ids[start:end], mask[start:end], turn_ends=turn_ends)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def sampled_episode_sample(tokenizer, trajectory: Trajectory) -> EpisodeSample:
+    """An episode as one completion made of the exact tokens the sampler produced, with their log-probs.
+
+    Turn ``t``'s tokens are its recorded :attr:`Turn.completion_ids` (EOS or stop-string tokens
+    included, as generated) with its recorded ``logprobs``, so a trainer's ratio compares its
+    log-probs with the sampler's on the same tokens. Between two turns come the env's tokens: the
+    part of turn ``t``'s rendered prompt (:meth:`Trajectory.sampled_tokens`, which ends with the
+    turn's prefill, if any) after the tokens so far. When the model ended its turn with its
+    end-of-turn token and its text re-tokenizes to the same ids (the usual case), that prompt
+    continues the sampled tokens exactly and the sample is what the model saw at every turn.
+    Otherwise (a turn cut at a stop string or the token limit whose text the template closes
+    differently, or ids that do not round-trip through text) the env tokens start where the
+    prompt first differs, the sample's context for the next turn differs from the sampler's, and
+    ``exact`` is ``False``.
+
+    Raises:
+        ValueError: If a turn has no recorded ``completion_ids`` (a scripted agent played it), the
+            agent did not see the whole history, or a multi-turn episode's template is not append-only.
+    """
+    conversation = full_history(trajectory)
+    require_one_sequence(tokenizer, conversation)
+    if not trajectory.turns:
+        raise ValueError("the episode has no model tokens: it needs at least one turn")
+    prompt_ids: list[int] = []
+    completion: list[int] = []
+    mask: list[int] = []
+    logprobs: list[float | None] = []
+    turn_ends: list[int] = []
+    exact = True
+    for t, turn in enumerate(trajectory.turns):
+        if not turn.completion_ids:
+            raise ValueError(
+                f"turn {t} has no recorded completion_ids (a scripted agent's turn); use episode_sample for text"
+            )
+        sampled = trajectory.sampled_tokens(tokenizer, t)
+        prompt = sampled.input_ids[: len(sampled.input_ids) - len(turn.completion_ids)]
+        if t == 0:
+            prompt_ids = list(prompt)
+        else:
+            so_far = prompt_ids + completion
+            start = _common_prefix(prompt, so_far)
+            exact = exact and start == len(so_far)
+            bridge = list(prompt[max(start, len(prompt_ids)) :])
+            completion += bridge
+            mask += [0] * len(bridge)
+            logprobs += [0.0] * len(bridge)  # env tokens: trainers mask them out
+        ids = [int(x) for x in turn.completion_ids]
+        recorded = list(turn.logprobs) if turn.logprobs is not None else []
+        if len(recorded) != len(ids):
+            recorded = [None] * len(ids)  # unknown: no sampler log-prob on these tokens
+        completion += ids
+        mask += [1] * len(ids)
+        logprobs += [None if x is None else float(x) for x in recorded]
+        turn_ends.append(len(completion) - 1)
+    return EpisodeSample(prompt_ids, completion, mask, logprobs, exact, turn_ends)
+
+
+def trajectory_sample(tokenizer, trajectory: Trajectory) -> EpisodeSample:
+    """The episode as RL learns it: the sampled tokens when every turn recorded them, else its text's tokens.
+
+    Model agents record each turn's ids (:func:`sampled_episode_sample`); scripted teachers do not
+    (:func:`episode_sample` of :func:`full_history`).
+    """
+    if trajectory.turns and all(turn.completion_ids for turn in trajectory.turns):
+        return sampled_episode_sample(tokenizer, trajectory)
+    return episode_sample(tokenizer, full_history(trajectory))
 
 
 class TrajectoryFileError(ValueError):

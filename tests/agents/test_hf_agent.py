@@ -390,3 +390,87 @@ def test_wrappers_record_exactly_what_the_inner_model_saw(tiny):
         assert _rebuilt_prompt(tokenizer, step, action) == action.prompt
         assert action.context.spans == ((2, 3),) and action.context.system_prompt == "Be terse."
     env.close()
+
+
+# ----------------------------------------------------------------------------------- prefill and beams
+PRIMER = "- Output: The old lighthouse"
+
+
+def primed(text, prefix=PRIMER):
+    return AgentInput(messages=[{"role": "user", "content": text}], info={"response_prefix": prefix})
+
+
+def test_prefill_response_starts_the_answer_with_the_primer_and_returns_the_continuation(tiny):
+    model, tokenizer = tiny
+    agent = HFAgent(model, tokenizer, temperature=0, max_new_tokens=8, prefill_response=True)
+    action = agent.act([primed("Finish the story.")])[0]
+    # Known answer: the chat template's prompt with its generation prompt, then the primer.
+    expected = "<|im_start|>user\nFinish the story.<|im_end|>\n<|im_start|>assistant\n- Output: The old lighthouse"
+    assert action.prompt == expected == agent.render_prompt(primed("Finish the story."))
+    assert action.prefill == PRIMER
+    assert action.prompt_ids == tokenizer(expected, add_special_tokens=False)["input_ids"]
+    # The action is what the model writes after the primer: transformers' greedy continuation of it.
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([action.prompt_ids]), max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    continuation = out[0, len(action.prompt_ids) :].tolist()
+    assert action.completion_ids == continuation[: len(action.completion_ids)]
+    assert action.text == tokenizer.decode(action.completion_ids, skip_special_tokens=True)
+    assert not action.text.startswith(PRIMER)
+    # Without the option, or without the key, the answer is not prefilled.
+    unprimed = HFAgent(model, tokenizer, temperature=0, max_new_tokens=8).act([primed("Finish the story.")])[0]
+    assert unprimed.prefill is None and unprimed.prompt.endswith("<|im_start|>assistant\n")
+    no_key = agent.act([user("Finish the story.")])[0]
+    assert no_key.prefill is None and no_key.prompt == unprimed.prompt
+
+
+def test_prefill_in_the_plain_format_keeps_the_continuations_leading_space(tiny):
+    model, tokenizer = tiny
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None
+    agent = HFAgent(model, plain, temperature=1.0, seed=3, max_new_tokens=6, prefill_response=True)
+    action = agent.act([primed("Go on.", prefix="Word:")])[0]
+    assert action.prompt == "User: Go on.\nAssistant: Word:"
+    decoded = plain.decode(action.completion_ids, skip_special_tokens=True).split(PLAIN_FORMAT_STOP)[0]
+    assert action.text == decoded.rstrip()  # not lstripped: the text continues "Word:" as written
+
+
+def test_prefill_response_rejects_a_non_bool_and_a_non_string_prefix(tiny):
+    with pytest.raises(ValueError, match="prefill_response"):
+        HFAgent(*tiny, prefill_response="yes")
+    agent = HFAgent(*tiny, temperature=0, max_new_tokens=2, prefill_response=True)
+    with pytest.raises(ValueError, match="response_prefix"):
+        agent.act([primed("x", prefix=["- Output:"])])
+
+
+def test_beam_search_is_transformers_beam_search_and_deterministic(tiny):
+    from transformers import GenerationConfig
+
+    model, tokenizer = tiny
+    agent = HFAgent(model, tokenizer, num_beams=5, max_new_tokens=10, temperature=1.0)
+    inputs = [user(p) for p in PROMPTS[:3]]
+    actions = agent.act(inputs)
+    assert [a.completion_ids for a in agent.act(inputs)] == [a.completion_ids for a in actions]  # no randomness
+    config = GenerationConfig(
+        num_beams=5,
+        do_sample=False,
+        max_new_tokens=10,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=agent.eos_token_ids,
+    )
+    greedy = HFAgent(model, tokenizer, temperature=0, max_new_tokens=10).act(inputs)
+    for action, item, _plain in zip(actions, inputs, greedy, strict=True):
+        with torch.no_grad():
+            out = model.generate(torch.tensor([action.prompt_ids]), generation_config=config)
+        reference = out[0, len(action.prompt_ids) :].tolist()
+        assert action.completion_ids == reference[: len(action.completion_ids)]
+        assert action.logprobs is None and action.text == tokenizer.decode(
+            action.completion_ids, skip_special_tokens=True
+        )
+        assert action.prompt == agent.render_prompt(item)
+    assert any(a.completion_ids != g.completion_ids for a, g in zip(actions, greedy, strict=True))
+    samples = agent.sample(inputs[:1], 3)[0]
+    assert all(s.completion_ids == actions[0].completion_ids for s in samples)
+    with pytest.raises(ValueError, match="num_beams"):
+        HFAgent(*tiny, num_beams=0)

@@ -147,3 +147,58 @@ def test_the_agent_samples_from_exactly_what_the_trainer_renders(chat_template, 
             assert exact.input_ids == prompt_ids + turn.completion_ids
             assert sum(exact.assistant_mask) == len(turn.logprobs)
     assert isinstance(agent, Agent)
+
+
+# ----------------------------------------------------------------------------------- prefilled answers
+def test_a_prefilled_answer_is_rendered_whole_and_only_its_continuation_is_learned():
+    tokenizer = build_tiny_tokenizer()
+    messages = [
+        {"role": "user", "content": "Write 5 words."},
+        {"role": "assistant", "content": "- Output: The cat sat on it.", "prefill": "- Output: The cat"},
+    ]
+    episode = tokenize_conversation(tokenizer, messages)
+    assert (
+        episode.text
+        == "<|im_start|>user\nWrite 5 words.<|im_end|>\n<|im_start|>assistant\n- Output: The cat sat on it.<|im_end|>\n"
+    )
+    learned = [t for t, m in zip(episode.input_ids, episode.assistant_mask, strict=True) if m]
+    assert tokenizer.decode(learned) == " sat on it.<|im_end|>"  # the primer is context
+    (turn,) = tokenize_turns(tokenizer, messages)
+    assert (
+        turn.input_ids == episode.input_ids[: len(turn.input_ids)]
+        and turn.assistant_mask == episode.assistant_mask[: len(turn.input_ids)]
+    )
+    without = tokenize_conversation(tokenizer, [messages[0], {"role": "assistant", "content": messages[1]["content"]}])
+    assert sum(without.assistant_mask) == sum(episode.assistant_mask) + len("- Output: The cat")  # byte tokens
+
+
+def test_a_prefilled_turn_trains_on_exactly_the_prompt_the_agent_sampled_from():
+    from mulligan.agents.base import AgentInput
+    from mulligan.training.trajectory import Trajectory, Turn
+
+    model, tokenizer = build_tiny_model(TinyModelConfig(hidden_size=32, num_hidden_layers=1, intermediate_size=64))
+    agent = HFAgent(model, tokenizer, temperature=1.0, seed=0, max_new_tokens=6, prefill_response=True)
+    messages = [{"role": "user", "content": "Finish: The cat"}]
+    action = agent.act([AgentInput(messages=messages, info={"response_prefix": "- Output: The cat"})])[0]
+    # The turn as the rollout records it (the action's prefill on the Turn).
+    trajectory = Trajectory(
+        env_id="Mulligan/Constraints-v0",
+        task_id="c",
+        task={},
+        messages=[*messages, {"role": "assistant", "content": action.text}],
+        turns=[
+            Turn(
+                "Finish: The cat", action.text, 0.0, {}, action.completion_ids, action.logprobs, prefill=action.prefill
+            )
+        ],
+        success=False,
+        score=0.0,
+        episode_return=0.0,
+        terminated=True,
+        truncated=False,
+    )
+    sampled = trajectory.sampled_tokens(tokenizer, 0)
+    assert sampled.input_ids == action.prompt_ids + action.completion_ids
+    assert sampled.assistant_mask == [0] * len(action.prompt_ids) + [1] * len(action.completion_ids)
+    (sample,) = trajectory.training_samples()
+    assert sample[-1]["content"] == "- Output: The cat" + action.text and sample[-1]["prefill"] == "- Output: The cat"

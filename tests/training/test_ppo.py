@@ -157,8 +157,9 @@ def test_episode_batch_learns_exactly_the_model_tokens_and_places_rewards():
     learned = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
     env_side = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
     assert learned == "wrong<|im_end|>river<|im_end|>"
-    # Everything else is env text: the rendering with the two answers cut out of their turns.
+    # Everything else is env text: the rendering up to the last answer, with the two answers cut out.
     rendered = tokenize_conversation(tokenizer, trajectory.messages).text
+    rendered = rendered[: rendered.rindex("<|im_end|>") + len("<|im_end|>")]  # the sequence ends with the model
     expected_env = rendered.replace("assistant\nwrong<|im_end|>", "assistant\n").replace(
         "assistant\nriver<|im_end|>", "assistant\n"
     )
@@ -506,3 +507,52 @@ def test_ppo_runs_with_bf16_autocast_gradient_checkpointing_and_lora(tmp_path):
     after = dict(trainer.policy.named_parameters())
     assert any(not torch.equal(value, after[name].detach()) for name, value in before.items())
     assert all(p.dtype == torch.float32 for p in trainer.policy.parameters())  # fp32 master weights
+
+
+# ----------------------------------------------------------------------------------- the sampled tokens
+def _sampled_trajectory(tokenizer, turns, prefill=None):
+    """A trajectory of model turns ``(text, completion_ids, logprobs)``, as the rollout records them."""
+    from mulligan.training.trajectory import Trajectory, Turn
+
+    messages = [{"role": "user", "content": "Repeat exactly: river"}]
+    recorded = []
+    for k, (text, ids, logprobs) in enumerate(turns):
+        messages.append({"role": "assistant", "content": (prefill or "") + text})
+        recorded.append(Turn(messages[-2]["content"], text, float(k), {}, ids, logprobs, prefill=prefill))
+        if k + 1 < len(turns):
+            messages.append({"role": "user", "content": "Please try again."})
+    return Trajectory("Mulligan/Echo-v0", "e", {}, messages, recorded, True, 1.0, 1.0, True, False)
+
+
+def test_ppo_learns_the_sampled_token_ids_not_a_retokenisation_of_the_text():
+    _, tokenizer = build_tiny_model(SMALL)
+    ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    end, stray = tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|im_start|>")
+    # The model emitted a special token mid-answer: the text ("river") re-tokenises without it.
+    first = [*ids("riv"), stray, *ids("er"), end]
+    second = [*ids("river"), end]
+    trajectory = _sampled_trajectory(
+        tokenizer, [("river", first, [-0.5] * len(first)), ("river", second, [-0.25] * len(second))]
+    )
+    assert [*ids(tokenizer.decode(first, skip_special_tokens=True)), end] != first
+    batch = episodes_to_batch([trajectory], tokenizer)
+    row, mask = batch.input_ids[0].tolist(), batch.action_mask[0].tolist()
+    assert [t for t, m in zip(row, mask, strict=True) if m] == first + second
+    lps = batch.sampled_logprobs[0]
+    assert lps[batch.action_mask[0].bool()].tolist() == [-0.5] * len(first) + [-0.25] * len(second)
+    assert torch.isnan(lps[~batch.action_mask[0].bool()]).all()
+    # per_attempt: each turn's reward on its own last sampled token.
+    ends = _segment_ends(mask)
+    assert batch.env_rewards[0, ends].tolist() == [0.0, 1.0]
+
+
+def test_ppo_takes_a_prefilled_primer_as_context():
+    _, tokenizer = build_tiny_model(SMALL)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    completion = tokenizer(" sat.", add_special_tokens=False)["input_ids"] + [end]
+    trajectory = _sampled_trajectory(tokenizer, [(" sat.", completion, None)], prefill="- Output: The cat")
+    batch = episodes_to_batch([trajectory], tokenizer)
+    row, mask = batch.input_ids[0].tolist(), batch.action_mask[0].tolist()
+    assert [t for t, m in zip(row, mask, strict=True) if m] == completion
+    context = tokenizer.decode([t for t, m in zip(row, mask, strict=True) if not m])
+    assert context.endswith("<|im_start|>assistant\n- Output: The cat")

@@ -176,3 +176,58 @@ def test_bad_paths_are_rejected_with_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="mulligan collect"):
         load_trajectories(tmp_path / "missing.jsonl")
     assert os.path.exists(tmp_path / "file")
+
+
+# ----------------------------------------------------------------------------------- prefilled answers
+def primed_trajectory(store_prefix: bool) -> Trajectory:
+    """Two CORGI-style attempts whose answers were prefilled with the primer; the stored messages
+    hold either the whole answers (``store_prefix``) or the continuations only."""
+    prefix = "- Output: The cat"
+    answers = [" sat.", " sat on the mat."]
+    stored = [prefix + a if store_prefix else a for a in answers]
+    return Trajectory(
+        env_id="Mulligan/Constraints-v0",
+        task_id="c-0",
+        task={},
+        messages=[
+            {"role": "user", "content": "Complete the sentence in 5 words."},
+            {"role": "assistant", "content": stored[0]},
+            {"role": "user", "content": "- Feedback: Too short. Please Try again."},
+            {"role": "assistant", "content": stored[1]},
+        ],
+        turns=[Turn("q", answers[0], 0.0, {}, prefill=prefix), Turn("f", answers[1], 1.0, {}, prefill=prefix)],
+        success=True,
+        score=1.0,
+        episode_return=1.0,
+        terminated=True,
+        truncated=False,
+    )
+
+
+def test_a_prefilled_turn_round_trips_and_old_rows_without_it_still_load(tmp_path):
+    trajectory = primed_trajectory(store_prefix=True)
+    store = TrajectoryStore(tmp_path / "t.jsonl")
+    store.append(trajectory)
+    store.close()
+    (loaded,) = load_trajectories(tmp_path / "t.jsonl")
+    assert [t.prefill for t in loaded.turns] == ["- Output: The cat"] * 2 and loaded == trajectory
+    old = trajectory.to_dict()
+    for turn in old["turns"]:
+        del turn["prefill"]  # a file written before turns recorded their prefill
+    assert all(t.prefill is None for t in Trajectory.from_dict(old).turns)
+
+
+@pytest.mark.parametrize("store_prefix", [True, False])
+def test_training_messages_give_a_prefilled_answer_whole_with_its_prefix_marked(store_prefix):
+    trajectory = primed_trajectory(store_prefix)
+    last = trajectory.training_messages(1)[-1]
+    assert last == {"role": "assistant", "content": "- Output: The cat sat on the mat.", "prefill": "- Output: The cat"}
+    assert trajectory.training_messages(0)[-1]["content"] == "- Output: The cat sat."
+    # Stored whole, every later turn saw each answer as written: one sequence. Stored as the
+    # continuation only, the retry saw the first answer without its primer: per-turn samples.
+    assert trajectory.sees_full_history is store_prefix
+    if store_prefix:
+        marks = [m.get("prefill") for m in trajectory.conversation()]
+        assert marks == [None, "- Output: The cat", None, "- Output: The cat"]
+    else:
+        assert trajectory.training_samples()[0][1]["content"] == "- Output: The cat sat."
