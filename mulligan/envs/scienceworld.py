@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
+import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from mulligan.envs.core import MulliganEnv, StepOutcome
@@ -80,6 +82,50 @@ def _shutdown_simulator(handle: dict[str, Any]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+#: Serialises the brief change of ``JDK_JAVA_OPTIONS`` while a JVM is launched (see ``jvm_options``).
+_JAVA_OPTIONS_LOCK = threading.Lock()
+
+
+def check_jvm_options(options: Sequence[str] | None) -> tuple[str, ...]:
+    """``options`` as a tuple, each a single ``-`` flag without spaces (``ValueError`` says the fix)."""
+    if options is None:
+        return ()
+    if isinstance(options, str):
+        raise ValueError(f"jvm_options must be a list of flags, e.g. ['-XX:ActiveProcessorCount=1'], got {options!r}")
+    checked = tuple(options)
+    for option in checked:
+        if not isinstance(option, str) or not option.startswith("-") or any(c.isspace() for c in option):
+            raise ValueError(
+                f"each JVM option must be one flag starting with '-' and without spaces, e.g. "
+                f"'-XX:+UseSerialGC'; got {option!r}"
+            )
+    return checked
+
+
+@contextlib.contextmanager
+def java_options(options: Sequence[str]) -> Iterator[None]:
+    """Launch JVMs inside this block with ``options`` added (through ``JDK_JAVA_OPTIONS``).
+
+    The scienceworld package starts its JVM with py4j's ``launch_gateway`` and takes no JVM
+    options; the ``java`` launcher (JDK 9+) also reads ``JDK_JAVA_OPTIONS`` from its environment,
+    which the JVM inherits from this process. The variable is set only while the block runs and
+    restored after (a value the user set is kept, with ``options`` after it).
+    """
+    if not options:
+        yield
+        return
+    with _JAVA_OPTIONS_LOCK:
+        previous = os.environ.get("JDK_JAVA_OPTIONS")
+        os.environ["JDK_JAVA_OPTIONS"] = " ".join([previous, *options] if previous else options)
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("JDK_JAVA_OPTIONS", None)
+            else:
+                os.environ["JDK_JAVA_OPTIONS"] = previous
 
 
 class SimulatorDiedError(RuntimeError):
@@ -154,6 +200,10 @@ class ScienceWorldEnv(MulliganEnv):
       JVM round trips per step; they cost no simulated time).
     * ``stall_limit`` (int | None, None): end an episode after this many actions without a score
       change (see Episode End).
+    * ``jvm_options`` (list[str] | None, None): extra flags for the simulator's JVM, e.g.
+      ``["-XX:ActiveProcessorCount=1", "-XX:+UseSerialGC"]`` (one core's worth of GC and JIT
+      threads per JVM, for many envs on few cores: ``benchmarks/bench_vector.py``). Passed through
+      ``JDK_JAVA_OPTIONS`` while the JVM starts (the package's launcher takes no options).
     * ``generate_gold_path`` (bool, True): have the simulator plan a gold path when a variation is
       first loaded (seconds for some tasks; cached per variation afterwards). It is what
       :meth:`gold_actions` returns and what scripted teachers follow, found in
@@ -194,10 +244,12 @@ class ScienceWorldEnv(MulliganEnv):
         include_look_inventory: bool = True,
         generate_gold_path: bool = True,
         stall_limit: int | None = None,
+        jvm_options: Sequence[str] | None = None,
         action_format: str = "react",
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode, action_format=action_format)
+        self.jvm_options = check_jvm_options(jvm_options)
         self._sw = import_scienceworld()
         if step_limit is not None and (
             isinstance(step_limit, bool) or not isinstance(step_limit, int) or step_limit < 1
@@ -227,7 +279,8 @@ class ScienceWorldEnv(MulliganEnv):
     # ----------------------------------------------------------------- the JVM
     def _start_simulator(self) -> None:
         _shutdown_simulator(self._handle)
-        self._handle["sim"] = self._sw.ScienceWorldEnv("", envStepLimit=self.step_limit or 10**9)
+        with java_options(self.jvm_options):
+            self._handle["sim"] = self._sw.ScienceWorldEnv("", envStepLimit=self.step_limit or 10**9)
         self._loaded = None
 
     @property

@@ -272,3 +272,26 @@ def test_tools_mode_check_env_invalid_calls_and_a_gold_path_as_tool_calls():
         assert info["success"] and total == pytest.approx(info["score"]) == 1.0
     finally:
         env.close()
+
+
+def test_jvm_options_reach_the_simulators_jvm_and_leave_this_process_alone():
+    before = os.environ.get("JDK_JAVA_OPTIONS")
+    env = gymnasium.make(
+        ENV_ID,
+        task="boil",
+        variation=0,
+        generate_gold_path=False,
+        jvm_options=["-XX:ActiveProcessorCount=1", "-Dmulligan.probe=on"],
+    )
+    try:
+        jvm = env.unwrapped._sim._gateway.jvm
+        assert jvm.java.lang.Runtime.getRuntime().availableProcessors() == 1
+        assert jvm.java.lang.System.getProperty("mulligan.probe") == "on"
+        assert os.environ.get("JDK_JAVA_OPTIONS") == before
+        env.reset()
+        assert env.step("look around")[0].startswith("This room is called")
+    finally:
+        env.close()
+    for bad in ("-XX:+UseSerialGC", ["-Xmx1g -Xms1g"], ["Xmx1g"]):
+        with pytest.raises(ValueError, match=r"jvm_options must be a list|one flag starting with '-'"):
+            gymnasium.make(ENV_ID, task="boil", variation=0, jvm_options=bad)
