@@ -14,8 +14,11 @@ One cell (arm x seed):
 2. ``rise``: one RISE iteration from the base model (:func:`mulligan.training.rise.train_rise`:
    turn 1 on-policy, turn 2 best-of-N self-improvement, reward-weighted regression).
    ``sft_extra``: the base model trained for as many more optimiser steps as RISE took, on the
-   same positives (the "more steps" control). ``rise_parallel``: the RISE model with five
-   independent single-turn samples instead of five turns (equal samples).
+   same positives (the "more steps" control). ``rise_no_history``: the history-removed control,
+   RISE's update on the very rollouts the ``rise`` arm collected (same samples, filter, weights and
+   steps) with every attempt trained on the first prompt alone (``--without_history``), so only
+   the multi-turn conditioning differs. ``rise_parallel``: the RISE model with five independent
+   single-turn samples instead of five turns (equal samples).
 3. Evaluation on the first ``test_tasks`` of the test split, each once, temperature 1, the first
    prompt and the most recent attempt in context (the paper's window), in the retry env *without*
    an oracle (feedback after every attempt, right or wrong): per task ``success_within_k``
@@ -30,7 +33,7 @@ import os
 from typing import Any
 
 from mulligan.reproduce import nat as nat_reproduction
-from mulligan.reproduce.protocol import Arm, CellResult, Comparison, PhaseTimer, Protocol, TimedAgent
+from mulligan.reproduce.protocol import Arm, CellResult, Comparison, PhaseTimer, Protocol, TimedAgent, model_agent
 
 PROTOCOL = Protocol(
     paper="rise",
@@ -47,11 +50,18 @@ PROTOCOL = Protocol(
     arms=(
         Arm("sft_extra", "sft_extra", "sequential", "SFT model + as many more SFT steps as RISE took"),
         Arm("rise", "rise", "sequential", "SFT model + one RISE iteration (self-improvement, best-of-N)"),
+        Arm(
+            "rise_no_history",
+            "rise_no_history",
+            "sequential",
+            "RISE's samples and steps, each attempt trained on the first prompt alone (history removed)",
+        ),
         Arm("rise_parallel", "rise", "parallel", "the RISE model, 5 independent samples instead of 5 turns"),
     ),
     comparisons=(
         Comparison("rise", "sft_extra", 1, "RISE improves success within 5 turns", primary=True),
         Comparison("rise", "sft_extra", 1, "RISE improves the majority answer over 5 turns", metric="m1_t5"),
+        Comparison("rise", "rise_no_history", 1, "training with the earlier attempt in context matters"),
         Comparison("rise", "rise_parallel", 1, "5 sequential turns beat 5 parallel samples (oracle stop)"),
         Comparison("rise", "rise_parallel", 1, "5 turns' majority beats 5 samples' majority", metric="m1_t5"),
         Comparison("rise", "sft_extra", -1, "RISE repeats a rejected answer less often", metric="repeat_rate"),
@@ -173,7 +183,7 @@ def _sft(data: list, out: str, model: str, *, settings: dict[str, Any], seed: in
         return train_nat(config, data)
 
 
-def _rise(base: str, out: str, settings: dict[str, Any], seed: int, timer: PhaseTimer) -> dict[str, Any]:
+def _rise(base: str, out: str, settings: dict[str, Any], seed: int, timer: PhaseTimer, **extra: Any) -> dict[str, Any]:
     import json
 
     from mulligan.training.rise import RISEArgs, train_rise
@@ -190,7 +200,7 @@ def _rise(base: str, out: str, settings: dict[str, Any], seed: int, timer: Phase
         num_train_epochs=settings["rise_epochs"], per_device_train_batch_size=settings["batch_size"],
         learning_rate=settings["rise_learning_rate"], lr_scheduler_type="constant_with_warmup", warmup_ratio=0.05,
         max_length=settings["max_length"], num_envs=settings["num_envs"], seed=seed, save_steps=0,
-        logging_steps=50, disable_tqdm=True, report_to="none",
+        logging_steps=50, disable_tqdm=True, report_to="none", **extra,
     )  # fmt: skip
     # RISE's rollouts are generation and env steps; its update is optimisation. Its own timing
     # is not split, so the whole call is charged to optimisation (stated in the report's docs).
@@ -199,14 +209,20 @@ def _rise(base: str, out: str, settings: dict[str, Any], seed: int, timer: Phase
 
 
 def trained_model(recipe: str, seed: int, settings: dict[str, Any], workdir: str, timer: PhaseTimer) -> str:
-    """The path of the recipe's model for ``seed`` (``rise`` or ``sft_extra``), trained once and cached."""
+    """The path of the recipe's model for ``seed`` (``rise``, ``rise_no_history`` or ``sft_extra``), cached."""
     data = _teacher_data(seed, settings, workdir, timer)
     models = os.path.join(workdir, "models")
     base = os.path.join(models, f"base-seed{seed}")
     _sft(data, base, nat_reproduction.model_path(settings, seed), settings=settings, seed=seed, timer=timer)
-    rise = _rise(base, os.path.join(models, f"rise-seed{seed}"), settings, seed, timer)
+    rise_dir = os.path.join(models, f"rise-seed{seed}")
+    rise = _rise(base, rise_dir, settings, seed, timer)
     if recipe == "rise":
         return rise["model_dir"]
+    if recipe == "rise_no_history":
+        # The same rollouts as the rise arm (not a new collection), trained without their history.
+        rollouts = os.path.join(rise_dir, "iter-0", "rollouts.jsonl")
+        control = os.path.join(models, f"rise_no_history-seed{seed}")
+        return _rise(base, control, settings, seed, timer, without_history=True, rollouts=rollouts)["model_dir"]
     steps = sum(int(i["global_step"]) for i in rise["iterations"])
     extra = os.path.join(models, f"sft_extra-seed{seed}")
     _sft(data, extra, base, settings=settings, seed=seed, timer=timer, max_steps=max(1, steps))
@@ -235,7 +251,6 @@ def run_cell(
 ) -> CellResult:
     """Train (or reuse) the arm's model and evaluate it (see the module docstring)."""
     from mulligan.agents.context import LastAttempts
-    from mulligan.agents.hf import HFAgent
     from mulligan.envs.verifiers.math import extract_answer
     from mulligan.envs.wrappers import set_stop_on_success
     from mulligan.training.evaluation import by_task, evaluate, task_rng
@@ -244,10 +259,10 @@ def run_cell(
     path = trained_model(arm.train, seed, settings, workdir, timer)
     turns = settings["turns"]
     indices = list(range(settings["test_tasks"]))
-    agent = TimedAgent(
-        HFAgent(path, temperature=1.0, max_new_tokens=settings["max_new_tokens"], seed=seed, context=LastAttempts(1)),
-        timer,
+    model = model_agent(
+        path, settings, temperature=1.0, max_new_tokens=settings["max_new_tokens"], seed=seed, context=LastAttempts(1)
     )
+    agent = TimedAgent(model, timer)
     test = env_kwargs(settings, "test")
     tasks = []
     with timer.phase("env"):
