@@ -218,7 +218,7 @@ def paper_test_indices(task_pairs: Sequence[tuple[str, int]], per_task: int) -> 
     return indices
 
 
-def _train_one(
+def train_policy(
     config: SubgoalArgs, conversations: Sequence, output_dir: str, *, learning_rate: float, epochs: float
 ) -> dict[str, Any]:
     """Imitation-train one policy on ``conversations`` (loss on the target only).
@@ -513,7 +513,7 @@ def train_subgoal(config: SubgoalArgs) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     if config.shared_model:
         shared = os.path.join(config.output_dir, "shared")
-        stats["shared"] = _train_one(config, data["planner"] + data["executor"], shared, **executor_budget)
+        stats["shared"] = train_policy(config, data["planner"] + data["executor"], shared, **executor_budget)
         models["planner"] = models["executor"] = shared
     else:
         roles = [("planner", planner_budget), ("executor", executor_budget)]
@@ -521,10 +521,10 @@ def train_subgoal(config: SubgoalArgs) -> dict[str, Any]:
             roles.append(("first_step", planner_budget))
         for role, budget in roles:
             models[role] = os.path.join(config.output_dir, role)
-            stats[role] = _train_one(config, data[role], models[role], **budget)
+            stats[role] = train_policy(config, data[role], models[role], **budget)
     if config.train_flat:
         models["flat"] = os.path.join(config.output_dir, "flat")
-        stats["flat"] = _train_one(config, data["flat"], models["flat"], **executor_budget)
+        stats["flat"] = train_policy(config, data["flat"], models["flat"], **executor_budget)
 
     # Evaluation and logging.
     evaluation = None

@@ -171,3 +171,57 @@ def test_shared_model_serves_both_roles(tmp_path):
     summary = train_subgoal(config)
     assert summary["models"]["planner"] == summary["models"]["executor"]
     assert set(summary["training"]) == {"shared"}
+
+
+def test_seq2seq_models_train_end_to_end_with_the_papers_three_models(tmp_path):
+    # FLAN-T5's path with the tiny T5: planner, executor, first-sub-goal model and flat baseline
+    # trained with Seq2SeqTrainer, evaluated with beam search, plus semi-rand and exact match.
+    from transformers import AutoConfig
+
+    from mulligan.agents.seq2seq import Seq2SeqAgent
+    from mulligan.training.subgoal import evaluation_agents
+
+    config = SubgoalArgs(
+        model="tiny-seq2seq", output_dir=str(tmp_path / "sg"), num_gold=2, max_steps=2, per_device_train_batch_size=2,
+        max_length=512, eval_episodes=2, eval_max_turns=2, max_new_tokens=8, disable_tqdm=True, history_len=2,
+        num_envs=2, num_beams=2, first_subgoal_model=True, semi_random_subgoals=True, exact_match_paths=1,
+    )  # fmt: skip
+    summary = train_subgoal(config)
+    assert set(summary["models"]) == {"planner", "executor", "first_step", "flat"}
+    for role, path in summary["models"].items():
+        assert summary["training"][role]["model_type"] == "seq2seq"
+        assert summary["training"][role]["global_step"] == 2
+        assert AutoConfig.from_pretrained(path).is_encoder_decoder
+    # The first-sub-goal model learns the step-0 records only (one per gold path).
+    assert summary["training"]["first_step"]["examples"] == 2
+    assert summary["records"]["first_step"] == 2
+    assert set(summary["eval"]) == {"hierarchical", "flat", "semi_random_subgoals"}
+    assert summary["eval"]["semi_random_subgoals"]["summary"]["episodes"] == 2
+    matches = summary["exact_match"]
+    assert set(matches) == {"planner", "executor", "flat"}
+    assert all(0.0 <= m["exact_match"] <= 1.0 and m["records"] > 0 for m in matches.values())
+    agents = evaluation_agents(config, summary["models"])
+    hierarchical = agents["hierarchical"]
+    assert isinstance(hierarchical.planner, Seq2SeqAgent) and hierarchical.planner.num_beams == 2
+    assert isinstance(hierarchical.first_planner, Seq2SeqAgent)
+    assert isinstance(agents["flat"].policy, Seq2SeqAgent)
+
+
+def test_beam_search_needs_greedy_temperature_and_the_paper_preset_uses_five_beams():
+    assert SubgoalArgs(preset="paper").num_beams == 5 and SubgoalArgs().num_beams == 1
+    with pytest.raises(ValueError, match="--temperature 0"):
+        SubgoalArgs(num_beams=5, temperature=0.7)
+    with pytest.raises(ValueError, match="model_type"):
+        SubgoalArgs(model_type="encoder")
+    with pytest.raises(ValueError, match="shared_model"):
+        SubgoalArgs(first_subgoal_model=True, shared_model=True)
+
+
+def test_causal_policies_decode_with_the_configured_beams():
+    from mulligan.agents.hf import HFAgent
+    from mulligan.training.subgoal import evaluation_agents
+
+    config = SubgoalArgs(num_beams=5)
+    agents = evaluation_agents(config, {"planner": "tiny", "executor": "tiny", "flat": "tiny"})
+    for policy in (agents["hierarchical"].planner, agents["hierarchical"].executor, agents["flat"].policy):
+        assert isinstance(policy, HFAgent) and policy.num_beams == 5
