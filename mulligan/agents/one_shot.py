@@ -16,6 +16,10 @@ follows unchanged. The official generation code renders the demo's question as a
 while its trainer puts it in the system slot; mulligan uses the trainer's form everywhere, so a
 model is prompted as it was trained.
 
+The opening needs a chat template that accepts an assistant turn right after the system message
+(Zephyr's, ChatML's such as Qwen's and the tiny model's do; templates that insist on alternating
+from a user turn, such as Llama-2-chat's, raise when rendering it).
+
 The demo is data, not code: a JSON file ``{"question": ..., "answer": ...}``
 (:func:`load_one_shot_demo`), or ``builtin``, a demo written for mulligan in the same form (an
 instruction asking for a ``\\boxed{}`` answer, a word problem, a stepwise answer that ends in
