@@ -12,6 +12,8 @@ from mulligan.agents.flat import FlatAgent
 from mulligan.agents.hierarchical import (
     END_SUBGOAL,
     HierarchicalAgent,
+    OraclePlanner,
+    SemiRandomSubgoals,
     StepContext,
     executor_prompt,
     flat_prompt,
@@ -19,11 +21,18 @@ from mulligan.agents.hierarchical import (
     most_similar_action,
     parse_steps,
     planner_prompt,
+    semi_random_subgoal,
+    split_subgoal,
     step_context,
     visited_rooms,
 )
 from mulligan.training.rollout import collect_episodes
-from mulligan.training.subgoal_data import collect_gold, distillation_conversations
+from mulligan.training.subgoal_data import (
+    RuleBasedAnnotator,
+    collect_gold,
+    distillation_conversations,
+    semi_random_pools,
+)
 
 
 class Scripted(Agent):
@@ -277,3 +286,71 @@ def test_agents_render_exactly_the_training_prompts_and_replay_the_gold_paths(ev
         assert [t.task_id for t in played] == [a.trajectory.task_id for a in annotated]
         assert [[turn.action for turn in t.turns] for t in played] == [a.actions for a in annotated]
         assert all(t.success for t in played)
+
+
+def test_semi_random_subgoals_keep_the_function_and_draw_rooms_for_rooms_and_objects_otherwise():
+    import numpy as np
+
+    assert split_subgoal("fill(metal pot, water)") == ("fill", ["metal pot", "water"])
+    assert split_subgoal("look_around()") == ("look_around", [])
+    assert split_subgoal("not a call") == ("not a call", [])
+    pools = SemiRandomSubgoals(rooms=("kitchen", "greenhouse"), objects=("rock",))
+    rng = np.random.default_rng(0)
+    assert semi_random_subgoal("fill(metal pot, water)", pools, rng) == "fill(rock, rock)"
+    drawn = {semi_random_subgoal("navigate_to(kitchen)", pools, rng) for _ in range(20)}
+    assert drawn == {"navigate_to(kitchen)", "navigate_to(greenhouse)"}
+    assert semi_random_subgoal("look_around()", pools, rng) == "look_around()"
+    with pytest.raises(ValueError, match="at least one room and one object"):
+        SemiRandomSubgoals(rooms=(), objects=("rock",))
+    # The pools of the training annotations: navigation arguments are rooms, the rest objects.
+    annotated = collect_gold("Mulligan/MiniScience-v0", 3, seed=0)
+    learned = semi_random_pools(annotated)
+    navigations = {a for t in annotated for g in t.subgoals if g.name == "navigate_to" for a in g.args}
+    assert navigations and navigations <= set(learned.rooms) and not set(learned.objects) & set(learned.rooms)
+
+
+def test_semi_random_ablation_changes_the_controllers_arguments_every_tenth_step():
+    pools = SemiRandomSubgoals(rooms=("kitchen",), objects=("rock",))
+    agent = HierarchicalAgent(
+        Scripted(lambda p: "pick_up(thermometer)"), Scripted(lambda p: "look around"), semi_random=pools
+    )
+    assert agent.act([AgentInput(conversation())])[0].metadata["subgoal"] == "pick_up(rock)"
+    steps = [("look around", "x")] * 3
+    assert agent.act([AgentInput(conversation(steps=steps))])[0].metadata["subgoal"] == "pick_up(thermometer)"
+    with pytest.raises(ValueError, match="not both"):
+        HierarchicalAgent(Scripted(str), Scripted(str), random_subgoals=["a()"], semi_random=pools)
+
+
+def test_first_subgoal_model_answers_only_the_first_query():
+    first = Scripted(lambda p: "navigate_to(kitchen)")
+    planner = Scripted(lambda p: "pick_up(thermometer)")
+    agent = HierarchicalAgent(planner, Scripted(lambda p: "look around"), first_planner=first)
+    assert agent.act([AgentInput(conversation())])[0].metadata["subgoal"] == "navigate_to(kitchen)"
+    later = agent.act([AgentInput(conversation(steps=[("look around", "x")]))])[0]
+    assert later.metadata["subgoal"] == "pick_up(thermometer)"
+    assert later.metadata["completed_subgoals"] == ["navigate_to(kitchen)"]
+    assert len(first.prompts) == 1 and len(planner.prompts) == 1
+    assert first.prompts[0] == planner_prompt(step_context("Do the thing.", conversation()[0]["content"], [], []))
+
+
+def test_the_executor_under_oracle_subgoals_replays_the_gold_paths():
+    """The oracle planner answers the gold annotation's sub-goal of the next gold action; an executor
+    that knows only its training records then replays every gold path (a wrong sub-goal or a
+    completed list that differs from training would raise KeyError)."""
+    env_kwargs = {"variation": 5}
+    annotated = collect_gold("Mulligan/MiniScience-v0", 7, env_kwargs=env_kwargs, seed=3)
+    answers = {c[0]["content"]: c[1]["content"] for c in distillation_conversations(annotated, 4)["executor"]}
+    oracle = OraclePlanner(RuleBasedAnnotator().annotate)
+    agent = HierarchicalAgent(oracle, Scripted(answers.__getitem__), history_len=4)
+    played = collect_episodes("Mulligan/MiniScience-v0", agent, 7, env_kwargs=env_kwargs, seed=3, progress=False)
+    assert [[turn.action for turn in t.turns] for t in played] == [a.actions for a in annotated]
+    assert all(t.success for t in played)
+    # Mid-path the oracle names the sub-goal of the next gold action, detours allowed.
+    gold = annotated[0]
+    task = {"gold_actions": gold.actions}
+    first_observation = gold.trajectory.turns[0].observation
+    steps = [("look around", "x"), (gold.actions[0], "ok")]
+    expected = next(g.text for g in gold.subgoals if g.start <= 1 < g.end)
+    assert oracle.subgoal_for(AgentInput(conversation(first_observation, steps), task=task)) == expected
+    with pytest.raises(ValueError, match="gold_actions"):
+        oracle.act([AgentInput(conversation())])
