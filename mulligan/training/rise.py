@@ -21,6 +21,11 @@ One iteration (Sec. 4.2, Algorithm 1), as the official code runs it:
    ``exp(r / tau)`` (tau = 0.4); the official loss is the mean over samples of each sample's mean
    token loss (``loss_normalization="sample"``), ``"token"`` weighs every learned token equally.
 
+Two options change what the model sees. ``one_shot``: RISE's one-shot opening (a worked example
+as the system message, its answer unlearned, then ``"Great job! ... Now, let's move on to the next
+one.\n{question}"``; :mod:`mulligan.agents.one_shot`) in rollouts, samples and evaluation alike.
+``without_history``: the history-removed control, every attempt trained on the first prompt alone.
+
 Iterating repeats 1-3 with the newly trained model. :func:`evaluate_rise` computes the paper's
 metrics (Sec. 5) on a fixed list of tasks, each scored once: m1@t1 and m5@t1 from parallel
 samples, m1@t5 (majority over 5 turns with no oracle: ``RetryWithFeedback(stop_on_success=False)``)
