@@ -331,7 +331,6 @@ def nat_agent(path: str, evaluation: str, settings: dict[str, Any], seed: int, t
         model,
         domain=settings["domain"],
         position=settings["position"],
-        tags=settings.get("tags", "correct"),
         signal=evaluation != "plain",
         negative_signal=evaluation == "negative_signal",
     )
