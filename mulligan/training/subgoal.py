@@ -88,6 +88,14 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
         model_type: ``causal``, ``seq2seq`` (an encoder-decoder such as ``google/flan-t5-large``)
             or ``auto`` (read ``is_encoder_decoder`` from the model's config).
         num_beams: Beam width at evaluation (``None``: the preset's: tiny 1, paper 5).
+        annotator: Who splits gold paths into sub-goals: ``rules`` (the offline
+            :class:`~mulligan.training.subgoal_data.RuleBasedAnnotator`) or an agent spec for
+            :func:`~mulligan.agents.loading.load_agent` (``openai:gpt-4o``, a checkpoint, a
+            ``module:Class``), queried at temperature 0 through
+            :class:`~mulligan.training.subgoal_data.LLMAnnotator`: the paper's GPT-4 annotation.
+        annotator_max_new_tokens: Longest annotator reply in tokens.
+        drop_filler_steps: Remove ``look around`` and ``close door ...`` steps from the gold paths
+            before annotating and training, as the paper does.
         exact_match_paths: Gold paths of test variations on which each model's exact match is
             measured (planner: the official sub-goal exact match; executor: under the gold
             sub-goals); 0 skips.
@@ -145,12 +153,15 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
     model_type: str = field(default="auto", metadata={"help": "causal | seq2seq | auto (from the model config)."})
     num_beams: int | None = field(default=None, metadata={"help": "Beam width at evaluation (preset: 1, paper 5)."})
     first_subgoal_model: bool = field(default=False, metadata={"help": "A separate first-sub-goal model (paper)."})
+    annotator: str = field(default="rules", metadata={"help": "rules | an agent spec (openai:MODEL, ...)."})
+    annotator_max_new_tokens: int = field(default=1024, metadata={"help": "Longest annotator reply (tokens)."})
+    drop_filler_steps: bool = field(default=False, metadata={"help": "Drop look around / close door (paper)."})
     exact_match_paths: int = field(default=0, metadata={"help": "Held-out gold paths for exact match (0: skip)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.eval_env_kwargs_dict = parse_json_object("eval_env_kwargs", self.eval_env_kwargs)
-        for name in ("num_gold", "eval_max_turns"):
+        for name in ("num_gold", "eval_max_turns", "annotator_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("history_len", "eval_episodes", "eval_variations_per_task", "exact_match_paths"):
@@ -448,6 +459,18 @@ def subgoal_exact_match(
     return results
 
 
+def build_annotator(config: SubgoalArgs) -> Any:
+    """The annotator ``config.annotator`` names: rule-based, or an agent at temperature 0 in an LLMAnnotator."""
+    from mulligan.training.subgoal_data import LLMAnnotator, RuleBasedAnnotator
+
+    if config.annotator == "rules":
+        return RuleBasedAnnotator()
+    from mulligan.agents.loading import load_agent
+
+    agent = load_agent(config.annotator, temperature=0.0, max_new_tokens=config.annotator_max_new_tokens)
+    return LLMAnnotator(agent)
+
+
 def held_out_exact_match(config: SubgoalArgs, models: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """:func:`subgoal_exact_match` of the trained models on ``exact_match_paths`` gold paths of test variations."""
     from mulligan.training.subgoal_data import collect_gold
@@ -458,6 +481,7 @@ def held_out_exact_match(config: SubgoalArgs, models: Mapping[str, str]) -> dict
         env_kwargs=eval_env_options(config),
         seed=config.seed + 7,
         num_envs=config.num_envs,
+        drop_filler=config.drop_filler_steps,
     )
     roles = {role: _policy(config, models[role]) for role in ("planner", "executor", "first_step") if role in models}
     if "flat" in models:
@@ -472,7 +496,7 @@ def train_subgoal(config: SubgoalArgs) -> dict[str, Any]:
 
     from mulligan.training.datasets import load_trajectory_source
     from mulligan.training.subgoal_data import (
-        annotate,
+        annotate_all,
         collect_gold,
         distillation_conversations,
         gold_prefix,
@@ -485,16 +509,20 @@ def train_subgoal(config: SubgoalArgs) -> dict[str, Any]:
     os.makedirs(config.output_dir, exist_ok=True)
 
     # Data: gold paths played by the oracle, annotated with sub-goals (Sec. 3.1), cut into records.
+    annotator = build_annotator(config)
     if config.gold:  # gold paths recorded elsewhere (an exported collection, a hub dataset)
-        annotated = [annotate(gold_prefix(t)) for t in load_trajectory_source(config.gold) if t.turns]
+        gold = [gold_prefix(t) for t in load_trajectory_source(config.gold) if t.turns]
+        annotated = annotate_all(gold, annotator, drop_filler=config.drop_filler_steps)
     else:
         annotated = collect_gold(
             config.env_id,
             config.num_gold,
             env_kwargs=config.env_kwargs_dict,
             seed=config.seed,
+            annotator=annotator,
             num_envs=config.num_envs,
             progress=not config.disable_tqdm,
+            drop_filler=config.drop_filler_steps,
         )
     with open(os.path.join(config.output_dir, "gold_annotated.jsonl"), "w", encoding="utf-8") as handle:
         for trajectory in annotated:

@@ -20,8 +20,13 @@ and trains a planner (context -> sub-goal) and an executor (context + sub-goal -
   :func:`~mulligan.training.rollout.collect_episodes` (:func:`collect_gold`).
 * An annotator is anything with ``annotate(task, actions) -> list[SubGoal]``
   (:class:`SubgoalAnnotator`); :class:`RuleBasedAnnotator` works on the gold paths of both
-  ``Mulligan/ScienceWorld-v0`` and ``Mulligan/MiniScience-v0``. :func:`check_annotation` verifies
-  that an annotation covers every action exactly once, in order.
+  ``Mulligan/ScienceWorld-v0`` and ``Mulligan/MiniScience-v0`` offline; :class:`LLMAnnotator` is
+  the paper's pipeline with any agent (a served model at T = 0): a functional-format demo, the
+  reply's ``verb(args) : {actions}`` spans parsed (:func:`parse_annotation`) and aligned to the
+  gold path by dynamic programming (:func:`align_spans`). :func:`check_annotation` verifies that
+  an annotation covers every action exactly once, in order.
+* :func:`drop_filler_steps` removes ``look around`` and ``close door ...`` steps from a gold
+  path, as the paper does before annotating (``--drop_filler_steps``).
 * :func:`build_training_views` cuts an :class:`AnnotatedTrajectory` into records that store the
   fields of a decision (the :class:`~mulligan.agents.hierarchical.StepContext`, the sub-goals, the
   target); :func:`render_record` renders them with the agent's own prompt functions, so training
@@ -352,6 +357,260 @@ def check_annotation(actions: Sequence[str], subgoals: Sequence[SubGoal]) -> Non
         raise ValueError(f"the sub-goals cover {position} of {len(actions)} actions")
 
 
+# ---------------------------------------------------------------------- the LLM annotator
+#: Actions the paper removes from gold paths before annotating (official ``create_samples``).
+FILLER_ACTIONS = ("look around",)
+FILLER_PREFIXES = ("close door",)
+
+
+def is_filler_action(action: str) -> bool:
+    """Whether the paper drops ``action`` from gold paths: ``look around`` and ``close door ...``."""
+    action = action.strip()
+    return action in FILLER_ACTIONS or action.startswith(FILLER_PREFIXES)
+
+
+def drop_filler_steps(trajectory: Trajectory) -> Trajectory:
+    """``trajectory`` without its ``look around`` and ``close door ...`` steps (the paper's gold paths).
+
+    A dropped step takes its result with it, as when the official code removes it from the gold
+    path's list of (action, observation) steps: the observation shown before the next kept action
+    is the one that answered the previous kept action. Scores and rewards of the kept steps stay
+    as recorded. A trajectory with nothing to drop is returned unchanged.
+    """
+    if not any(is_filler_action(turn.action) for turn in trajectory.turns):
+        return trajectory
+    kept = []
+    pending: str | None = None  # the answer of the last kept action, while filler steps are skipped
+    for turn in trajectory.turns:
+        if is_filler_action(turn.action):
+            if pending is None:
+                pending = turn.observation
+            continue
+        kept.append(turn if pending is None else replace(turn, observation=pending))
+        pending = None
+    final = pending if pending is not None else trajectory.final_observation
+    return replace(trajectory, turns=kept, final_observation=final)
+
+
+#: The system message of :class:`LLMAnnotator` (the paper's instruction, in mulligan's words).
+ANNOTATION_INSTRUCTIONS = (
+    "You split a successful sequence of text-game actions into high-level sub-goals. Write each "
+    "sub-goal as a function call, verb(argument) or verb(argument, argument), followed by a colon "
+    "and, in braces, the actions it covers, separated by commas. Put one sub-goal per line, "
+    "numbered as '1- ', '2- ', ... Cover every action exactly once, in the given order, copying "
+    "each action exactly."
+)
+
+#: The demonstration shown before every request: ``(task, actions, [(sub-goal, actions), ...])``.
+ANNOTATION_DEMO: tuple[str, tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]] = (
+    "Your task is to find an animal and move it to the red box in the kitchen. First, focus on the animal.",
+    (
+        "open door to outside",
+        "go to outside",
+        "focus on turtle",
+        "pick up turtle",
+        "open door to kitchen",
+        "go to kitchen",
+        "move turtle to red box",
+    ),
+    (
+        ("navigate_to(outside)", ("open door to outside", "go to outside")),
+        ("focus_on(turtle)", ("focus on turtle",)),
+        ("pick_up(turtle)", ("pick up turtle",)),
+        ("navigate_to(kitchen)", ("open door to kitchen", "go to kitchen")),
+        ("move(turtle, red box)", ("move turtle to red box",)),
+    ),
+)
+
+
+def annotation_request(task: str, actions: Sequence[str]) -> str:
+    """The user message that asks for the sub-goals of ``actions``."""
+    return f"Task: {task}\nActions: " + ", ".join(actions) + "\nSub-goals:"
+
+
+def format_annotation(spans: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """Spans in the functional format the annotator asks for (one numbered line per sub-goal)."""
+    return "\n".join(f"{k}- {text} : {{{', '.join(actions)}}}" for k, (text, actions) in enumerate(spans, 1))
+
+
+_SPAN = re.compile(r"(?:^|\s)\d+\s*[-.)]\s*(?P<subgoal>[^{}\n]+?)\s*:\s*\{(?P<actions>[^{}]*)\}", re.MULTILINE)
+
+
+def parse_annotation(text: str) -> list[tuple[str, list[str]]]:
+    """The ``(sub-goal, actions)`` spans of an annotator reply: numbered ``verb(args) : {a, b}`` entries.
+
+    Actions are split on commas, stripped of spaces and quotes; empty ones are dropped, and so is a
+    span with no action. Anything between entries is ignored.
+    """
+    spans = []
+    for match in _SPAN.finditer(text):
+        actions = [a.strip().strip("'\"").strip() for a in match.group("actions").split(",")]
+        actions = [a for a in actions if a]
+        if actions:
+            spans.append((match.group("subgoal").strip(), actions))
+    return spans
+
+
+def align_spans(gold: Sequence[str], spans: Sequence[tuple[str, Sequence[str]]]) -> list[int | None]:
+    """For each gold action, the index of the span whose action it is aligned to (``None``: unmatched).
+
+    Dynamic programming over insertions and deletions (the official ``find_mismatched``): the
+    alignment keeps the most actions of the reply that equal gold actions, in order; actions the
+    reply invented are dropped and gold actions it missed stay unmatched. Ties prefer matching the
+    earliest reply action.
+    """
+    listed = [(k, a.strip()) for k, (_, actions) in enumerate(spans) for a in actions]
+    gold = [g.strip() for g in gold]
+    n, m = len(gold), len(listed)
+    # best[i][j]: most matches aligning gold[i:] with listed[j:].
+    best = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            best[i][j] = max(best[i + 1][j], best[i][j + 1])
+            if gold[i] == listed[j][1]:
+                best[i][j] = max(best[i][j], best[i + 1][j + 1] + 1)
+    owner: list[int | None] = [None] * n
+    i = j = 0
+    while i < n and j < m:
+        if gold[i] == listed[j][1] and best[i][j] == best[i + 1][j + 1] + 1:
+            owner[i] = listed[j][0]
+            i, j = i + 1, j + 1
+        elif best[i][j] == best[i][j + 1]:
+            j += 1  # an action the reply invented (or placed elsewhere)
+        else:
+            i += 1  # a gold action the reply missed
+    return owner
+
+
+class LLMAnnotator:
+    """Sub-goals from a language model, as the paper annotates with GPT-4 (Sec. 3.1).
+
+    The model sees :data:`ANNOTATION_INSTRUCTIONS` as the system message, one demonstration
+    (:data:`ANNOTATION_DEMO`, functional format) as a user/assistant exchange, then the task and
+    its gold actions. Its reply's spans (:func:`parse_annotation`) are aligned to the gold path by
+    dynamic programming (:func:`align_spans`): a gold action missed alone joins the sub-goal before
+    it (or after it, at the start); a run of two or more missed actions is sent back to the model
+    for its own sub-goals (the official ``create_prompt_inmiddle``), once, and joins the sub-goal
+    before it if the second answer does not cover it either. The result always covers the gold
+    path (:func:`check_annotation`).
+
+    Args:
+        agent: Any agent: ``load_agent("openai:gpt-4o", temperature=0.0)``, a local model, or a
+            scripted agent in tests. Build it with temperature 0, as the paper queries GPT-4.
+        demo: The demonstration ``(task, actions, spans)``.
+        instructions: The system message.
+        reask_missing: Ask the model again about runs of two or more gold actions its reply missed.
+        fallback: Annotator used when the reply has no span at all (``None``: raise ``ValueError``).
+
+    Raises:
+        ValueError: From :meth:`annotate`, when the reply holds no span and there is no fallback.
+    """
+
+    def __init__(
+        self,
+        agent: Any,
+        *,
+        demo: tuple[str, Sequence[str], Sequence[tuple[str, Sequence[str]]]] = ANNOTATION_DEMO,
+        instructions: str = ANNOTATION_INSTRUCTIONS,
+        reask_missing: bool = True,
+        fallback: SubgoalAnnotator | None = None,
+    ):
+        self.agent = agent
+        self.demo = demo
+        self.instructions = instructions
+        self.reask_missing = reask_missing
+        self.fallback = fallback
+
+    def messages(self, task: str, actions: Sequence[str]) -> list[dict[str, str]]:
+        """The conversation sent to the model for ``actions``."""
+        demo_task, demo_actions, demo_spans = self.demo
+        return [
+            {"role": "system", "content": self.instructions},
+            {"role": "user", "content": annotation_request(demo_task, demo_actions)},
+            {"role": "assistant", "content": format_annotation(demo_spans)},
+            {"role": "user", "content": annotation_request(task, actions)},
+        ]
+
+    def _ask(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[tuple[str, list[str]]]]:
+        from mulligan.agents.base import AgentInput
+
+        if not requests:
+            return []
+        replies = self.agent.act([AgentInput(self.messages(task, actions)) for task, actions in requests])
+        return [parse_annotation(reply.text) for reply in replies]
+
+    def annotate(self, task: str, actions: Sequence[str]) -> list[SubGoal]:
+        """Split ``actions`` into sub-goals with the model (class docstring)."""
+        return self.annotate_many([(task, actions)])[0]
+
+    def annotate_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[SubGoal]]:
+        """:meth:`annotate` for many gold paths, with one batched call to the agent per round."""
+        items = [(task, list(actions)) for task, actions in items]
+        replies = self._ask(items)
+        spans: list[list[tuple[str, list[str]]]] = []
+        owners: list[list[int | None]] = []
+        for (task, actions), reply in zip(items, replies, strict=True):
+            parsed = list(reply)
+            if not parsed and actions:
+                if self.fallback is None:
+                    raise ValueError(f"the annotator's reply has no 'verb(args) : {{actions}}' span for task {task!r}")
+                parsed = [(g.text, list(g.actions)) for g in self.fallback.annotate(task, actions)]
+            spans.append(parsed)
+            owners.append(align_spans(actions, parsed))
+        if self.reask_missing:
+            self._reask(items, spans, owners)
+        return [_subgoals(actions, s, o) for (_, actions), s, o in zip(items, spans, owners, strict=True)]
+
+    def _reask(self, items: list, spans: list, owners: list) -> None:
+        """Ask again about runs of >= 2 unmatched gold actions; their aligned answers fill the runs."""
+        requests, places = [], []
+        for k, ((task, actions), owner) in enumerate(zip(items, owners, strict=True)):
+            for start, end in _unmatched_runs(owner):
+                if end - start >= 2:
+                    requests.append((task, actions[start:end]))
+                    places.append((k, start))
+        for (k, start), (_, run), answer in zip(places, requests, self._ask(requests), strict=True):
+            offset = len(spans[k])
+            spans[k].extend(answer)
+            for j, index in enumerate(align_spans(run, answer)):
+                if index is not None:
+                    owners[k][start + j] = offset + index
+
+
+def _unmatched_runs(owner: Sequence[int | None]) -> list[tuple[int, int]]:
+    runs, start = [], None
+    for i, index in enumerate([*owner, 0]):
+        if index is None and start is None:
+            start = i
+        elif index is not None and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def _subgoals(actions: Sequence[str], spans: Sequence[tuple[str, Sequence[str]]], owner: list) -> list[SubGoal]:
+    """Contiguous sub-goals from each gold action's span; unmatched actions join the previous span."""
+    from mulligan.agents.hierarchical import split_subgoal
+
+    owner = list(owner)
+    for i in range(len(owner)):  # a missed action joins the sub-goal before it ...
+        if owner[i] is None and i > 0:
+            owner[i] = owner[i - 1]
+    for i in range(len(owner) - 1, -1, -1):  # ... or, at the start, the one after it
+        if owner[i] is None and i + 1 < len(owner):
+            owner[i] = owner[i + 1]
+    goals: list[SubGoal] = []
+    for i, action in enumerate(actions):
+        if goals and owner[i] == owner[i - 1]:
+            goals[-1].actions.append(action)
+            goals[-1].end = i + 1
+            continue
+        name, args = split_subgoal(spans[owner[i]][0]) if owner[i] is not None else ("act", [])
+        goals.append(SubGoal(name, args, [action], i, i + 1))
+    check_annotation(actions, goals)
+    return goals
+
+
 @dataclass
 class AnnotatedTrajectory:
     """A gold trajectory with its sub-goals: what :func:`build_training_views` reads.
@@ -387,10 +646,31 @@ class AnnotatedTrajectory:
 
 def annotate(trajectory: Trajectory, annotator: SubgoalAnnotator | None = None) -> AnnotatedTrajectory:
     """Annotate a gold trajectory (rule-based by default) and check the annotation."""
-    annotated = AnnotatedTrajectory(trajectory)
-    annotated.subgoals = (annotator or RuleBasedAnnotator()).annotate(annotated.task, annotated.actions)
-    check_annotation(annotated.actions, annotated.subgoals)
-    return annotated
+    return annotate_all([trajectory], annotator)[0]
+
+
+def annotate_all(
+    trajectories: Sequence[Trajectory], annotator: SubgoalAnnotator | None = None, *, drop_filler: bool = False
+) -> list[AnnotatedTrajectory]:
+    """Annotate gold trajectories (rule-based by default) and check every annotation.
+
+    Args:
+        trajectories: Gold paths (cut with :func:`gold_prefix` where needed).
+        annotator: Any :class:`SubgoalAnnotator`; one with ``annotate_many`` (the
+            :class:`LLMAnnotator`) gets all paths in one batched call.
+        drop_filler: Remove ``look around`` and ``close door ...`` steps first
+            (:func:`drop_filler_steps`), as the paper does.
+    """
+    annotator = annotator or RuleBasedAnnotator()
+    kept = [drop_filler_steps(t) if drop_filler else t for t in trajectories]
+    out = [AnnotatedTrajectory(t) for t in kept if t.turns]
+    requests = [(a.task, a.actions) for a in out]
+    many = getattr(annotator, "annotate_many", None)
+    annotations = many(requests) if many is not None else [annotator.annotate(t, acts) for t, acts in requests]
+    for annotated, subgoals in zip(out, annotations, strict=True):
+        annotated.subgoals = list(subgoals)
+        check_annotation(annotated.actions, annotated.subgoals)
+    return out
 
 
 def step_contexts(trajectory: Trajectory) -> list[StepContext]:
@@ -576,6 +856,7 @@ def collect_gold(
     annotator: SubgoalAnnotator | None = None,
     num_envs: int = 1,
     progress: bool = False,
+    drop_filler: bool = False,
 ) -> list[AnnotatedTrajectory]:
     """Play the gold paths of ``num_tasks`` tasks with :class:`ScienceOracle` and annotate them.
 
@@ -588,6 +869,7 @@ def collect_gold(
         annotator: The sub-goal annotator (rule-based by default).
         num_envs: Envs run side by side.
         progress: Show a progress bar.
+        drop_filler: Remove ``look around`` and ``close door ...`` steps before annotating (the paper).
     """
     from mulligan.agents.teachers.science import ScienceOracle
     from mulligan.training.rollout import collect_episodes
@@ -601,4 +883,4 @@ def collect_gold(
         num_envs=num_envs,
         progress=progress,
     )
-    return [annotate(gold_prefix(t), annotator) for t in trajectories if t.turns]
+    return annotate_all([gold_prefix(t) for t in trajectories if t.turns], annotator, drop_filler=drop_filler)

@@ -9,16 +9,24 @@ import gymnasium
 import pytest
 
 import mulligan  # noqa: F401 - registers the ids
+from mulligan.agents.base import Action, Agent
 from mulligan.agents.hierarchical import END_SUBGOAL, StepContext
+from mulligan.agents.testing import FunctionAgent, ScriptedAgent
 from mulligan.training.subgoal_data import (
     AnnotatedTrajectory,
+    LLMAnnotator,
     RuleBasedAnnotator,
     SubGoal,
     SubgoalAnnotator,
+    align_spans,
     annotate,
+    annotation_request,
     build_training_views,
     check_annotation,
     collect_gold,
+    drop_filler_steps,
+    format_annotation,
+    parse_annotation,
     render_record,
     step_contexts,
 )
@@ -267,3 +275,112 @@ def test_annotator_is_a_protocol_an_llm_can_implement():
     assert len(item.subgoals) == 1 and item.subgoals[0].actions == item.actions
     assert SubGoal.from_dict(item.subgoals[0].to_dict()) == item.subgoals[0]
     assert annotate(item.trajectory, OneGoal()).subgoals == item.subgoals
+
+
+def test_annotator_replies_parse_into_spans():
+    reply = (
+        "Here are the sub-goals.\n"
+        "1- navigate_to(kitchen) : {'open door to kitchen', 'go to kitchen'}\n"
+        "2. Fill(metal pot, water):{move metal pot to sink, activate sink,}\n"
+        "3) empty() : {}\n"
+        "4- wait(2): {wait1, wait1}"
+    )
+    assert parse_annotation(reply) == [
+        ("navigate_to(kitchen)", ["open door to kitchen", "go to kitchen"]),
+        ("Fill(metal pot, water)", ["move metal pot to sink", "activate sink"]),
+        ("wait(2)", ["wait1", "wait1"]),
+    ]
+    spans = [("a(x)", ["p", "q"]), ("b()", ["r"])]
+    assert parse_annotation(format_annotation(spans)) == spans
+
+
+def test_alignment_keeps_the_most_matches_in_order():
+    spans = [("s0", ["a", "invented", "b"]), ("s1", ["d", "c"]), ("s2", ["e"])]
+    # c/d swapped: one of them is matched; the invented action is dropped; f was missed.
+    assert align_spans(["a", "b", "c", "d", "e", "f"], spans) == [0, 0, 1, None, 2, None]
+    assert align_spans(["a"], []) == [None]
+
+
+GOLD = ["open door to kitchen", "go to kitchen", "close door to kitchen", "pick up pot", "wait1", "wait1", "eat pot"]
+FIRST_REPLY = (
+    "1- navigate_to(kitchen) : {open door to kitchen, go to kitchen}\n"
+    "2- pick_up(pot) : {look around, pick up pot}\n"
+    "3- eat(pot) : {eat pot}"
+)
+
+
+def test_llm_annotator_aligns_the_reply_to_the_gold_path_and_asks_again_about_missed_runs():
+    # The reply misses "close door to kitchen" (one action: joins the sub-goal before it), invents
+    # "look around" (dropped) and misses the two waits (a run: asked again, answered wait(2)).
+    def respond(item):
+        request = item.messages[-1]["content"]
+        return (
+            "1- wait(2) : {wait1, wait1}" if request == annotation_request("Boil.", ["wait1", "wait1"]) else FIRST_REPLY
+        )
+
+    agent = FunctionAgent(respond)
+    goals = LLMAnnotator(agent).annotate("Boil.", GOLD)
+    assert [(g.text, g.actions, g.start, g.end) for g in goals] == [
+        ("navigate_to(kitchen)", GOLD[0:3], 0, 3),
+        ("pick_up(pot)", ["pick up pot"], 3, 4),
+        ("wait(2)", ["wait1", "wait1"], 4, 6),
+        ("eat(pot)", ["eat pot"], 6, 7),
+    ]
+    first, again = agent.batches
+    assert [m["role"] for m in first[0].messages] == ["system", "user", "assistant", "user"]
+    assert first[0].messages[-1]["content"] == annotation_request("Boil.", GOLD)
+    assert parse_annotation(first[0].messages[2]["content"])  # the demo is in the functional format
+    assert len(again) == 1
+    # Without asking again, the missed run joins the sub-goal before it.
+    joined = LLMAnnotator(FunctionAgent(lambda item: FIRST_REPLY), reask_missing=False).annotate("Boil.", GOLD)
+    assert [(g.text, g.start, g.end) for g in joined] == [
+        ("navigate_to(kitchen)", 0, 3),
+        ("pick_up(pot)", 3, 6),
+        ("eat(pot)", 6, 7),
+    ]
+
+
+def test_llm_annotator_without_a_span_raises_or_falls_back():
+    with pytest.raises(ValueError, match="no 'verb\\(args\\) : \\{actions\\}' span"):
+        LLMAnnotator(ScriptedAgent(["I cannot help."])).annotate("Boil.", GOLD)
+    rules = RuleBasedAnnotator()
+    fallback = LLMAnnotator(ScriptedAgent(["I cannot help."]), fallback=rules).annotate("Boil.", GOLD)
+    assert fallback == rules.annotate("Boil.", GOLD)
+
+
+class OneSubgoalPerActionAgent(Agent):
+    """An annotator model stand-in: every requested action is its own ``do(action)`` sub-goal."""
+
+    def act(self, inputs):
+        answers = []
+        for item in inputs:
+            actions = item.messages[-1]["content"].split("\nActions: ", 1)[1].removesuffix("\nSub-goals:").split(", ")
+            answers.append(Action(format_annotation([(f"do({a})", [a]) for a in actions])))
+        return answers
+
+
+def test_the_trainer_annotates_with_an_agent_spec_and_drops_filler_steps_as_the_paper():
+    from mulligan.training.subgoal import SubgoalArgs, build_annotator
+
+    assert isinstance(build_annotator(SubgoalArgs()), RuleBasedAnnotator)
+    annotator = build_annotator(SubgoalArgs(annotator=f"{__name__}:OneSubgoalPerActionAgent"))
+    assert isinstance(annotator, LLMAnnotator) and isinstance(annotator.agent, OneSubgoalPerActionAgent)
+    items = collect_gold("Mulligan/MiniScience-v0", 3, annotator=annotator, drop_filler=True)
+    for item in items:
+        assert [g.text for g in item.subgoals] == [f"do({a})" for a in item.actions]
+        assert not any(a == "look around" or a.startswith("close door") for a in item.actions)
+
+
+def test_dropping_filler_steps_keeps_each_kept_actions_answer():
+    agent = ScriptedAgent(["look around", "open door to kitchen", "look around", "close door to kitchen", "wait1"])
+    from mulligan.training.rollout import collect_episodes
+
+    [played] = collect_episodes("Mulligan/MiniScience-v0", agent, 1, progress=False, max_turns=5)
+    assert [t.action for t in played.turns] == agent.answers
+    kept = drop_filler_steps(played)
+    assert [t.action for t in kept.turns] == ["open door to kitchen", "wait1"]
+    # "open door" is shown the first observation; "wait1" is shown the answer to "open door".
+    assert kept.turns[0].observation == played.turns[0].observation
+    assert kept.turns[1].observation == played.turns[2].observation
+    assert kept.turns[1].info == played.turns[4].info and kept.final_observation == played.final_observation
+    assert drop_filler_steps(kept) is kept
