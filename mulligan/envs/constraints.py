@@ -15,15 +15,33 @@ from mulligan.envs.verifiers.constraints import (
     corgi_primer,
     normalize_constraint,
 )
+from mulligan.envs.verifiers.critics import (
+    CRITIC_TASKS,
+    MODEL_CRITIC_IDS,
+    Critic,
+    critic_id,
+    critic_primer,
+    default_critic,
+    missing_critic_error,
+    paper_critic,
+)
 
 #: The split a hub dataset spec without one reads (IFEval's only split).
 DEFAULT_SPLIT = "train"
-#: CORGI's task names (the ``task`` field of its released data) that mulligan checks, and their ids.
+#: CORGI's task names (the ``task`` field of its released data) and their constraint ids: the three
+#: rule-checked tasks, then the nine that tool or model critics check (:mod:`~mulligan.envs.verifiers.critics`).
 CORGI_TASK_IDS: dict[str, str] = {
     "num_planning": "corgi:num_planning",
     "num_planning_scores": "corgi:num_planning",  # the name CORGI's data generator writes
     "cmg_hard": "corgi:cmg_hard",
     "panagram": "corgi:panagram",
+    **{task.name: cid for cid, task in CRITIC_TASKS.items()},
+}
+# The record fields each rule-checked task reads, as (our argument name: CORGI's field name).
+_RULE_FIELDS: dict[str, dict[str, str]] = {
+    "corgi:num_planning": {"prefix": "prefix", "num_words": "N", "last_word": "last_word"},
+    "corgi:cmg_hard": {"concepts": "concepts"},
+    "corgi:panagram": {"letters": "letters_list"},
 }
 # CORGI's chat markers: Llama-3's header tokens and Llama-2's [INST] tags around the user turn.
 _LLAMA3_USER = "<|start_header_id|>user<|end_header_id|>"
@@ -41,40 +59,55 @@ def _split_corgi_query(query: str) -> tuple[str, str]:
     return query.strip(), ""
 
 
+def _corgi_task_name(record: Mapping[str, Any]) -> Any:
+    """The record's ``task``; CORGI's common_gen test file has none, so its fields name it."""
+    if "task" in record:
+        return record["task"]
+    if "words" in record and "pos" in record:
+        return "common_gen"
+    return None
+
+
 def normalize_corgi_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """A record of CORGI's released data (``data_llama_3/{train,validation,test}/<task>.json``) as a task.
 
-    CORGI's records have ``id``, ``task``, ``query`` (the rendered prompt, ending with the
-    ``- Output:`` primer) and the task's fields: ``prefix``, ``N`` and ``last_word`` (num_planning),
-    ``letters_list`` (panagram), ``concepts`` (cmg_hard). The task's ``prompt`` is the query's user
-    turn and its ``primer`` the assistant's opening, so the model sees CORGI's own prompt. Tasks that
-    need CORGI's model-based critics (sentiment, paraphrase, story generation, ...) are refused.
+    CORGI's records have ``query`` (the rendered prompt, ending with the ``- Output:`` primer),
+    ``task`` (absent from common_gen's test file, recognised by its ``words`` and ``pos``), usually
+    ``id``, and the task's fields: ``prefix``, ``N`` and ``last_word`` (num_planning),
+    ``letters_list`` (panagram), ``concepts`` (cmg_hard), and for the critic-checked tasks the
+    fields of :data:`~mulligan.envs.verifiers.critics.CRITIC_TASKS` (``students`` and
+    ``constraints``, ``tests``, ``input_list`` and ``output_list``, ``label``, ``sentence``,
+    ``prefix``, ``student_model_query`` and ``correct_answer``, ``source`` and ``exemplar``,
+    ``words`` and ``pos``), kept under CORGI's names. The task's ``prompt`` is the query's user turn
+    and its ``primer`` the assistant's opening, so the model sees CORGI's own prompt.
     """
-    task_name = record.get("task")
+    task_name = _corgi_task_name(record)
     if task_name not in CORGI_TASK_IDS:
-        raise ValueError(
-            f"CORGI task {task_name!r} is not rule-checked offline; mulligan checks {sorted(CORGI_TASK_IDS)} "
-            "(the others need CORGI's model-based critics)"
-        )
+        raise ValueError(f"unknown CORGI task {task_name!r}; expected one of {sorted(CORGI_TASK_IDS)}")
     query = record.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ValueError("a CORGI record needs a non-empty string 'query'")
     constraint_id = CORGI_TASK_IDS[task_name]
-    fields = {
-        "corgi:num_planning": {"prefix": "prefix", "num_words": "N", "last_word": "last_word"},
-        "corgi:cmg_hard": {"concepts": "concepts"},
-        "corgi:panagram": {"letters": "letters_list"},
-    }[constraint_id]
+    if constraint_id in _RULE_FIELDS:
+        fields = _RULE_FIELDS[constraint_id]
+    else:
+        fields = {name: name for name in CRITIC_TASKS[constraint_id].fields}
     missing = [theirs for theirs in fields.values() if theirs not in record]
     if missing:
         raise ValueError(f"a CORGI {task_name} record needs the field(s) {missing}")
     kwargs = normalize_constraint(constraint_id, {ours: record[theirs] for ours, theirs in fields.items()})
     prompt, primer = _split_corgi_query(query)
+    if not primer:
+        primer = (
+            corgi_primer(constraint_id, kwargs)
+            if constraint_id in _RULE_FIELDS
+            else critic_primer(constraint_id, kwargs)
+        )
     task: dict[str, Any] = {
         "prompt": prompt,
         "instruction_id_list": [constraint_id],
         "kwargs": [kwargs],
-        "primer": primer or corgi_primer(constraint_id, kwargs),
+        "primer": primer,
     }
     if "id" in record:
         task["key"] = record["id"]
@@ -94,7 +127,7 @@ def normalize_task(record: Mapping[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(record, Mapping):
         raise ValueError(f"a task record is a JSON object, got {type(record).__name__}")
-    if "instruction_id_list" not in record and "query" in record and "task" in record:
+    if "instruction_id_list" not in record and "query" in record and _corgi_task_name(record) is not None:
         return normalize_corgi_record(record)
     prompt = record.get("prompt")
     ids = record.get("instruction_id_list")
@@ -139,10 +172,12 @@ class ConstraintsEnv(MulliganEnv):
 
     ## Description
     The environment of CORGI (Bezalel et al. 2024, arXiv 2411.01483): an instruction with
-    constraints that a rule-based checker verifies. Constraints come from three sources:
+    constraints that a rule-based checker verifies. Constraints come from these sources:
     CORGI's rule-checked tasks under CORGI's names (``corgi:num_planning``, ``corgi:cmg_hard``,
     ``corgi:panagram``), each with CORGI's own prompt (two worked examples) and checked as CORGI's
-    critics check them; mulligan's own rules, which CORGI does not have (a chat-friendly completion
+    critics check them, and CORGI's nine other tasks (loaded from CORGI's released records),
+    checked by CORGI's tool or model critics (:mod:`~mulligan.envs.verifiers.critics`, the
+    ``critics`` argument); mulligan's own rules, which CORGI does not have (a chat-friendly completion
     variant, graded concept coverage, pangram, lipogram, maximum word length); and IFEval's 25
     instructions (Zhou et al. 2023), checked in IFEval's strict or loose mode. The critic's
     messages for every broken constraint, joined as CORGI's critic joins them ("In addition, ...",
@@ -190,9 +225,19 @@ class ConstraintsEnv(MulliganEnv):
       from (default: all of :data:`~mulligan.envs.verifiers.constraints.FAMILIES`). Generator only.
     * ``min_constraints``, ``max_constraints`` (int, 1 and 3): constraints per generated task.
     * ``data_seed`` (int, 0): seed of the procedural task source.
+    * ``critics`` (None, ``"paper"`` or dict): the critics of CORGI's critic-checked tasks
+      (:mod:`~mulligan.envs.verifiers.critics`). ``None``: the offline rule and tool critics
+      (clustering, mbpp, program); a dataset with a model-critic task (sentiment, style_transfer,
+      story_generation, rationale_generation, paraphrase, common_gen) is then refused with an
+      error naming this option. ``"paper"``: the paper's critics, their hub models loaded for the
+      tasks the dataset holds. A dict maps task names to :class:`~mulligan.envs.verifiers.critics.Critic`
+      objects (e.g. ``{"sentiment": SentimentCritic(model="my/classifier")}``); tasks it leaves out
+      get the defaults.
+    * ``critic_device`` (str or None): where ``critics="paper"`` runs its models (default: CUDA if available).
 
     ## Version History
-    * v0: CORGI's tasks under CORGI's names (``corgi:*``); critiques joined as CORGI's critic joins them.
+    * v0: CORGI's tasks under CORGI's names (``corgi:*``); critiques joined as CORGI's critic joins them;
+      CORGI's nine critic-checked tasks through ``critics``.
     """
 
     def __init__(
@@ -205,6 +250,8 @@ class ConstraintsEnv(MulliganEnv):
         min_constraints: int = 1,
         max_constraints: int = 3,
         data_seed: int = 0,
+        critics: str | Mapping[str, Critic] | None = None,
+        critic_device: str | None = None,
         render_mode: str | None = None,
     ):
         super().__init__(render_mode=render_mode)
@@ -229,6 +276,28 @@ class ConstraintsEnv(MulliganEnv):
                 raise ValueError(f"dataset must be a path, an 'hf:' name or None, got {dataset!r}")
             self.tasks = load_constraint_dataset(dataset)
             self.num_tasks = len(self.tasks)
+        self.critics = self._build_critics(critics, critic_device)
+
+    def _build_critics(self, critics: str | Mapping[str, Critic] | None, device: str | None) -> dict[str, Critic]:
+        """The critic of every critic task the dataset holds (see the ``critics`` argument)."""
+        if critics is not None and critics != "paper" and not isinstance(critics, Mapping):
+            raise ValueError(f"critics must be None, 'paper' or a dict of task name to Critic, got {critics!r}")
+        chosen: dict[str, Critic] = {}
+        if isinstance(critics, Mapping):
+            for name, critic in critics.items():
+                cid = critic_id(str(name))
+                if not isinstance(critic, Critic) or critic.constraint_id != cid:
+                    raise ValueError(f"critics[{name!r}] must be a Critic for {cid}, got {critic!r}")
+                chosen[cid] = critic
+        needed = {cid for task in self.tasks or () for cid in task["instruction_id_list"] if cid in CRITIC_TASKS}
+        for cid in sorted(needed - set(chosen)):
+            if critics == "paper":
+                chosen[cid] = paper_critic(cid, device=device)
+            elif cid in MODEL_CRITIC_IDS:
+                raise missing_critic_error(cid)
+            else:
+                chosen[cid] = default_critic(cid)
+        return chosen
 
     def get_task(self, index: int) -> dict[str, Any]:
         """The task at ``index``: a dataset record, or the generator's task."""
@@ -237,8 +306,19 @@ class ConstraintsEnv(MulliganEnv):
         return generate_constraint_task(self.config, self.data_seed, index)
 
     def task_from_record(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """An explicit IFEval-format record (see :func:`normalize_task`)."""
-        return normalize_task(record)
+        """An explicit record in IFEval's or CORGI's format (see :func:`normalize_task`).
+
+        A critic task gets its offline default critic; a model-critic task without one configured
+        is refused here, with the error naming the ``critics`` option.
+        """
+        task = normalize_task(record)
+        for cid in task["instruction_id_list"]:
+            if cid in CRITIC_TASKS and cid not in self.critics:
+                critic = default_critic(cid)
+                if critic is None:
+                    raise missing_critic_error(cid)
+                self.critics[cid] = critic
+        return task
 
     def task_id(self, task: Mapping[str, Any], index: int | None) -> str:
         """``constraints-<seed>-<index>`` for generated tasks, ``<file stem>-<index>`` for datasets, else a hash."""
@@ -268,7 +348,9 @@ class ConstraintsEnv(MulliganEnv):
 
     def _step(self, action: str) -> StepOutcome:
         task = self.task
-        results = check_constraints(task["instruction_id_list"], task["kwargs"], action, self.mode, primed=self.primed)
+        results = check_constraints(
+            task["instruction_id_list"], task["kwargs"], action, self.mode, primed=self.primed, critics=self.critics
+        )
         scores = [r.score for r in results]
         score = sum(scores) / len(scores)
         success = all(r.holds for r in results)

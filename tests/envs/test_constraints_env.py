@@ -434,11 +434,15 @@ def test_corgis_released_json_files_load_as_tasks(tmp_path):
         assert reward == 1.0 and info["success"], info["feedback"]
 
 
-def test_corgi_records_of_model_critiqued_tasks_are_refused_with_the_line(tmp_path):
+def test_corgi_records_of_model_critiqued_tasks_need_a_critic_and_bad_ones_name_the_line(tmp_path):
     path = tmp_path / "sentiment.json"
-    records = [CORGI_FIXTURE[0], {"id": "s0", "query": "Write a review.", "task": "sentiment", "label": 3}]
+    records = [CORGI_FIXTURE[0], {"id": "s0", "query": "Write a review.", "task": "sentiment", "label": "3 stars"}]
     path.write_text(json.dumps(records, indent=4))
-    with pytest.raises(ValueError, match=r"sentiment.json:\d+: CORGI task 'sentiment' is not rule-checked"):
+    with pytest.raises(ValueError, match=r"CORGI task 'sentiment' is checked by a model critic .*critics='paper'"):
+        ConstraintsEnv(dataset=str(path))
+    records[1]["label"] = 3
+    path.write_text(json.dumps(records, indent=4))
+    with pytest.raises(ValueError, match=r"sentiment.json:\d+: corgi:sentiment: label must be a non-empty string"):
         ConstraintsEnv(dataset=str(path))
     broken = dict(CORGI_FIXTURE[1])
     del broken["letters_list"]

@@ -28,6 +28,11 @@ Constraint ids follow IFEval's ``family:name`` scheme, so that one task record f
 
 * IFEval's 25 instructions (:mod:`mulligan.envs.verifiers.ifeval`), binary scores.
 
+* CORGI's nine other tasks (clustering, mbpp, program, sentiment, style_transfer, story_generation,
+  rationale_generation, paraphrase, common_gen) are checked by tool or model critics:
+  :mod:`mulligan.envs.verifiers.critics`. :func:`check_constraint` dispatches them to the
+  ``critics`` it is given (the tool ones have offline defaults).
+
 CORGI's prompts end with an ``- Output:`` line that opens the model's answer (the *primer*:
 ``- Output: {prefix}`` for num_planning, ``- Output: Word:`` for panagram). A model that was primed
 answers with the continuation only; pass ``primed=True`` to score it exactly as the official critic
@@ -800,8 +805,14 @@ def normalize_constraint(constraint_id: str, kwargs: Mapping[str, Any] | None) -
     """
     if constraint_id in ifeval.INSTRUCTION_IDS:
         return ifeval.normalize_kwargs(constraint_id, kwargs)
+    from mulligan.envs.verifiers import critics  # lazy: critics imports this module
+
+    if constraint_id in critics.CRITIC_TASKS:
+        return critics.normalize_critic_kwargs(constraint_id, kwargs)
     if constraint_id not in _RULES:
-        raise ValueError(f"unknown constraint id {constraint_id!r}; expected one of {list(CONSTRAINT_IDS)}")
+        raise ValueError(
+            f"unknown constraint id {constraint_id!r}; expected one of {[*CONSTRAINT_IDS, *critics.CRITIC_IDS]}"
+        )
     if kwargs is not None and not isinstance(kwargs, Mapping):
         raise ValueError(f"{constraint_id}: kwargs must be a dict, got {kwargs!r}")
     rule = _RULES[constraint_id]
@@ -822,20 +833,34 @@ def check_constraint(
     mode: str = "strict",
     *,
     primed: bool = False,
+    critics: Mapping[str, Any] | None = None,
 ) -> ConstraintResult:
     """Check one constraint (CORGI's, mulligan's or IFEval's) on ``response``.
 
     Args:
-        constraint_id: One of :data:`CONSTRAINT_IDS`.
+        constraint_id: One of :data:`CONSTRAINT_IDS`, or a CORGI critic task
+            (:data:`~mulligan.envs.verifiers.critics.CRITIC_IDS`).
         response: The model's text; any string.
         kwargs: The constraint's arguments.
         mode: IFEval's ``"strict"`` or ``"loose"`` (the rule-checked constraints read the response as
             is in both).
         primed: CORGI's tasks only: the response is the continuation of CORGI's ``- Output:`` primer,
             scored exactly as the official critic scores it (see the module docstring).
+        critics: The :class:`~mulligan.envs.verifiers.critics.Critic` of each critic task, by
+            constraint id; the rule and tool tasks (clustering, mbpp, program) have offline defaults.
+
+    Raises:
+        ValueError: For a model-critic task without a critic (the message names the option).
     """
     if mode not in ("strict", "loose"):
         raise ValueError(f"mode must be 'strict' or 'loose', got {mode!r}")
+    from mulligan.envs.verifiers import critics as critic_module  # lazy: critics imports this module
+
+    if constraint_id in critic_module.CRITIC_TASKS:
+        critic = (critics or {}).get(constraint_id) or critic_module.default_critic(constraint_id)
+        if critic is None:
+            raise critic_module.missing_critic_error(constraint_id)
+        return critic.critique(kwargs or {}, response, primed=primed)
     kw = normalize_constraint(constraint_id, kwargs)
     if constraint_id in ifeval.INSTRUCTION_IDS:
         result = ifeval.check_instruction(constraint_id, response, kw, mode)
@@ -851,12 +876,17 @@ def check_constraints(
     mode: str = "strict",
     *,
     primed: bool = False,
+    critics: Mapping[str, Any] | None = None,
 ) -> list[ConstraintResult]:
-    """Check every constraint of a task record (IFEval's ``instruction_id_list`` and ``kwargs``), in order."""
+    """Check every constraint of a task record (IFEval's ``instruction_id_list`` and ``kwargs``), in order.
+
+    ``primed`` and ``critics`` are :func:`check_constraint`'s.
+    """
     if len(constraint_ids) != len(kwargs_list):
         raise ValueError(f"{len(constraint_ids)} constraint ids but {len(kwargs_list)} kwargs entries")
     return [
-        check_constraint(c, response, k, mode, primed=primed) for c, k in zip(constraint_ids, kwargs_list, strict=True)
+        check_constraint(c, response, k, mode, primed=primed, critics=critics)
+        for c, k in zip(constraint_ids, kwargs_list, strict=True)
     ]
 
 
@@ -870,4 +900,8 @@ def describe_constraint(constraint_id: str, kwargs: Mapping[str, Any] | None = N
     kw = normalize_constraint(constraint_id, kwargs)
     if constraint_id in ifeval.INSTRUCTION_IDS:
         return ifeval.describe_instruction(constraint_id, kw)
+    if constraint_id not in _RULES:
+        raise ValueError(
+            f"{constraint_id} has no generated prompt: its tasks come from CORGI's released records, prompt included"
+        )
     return _RULES[constraint_id].describe(kw)
