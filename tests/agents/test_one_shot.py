@@ -149,3 +149,20 @@ def test_demo_files_and_refusals(tmp_path):
         OneShotAgent(HFAgent(model, context=LastAttempts(1)), DEMO)
     with pytest.raises(ValueError, match="system"):
         rise_samples([], one_shot=DEMO, system_prompt="Be brief.")
+
+
+def test_the_model_is_conditioned_on_the_rendered_opening():
+    """What a real model's prompt is, through the tiny model's chat template (ChatML)."""
+    from mulligan.agents.base import AgentInput
+    from mulligan.agents.tiny import resolve_model
+
+    model = HFAgent(resolve_model("tiny"), temperature=0.0, max_new_tokens=2)
+    agent = OneShotAgent(model, OneShotDemo("Q1", "A1"))
+    item = AgentInput([{"role": "user", "content": "env text"}], task={"question": "Q2"})
+    assert model.render_prompt(agent.rewrite(item)) == (
+        "<|im_start|>system\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\n"
+        + GREAT_JOB
+        + "Q2<|im_end|>\n<|im_start|>assistant\n"
+    )
+    (action,) = agent.act([item])
+    assert action.context.shown(item.messages) == agent.rewrite(item).messages
