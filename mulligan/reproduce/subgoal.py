@@ -16,9 +16,15 @@ One cell (arm x seed):
    sub-goals drawn at random from the training vocabulary: the official ``rand`` ablation).
    Per task: ``score`` (the final score in [0, 1], negative counts 0) and ``success``.
 3. Mechanism (hierarchical cells): on ``probe_paths`` gold paths of *test* variations, the
-   planner's exact match with the gold sub-goal at each step, and the executor's exact match with
-   the gold action when given the gold sub-goal (the executor under oracle sub-goals, one step at a
-   time).
+   planner's exact match with the gold sub-goal at each step (the official ``eval_test_sg``; per
+   step and macro-averaged per task), and the executor's exact match with the gold action when
+   given the gold sub-goal (one step at a time); and, on the cell's test tasks, whole episodes of
+   the executor under oracle sub-goals
+   (:class:`~mulligan.agents.hierarchical.OraclePlanner`: the gold annotation's sub-goal for the
+   next gold action), which bounds what a better planner could gain.
+
+Every evaluated policy is built by :func:`mulligan.reproduce.protocol.model_agent` (the preset's
+generation backend), or :class:`~mulligan.agents.seq2seq.Seq2SeqAgent` for an encoder-decoder.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import os
 from typing import Any
 
 from mulligan.reproduce import nat as nat_reproduction
-from mulligan.reproduce.protocol import Arm, CellResult, Comparison, PhaseTimer, Protocol, TimedAgent
+from mulligan.reproduce.protocol import Arm, CellResult, Comparison, PhaseTimer, Protocol, TimedAgent, model_agent
 
 PROTOCOL = Protocol(
     paper="subgoal",
@@ -54,8 +60,11 @@ PROTOCOL = Protocol(
     budgets=("default",),
     mechanism=(
         "On gold paths of test variations: `planner_exact_match` (the planner's sub-goal equals the gold "
-        "one, step by step) and `executor_exact_match_oracle_subgoals` (the executor's action equals the "
-        "gold action when it is given the gold sub-goal). The second bounds what a better planner could gain."
+        "one, step by step; `planner_exact_match_macro` averages per task) and "
+        "`executor_exact_match_oracle_subgoals` (the executor's action equals the gold action when it is "
+        "given the gold sub-goal). On the test tasks: `oracle_subgoals_score` and `oracle_subgoals_success`, "
+        "whole episodes of the executor under oracle sub-goals (the gold annotation's sub-goal for the next "
+        "gold action): the bound on what a better planner could gain."
     ),
     decoding="greedy (temperature 0), the paper's stopping rules (200 turns, 50 steps without a score change)",
 )
@@ -147,40 +156,72 @@ def trained(seed: int, settings: dict[str, Any], workdir: str, timer: PhaseTimer
     return config, summary, subgoal_vocabulary(annotated)
 
 
-def _exact_match(path: str, conversations: list, settings: dict[str, Any], seed: int, timer: PhaseTimer) -> float:
-    """Share of conversations whose greedy reply's first line equals the target's first line."""
-    from mulligan.agents.base import AgentInput
-    from mulligan.agents.hf import HFAgent
-    from mulligan.agents.hierarchical import first_line
+def cell_policy(settings: dict[str, Any], seed: int, timer: PhaseTimer):
+    """Builds a cell's greedy policy for a checkpoint path, timed (``model_agent``, or seq2seq)."""
+    from mulligan.agents.seq2seq import Seq2SeqAgent, is_seq2seq
 
-    if not conversations:
-        return float("nan")
-    agent = TimedAgent(HFAgent(path, temperature=0.0, max_new_tokens=settings["max_new_tokens"], seed=seed), timer)
-    with timer.phase("env"):
-        actions = agent.act([AgentInput(messages=[c[0]]) for c in conversations])
-    hits = [
-        first_line(a.text).strip() == first_line(c[1]["content"]).strip()
-        for a, c in zip(actions, conversations, strict=True)
-    ]
-    return sum(hits) / len(hits)
+    def build(path: str) -> TimedAgent:
+        options = {"temperature": 0.0, "max_new_tokens": settings["max_new_tokens"], "seed": seed}
+        agent = Seq2SeqAgent(path, **options) if is_seq2seq(path) else model_agent(path, settings, **options)
+        return TimedAgent(agent, timer)
+
+    return build
 
 
 def mechanism_check(config, models: dict[str, str], settings: dict[str, Any], seed: int, timer: PhaseTimer):
     """Planner exact match and executor exact match under gold sub-goals on test-variation gold paths."""
-    from mulligan.training.subgoal import eval_env_options
-    from mulligan.training.subgoal_data import collect_gold, distillation_conversations
+    from mulligan.training.subgoal import eval_env_options, subgoal_exact_match
+    from mulligan.training.subgoal_data import collect_gold
 
     with timer.phase("env"):
         gold = collect_gold(
             PROTOCOL.env_id, settings["probe_paths"], env_kwargs=eval_env_options(config), seed=seed + 7,
             num_envs=settings["num_envs"],
         )  # fmt: skip
-    data = distillation_conversations(gold, settings["history_len"])
+    build = cell_policy(settings, seed, timer)
+    roles = {"planner": build(models["planner"]), "executor": build(models["executor"])}
+    with timer.phase("env"):
+        matches = subgoal_exact_match(roles, gold, settings["history_len"])
     return {
-        "planner_exact_match": _exact_match(models["planner"], data["planner"], settings, seed, timer),
-        "executor_exact_match_oracle_subgoals": _exact_match(
-            models["executor"], data["executor"], settings, seed, timer
-        ),
+        "planner_exact_match": matches["planner"]["exact_match"],
+        "planner_exact_match_macro": matches["planner"]["macro"],
+        "executor_exact_match_oracle_subgoals": matches["executor"]["exact_match"],
+    }
+
+
+def _evaluate(agent, config, settings: dict[str, Any], seed: int, timer: PhaseTimer):
+    """The agent on the cell's test tasks (each once, the paper's stopping rules)."""
+    from mulligan.training.evaluation import evaluate
+    from mulligan.training.rollout import EnvPool
+    from mulligan.training.subgoal import eval_env_options, task_name_of
+
+    indices = list(range(settings["test_tasks"]))
+    with timer.phase("env"), EnvPool(PROTOCOL.env_id, settings["num_envs"], eval_env_options(config)) as pool:
+        if pool.num_tasks is not None and pool.num_tasks < len(indices):
+            raise ValueError(f"the test variations number {pool.num_tasks} < test_tasks={len(indices)}")
+        return evaluate(
+            agent, pool, indices, seed=seed + 1, max_turns=settings["eval_max_turns"], progress=False,
+            group_by=task_name_of,
+        )  # fmt: skip
+
+
+def oracle_subgoal_check(config, models: dict[str, str], settings: dict[str, Any], seed: int, timer: PhaseTimer):
+    """Whole test episodes of the executor under oracle sub-goals: mean score and success."""
+    from mulligan.agents.hierarchical import HierarchicalAgent, OraclePlanner
+    from mulligan.training.subgoal_data import RuleBasedAnnotator
+
+    agent = HierarchicalAgent(
+        OraclePlanner(RuleBasedAnnotator().annotate),  # the annotator that labelled the training data
+        cell_policy(settings, seed, timer)(models["executor"]),
+        history_len=config.history_len,
+        planner_every_step=config.planner_every_step,
+        seed=seed,
+    )
+    result = _evaluate(agent, config, settings, seed, timer)
+    scores = [max(0.0, float(t.score)) for t in result.trajectories]
+    return {
+        "oracle_subgoals_score": sum(scores) / len(scores),
+        "oracle_subgoals_success": sum(float(t.success) for t in result.trajectories) / len(scores),
     }
 
 
@@ -188,20 +229,11 @@ def run_cell(
     arm: Arm, seed: int, budget: str, *, settings: dict[str, Any], workdir: str, timer: PhaseTimer
 ) -> CellResult:
     """Train (or reuse) the seed's models and evaluate the arm's agent (module docstring)."""
-    from mulligan.training.evaluation import evaluate
-    from mulligan.training.rollout import EnvPool
-    from mulligan.training.subgoal import eval_env_options, evaluation_agents, task_name_of
+    from mulligan.training.subgoal import evaluation_agents, task_name_of
 
     config, summary, vocabulary = trained(seed, settings, workdir, timer)
-    agents = evaluation_agents(config, summary["models"], vocabulary)
-    indices = list(range(settings["test_tasks"]))
-    with timer.phase("env"), EnvPool(PROTOCOL.env_id, settings["num_envs"], eval_env_options(config)) as pool:
-        if pool.num_tasks is not None and pool.num_tasks < len(indices):
-            raise ValueError(f"the test variations number {pool.num_tasks} < test_tasks={len(indices)}")
-        result = evaluate(
-            TimedAgent(agents[arm.evaluation], timer), pool, indices, seed=seed + 1,
-            max_turns=settings["eval_max_turns"], progress=False, group_by=task_name_of,
-        )  # fmt: skip
+    agents = evaluation_agents(config, summary["models"], vocabulary, policy=cell_policy(settings, seed, timer))
+    result = _evaluate(agents[arm.evaluation], config, settings, seed, timer)
     by_index = {int(t.metadata["task_index"]): t for t in result.trajectories}
     tasks = [
         {
@@ -211,11 +243,12 @@ def run_cell(
             "score": max(0.0, float(by_index[i].score)),
             "success": float(by_index[i].success),
         }
-        for i in indices
+        for i in range(settings["test_tasks"])
     ]
     mechanism = {}
     if arm.evaluation == "hierarchical":
         mechanism = mechanism_check(config, summary["models"], settings, seed, timer)
+        mechanism.update(oracle_subgoal_check(config, summary["models"], settings, seed, timer))
     return CellResult(
         tasks=tasks, mechanism=mechanism, extra={"macro": result.macro, "records": summary.get("records")}
     )
