@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import pickle
 import signal
 import traceback
@@ -104,6 +105,10 @@ class EnvHost:
             raise ValueError(f"unknown env method {method!r}; expected 'reset', 'step' or 'call'")
         except Exception as err:
             return _error_outcome(err)
+
+    def pid(self) -> int:
+        """The id of the process the host runs in."""
+        return os.getpid()
 
     def close(self) -> None:
         """Close every env (an env that fails to close does not stop the others)."""
@@ -212,26 +217,40 @@ class _ProcessWorker:
 
 
 class _RayWorker:
-    """One Ray actor holding an :class:`EnvHost`."""
+    """One Ray actor holding an :class:`EnvHost` (one CPU of the Ray cluster)."""
+
+    #: Seconds to wait for an actor to build its envs: longer means Ray could not place it.
+    START_TIMEOUT_S = 600
 
     def __init__(self, number: int, env_id: str, env_kwargs: dict[str, Any]):
         ray = import_ray()
         self.ray, self.number = ray, number
-        actor_class = ray.remote(num_cpus=1)(EnvHost)
-        self.actor = actor_class.remote(env_id, env_kwargs)
+        self.actor = ray.remote(num_cpus=1)(EnvHost).remote(env_id, env_kwargs)
+        self._pid = self.actor.pid.remote()
         self.pending: Any = None
+        self.command = ""
 
     def describe(self) -> str:
-        return f"env worker {self.number} (Ray actor {self.actor._actor_id.hex()[:12]})"
+        try:
+            pid = self.ray.get(self._pid, timeout=5)
+        except Exception:
+            pid = "unknown"
+        return f"env worker {self.number} (Ray actor, pid {pid})"
 
     def send(self, command: str, payload: Any) -> None:
         method = {"add": self.actor.add, "run": self.actor.run}[command]
-        self.pending = method.remote(payload)
+        self.pending, self.command = method.remote(payload), command
 
     def receive(self) -> Any:
         pending, self.pending = self.pending, None
+        timeout = self.START_TIMEOUT_S if self.command == "add" else None
         try:
-            return self.ray.get(pending)
+            return self.ray.get(pending, timeout=timeout)
+        except self.ray.exceptions.GetTimeoutError as err:
+            raise EnvWorkerError(
+                f"env worker {self.number} did not start within {timeout} s: each env worker takes one CPU of "
+                "the Ray cluster; check ray.available_resources() or use fewer env_workers"
+            ) from err
         except self.ray.exceptions.RayActorError as err:
             raise EnvWorkerError(f"{self.describe()} died ({type(err).__name__}: {err})") from err
 
