@@ -210,7 +210,12 @@ def _load_served(spec: str, base_url: str, api_key_env: str | None, **kwargs: An
             f"--agent {spec} needs the server's address: pass --base_url http://HOST:PORT/v1 (or set ${BASE_URL_ENV})"
         )
     check_api_key_env(api_key_env)
-    options = {_HF_TO_OPENAI.get(k, k): v for k, v in kwargs.items() if k not in _HF_ONLY}
+    if kwargs.get("num_beams", 1) != 1:
+        raise ValueError(
+            "--num_beams applies to local models (tiny, a folder, a hub id, vllm:MODEL); chat-completions "
+            "servers do not run beam search for a client"
+        )
+    options = {_HF_TO_OPENAI.get(k, k): v for k, v in kwargs.items() if k not in (*_HF_ONLY, "num_beams")}
     return OpenAIChatAgent(base_url, model, api_key_env=api_key_env or None, **options)
 
 

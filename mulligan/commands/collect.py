@@ -76,6 +76,7 @@ def run_collect(args: CollectArgs) -> list[Trajectory]:
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
             system_prompt=args.system_prompt or None,
+            **args.decoding_kwargs(),
             **args.served_kwargs(),
         )
         try:

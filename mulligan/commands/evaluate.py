@@ -160,6 +160,7 @@ def load_eval_model(args: EvalArgs) -> Agent:
         "max_new_tokens": args.max_new_tokens,
         "seed": args.seed,
         "system_prompt": args.system_prompt or None,
+        **args.decoding_kwargs(),
     }
     context = _context(args.window)
     # With NAT's prompt the window belongs to the wrapper (see with_nat_prompt): applied to the
@@ -349,6 +350,8 @@ def results_record(args: EvalArgs, result: EvalResult) -> dict[str, Any]:
             "temperature": args.temperature,
             "top_p": args.top_p,
             "max_new_tokens": args.max_new_tokens,
+            "prefill_response": args.prefill_response,
+            "num_beams": args.num_beams,
             "window": args.window,
             "system_prompt": args.system_prompt or None,
             "nat_prompt": None if args.nat_prompt == "none" else args.nat_prompt,

@@ -16,9 +16,11 @@ One cell (arm x seed):
    ``rl_baseline`` (``retry_limit=0``: plain single-attempt RL, the paper's baseline) and
    ``uninformative`` (the same retries, but the feedback is "Your output is incorrect. Please try
    again.": does the critique's content matter?).
-3. Evaluation through :func:`mulligan.training.evaluation.evaluate`: greedy sessions with the same
-   ``eval_retry_limit`` retries *and the real critique* for every arm, on ``test_tasks`` evaluation
-   tasks (indices from 1,000,000), each once: per task ``success_within_k`` for every attempt k.
+3. Evaluation through :func:`mulligan.training.evaluation.evaluate` of the trained model, which
+   generates on the preset's backend (:func:`~mulligan.reproduce.protocol.model_agent`): greedy
+   sessions with the same ``eval_retry_limit`` retries *and the real critique* for every arm, on
+   ``test_tasks`` evaluation tasks (indices from 1,000,000), each once: per task
+   ``success_within_k`` for every attempt k.
 4. Mechanism: success as a function of attempt number (the curve), and the gain after the first
    attempt (``retry_gain`` = success within the last attempt - success at the first).
 """
@@ -30,7 +32,7 @@ import os
 from typing import Any
 
 from mulligan.reproduce import nat as nat_reproduction
-from mulligan.reproduce.protocol import Arm, CellResult, Comparison, PhaseTimer, Protocol, TimedAgent
+from mulligan.reproduce.protocol import Arm, CellResult, Comparison, PhaseTimer, Protocol, TimedAgent, model_agent
 
 #: CORGI's ``num_planning_no_feedback`` analogue: a retry prompt that says nothing about what is wrong.
 UNINFORMATIVE_FEEDBACK = "Your output is incorrect. Please try again."
@@ -211,18 +213,21 @@ def run_cell(
     # optimisation (the report says so).
     with timer.phase("optimisation"):
         trainer, _ = train_corgi(args)
+    trainer.close()
     attempts = settings["eval_retry_limit"] + 1
     indices = list(range(EVAL_OFFSET, EVAL_OFFSET + settings["test_tasks"]))
     evaluation_kwargs = {**_env_kwargs(settings, settings["eval_families"]), "max_attempts": attempts}
+    # The trained model (train_corgi saves it to output_dir) generates on the preset's backend.
+    batching = {} if settings.get("generation", "hf") == "vllm" else {"batch_size": settings["num_envs"]}
+    agent = model_agent(
+        args.output_dir, settings, temperature=0.0, seed=seed, max_new_tokens=settings["max_new_tokens"], **batching
+    )
     try:
-        trainer.policy.eval()
         with timer.phase("env"), EnvPool(PROTOCOL.env_id, settings["num_envs"], evaluation_kwargs) as pool:
-            result = evaluate(
-                TimedAgent(trainer.agent(temperature=0.0, seed=seed), timer), pool, indices, seed=seed + 1,
-                progress=False,
-            )  # fmt: skip
+            result = evaluate(TimedAgent(agent, timer), pool, indices, seed=seed + 1, progress=False)
     finally:
-        trainer.close()
+        if hasattr(agent, "close"):
+            agent.close()
     by_index = {int(t.metadata["task_index"]): t for t in result.trajectories}
     tasks = []
     for i in indices:

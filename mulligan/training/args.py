@@ -400,11 +400,21 @@ class SamplingArgs(ArgsBase):
         temperature: Sampling temperature (0: greedy).
         top_p: Nucleus sampling mass.
         max_new_tokens: Tokens generated per action at most (preset: tiny 64).
+        prefill_response: Start each answer with the env's ``info["response_prefix"]`` (CORGI's
+            ``- Output:`` primer) and send the continuation; pair it with an env built
+            ``primed=True`` (:func:`mulligan.agents.base.response_prefix`).
+        num_beams: Beam search with this many beams (1: sample as ``temperature`` says);
+            deterministic, no log-probabilities, so for collection and evaluation only.
     """
 
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
     max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens per action (preset)."})
+    prefill_response: bool = field(
+        default=False,
+        metadata={"help": "Start answers with the env's info['response_prefix'] (CORGI's primer); env primed=True."},
+    )
+    num_beams: int = field(default=1, metadata={"help": "Beam search beams (1: none); collection and eval only."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -414,6 +424,21 @@ class SamplingArgs(ArgsBase):
             raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if isinstance(self.num_beams, bool) or not isinstance(self.num_beams, int) or self.num_beams < 1:
+            raise ValueError(f"num_beams must be a positive int (1: no beam search), got {self.num_beams!r}")
+
+    def decoding_kwargs(self) -> dict[str, Any]:
+        """The model agent's keyword arguments for ``prefill_response`` and ``num_beams``, where set.
+
+        Only options that differ from the agents' defaults are given, so agents without them
+        (scripted teachers) load as before.
+        """
+        kwargs: dict[str, Any] = {}
+        if self.prefill_response:
+            kwargs["prefill_response"] = True
+        if self.num_beams != 1:
+            kwargs["num_beams"] = self.num_beams
+        return kwargs
 
 
 def parser_for(*config_classes: type, **kwargs: Any):

@@ -64,11 +64,26 @@ class CORGIArgs(PPOArgs):
             prompts each, cmg_hard 200).
         eval_task_offset: First task index of the evaluation tasks.
         eval_before: Also evaluate the starting model.
+        prefill_response: Answer as CORGI's model does (App. A, the official ``chat_ppo_trainer.py``):
+            every attempt, retries included, starts with the task's ``- Output: ...`` primer
+            (``info["response_prefix"]``), the model writes the continuation, and the env scores
+            it as one (``primed=True``, training and evaluation envs). Trainers learn the
+            continuation with the primer as context. Preset: tiny false, paper true.
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {"train_families": DEFAULT_TRAIN_FAMILIES, "eval_families": DEFAULT_EVAL_FAMILIES, "eval_tasks": 64},
-        "paper": {"train_families": PAPER_TRAIN_FAMILIES, "eval_families": PAPER_EVAL_FAMILIES, "eval_tasks": 1000},
+        "tiny": {
+            "train_families": DEFAULT_TRAIN_FAMILIES,
+            "eval_families": DEFAULT_EVAL_FAMILIES,
+            "eval_tasks": 64,
+            "prefill_response": False,
+        },
+        "paper": {
+            "train_families": PAPER_TRAIN_FAMILIES,
+            "eval_families": PAPER_EVAL_FAMILIES,
+            "eval_tasks": 1000,
+            "prefill_response": True,
+        },
     }
 
     env_id: str = field(default="Mulligan/Constraints-v0", metadata={"help": "The constraints env id."})
@@ -96,6 +111,10 @@ class CORGIArgs(PPOArgs):
     )
     eval_task_offset: int = field(default=1_000_000, metadata={"help": "First task index of the evaluation tasks."})
     eval_before: bool = field(default=True, metadata={"help": "Also evaluate the starting model."})
+    prefill_response: bool | None = field(
+        default=None,
+        metadata={"help": "Start attempts with CORGI's primer; envs primed=True (preset: tiny false, paper true)."},
+    )
 
     def __post_init__(self) -> None:
         from mulligan.envs.verifiers.constraints import CONSTRAINT_IDS, FAMILIES
@@ -130,13 +149,18 @@ class CORGIArgs(PPOArgs):
         """The families listed in ``name`` (``train_families`` or ``eval_families``)."""
         return [f.strip() for f in str(getattr(self, name)).split(",") if f.strip()]
 
+    def _primed(self) -> dict[str, Any]:
+        """``primed=True`` when answers are prefilled: the env scores the continuation of the primer."""
+        return {"primed": True} if self.prefill_response else {}
+
     def training_env_kwargs(self) -> dict[str, Any]:
-        """Training envs: the training families; CORGI's session when ``retry_limit > 0``."""
-        return self.make_kwargs(families=self.families("train_families"))
+        """Training envs: the training families; CORGI's session when ``retry_limit > 0``; primed with the prefill."""
+        return self.make_kwargs(families=self.families("train_families"), **self._primed())
 
     def eval_env_kwargs(self) -> dict[str, Any]:
         """Evaluation envs: the held-out families, ``eval_retry_limit`` retries (whatever ``retry_limit``)."""
         kwargs = dict(self.env_kwargs_dict)
+        kwargs.update(self._primed())
         kwargs["families"] = self.families("eval_families")
         if self.eval_retry_limit > 0:
             kwargs["max_attempts"] = self.eval_retry_limit + 1

@@ -132,6 +132,13 @@ class GRPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
             raise ValueError(f"vllm_mode must be 'colocate' or 'server', got {self.vllm_mode!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (GRPO needs diverse samples), got {self.temperature}")
+        if self.num_beams != 1:
+            raise ValueError("num_beams must be 1 for GRPO: beam search is deterministic, GRPO needs samples")
+        if self.prefill_response and self.rollout == "single_turn":
+            raise ValueError(
+                "prefill_response needs --rollout episode (mulligan's agents play the turns); TRL's own "
+                "single-turn generation cannot start an answer with the env's primer"
+            )
         if self.learning_rate <= 0 or self.beta < 0 or self.epsilon <= 0:
             raise ValueError("learning_rate and epsilon must be > 0 and beta >= 0")
         self.trl_args_dict: dict[str, Any] = _json_object("trl_args", self.trl_args)
@@ -211,6 +218,8 @@ class EpisodeRollout:
         temperature: Sampling temperature.
         top_p: Nucleus sampling mass.
         seed: Base seed; call ``k`` of the run uses ``seed + k``.
+        prefill_response: Start each answer with the env's ``info["response_prefix"]`` (CORGI's
+            primer); the primer is context in the sample, the continuation is learned.
     """
 
     def __init__(
@@ -223,8 +232,10 @@ class EpisodeRollout:
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int = 0,
+        prefill_response: bool = False,
     ):
         self.env = env
+        self.prefill_response = prefill_response
         self.prompt_tasks = dict(prompt_tasks)
         self.system_prompt = system_prompt or None
         self.max_new_tokens = max_new_tokens
@@ -249,7 +260,7 @@ class EpisodeRollout:
         if getattr(trainer, "use_vllm", False):
             from mulligan.agents.vllm import TrainerVLLMAgent
 
-            return TrainerVLLMAgent(trainer, system_prompt=self.system_prompt)
+            return TrainerVLLMAgent(trainer, system_prompt=self.system_prompt, prefill_response=self.prefill_response)
         from mulligan.agents.hf import HFAgent
 
         return HFAgent(
@@ -261,6 +272,7 @@ class EpisodeRollout:
             seed=self.seed + self.calls,
             batch_size=len(self.env),
             system_prompt=self.system_prompt,
+            prefill_response=self.prefill_response,
         )
 
     def play(self, prompts: Sequence[Any], agent: Any) -> list[Any]:
@@ -407,6 +419,11 @@ def build_grpo_trainer(args: GRPOArgs, model: Any = None, tokenizer: Any = None)
         multi_turn = pool.is_multi_turn if args.rollout == "auto" else args.rollout == "episode"
         indices = wrapped_indices(pool.num_tasks, args.num_train_tasks, args.task_offset)
         dataset = build_prompt_dataset(pool, indices, system_prompt=args.system_prompt)
+        if args.prefill_response and not multi_turn:
+            raise ValueError(
+                "prefill_response needs --rollout episode (mulligan's agents play the turns); TRL's own "
+                "single-turn generation cannot start an answer with the env's primer"
+            )
         if multi_turn:
             if args.use_vllm and args.vllm_mode != "colocate":
                 raise ValueError("multi-turn episodes with vLLM need --vllm_mode colocate")
@@ -420,6 +437,7 @@ def build_grpo_trainer(args: GRPOArgs, model: Any = None, tokenizer: Any = None)
                 temperature=args.temperature,
                 top_p=args.top_p,
                 seed=args.seed,
+                prefill_response=bool(args.prefill_response),
             )
             reward_funcs: list[Any] = [EpisodeReturnReward()]
         else:

@@ -287,6 +287,8 @@ class PPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 for PPO rollouts (sampling), got {self.temperature}")
+        if self.num_beams != 1:
+            raise ValueError("num_beams must be 1 for PPO: beam search is deterministic, PPO samples its rollouts")
         parse_report_to(self.report_to)
 
     def training_env_kwargs(self) -> dict[str, Any]:
@@ -829,6 +831,7 @@ class PPOTrainer:
             seed=seed,
             batch_size=args.num_envs,
             system_prompt=args.system_prompt or None,
+            prefill_response=bool(args.prefill_response),
         )
 
     def collect(self, step: int) -> list[Any]:

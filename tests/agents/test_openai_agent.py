@@ -704,3 +704,34 @@ def test_every_multi_step_env_runs_a_tools_mode_episode_against_transformers_ser
         assert turn.info["tool_call_id"] == "" and turn.info["feedback"].startswith("Invalid tool call")
     # The reply is in the conversation as the server returned it.
     assert trajectory.messages[1] == {"role": "assistant", "content": trajectory.turns[0].action}
+
+
+# --------------------------------------------------------------------------- prefilled answers
+@with_each_backend
+def test_a_prefilled_answer_is_sent_as_a_final_assistant_message_to_continue(serve, backend):
+    server = serve()
+    agent = OpenAIChatAgent(server.base_url, "m", api_key_env=None, prefill_response=True, backend=backend)
+    item = ask("Write 5 words.", info={"response_prefix": "- Output: The cat"})
+    action = agent.act([item])[0]
+    body = server.requests[-1]
+    assert body["messages"] == [
+        {"role": "user", "content": "Write 5 words."},
+        {"role": "assistant", "content": "- Output: The cat"},
+    ]
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert action.prefill == "- Output: The cat" and action.metadata["messages"] == body["messages"]
+    plain = agent.act([ask("Write 5 words.")])[0]
+    assert plain.prefill is None and "continue_final_message" not in server.requests[-1]
+
+
+@with_each_backend
+def test_a_server_that_refuses_to_continue_a_prefilled_answer_says_so(serve, backend):
+    server = serve(script=[("status", 400)])
+    agent = OpenAIChatAgent(
+        server.base_url, "m", api_key_env=None, prefill_response=True, backend=backend, max_retries=0
+    )
+    with pytest.raises(OpenAIChatError, match="continue_final_message") as refused:
+        agent.act([ask("x", info={"response_prefix": "- Output:"})])
+    assert refused.value.status == 400
+    with pytest.raises(ValueError, match="prefill_response"):
+        OpenAIChatAgent(server.base_url, "m", prefill_response="yes")

@@ -253,3 +253,20 @@ def test_transformers_serve_renders_and_decodes_as_the_local_model(transformers_
         assert remote.metadata["usage"]["prompt_tokens"] == len(prompt_ids)
         assert remote.metadata["usage"]["completion_tokens"] <= 8
         assert remote.text == mine.text
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_transformers_serve_refuses_a_prefilled_answer_with_a_clear_error(transformers_server, backend):
+    # transformers serve always opens a new assistant turn: it cannot continue CORGI's primer, so a
+    # prefilled request fails and says which servers can, instead of answering unprimed.
+    from mulligan.agents.base import AgentInput
+    from mulligan.agents.openai_chat import OpenAIChatAgent, OpenAIChatError
+
+    model, base_url = transformers_server
+    agent = OpenAIChatAgent(base_url, model, temperature=0.0, max_tokens=4, prefill_response=True, backend=backend)
+    primed = AgentInput(messages=[{"role": "user", "content": "Go on."}], info={"response_prefix": "- Output: The"})
+    with pytest.raises(OpenAIChatError, match="continue_final_message") as refused:
+        agent.act([primed])
+    assert refused.value.status in (400, 422) and "vllm serve" in str(refused.value)
+    # Without a primer in the info the same agent answers as usual.
+    assert isinstance(agent.act([AgentInput(messages=primed.messages)])[0].text, str)

@@ -187,3 +187,24 @@ def test_trainer_configs_parse_inherited_flags_and_list_them_in_help(trainer, ca
     text = capsys.readouterr().out
     for flag in ("--preset", "--use_lora", "--deepspeed", "--fsdp", "--gradient_checkpointing", "--disable_tqdm"):
         assert flag in text, flag
+
+
+def test_decoding_options_reach_the_agent_collect_and_eval_build():
+    from mulligan.agents.loading import load_agent
+    from mulligan.commands.evaluate import EvalArgs, load_eval_model
+    from mulligan.training.args import parse_args
+
+    args = parse_args(
+        EvalArgs,
+        ["--agent", "tiny", "--env_id", "Mulligan/Echo-v0", "--prefill_response", "--num_beams", "3"],
+        prog="mulligan eval",
+    )
+    assert args.decoding_kwargs() == {"prefill_response": True, "num_beams": 3}
+    agent = load_eval_model(args)
+    assert agent.prefill_response is True and agent.num_beams == 3
+    plain = parse_args(EvalArgs, ["--agent", "tiny", "--env_id", "Mulligan/Echo-v0"], prog="mulligan eval")
+    assert plain.decoding_kwargs() == {}  # scripted agents load without options they do not take
+    with pytest.raises(ValueError, match="num_beams"):
+        SamplingArgs(max_new_tokens=8, num_beams=0)
+    with pytest.raises(ValueError, match="num_beams"):
+        load_agent("openai:m", base_url="http://127.0.0.1:9/v1", num_beams=4)

@@ -222,3 +222,59 @@ def test_corgi_reports_to_tensorboard(tmp_path):
     (events,) = (tmp_path / "runs").glob("events.out.tfevents*")
     tags = EventAccumulator(str(events)).Reload().Tags()["scalars"]
     assert {"objective/kl", "env/success_rate"} <= set(tags)
+
+
+# ----------------------------------------------------------------------------------- prefilled answers (C7)
+def test_prefill_response_primes_the_envs_and_the_paper_preset_turns_it_on():
+    tiny = CORGIArgs(train_families="corgi:num_planning", eval_families="corgi:panagram")
+    assert tiny.prefill_response is False and "primed" not in tiny.training_env_kwargs()
+    paper = CORGIArgs(preset="paper")
+    assert paper.prefill_response is True
+    assert paper.training_env_kwargs()["primed"] is True and paper.eval_env_kwargs()["primed"] is True
+    flagged = parse_args(
+        CORGIArgs,
+        ["--prefill_response", "--train_families", "corgi:num_planning", "--eval_families", "corgi:panagram"],
+        prog="corgi",
+    )
+    assert flagged.prefill_response is True
+    env = gymnasium.make(flagged.env_id, **flagged.training_env_kwargs())
+    assert env.unwrapped.primed is True and _session(env).max_attempts == 4
+    off = parse_args(CORGIArgs, ["--preset", "paper", "--prefill_response", "false"], prog="corgi")
+    assert off.prefill_response is False and "primed" not in off.eval_env_kwargs()
+
+
+def test_a_prefilled_corgi_attempt_continues_the_primer_and_is_scored_and_learned_as_a_continuation(tmp_path):
+    from mulligan.agents.base import AgentInput
+    from mulligan.envs.verifiers.constraints import check_constraints
+    from mulligan.training.ppo import PPOTrainer
+    from mulligan.training.trajectory import Trajectory, Turn
+
+    model, tokenizer = build_tiny_model(TinyModelConfig(**{**SMALL.__dict__, "max_position_embeddings": 4096}))
+    args = CORGIArgs(
+        prefill_response=True, train_families="corgi:num_planning", eval_families="corgi:panagram", retry_limit=0,
+        output_dir=str(tmp_path), max_new_tokens=6, num_envs=1, episodes_per_step=4, mini_batch_size=4,
+    )  # fmt: skip
+    with PPOTrainer(args, model, tokenizer) as trainer:
+        env = gymnasium.make(args.env_id, **args.training_env_kwargs())
+        observation, info = env.reset(options={"task_index": 0})
+        primer = env.unwrapped.task["primer"]
+        assert info["response_prefix"] == primer == "- Output: On the last day of summer, my friends and I"
+        messages = [{"role": "user", "content": observation}]
+        action = trainer.agent(seed=0).act([AgentInput(messages=messages, info=info)])[0]
+    # The model was conditioned on the prompt followed by the primer and wrote the continuation.
+    assert action.prompt.endswith("<|im_start|>assistant\n" + primer) and action.prefill == primer
+    _, reward, *_ = env.step(action.text)
+    task = env.unwrapped.task
+    (expected,) = [r.score for r in check_constraints(task["instruction_id_list"], task["kwargs"], action.text,
+                                                       primed=True)]  # fmt: skip
+    assert reward == expected
+    # Learned as the rollout records it: the primer is context, the continuation's tokens are learned.
+    trajectory = Trajectory(
+        args.env_id, "constraints-0-0", task, [*messages, {"role": "assistant", "content": action.text}],
+        [Turn(observation, action.text, reward, {}, action.completion_ids, action.logprobs, prefill=action.prefill)],
+        False, reward, reward, True, False,
+    )  # fmt: skip
+    batch = episodes_to_batch([trajectory], tokenizer)
+    ids, mask = batch.input_ids[0].tolist(), batch.action_mask[0].tolist()
+    assert [t for t, m in zip(ids, mask, strict=True) if m] == action.completion_ids
+    assert ids[: len(action.prompt_ids)] == action.prompt_ids
