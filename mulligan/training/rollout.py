@@ -18,6 +18,10 @@ matter. Resume: with a ``store``, episodes whose ``(env_id, task_id, sample_inde
 stored are not run again; their stored trajectories are returned in their place, and the others
 are exactly those an uninterrupted run would produce.
 
+Prefilled answers (CORGI's primer, :attr:`~mulligan.agents.base.Action.prefill`): the env gets the
+continuation, :attr:`~mulligan.training.trajectory.Turn.prefill` records the prefix, and the
+history holds the whole answer (prefix + continuation), as later turns show it to the model.
+
 What the model saw: each :class:`~mulligan.training.trajectory.Turn` records the agent's
 :class:`~mulligan.agents.base.ContextRecord` (spans of kept message indices; ``None`` when the
 whole history was shown, and the messages a wrapper agent rewrote) and the trajectory records the
@@ -520,6 +524,7 @@ class _Collection:
         """Record the turn ``slot``'s env answered with ``outcome``; whether the episode ended."""
         observation, reward, terminated, truncated, info = outcome
         record = getattr(action, "context", None)
+        prefill = getattr(action, "prefill", None) or None
         if record is not None and record.system_prompt is not None and slot.agent_system_prompt is None:
             slot.agent_system_prompt = record.system_prompt
         slot.turns.append(
@@ -531,10 +536,13 @@ class _Collection:
                 completion_ids=action.completion_ids,
                 logprobs=action.logprobs,
                 context=_spans(record, len(slot.messages)),
+                prefill=prefill,
                 **self.rewrites(record),
             )
         )
-        slot.messages.append({"role": "assistant", "content": text})
+        # A prefilled answer (CORGI's primer) goes into the history whole, as the model wrote it,
+        # so later turns see it that way (Trajectory.sees_full_history); the env got the continuation.
+        slot.messages.append({"role": "assistant", "content": (prefill or "") + text})
         slot.info = info
         if not (terminated or truncated) and self.max_turns is not None and len(slot.turns) >= self.max_turns:
             truncated = True

@@ -267,3 +267,30 @@ def test_summaries_per_env_with_wilson_intervals():
     assert summaries["Mulligan/Echo-v0+retry"].mean_turns == 2.0
     table = format_table([summary_row(s, env=name) for name, s in summaries.items()])
     assert "Mulligan/Echo-v0+retry" in table and "[0.24, 0.76]" in table
+
+
+class Primed(Agent):
+    """Starts every answer with the primer and sends only the continuation (a prefilling model agent)."""
+
+    name = "primed"
+
+    def act(self, inputs):
+        return [Action(text=" right" if len(item.messages) > 2 else " wrong", prefill="Answer:") for item in inputs]
+
+
+def test_a_prefilled_answer_is_recorded_and_kept_whole_in_the_history():
+    (trajectory,) = collect_episodes(
+        "Mulligan/Echo-v0", Primed(), 1, env_kwargs={"max_attempts": 2}, num_envs=1, progress=False
+    )
+    assert [t.action for t in trajectory.turns] == [" wrong", " right"]  # the env got the continuations
+    assert [t.prefill for t in trajectory.turns] == ["Answer:", "Answer:"]
+    answers = [m["content"] for m in trajectory.messages if m["role"] == "assistant"]
+    assert answers == ["Answer: wrong", "Answer: right"]
+    assert trajectory.sees_full_history  # later turns saw each answer as the model wrote it
+    assert trajectory.training_messages(1)[-1] == {
+        "role": "assistant",
+        "content": "Answer: right",
+        "prefill": "Answer:",
+    }
+    (plain,) = collect_episodes("Mulligan/Echo-v0", EchoOracle(), 1, num_envs=1, progress=False)
+    assert plain.turns[0].prefill is None
