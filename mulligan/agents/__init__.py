@@ -2,7 +2,7 @@
 
 Everything here imports without torch. The agents are exported lazily: ``from mulligan.agents import
 HFAgent`` imports :mod:`mulligan.agents.hf` (and torch) only when asked, and the wrappers
-(``FlatAgent``, ``HierarchicalAgent``, ``NATPromptAgent``, ``BestOfNAfterFirst``) load their module on
+(``FlatAgent``, ``HierarchicalAgent``, ``NATPromptAgent``, ``OneShotAgent``, ``BestOfNAfterFirst``) load their module on
 first use, so ``import mulligan.agents`` stays cheap. Scripted teachers live in
 :mod:`mulligan.agents.teachers`, scripted test agents in :mod:`mulligan.agents.testing`.
 """
@@ -24,7 +24,9 @@ _LAZY = {
     "HFAgent": "mulligan.agents.hf",
     "HierarchicalAgent": "mulligan.agents.hierarchical",
     "NATPromptAgent": "mulligan.agents.nat_prompt",
+    "OneShotAgent": "mulligan.agents.one_shot",
     "OpenAIChatAgent": "mulligan.agents.openai_chat",
+    "Seq2SeqAgent": "mulligan.agents.seq2seq",
     "TrainerVLLMAgent": "mulligan.agents.vllm",
     "VLLMAgent": "mulligan.agents.vllm",
 }
@@ -43,7 +45,9 @@ __all__ = [
     "LastAttempts",
     "Message",
     "NATPromptAgent",
+    "OneShotAgent",
     "OpenAIChatAgent",
+    "Seq2SeqAgent",
     "TokenBudget",
     "TrainerVLLMAgent",
     "VLLMAgent",

@@ -33,6 +33,7 @@ from mulligan.envs.verifiers.math import (
     boxed_final_answer,
     extract_answer,
     gsm8k_final_answer,
+    last_boxed_integer,
     question_units,
     verify,
 )
@@ -48,8 +49,9 @@ PROCEDURAL_TEST_SCAN = 20 * PROCEDURAL_TEST_SIZE
 DEFAULT_HUB_SPLIT = "train"
 _SPLITS = ("train", "test")
 _MAX_REDRAWS = 1000
-#: How an answer is compared with the gold one: the math verifier, or NAT's exact string match.
-ANSWER_CHECKS = ("verify", "exact")
+#: How an answer is compared with the gold one: the math verifier, NAT's exact string match, or
+#: RISE's GSM8K rule (the last box, an integer).
+ANSWER_CHECKS = ("verify", "exact", "boxed_int")
 _BARE_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
@@ -353,7 +355,10 @@ class MathEnv(MulliganEnv):
     * ``verify_timeout`` (float, 5.0): hard deadline of one symbolic check, in seconds.
     * ``answer_check`` (str, ``"verify"``): ``"verify"`` (equivalent forms count) or ``"exact"``:
       NAT's check (its ``api/tools/math/utils.py``), the stripped answer must equal the gold answer
-      with its thousands commas removed, character for character (``4.50`` is not ``4.5``).
+      with its thousands commas removed, character for character (``4.50`` is not ``4.5``);
+      ``"boxed_int"``: RISE's GSM8K reward, only the last ``\\boxed{...}`` counts and it must hold
+      an integer (commas removed) equal to the gold one; anything else is no answer and pays
+      ``format_reward`` (RISE uses -1: ``format_reward=-1.0``). For integer answers (GSM8K).
 
     ## Version History
     * v0: the procedural splits are disjoint by content (before: by index only, and about 1% of
@@ -427,6 +432,10 @@ class MathEnv(MulliganEnv):
         return self._units
 
     def _step(self, action: str) -> StepOutcome:
+        if self.answer_check == "boxed_int":
+            outcome = score_boxed_integer(action, self.task["final_answer"], self.format_reward)
+            outcome.observation = "Episode over."
+            return outcome
         outcome = score_final_answer(
             extract_answer(action),
             self.task["final_answer"],
@@ -437,6 +446,24 @@ class MathEnv(MulliganEnv):
         )
         outcome.observation = "Episode over."
         return outcome
+
+
+def score_boxed_integer(action: str, gold: str, format_reward: float) -> StepOutcome:
+    """RISE's GSM8K outcome: 1 for the gold integer in the last box, 0 for another integer, else ``format_reward``."""
+    answer = last_boxed_integer(action)
+    info = {"parsed_answer": None if answer is None else str(answer), "gold_answer": gold}
+    if answer is None:
+        feedback = "No final answer found: put the final answer, an integer, in the last \\boxed{}."
+        return StepOutcome(observation="", reward=float(format_reward), terminated=True, feedback=feedback, info=info)
+    try:
+        correct = answer == int(gold.replace(",", "").strip())
+    except ValueError:  # a non-integer gold answer: no integer matches it
+        correct = False
+    if correct:
+        return StepOutcome(observation="", reward=1.0, terminated=True, success=True, score=1.0, info=info)
+    return StepOutcome(
+        observation="", reward=0.0, terminated=True, feedback=f"The final answer {answer} is incorrect.", info=info
+    )
 
 
 def score_final_answer(

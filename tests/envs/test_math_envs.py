@@ -70,6 +70,29 @@ def test_math_format_reward_when_no_answer():
     assert reward == 0.0 and "incorrect" in info["feedback"] and "33" not in info["feedback"]
 
 
+def test_rise_boxed_integer_check_reads_only_the_last_box():
+    from mulligan.envs.verifiers.math import last_boxed_integer
+
+    assert last_boxed_integer("so \\boxed{1,234}.") == 1234
+    assert last_boxed_integer("\\boxed{7} then \\boxed{8}") == 8
+    assert last_boxed_integer("\\boxed{7} then \\boxed{x}") is None  # no fall-back to an earlier box
+    assert last_boxed_integer("\\boxed{7} then \\boxed{8") is None  # the last box never closes
+    assert last_boxed_integer("\\boxed{4.5}") is None and last_boxed_integer("#### 72") is None
+    env = gymnasium.make("Mulligan/Math-v0", dataset=GSM8K, answer_check="boxed_int", format_reward=-1.0)
+    env.reset(options={"task_index": 0})
+    gold = env.unwrapped.task["final_answer"]
+    for action, reward in (
+        (f"\\boxed{{{gold}}}", 1.0),
+        (f"The answer is {gold}.", -1.0),  # right, but not boxed: RISE pays -1
+        (f"\\boxed{{{gold}}} or maybe \\boxed{{{int(gold) + 1}}}", 0.0),
+        (f"\\boxed{{{gold}.0}}", -1.0),  # not an integer
+    ):
+        env.reset(options={"task_index": 0})
+        assert env.step(action)[1] == reward, action
+    with pytest.raises(ValueError, match="answer_check must be one of"):
+        gymnasium.make("Mulligan/Math-v0", dataset=GSM8K, answer_check="boxed")
+
+
 def test_math_competition_format():
     env = gymnasium.make("Mulligan/Math-v0", dataset=COMPETITION)
     answers = {0: "0.5", 1: "x = 4", 2: "(-2,2)"}

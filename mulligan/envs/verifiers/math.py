@@ -192,6 +192,31 @@ def extract_answer(text: str) -> str | None:
     return None
 
 
+def last_boxed_integer(text: str) -> int | None:
+    """RISE's GSM8K answer: the integer in the *last* ``\\boxed{...}`` of ``text``, else ``None``.
+
+    The rule of RISE's GSM8K reward (Qu et al. 2024, arXiv 2407.18219, official code): only the
+    last box counts (an unclosed or non-integer last box is no answer, with no fall-back to an
+    earlier box or to another format), its thousands commas are removed and the rest must parse
+    with ``int()``.
+    """
+    if not isinstance(text, str):
+        return None
+    start = text.rfind("\\boxed")
+    if start < 0:
+        return None
+    opening = text.find("{", start)
+    if opening < 0 or text[start + len("\\boxed") : opening].strip():
+        return None
+    content = _braced_content(text, opening)
+    if content is None:
+        return None
+    try:
+        return int(content.replace(",", "").strip())
+    except ValueError:
+        return None
+
+
 def gsm8k_final_answer(solution: str) -> str:
     """The final answer of a GSM8K worked solution (the text after ``####``, commas removed).
 
