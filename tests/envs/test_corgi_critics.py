@@ -472,6 +472,13 @@ def test_every_corgi_task_loads_and_model_tasks_need_the_critics_option(tmp_path
         env = ConstraintsEnv(dataset=str(path))
         _, info = env.reset(options={"task_index": 0})
         assert env.task["instruction_id_list"] == [cid] and info["response_prefix"] == "- Output:"
+    # critics="paper" gives the tool tasks the paper's (offline) critics.
+    clustering = ConstraintsEnv(dataset=str(tmp_path / "clustering.json"), critics="paper", primed=True)
+    assert isinstance(clustering.critics["corgi:clustering"], ClusteringCritic)
+    clustering.reset(options={"task_index": 0})
+    assert clustering.step(" Group 1: Mary, Felix.\nGroup 2: Priscilla, Agnes.")[1] == 1.0
+    with pytest.raises(ValueError, match="critics must be None, 'paper' or a dict"):
+        ConstraintsEnv(dataset=str(tmp_path / "clustering.json"), critics="all")
     with pytest.raises(ValueError, match="unknown CORGI task 'poetry'"):
         ConstraintsEnv(dataset=str(_write(tmp_path / "p.json", [_record("poetry")])))
     with pytest.raises(ValueError, match=r"needs the field\(s\) \['label'\]"):

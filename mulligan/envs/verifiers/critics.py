@@ -1189,7 +1189,14 @@ def paper_critic(constraint_id: str, device: str | None = None) -> Critic:
         if critic is None:
             raise ValueError(f"no CORGI critic task {constraint_id!r}")
         return critic
-    return factory(device=device)
+    try:
+        return factory(device=device)
+    except OSError as err:
+        task = CRITIC_TASKS[constraint_id]
+        raise OSError(
+            f"could not load the paper's critic for {task.name!r} ({task.paper_models}): {err}. Download the model "
+            f"once with hub access, or pass critics={{{task.name!r}: {factory.__name__}(...)}} with a local path"
+        ) from err
 
 
 def missing_critic_error(constraint_id: str) -> ValueError:
