@@ -80,6 +80,20 @@ def test_clustering_critic_scores_and_words_as_the_official(answer, score, criti
     assert combine_critiques([result]) == critique
 
 
+def test_clustering_answers_of_a_megabyte_are_checked_in_linear_time_with_a_short_critique():
+    import time
+
+    answer = " Group 1: " + "Mary, " * 299_000 + "Agnes."
+    start = time.perf_counter()
+    result = ClusteringCritic().critique({**CLUSTERING, "constraints": ["Mary_Agnes_False"]}, answer, primed=True)
+    assert time.perf_counter() - start < 10
+    # 299,001 placements and 2 students left out; only Agnes is placed right.
+    assert result.score == pytest.approx(1 / 299_003)
+    (critique,) = result.messages
+    assert critique.startswith("Mary was grouped with Agnes despite Mary's request. Mary was grouped multiple")
+    assert critique.endswith(" ...") and len(critique) < 5_000
+
+
 def test_clustering_rejects_malformed_wishes():
     with pytest.raises(ValueError, match="A_B_True"):
         ClusteringCritic().critique({"students": ["A", "B"], "constraints": ["A wants B"]}, "x")

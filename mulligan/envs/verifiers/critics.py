@@ -293,6 +293,11 @@ def _through_first(text: str, mark: str) -> str:
 _GROUP_LINE = re.compile(r"Group (?P<group_id>\d+). (?P<students>.+).")
 
 
+#: The most mistakes a clustering critique lists (an answer naming a student 100,000 times is not
+#: told so 100,000 times; CORGI's tasks have 4 to 20 students).
+CLUSTERING_MISTAKES_SHOWN = 50
+
+
 class ClusteringCritic(Critic):
     """CORGI's clustering: group students in teams of two or more, honouring every wish.
 
@@ -301,7 +306,8 @@ class ClusteringCritic(Critic):
     an unmet wish and a student left out are each a mistake. Score: 1 minus the share of wrong
     placements. The critique is the mistakes joined by spaces (this critic does not use
     ``combine_messages``), as one message. Students never grouped are listed in the task's order
-    (the official code walks a set, whose order changes from run to run).
+    (the official code walks a set, whose order changes from run to run). A critique lists at most
+    :data:`CLUSTERING_MISTAKES_SHOWN` mistakes, then "...".
     """
 
     constraint_id = "corgi:clustering"
@@ -318,6 +324,7 @@ class ClusteringCritic(Critic):
     def judge(self, text: str, kwargs: Mapping[str, Any]) -> ConstraintResult:
         """Count wrong placements and collect the official mistakes."""
         students = list(dict.fromkeys(kwargs["students"]))
+        listed, reported = set(students), set()
         wishes = [wish.split("_") for wish in kwargs["constraints"]]
         group_of: dict[str, str] = {}
         mistakes: list[str] = []
@@ -341,30 +348,38 @@ class ClusteringCritic(Critic):
                 wrong, total = wrong + 1, total + 1
                 group_of[names[0]] = group_id
                 continue
+            group = set(names)  # sets, not the official lists: a megabyte answer stays linear
             for name in names:
                 total += 1
-                if name not in students:
+                if name not in listed:
                     mistakes.append(f"{name} in group {group_id} is not part of the students list.")
                     wrong += 1
                     continue
-                wrong += self._misplaced(name, names, wishes, name in group_of, mistakes)
+                wrong += self._misplaced(
+                    name, group, wishes, seen=name in group_of, mistakes=mistakes, reported=reported
+                )
                 group_of[name] = group_id
         for student in students:
             if student not in group_of:
                 mistakes.append(f"{student} was not grouped.")
                 wrong, total = wrong + 1, total + 1
+        if len(mistakes) > CLUSTERING_MISTAKES_SHOWN:
+            mistakes = [*mistakes[:CLUSTERING_MISTAKES_SHOWN], "..."]
         return self._result(1 - wrong / total, [" ".join(mistakes)])
 
     @staticmethod
     def _misplaced(
-        name: str, group: Sequence[str], wishes: Sequence[Sequence[str]], seen: bool, mistakes: list
+        name: str, group: set[str], wishes: Sequence[Sequence[str]], *, seen: bool, mistakes: list, reported: set
     ) -> bool:
-        """Whether a listed student is misplaced (grouped twice, or a wish of theirs unmet); adds the mistakes."""
+        """Whether a listed student is misplaced (grouped twice, or a wish of theirs unmet); adds the mistakes.
+
+        A student grouped more than once is reported once (``reported`` holds who was).
+        """
         misplaced = False
         if seen:
-            repeated = f"{name} was grouped multiple times."
-            if repeated not in mistakes:
-                mistakes.append(repeated)
+            if name not in reported:
+                reported.add(name)
+                mistakes.append(f"{name} was grouped multiple times.")
             misplaced = True
         for first, other, wants in wishes:
             if first != name:
