@@ -32,8 +32,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from mulligan.agents.base import Action, Agent, AgentInput, ContextRecord, Message
 
 __all__ = ["Seq2SeqAgent", "encode_source", "encoder_text", "is_seq2seq", "model_agent"]
@@ -169,6 +167,8 @@ class Seq2SeqAgent(Agent):
             max_source_length=max_source_length,
             stop=stop,
         )
+        import torch  # here, not at import: ``import mulligan.agents`` must not load torch
+
         if isinstance(dtype, str):
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
                 raise ValueError(f"unknown dtype {dtype!r}; use a torch dtype name such as 'bfloat16'")
@@ -252,6 +252,8 @@ class Seq2SeqAgent(Agent):
 
     # ------------------------------------------------------------------ generation
     def _generate(self, inputs: Sequence[AgentInput], num_samples: int) -> list[list[Action]]:
+        import torch
+
         inputs = list(inputs)
         if not inputs:
             return []
@@ -297,6 +299,7 @@ class Seq2SeqAgent(Agent):
 
     def _generate_batch(self, batch: list[list[int]], num_samples: int) -> list[list[list[int]]]:
         """Decoder ids (without the start token) of ``num_samples`` outputs per encoder input."""
+        import torch
         from transformers import GenerationConfig
 
         width = max(len(ids) for ids in batch)
@@ -349,6 +352,8 @@ class Seq2SeqAgent(Agent):
 
     def _logprobs(self, source: list[int], completion: list[int]) -> list[float]:
         """Per-token log-probabilities of ``completion`` under the model (temperature 1, teacher-forced)."""
+        import torch
+
         if not completion:
             return []
         with torch.inference_mode():
