@@ -14,7 +14,8 @@ conventions as :class:`~mulligan.agents.hf.HFAgent`:
 * The decoder's output, cut at EOS and at stop strings and stripped, is the action. Each action
   carries the encoder text as ``prompt``, its ids as ``prompt_ids``, the generated ids as
   ``completion_ids`` and their log-probabilities under the model itself (temperature 1, from a
-  teacher-forced pass over the chosen sequence).
+  teacher-forced pass over the chosen sequence); under beam search ``logprobs`` is ``None``, as
+  ``HFAgent`` records it (beam tokens are no draws from the model, so no behaviour policy for RL).
 
 Decoding: ``num_beams > 1`` is beam search (the paper's 5 beams; deterministic, the best beam is
 the action); otherwise ``temperature=0`` is greedy and ``temperature > 0`` samples with ``top_p``.
@@ -289,7 +290,7 @@ class Seq2SeqAgent(Agent):
                         prompt=prepared[i][0],
                         prompt_ids=list(source_ids[i]),
                         completion_ids=completion,
-                        logprobs=self._logprobs(source_ids[i], completion),
+                        logprobs=None if self.num_beams > 1 else self._logprobs(source_ids[i], completion),
                         metadata={"finish_reason": reason, "model": self.name_or_path, "num_beams": self.num_beams},
                         context=prepared[i][1],
                     )

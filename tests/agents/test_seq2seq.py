@@ -133,9 +133,19 @@ def test_seq2seq_policy_learns_a_toy_task(tmp_path):
     # Five beams: the best beam first, five distinct hypotheses.
     [beams] = Seq2SeqAgent(str(tmp_path / "toy"), num_beams=5, max_new_tokens=24).sample(inputs[:1], 5)
     assert beams[0].text == TOY[0][1] and len({b.text for b in beams}) == 5
+    assert beams[0].logprobs is None  # beam tokens are no draws from the model (as HFAgent)
 
 
 def test_resolve_model_maps_the_keyword():
     assert resolve_model(TINY_SEQ2SEQ).endswith(tuple("0123456789abcdef")) and "tiny-seq2seq-" in resolve_model(
         TINY_SEQ2SEQ
     )
+
+
+def test_sampled_rows_depend_only_on_their_own_seed():
+    agent = Seq2SeqAgent(TINY_SEQ2SEQ, temperature=1.0, max_new_tokens=12)
+    one = AgentInput([{"role": "user", "content": "first"}], seed=11)
+    two = AgentInput([{"role": "user", "content": "second"}], seed=22)
+    together = [a.completion_ids for a in agent.act([one, two])]
+    assert agent.act([two])[0].completion_ids == together[1]
+    assert agent.act([AgentInput(two.messages, seed=23)])[0].completion_ids != together[1]
