@@ -11,6 +11,9 @@
   API of TRL's ``GRPOTrainer`` (TRL 1.16).
 * :class:`VLLMAgent` owns a ``vllm.LLM`` engine (any model vLLM loads, on a GPU or with vLLM's CPU
   build), for collection and evaluation where generation is the cost.
+* :func:`colocated_engine` builds an engine in the trainer's process and :func:`sync_engine_weights`
+  loads the trainer's weights into it after each update: PPO's ``--use_vllm``
+  (:class:`mulligan.training.ppo.PPOTrainer`), which samples with a :class:`VLLMAgent` on that engine.
 
 What the model sees is decided as for every agent (:meth:`~mulligan.agents.base.Agent.prepare_context`:
 system prompt, then the context policy) and rendered by :func:`mulligan.training.chat.render`.
@@ -299,3 +302,95 @@ class VLLMAgent(_VLLMTurns):
                 ]
             rows.append((ids, lps))
         return rows
+
+
+# ----------------------------------------------------------------------------------- a trainer's own engine
+def disable_cpu_weight_repacking() -> None:
+    """Keep vLLM's CPU build from repacking linear weights, so that in-place weight syncs reach the engine.
+
+    vLLM's CPU build repacks linear weights for oneDNN when it loads a model, after which a
+    parameter no longer has the ``weight_loader`` that ``load_weights`` calls (``'Parameter' object
+    has no attribute 'weight_loader'``). With oneDNN off the weights stay as loaded. Call it before
+    the engine is built; on a GPU build (or without vLLM) it does nothing.
+    """
+    try:
+        import vllm._custom_ops as vllm_ops
+        from vllm.platforms import current_platform
+    except ImportError:
+        return
+    if current_platform.is_cpu():
+        vllm_ops._supports_onednn = False
+
+
+def colocated_engine(
+    model_dir: str,
+    *,
+    seed: int = 0,
+    dtype: str = "auto",
+    gpu_memory_utilization: float = 0.3,
+    max_model_len: int | None = None,
+) -> Any:
+    """A ``vllm.LLM`` in this process, next to a trainer, whose weights :func:`sync_engine_weights` updates.
+
+    As TRL's colocate mode: ``distributed_executor_backend="external_launcher"`` keeps the engine in
+    the calling process (one engine per rank under ``accelerate launch``; the rank's
+    ``RANK``/``WORLD_SIZE`` variables are used, and set for a single process). Log-probabilities
+    are the model's own (``logprobs_mode="raw_logprobs"``: before temperature and top-p), as
+    :class:`~mulligan.agents.hf.HFAgent` records them and as a trainer's forward pass computes them.
+
+    Args:
+        model_dir: A saved checkpoint (model and tokenizer) holding the trainer's starting weights.
+        seed: The engine's seed (per-request seeds override it).
+        dtype: The engine's dtype (``"float32"`` for a float32 policy: the same numbers as transformers).
+        gpu_memory_utilization: Share of GPU memory the engine may take (ignored on a CPU, where
+            ``VLLM_CPU_KVCACHE_SPACE`` sets the KV cache in GiB).
+        max_model_len: Longest sequence (``None``: the model's).
+
+    Raises:
+        ValueError: If vLLM is not installed (with how to install it).
+    """
+    import importlib.util
+    import os
+    import socket
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError(
+            "--use_vllm needs vLLM, which is not installed here; on a CPU `bash scripts/install.sh vllm` makes "
+            ".venv-vllm with vLLM's CPU build (docs/scaling.md), on a GPU `pip install vllm`"
+        )
+    from vllm import LLM
+
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(name, value)
+    disable_cpu_weight_repacking()
+    return LLM(
+        model=model_dir,
+        dtype=dtype,
+        seed=seed,
+        enforce_eager=True,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        max_num_batched_tokens=16384,  # see VLLMAgent: a seeded CPU request must be prefilled in one step
+        distributed_executor_backend="external_launcher",
+        logprobs_mode="raw_logprobs",
+    )
+
+
+def sync_engine_weights(engine: Any, named_parameters: Any) -> int:
+    """Load ``(name, tensor)`` pairs (transformers' parameter names) into a colocated engine's model.
+
+    Then clears the engine's prefix cache, whose entries were computed with the old weights.
+    Returns how many tensors were loaded.
+    """
+    model = engine.llm_engine.model_executor.driver_worker.model_runner.model
+    count = 0
+    for name, tensor in named_parameters:
+        model.load_weights([(name, tensor.detach())])
+        count += 1
+    engine.reset_prefix_cache()
+    return count

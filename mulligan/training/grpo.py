@@ -372,18 +372,13 @@ def trl_config(args: GRPOArgs):
 def prepare_colocated_vllm() -> None:
     """Make vLLM's CPU backend accept TRL's colocated weight sync; call before the engine is built.
 
-    vLLM's CPU build repacks linear weights for oneDNN when it loads a model, after which a
-    parameter no longer has the ``weight_loader`` that TRL's ``sync_weights`` (``load_weights``)
-    calls (``'Parameter' object has no attribute 'weight_loader'``). With oneDNN off the weights stay
-    as loaded and every sync reaches the engine. On a GPU build this does nothing.
+    TRL's ``sync_weights`` calls ``load_weights`` on the engine's model, which vLLM's CPU build
+    breaks by repacking linear weights for oneDNN
+    (:func:`mulligan.agents.vllm.disable_cpu_weight_repacking`). On a GPU build this does nothing.
     """
-    try:
-        import vllm._custom_ops as vllm_ops
-        from vllm.platforms import current_platform
-    except ImportError:
-        return  # no vLLM: TRL raises its own error asking for it
-    if current_platform.is_cpu():
-        vllm_ops._supports_onednn = False
+    from mulligan.agents.vllm import disable_cpu_weight_repacking
+
+    disable_cpu_weight_repacking()
 
 
 def build_grpo_trainer(args: GRPOArgs, model: Any = None, tokenizer: Any = None):

@@ -31,6 +31,15 @@ episode), ``objective/kl_coef``, ``objective/scores``, ``objective/non_score_rew
 ``policy/entropy_avg``, ``loss/policy_avg``, ``loss/value_avg``, ``val/explained_variance``,
 ``env/success_rate``, ``env/mean_score``, ``env/mean_return``, ``episode``.
 
+Generation with vLLM (``--use_vllm``): the rollouts are sampled by a vLLM engine in the trainer's
+process (colocate mode, :func:`mulligan.agents.vllm.colocated_engine`: one engine per process, on a
+GPU or with vLLM's CPU build), loaded with the starting weights and given the policy's weights
+after every update (:meth:`PPOTrainer.sync_engine`, LoRA merged in). The turns' recorded token ids
+are learned as always, and the engine's recorded log-probabilities (the model's own, before
+temperature) are the old log-probabilities of the ratio, so the ratio also covers the difference
+between the engine's numerics and the trainer's; ``policy/sampler_logprob_gap`` logs that
+difference. The KL penalty compares the trainer's own log-probabilities with the reference's.
+
 Data parallel: under ``accelerate launch`` with N processes every process plays its share of each
 iteration's episodes and gradients are averaged before every optimizer step (:class:`ProcessGroup`);
 the main process alone writes metrics and checkpoints. See ``docs/scaling.md``.
@@ -183,6 +192,11 @@ class PPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
         whiten_advantages: Normalise advantages over the batch's model tokens.
         device: ``cpu``, ``cuda``, ... (default: CUDA when available); under ``accelerate launch``
             with several processes each process uses the device accelerate gives it.
+        use_vllm: Play the rollouts with an in-process vLLM engine (colocate mode; see "Generation
+            with vLLM" in the module docstring).
+        vllm_gpu_memory_utilization: Share of GPU memory the engine may take (on a CPU,
+            ``VLLM_CPU_KVCACHE_SPACE`` sets its KV cache in GiB).
+        vllm_max_model_length: The engine's longest sequence (0: the model's).
     """
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": TINY_PRESET, "paper": PAPER_PRESET}
@@ -240,6 +254,13 @@ class PPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
     )
     whiten_advantages: bool = field(default=True, metadata={"help": "Normalise advantages over the batch."})
     device: str = field(default="", metadata={"help": "cpu, cuda, ... ('' = CUDA when available)."})
+    use_vllm: bool = field(
+        default=False, metadata={"help": "Generate rollouts with an in-process vLLM engine, synced after each update."}
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "GPU memory share of the vLLM engine (CPU: VLLM_CPU_KVCACHE_SPACE GiB)."}
+    )
+    vllm_max_model_length: int = field(default=0, metadata={"help": "The vLLM engine's longest sequence (0: model's)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()  # fills the preset's fields, then validates the shared pieces
@@ -285,11 +306,17 @@ class PPOArgs(ModelArgs, EnvArgs, SamplingArgs, LoggingArgs):
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        self._check_generation()
+        parse_report_to(self.report_to)
+
+    def _check_generation(self) -> None:
+        """Rollouts are samples: temperature > 0, no beam search; the vLLM engine's sizes."""
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 for PPO rollouts (sampling), got {self.temperature}")
         if self.num_beams != 1:
             raise ValueError("num_beams must be 1 for PPO: beam search is deterministic, PPO samples its rollouts")
-        parse_report_to(self.report_to)
+        if not 0 < self.vllm_gpu_memory_utilization <= 1 or self.vllm_max_model_length < 0:
+            raise ValueError("vllm_gpu_memory_utilization must lie in (0, 1] and vllm_max_model_length be >= 0")
 
     def training_env_kwargs(self) -> dict[str, Any]:
         """``gymnasium.make`` keyword arguments of the training envs (``env_kwargs`` and ``max_attempts``)."""
@@ -758,6 +785,7 @@ class PPOTrainer:
         # adapters switched off (no second copy); otherwise a frozen copy.
         self.reference = None if args.use_lora else copy.deepcopy(model).eval().requires_grad_(False)
         self.policy = PolicyWithValueHead(model)
+        self.engine = self._start_engine() if args.use_vllm else None
         self.optimizer = torch.optim.AdamW(
             [p for p in self.policy.parameters() if p.requires_grad],
             lr=args.learning_rate,
@@ -796,7 +824,15 @@ class PPOTrainer:
             )
 
     def close(self) -> None:
-        """Close the training envs (when this trainer built them) and the TensorBoard writer."""
+        """Close the training envs (when this trainer built them), the TensorBoard writer and the vLLM engine.
+
+        After it, :meth:`agent` generates with transformers.
+        """
+        if self.engine is not None:
+            import gc
+
+            self.engine = None
+            gc.collect()
         if self._owns_env:
             self.env.close()
         if self._writer is not None:
@@ -816,12 +852,73 @@ class PPOTrainer:
         """bf16 autocast for forward passes when ``args.bf16`` (fp32 master weights stay), else a no-op."""
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=bool(self.args.bf16))
 
+    # ------------------------------------------------------------------ generation with vLLM
+    def _start_engine(self) -> Any:
+        """The colocated vLLM engine, loaded with the policy's starting weights (saved once to disk)."""
+        from mulligan.agents.vllm import colocated_engine
+
+        language_model = self.policy.model
+        if hasattr(language_model, "get_base_model"):  # LoRA: at the start the adapters add nothing
+            language_model = language_model.get_base_model()
+        directory = Path(self.args.output_dir) / f"vllm_start_rank{self.processes.rank}"
+        language_model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        dtype = str(next(language_model.parameters()).dtype).removeprefix("torch.")
+        return colocated_engine(
+            str(directory),
+            seed=self.processes.rank,
+            dtype=dtype,
+            gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
+            max_model_len=self.args.vllm_max_model_length or None,
+        )
+
+    def engine_weights(self):
+        """The policy's weights under transformers' names, LoRA merged in (what the engine loads)."""
+        model = self.policy.model
+        if not hasattr(model, "merge_adapter"):
+            yield from model.named_parameters()
+            return
+        model.merge_adapter()
+        try:
+            for name, tensor in model.named_parameters():
+                if "lora_" in name or "original_module" in name:
+                    continue
+                yield name.removeprefix("base_model.model.").replace(".base_layer", ""), tensor
+        finally:
+            model.unmerge_adapter()
+
+    @torch.no_grad()
+    def sync_engine(self) -> None:
+        """Load the policy's current weights into the vLLM engine (after every update); no-op without one."""
+        if self.engine is None:
+            return
+        from mulligan.agents.vllm import sync_engine_weights
+
+        sync_engine_weights(self.engine, self.engine_weights())
+
     # ------------------------------------------------------------------ 1. rollout
     def agent(self, temperature: float | None = None, seed: int = 0) -> Any:
-        """An :class:`~mulligan.agents.hf.HFAgent` on the current policy (``temperature`` 0: greedy)."""
+        """An agent on the current policy (``temperature`` 0: greedy).
+
+        :class:`~mulligan.agents.hf.HFAgent`, or with ``use_vllm`` a
+        :class:`~mulligan.agents.vllm.VLLMAgent` on the colocated engine (synced to the policy).
+        """
         from mulligan.agents.hf import HFAgent
 
         args = self.args
+        if self.engine is not None:
+            from mulligan.agents.vllm import VLLMAgent
+
+            return VLLMAgent(
+                self.engine,
+                temperature=args.temperature if temperature is None else temperature,
+                top_p=args.top_p,
+                max_new_tokens=args.max_new_tokens,
+                seed=seed,
+                system_prompt=args.system_prompt or None,
+                tokenizer=self.tokenizer,
+                prefill_response=bool(args.prefill_response),
+            )
         return HFAgent(
             self.policy.model,
             self.tokenizer,
@@ -867,10 +964,16 @@ class PPOTrainer:
         mask = batch.action_mask.to(self.device).float()
         with self.autocast():
             logits, values = self.policy(ids, attention)
-        old_logprobs, _ = token_logprobs_and_entropy(logits, ids)
+        policy_logprobs, _ = token_logprobs_and_entropy(logits, ids)
+        old_logprobs = policy_logprobs
+        if self.engine is not None:
+            # The behaviour policy is the engine that sampled: its recorded log-probs are the ratio's
+            # denominator (where it recorded one), so the ratio also corrects the engine's numerics.
+            sampled = batch.sampled_logprobs.to(self.device)
+            old_logprobs = torch.where(torch.isfinite(sampled) & mask.bool(), sampled, policy_logprobs)
         old_values = state_values(values) * mask
         ref_logprobs = self._reference_logprobs(ids, attention)
-        kl = (old_logprobs - ref_logprobs) * mask  # k1 per token, as legacy TRL's kl_penalty="kl"
+        kl = (policy_logprobs - ref_logprobs) * mask  # k1 per token, as legacy TRL's kl_penalty="kl"
         non_score = -self.kl_controller.value * kl
         rewards = non_score + batch.env_rewards.to(self.device) * mask
         advantages, returns = compute_gae(rewards, old_values, mask, args.gamma, args.lam, mode=args.gae_mode)
@@ -878,6 +981,7 @@ class PPOTrainer:
             advantages = self._whiten(advantages, mask)
         return {
             "old_logprobs": old_logprobs * mask,
+            "policy_logprobs": policy_logprobs * mask,
             "old_values": old_values,
             "advantages": advantages,
             "returns": returns,
@@ -991,6 +1095,7 @@ class PPOTrainer:
         batch = episodes_to_batch(trajectories, self.tokenizer, reward_placement=args.reward_placement)
         scored = self.score(batch)
         stats = self.update(batch, scored)
+        self.sync_engine()  # the next rollout samples from the updated weights
         mask = batch.action_mask.to(self.device).bool()
         episodes = len(trajectories)
         scores = float(np.mean([t.episode_return for t in trajectories]))
@@ -1014,6 +1119,7 @@ class PPOTrainer:
             "env/mean_return": scores,
             "tokens/model_per_episode": float(mask.sum()) / episodes,
             "time/rollout_s": rollout_seconds,
+            **self._sampler_gap(batch, scored, mask),
             "time/step_s": time.perf_counter() - started,
         }
         metrics = {
@@ -1029,6 +1135,14 @@ class PPOTrainer:
         if self.step % args.logging_steps == 0:
             self.log(metrics)
         return metrics
+
+    def _sampler_gap(self, batch: EpisodeBatch, scored: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
+        """With vLLM, ``policy/sampler_logprob_gap``: mean |engine log-prob - policy log-prob| per model token."""
+        if self.engine is None:
+            return {}
+        known = torch.isfinite(batch.sampled_logprobs.to(self.device)) & mask
+        gap = (scored["old_logprobs"] - scored["policy_logprobs"]).abs()[known]
+        return {"policy/sampler_logprob_gap": float(gap.mean()) if gap.numel() else 0.0}
 
     # ------------------------------------------------------------------ logging and checkpoints
     def log(self, metrics: dict[str, float]) -> None:
@@ -1146,6 +1260,7 @@ class PPOTrainer:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        self.sync_engine()  # the engine started from the initial weights
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:

@@ -1,4 +1,4 @@
-"""vLLM on the CPU: generation with the tiny model, GRPO in colocate mode, the weight sync, 2 ranks.
+"""vLLM on the CPU: generation with the tiny model, GRPO and PPO in colocate mode, the weight sync, 2 ranks.
 
 These tests need vLLM (``bash scripts/install.sh vllm`` makes ``.venv-vllm`` with vLLM's CPU build;
 ``bash scripts/test_vllm.sh`` runs this file there) and are skipped in an environment without it.
@@ -81,6 +81,7 @@ def check_generate(workdir: Path) -> dict:
     from mulligan.agents.base import AgentInput
     from mulligan.agents.loading import load_agent
     from mulligan.agents.vllm import VLLMAgent
+    from mulligan.training.chat import encode
     from mulligan.training.evaluation import evaluate
 
     path = _tiny(workdir)
@@ -94,7 +95,17 @@ def check_generate(workdir: Path) -> dict:
     stopped = agent.act([AgentInput(messages=prompt, seed=0, stop=[first[0].text[2:4]])])[0]
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     result = evaluate(agent, "Mulligan/Echo-v0", list(range(8)), num_envs=8, progress=False)
+    # CORGI's prefill on the same engine: the prompt ends with the primer, the action continues it.
+    primed = VLLMAgent(agent.llm, temperature=0.0, max_new_tokens=6, prefill_response=True)
+    primed_action = primed.act([AgentInput(messages=prompt, info={"response_prefix": "- Output: The"})])[0]
+    beams = VLLMAgent(agent.llm, max_new_tokens=6, num_beams=3)
+    beam_actions = [beams.act([AgentInput(messages=prompt)])[0] for _ in range(2)]
     return {
+        "primed_prompt_end": primed_action.prompt[-40:],
+        "primed_prefill": primed_action.prefill,
+        "primed_prompt_ids": primed_action.prompt_ids == encode(agent.tokenizer, primed_action.prompt),
+        "beam_ids": [a.completion_ids for a in beam_actions],
+        "beam_logprobs": [a.logprobs for a in beam_actions],
         "texts": [a.text for a in first],
         "same_with_same_seeds": [a.completion_ids for a in first] == [a.completion_ids for a in again],
         "aligned": all(len(a.completion_ids) == len(a.logprobs) for a in first),
@@ -215,6 +226,74 @@ def check_grpo_ranks(workdir: Path, model_dir: str) -> dict:
     return {"rank": rank, "processes": trainer.accelerator.num_processes, "steps": trainer.state.global_step}
 
 
+def _engine_logprobs(engine, prompt_ids: list[int], completion_ids: list[int]) -> list[float]:
+    """The engine's log-probabilities of a fixed completion (its prompt log-probs of the joined sequence)."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+    (output,) = engine.generate([{"prompt_token_ids": prompt_ids + completion_ids}], params, use_tqdm=False)
+    steps = output.prompt_logprobs[len(prompt_ids) :]
+    return [step[token].logprob for step, token in zip(steps, completion_ids, strict=True)]
+
+
+def check_ppo(workdir: Path) -> dict:
+    """One PPO iteration with rollouts from the colocated engine, then the engine against the trained model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mulligan.agents.base import AgentInput
+    from mulligan.agents.vllm import VLLMAgent
+    from mulligan.training.chat import encode, render
+    from mulligan.training.ppo import PPOArgs, PPOTrainer
+
+    path = _warm_started(workdir)
+    args = PPOArgs(
+        model=str(path),
+        output_dir=str(workdir / "ppo"),
+        env_id="Mulligan/Echo-v0",
+        env_kwargs=json.dumps(ECHO_KWARGS),
+        total_steps=1,
+        episodes_per_step=8,
+        mini_batch_size=8,
+        ppo_epochs=2,
+        max_new_tokens=4,
+        learning_rate=0.01,  # large, so that the synced weights are measurably not the initial ones
+        num_envs=8,
+        device="cpu",
+        use_vllm=True,
+        vllm_max_model_length=512,
+        report_to="none",
+        disable_tqdm=True,
+        save_steps=0,
+    )
+    initial = AutoModelForCausalLM.from_pretrained(path).eval()
+    with PPOTrainer(args) as trainer:
+        rollout = trainer.collect(0)
+        agent = trainer.agent(seed=0)
+        metrics = trainer.train()
+        tokenizer = trainer.tokenizer
+        prompt = render(tokenizer, [{"role": "user", "content": "Repeat exactly: a"}], add_generation_prompt=True)
+        prompt_ids = encode(tokenizer, prompt)
+        fixed = encode(tokenizer, "a<|im_end|>")
+        trained = trainer.policy.model.eval()
+        with torch.no_grad():
+            engine = _engine_logprobs(trainer.engine, prompt_ids, fixed)
+            hf_trained = _hf_logprobs(trained, prompt_ids, fixed)
+            hf_initial = _hf_logprobs(initial, prompt_ids, fixed)
+            sampled = trainer.agent(seed=1).act([AgentInput(messages=[{"role": "user", "content": "Repeat exactly: a"}])
+                                                 for _ in range(4)])  # fmt: skip
+            sampled_gap_trained = _max_gap(trained, sampled)
+    return {
+        "agent_is_vllm": isinstance(agent, VLLMAgent),
+        "rollout_recorded": all(t.turns and all(u.completion_ids and u.logprobs for u in t.turns) for t in rollout),
+        "steps": len(metrics),
+        "sampler_gap_before_update": metrics[0]["policy/sampler_logprob_gap"],
+        "fixed_gap_trained": max(abs(a - b) for a, b in zip(engine, hf_trained, strict=True)),
+        "fixed_gap_initial": max(abs(a - b) for a, b in zip(engine, hf_initial, strict=True)),
+        "sampled_gap_trained": sampled_gap_trained,
+    }
+
+
 def launch_ranks(name: str, workdir: Path, *args: str, processes: int = 2) -> None:
     """``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N`` on a check of this file."""
     import socket
@@ -262,7 +341,7 @@ def run_check(name: str, *args: str, timeout: float = 600) -> dict:
 if __name__ == "__main__":
     _environment()
     check, directory, *rest = sys.argv[1:]
-    checks = {"generate": check_generate, "grpo": check_grpo, "grpo_ranks": check_grpo_ranks}
+    checks = {"generate": check_generate, "grpo": check_grpo, "grpo_ranks": check_grpo_ranks, "ppo": check_ppo}
     print(json.dumps(checks[check](Path(directory), *rest)), flush=True)
     sys.exit(0)
 
@@ -286,6 +365,11 @@ def test_vllm_agent_samples_the_tiny_model_with_its_log_probs():
     assert result["stopped_ids"] == result["unstopped_ids"][: len(result["stopped_ids"])]
     assert len(result["stopped_ids"]) < len(result["unstopped_ids"])
     assert result["eval_episodes"] == 8 and result["eval_recorded_tokens"]
+    assert result["primed_prompt_end"].endswith("<|im_start|>assistant\n- Output: The") and result["primed_prompt_ids"]
+    assert result["primed_prefill"] == "- Output: The"
+    # Beam search: deterministic, no behaviour log-probs.
+    assert result["beam_ids"][0] == result["beam_ids"][1] and result["beam_ids"][0]
+    assert result["beam_logprobs"] == [None, None]
 
 
 @pytest.mark.parametrize("rollout", ["single_turn", "episode"])
@@ -313,3 +397,16 @@ def test_grpo_with_vllm_on_two_ranks_keeps_identical_weights(tmp_path):
 
     initial = dict(AutoModelForCausalLM.from_pretrained(model_dir).named_parameters())
     assert max(float((first[n] - initial[n].detach()).abs().max()) for n in first) > 1e-4
+
+
+def test_ppo_samples_with_vllm_and_syncs_the_updated_weights_to_it():
+    result = run_check("ppo")
+    assert result["agent_is_vllm"] and result["rollout_recorded"] and result["steps"] == 1
+    # Before the update the engine holds the policy's float32 weights: the sampler's log-probs are
+    # the policy's (PPO's old log-probs are the sampler's).
+    assert result["sampler_gap_before_update"] < 0.01, result
+    # After the update and the sync, the engine scores a fixed completion as the trained model does,
+    # and no longer as the initial one.
+    assert result["fixed_gap_trained"] < 0.01, result
+    assert result["sampled_gap_trained"] < 0.01, result
+    assert result["fixed_gap_initial"] > 10 * max(result["fixed_gap_trained"], 1e-3), result
