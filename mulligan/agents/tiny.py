@@ -238,7 +238,8 @@ def tiny_model_path(
     """A directory holding the tiny model (or tiny seq2seq) for ``config``, built on first use and reused after."""
     config = config or TinyModelConfig()
     key = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:10]
-    kind = "tiny-seq2seq" if isinstance(config, TinySeq2SeqConfig) else "tiny"
+    # The seq2seq recipe's version is part of its folder name: a cached model of an older recipe is rebuilt.
+    kind = f"tiny-seq2seq-v{TINY_SEQ2SEQ_VERSION}" if isinstance(config, TinySeq2SeqConfig) else "tiny"
     directory = Path(cache_dir or default_cache_dir()) / f"{kind}-{key}"
     if not (directory / "config.json").exists() or not (directory / "tokenizer.json").exists():
         # Build into a temporary sibling and rename, so concurrent callers never see half a model.
@@ -268,3 +269,5 @@ def resolve_model(name_or_path: str, **tiny_overrides: Any) -> str:
 
 #: The keyword of the offline tiny encoder-decoder.
 TINY_SEQ2SEQ = "tiny-seq2seq"
+#: Bumped when :func:`build_tiny_seq2seq` changes, so that cached copies are rebuilt.
+TINY_SEQ2SEQ_VERSION = 2
