@@ -212,8 +212,10 @@ class ConstraintsEnv(MulliganEnv):
     contract); tasks without one do not set the key.
 
     ## Arguments
-    * ``dataset`` (str or None): ``None`` for the procedural generator; a local file or
-      ``"hf:NAME[:CONFIG][:SPLIT]"`` (the grammar of :func:`mulligan.envs.data.load_records`), with
+    * ``dataset`` (str, list of str, or None): ``None`` for the procedural generator; a local file or
+      ``"hf:NAME[:CONFIG][:SPLIT]"`` (the grammar of :func:`mulligan.envs.data.load_records`), or a
+      list of them whose tasks are concatenated (CORGI's five source tasks' files, for its
+      meta-learning training: task ids stay ``<file stem>-<index in that file>``), with
       records in IFEval's format (``prompt``, ``instruction_id_list``, ``kwargs``) or CORGI's
       released format (``data_llama_3/<split>/<task>.json``: ``query``, ``task``, ``prefix``,
       ``N``, ``last_word``, ``letters_list``, ``concepts``).
@@ -242,7 +244,7 @@ class ConstraintsEnv(MulliganEnv):
 
     def __init__(
         self,
-        dataset: str | None = None,
+        dataset: str | Sequence[str] | None = None,
         *,
         mode: str = "strict",
         primed: bool = False,
@@ -271,10 +273,21 @@ class ConstraintsEnv(MulliganEnv):
             raise ValueError("families selects what the generator draws; it cannot filter a dataset")
         self.dataset_name = dataset
         self.tasks: list[dict[str, Any]] | None = None
+        self._task_ids: list[str] = []
         if dataset is not None:
-            if not isinstance(dataset, str):
-                raise ValueError(f"dataset must be a path, an 'hf:' name or None, got {dataset!r}")
-            self.tasks = load_constraint_dataset(dataset)
+            specs = [dataset] if isinstance(dataset, str) else dataset
+            if (
+                not isinstance(specs, Sequence)
+                or not specs
+                or not all(isinstance(spec, str) and spec for spec in specs)
+            ):
+                raise ValueError(f"dataset must be a path, an 'hf:' name, a list of them, or None; got {dataset!r}")
+            self.tasks = []
+            for spec in specs:
+                loaded = load_constraint_dataset(spec)
+                name = dataset_name(spec, default_split=DEFAULT_SPLIT)
+                self.tasks += loaded
+                self._task_ids += [f"{name}-{i}" for i in range(len(loaded))]
             self.num_tasks = len(self.tasks)
         self.critics = self._build_critics(critics, critic_device)
 
@@ -321,12 +334,12 @@ class ConstraintsEnv(MulliganEnv):
         return task
 
     def task_id(self, task: Mapping[str, Any], index: int | None) -> str:
-        """``constraints-<seed>-<index>`` for generated tasks, ``<file stem>-<index>`` for datasets, else a hash."""
+        """``constraints-<seed>-<index>`` (generated), ``<file stem>-<index in that file>`` (datasets), else a hash."""
         if index is None:
             return stable_task_id("constraints", task)
         if self.tasks is None:
             return f"constraints-{self.data_seed}-{index}"
-        return f"{dataset_name(self.dataset_name or 'dataset', default_split=DEFAULT_SPLIT)}-{index}"
+        return self._task_ids[index]
 
     def default_info(self) -> dict[str, Any]:
         """Constraint ids, per-constraint results and scores (empty before a step), and the primer if any.

@@ -519,6 +519,26 @@ def test_a_program_session_retries_with_the_critics_feedback(tmp_path):
     assert terminated and info["success"] and reward == pytest.approx(1.0 - 20 / 105)
 
 
+def test_several_files_mix_corgis_tasks_with_per_file_task_ids(tmp_path):
+    files = [
+        _write(tmp_path / "program.json", [CRITIC_RECORDS["corgi:program"]] * 2),
+        _write(tmp_path / "clustering.json", [CRITIC_RECORDS["corgi:clustering"]]),
+    ]
+    env = ConstraintsEnv(dataset=[str(f) for f in files], primed=True)
+    assert env.num_tasks == 3
+    ids = []
+    for index in range(3):
+        _, info = env.reset(options={"task_index": index})
+        ids.append((info["task_id"], env.task["instruction_id_list"][0]))
+    assert ids == [
+        ("program-0", "corgi:program"),
+        ("program-1", "corgi:program"),
+        ("clustering-0", "corgi:clustering"),
+    ]
+    with pytest.raises(ValueError, match="a list of them"):
+        ConstraintsEnv(dataset=[])
+
+
 def test_model_critics_plug_into_the_env_by_task_name(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
     path = _write(folder / "sentiment.json", [CRITIC_RECORDS["corgi:sentiment"]])
