@@ -30,6 +30,7 @@ from mulligan.envs.verifiers.critics import (
     read_common_sense_verdict,
     repeated_tokens,
     same_structure,
+    score_common_gen,
     trim_parse,
 )
 
@@ -419,6 +420,22 @@ def test_paraphrase_critic_checks_the_pair_and_the_structure(tmp_path_factory):
 def test_paraphrase_without_a_corenlp_server_says_how_to_start_one():
     with pytest.raises(ConnectionError, match=r"StanfordCoreNLPServer.*corenlp_url"):
         corenlp_parse("why ?", "http://127.0.0.1:9", timeout_s=2)
+
+
+def test_common_gen_scores_cover_part_of_speech_and_common_sense():
+    words, pos = ["dog", "catch", "frisbee"], ["noun", "verb", "noun"]
+    # spaCy's tags of "The dog catches the frisbee." and of "The catch of the dog."
+    right = [("the", "DET"), ("dog", "NOUN"), ("catch", "VERB"), ("the", "DET"), ("frisbee", "NOUN"), (".", "PUNCT")]
+    assert score_common_gen(words, pos, right, True, "") == (1.0, [])
+    wrong = [("the", "DET"), ("catch", "NOUN"), ("of", "ADP"), ("the", "DET"), ("dog", "NOUN"), (".", "PUNCT")]
+    verdict = "Your sentence doesn't describe a common sense scenario: a catch is not a dog's."
+    score, messages = score_common_gen(words, pos, wrong, False, verdict)
+    assert score == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)
+    assert messages == [
+        "You didn't use the following concepts: frisbee.",
+        "You should correct the part of speech: catch as a verb, frisbee as a noun.",
+        verdict,
+    ]
 
 
 def test_common_gen_judge_verdicts_and_its_missing_dependencies():

@@ -1095,6 +1095,8 @@ class CommonGenCritic(Critic):
     :func:`read_common_sense_verdict`). Score: the mean of the covered share, the right-POS share
     and the judge's 0/1.
 
+    The paper loads its judge in 4 bits; here it loads in the checkpoint's dtype.
+
     Args:
         judge_model: A causal LM (hub id or path); the paper's is 4-bit gemma-1.1-7b-it.
         spacy_model: A spaCy pipeline with a lemmatiser and tagger (``python -m spacy download en_core_web_lg``).
@@ -1117,9 +1119,7 @@ class CommonGenCritic(Critic):
         self.nlp = spacy.load(spacy_model)
         transformers = _transformers()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(judge_model)
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(judge_model, torch_dtype="auto").to(
-            _device(device)
-        )
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(judge_model, dtype="auto").to(_device(device))
         self.model.eval()
 
     def extract(self, text: str, kwargs: Mapping[str, Any]) -> str:
@@ -1137,26 +1137,36 @@ class CommonGenCritic(Critic):
 
     def judge(self, text: str, kwargs: Mapping[str, Any]) -> ConstraintResult:
         """Cover, tag and judge the sentence."""
-        wanted = dict(zip(kwargs["words"], kwargs["pos"], strict=True))
-        doc = self.nlp(text)
-        found = {tok.lemma_ for tok in doc if tok.lemma_ in wanted}
-        found_pos = {
-            f"{tok.lemma_}_{tok.pos_}"
-            for tok in doc
-            if tok.lemma_ in wanted and wanted[tok.lemma_].lower() in tok.pos_.lower()
-        }
+        tagged = [(tok.lemma_, tok.pos_) for tok in self.nlp(text)]
         common_sense, critique = read_common_sense_verdict(self.judge_output(text))
-        messages = []
-        if len(found) != len(wanted):
-            missing = [w for w in wanted if w not in found]
-            messages.append(f"You didn't use the following concepts: {', '.join(missing)}.")
-        if len(found_pos) != len(wanted):
-            wrong = [f"{w} as a {p.lower()}" for w, p in wanted.items() if f"{w}_{p.upper()}" not in found_pos]
-            messages.append(f"You should correct the part of speech: {', '.join(wrong)}.")
-        if not common_sense:
-            messages.append(critique)
-        score = (len(found) / len(wanted) + len(found_pos) / len(wanted) + common_sense) / 3
+        score, messages = score_common_gen(kwargs["words"], kwargs["pos"], tagged, common_sense, critique)
         return self._result(score, messages)
+
+
+def score_common_gen(
+    words: Sequence[str], pos: Sequence[str], tagged: Sequence[tuple[str, str]], common_sense: bool, critique: str
+) -> tuple[float, list[str]]:
+    """CommonGen's score and messages from a sentence's ``(lemma, POS)`` tags and the judge's verdict.
+
+    A concept is used when a token's lemma is the concept, and used right when that token's
+    universal POS tag (spaCy's ``NOUN``, ``VERB``, ...) contains the wanted one (``noun``,
+    ``verb``), compared case-insensitively. Score: the mean of the used share, the used-right share
+    and the verdict (capped at 1; officially a lemma tagged two ways that both contain the wanted
+    tag counts twice).
+    """
+    wanted = dict(zip(words, pos, strict=True))
+    found = {lemma for lemma, _ in tagged if lemma in wanted}
+    found_pos = {f"{lemma}_{tag}" for lemma, tag in tagged if lemma in wanted and wanted[lemma].lower() in tag.lower()}
+    messages = []
+    if len(found) != len(wanted):
+        missing = [w for w in wanted if w not in found]
+        messages.append(f"You didn't use the following concepts: {', '.join(missing)}.")
+    if len(found_pos) != len(wanted):
+        wrong = [f"{w} as a {p.lower()}" for w, p in wanted.items() if f"{w}_{p.upper()}" not in found_pos]
+        messages.append(f"You should correct the part of speech: {', '.join(wrong)}.")
+    if not common_sense:
+        messages.append(critique)
+    return (len(found) / len(wanted) + len(found_pos) / len(wanted) + common_sense) / 3, messages
 
 
 # --------------------------------------------------------------------------------------------------
