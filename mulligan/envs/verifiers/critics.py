@@ -1,4 +1,4 @@
-"""CORGI's model and tool critics: the nine tasks that a rule alone cannot check.
+"""CORGI's other nine tasks, one critic each: rules (clustering), code runs (mbpp, program) or models.
 
 CORGI (Bezalel et al. 2024, arXiv 2411.01483) has twelve tasks. Three are rule-checked in
 :mod:`mulligan.envs.verifiers.constraints` (``corgi:num_planning``, ``corgi:cmg_hard``,
@@ -8,19 +8,15 @@ critic scores it, and says what is wrong in the official critic's words. Every c
 :class:`~mulligan.envs.verifiers.constraints.ConstraintResult`, so its messages are joined by
 :func:`~mulligan.envs.verifiers.constraints.combine_critiques` like every other constraint's.
 
-========================  ==========================================  ======================================
-task (constraint id)      official critic                              here
-========================  ==========================================  ======================================
-``corgi:clustering``      rules (group lines, wishes, everyone once)   :class:`ClusteringCritic`, offline
-``corgi:mbpp``            runs the function on its unit tests          :class:`MbppCritic`, sandboxed subprocess
-``corgi:program``         runs ``f`` on the input/output pairs         :class:`ProgramCritic`, sandboxed subprocess
-``corgi:sentiment``       ``LiYuan/amazon-review-sentiment-analysis``  :class:`SentimentCritic`
-``corgi:style_transfer``  ``cffl/bert-base-styleclassification-...``   :class:`StyleTransferCritic`
-``corgi:story_generation``  SimCSE coherence + 4-gram repetitions      :class:`StoryGenerationCritic`
-``corgi:rationale_generation``  ``google/flan-t5-large`` as a student  :class:`RationaleGenerationCritic`
-``corgi:paraphrase``      paraphrase classifier + CoreNLP parse       :class:`ParaphraseCritic` (needs a server)
-``corgi:common_gen``      spaCy lemmas/POS + ``gemma-1.1-7b-it`` judge  :class:`CommonGenCritic`
-========================  ==========================================  ======================================
+* ``corgi:clustering``: rules (group lines, wishes, everyone once), :class:`ClusteringCritic`, offline.
+* ``corgi:mbpp``: the function run on its unit tests, :class:`MbppCritic`, in a sandboxed subprocess.
+* ``corgi:program``: ``f`` run on the input/output pairs, :class:`ProgramCritic`, in a sandboxed subprocess.
+* ``corgi:sentiment``: ``LiYuan/amazon-review-sentiment-analysis``, :class:`SentimentCritic`.
+* ``corgi:style_transfer``: ``cffl/bert-base-styleclassification-subjective-neutral``, :class:`StyleTransferCritic`.
+* ``corgi:story_generation``: SimCSE coherence and repeated words, :class:`StoryGenerationCritic`.
+* ``corgi:rationale_generation``: ``google/flan-t5-large`` as a student, :class:`RationaleGenerationCritic`.
+* ``corgi:paraphrase``: a paraphrase classifier and a CoreNLP parse, :class:`ParaphraseCritic` (needs a server).
+* ``corgi:common_gen``: spaCy lemmas and POS and a ``gemma-1.1-7b-it`` judge, :class:`CommonGenCritic`.
 
 The tool and rule critics work offline and are the defaults (:func:`default_critic`). A model
 critic loads its hub model when it is built (:func:`paper_critic` builds the paper's); every model
