@@ -19,10 +19,12 @@ from mulligan.agents.hierarchical import (
     HISTORY_LEN,
     ConversationMemory,
     EmbedFunction,
+    beam_texts,
     context_of,
     first_line,
     flat_prompt,
     map_to_valid,
+    policy_answers,
     prompt_context,
     prompt_input,
     task_description,
@@ -41,6 +43,9 @@ class FlatAgent(Agent):
         task_extractor: Maps the first observation to the task description.
         stop: Stop strings (an action is one line).
         max_states: Conversations whose scores are remembered at most (for the rewards shown).
+        beam_candidates: Answers considered per step (the policy's top beams, through ``sample``):
+            an invalid best action is replaced by the first valid one of them before the most
+            similar valid action, as the official agent does with its 5 beams. 1: the best only.
     """
 
     def __init__(
@@ -52,9 +57,13 @@ class FlatAgent(Agent):
         task_extractor: Callable[[str], str] = task_description,
         stop: Sequence[str] = ("\n",),
         max_states: int = 100_000,
+        beam_candidates: int = 1,
     ):
         if history_len < 0:
             raise ValueError(f"history_len must be >= 0, got {history_len}")
+        if beam_candidates < 1:
+            raise ValueError(f"beam_candidates must be >= 1, got {beam_candidates}")
+        self.beam_candidates = beam_candidates
         self.policy = policy
         self.history_len = history_len
         self.embed = embed
@@ -71,11 +80,12 @@ class FlatAgent(Agent):
             scores.append(known)
             prompt = flat_prompt(context, self.history_len)
             prompts.append(prompt_input(item, prompt, self.stop))
-        actions = self.policy.act(prompts)
+        answers = policy_answers(self.policy, prompts, self.beam_candidates)
         chosen = []
-        for item, given, action, known in zip(inputs, prompts, actions, scores, strict=True):
-            # Like HierarchicalAgent, map an invalid action to the most similar valid one (paper Sec. 4).
-            text = map_to_valid(first_line(action.text), item.info, self.embed)
+        for item, given, beams, known in zip(inputs, prompts, answers, scores, strict=True):
+            action = beams[0]
+            # Like HierarchicalAgent, map an invalid action to a valid one (paper Sec. 4).
+            text = map_to_valid(first_line(action.text), item.info, self.embed, beam_texts(beams[1:]))
             self.memory.put(item.messages, text, known)
             chosen.append(
                 Action(

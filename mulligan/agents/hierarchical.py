@@ -75,7 +75,8 @@ first-sub-goal generator).
 Invalid actions
 ---------------
 When the env lists its valid actions in ``info["valid_actions"]`` and the executor's action is not
-among them, the action sent is the most similar valid one (:func:`most_similar_action`: ``difflib``
+among them, the action sent is the first valid one among its other beams (``beam_candidates``, the
+official top-5 check), else the most similar valid one (:func:`most_similar_action`: ``difflib``
 by default, or the cosine similarity of an embedding function, the paper's SBERT).
 """
 
@@ -409,10 +410,37 @@ def most_similar_action(action: str, valid_actions: Sequence[str], embed: EmbedF
     return valid_actions[best]
 
 
-def map_to_valid(action: str, info: Mapping[str, Any] | None, embed: EmbedFunction | None = None) -> str:
-    """``action``, or the most similar of ``info["valid_actions"]`` when the env lists them and it is not one."""
+def map_to_valid(
+    action: str,
+    info: Mapping[str, Any] | None,
+    embed: EmbedFunction | None = None,
+    candidates: Sequence[str] = (),
+) -> str:
+    """``action``, or a valid one when the env lists ``info["valid_actions"]`` and ``action`` is not among them.
+
+    The replacement is the first of ``candidates`` (the policy's other beams, best first) that is
+    valid, as the official ``findValidActionNew`` takes the first valid of the top 5 beams; failing
+    that, the valid action most similar to ``action``.
+    """
     valid = list((info or {}).get("valid_actions") or [])
-    return most_similar_action(action, valid, embed) if valid else action
+    if not valid or action in valid:
+        return action
+    for candidate in candidates:
+        if candidate in valid:
+            return candidate
+    return most_similar_action(action, valid, embed)
+
+
+def beam_texts(actions: Sequence[Action]) -> list[str]:
+    """The distinct first lines of a policy's beams (or samples), best first."""
+    return list(dict.fromkeys(first_line(a.text) for a in actions))
+
+
+def policy_answers(policy: Agent, inputs: Sequence[AgentInput], candidates: int) -> list[list[Action]]:
+    """Each input's answers: the policy's best (``act``), or its top ``candidates`` beams (``sample``)."""
+    if candidates > 1:
+        return policy.sample(inputs, candidates)
+    return [[a] for a in policy.act(inputs)]
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -641,6 +669,10 @@ class HierarchicalAgent(Agent):
             (:func:`semi_random_subgoal`).
         first_planner: The policy asked for an episode's first sub-goal (the paper's
             first-sub-goal generator); ``None``: the planner.
+        beam_candidates: Executor answers considered per step (its top beams, through
+            ``executor.sample``; the paper's 5 with 5-beam decoding): ``END_SG()`` in any of them
+            ends the sub-goal, and an invalid best action is replaced by the first valid one of
+            them before the most similar valid action. 1: the best answer only.
         embed: Optional embedding function for mapping invalid actions (default: ``difflib``).
         task_extractor: Maps the first observation to the task description.
         stop: Stop strings given to both policies (a sub-goal or an action is one line).
@@ -660,6 +692,7 @@ class HierarchicalAgent(Agent):
         random_subgoals: Sequence[str] | None = None,
         semi_random: SemiRandomSubgoals | None = None,
         first_planner: Agent | None = None,
+        beam_candidates: int = 1,
         embed: EmbedFunction | None = None,
         task_extractor: Callable[[str], str] = task_description,
         stop: Sequence[str] = ("\n",),
@@ -672,6 +705,8 @@ class HierarchicalAgent(Agent):
             raise ValueError(f"max_subgoals_per_act must be >= 1, got {max_subgoals_per_act}")
         if random_subgoals is not None and not list(random_subgoals):
             raise ValueError("random_subgoals must hold at least one sub-goal text, or be None")
+        if beam_candidates < 1:
+            raise ValueError(f"beam_candidates must be >= 1, got {beam_candidates}")
         if random_subgoals is not None and semi_random is not None:
             raise ValueError("pass random_subgoals (rand) or semi_random (semi-rand), not both")
         self.planner = planner
@@ -683,6 +718,7 @@ class HierarchicalAgent(Agent):
         self.random_subgoals = list(random_subgoals) if random_subgoals is not None else None
         self.semi_random = semi_random
         self.first_planner = first_planner
+        self.beam_candidates = beam_candidates
         self.embed = embed
         self.task_extractor = task_extractor
         self.stop = tuple(stop)
@@ -720,10 +756,12 @@ class HierarchicalAgent(Agent):
             if not pending:
                 break
             given = [self._prompt_input(p, self._executor_prompt(p)) for p in pending]
-            decisions = self.executor.act(given)
+            answers = policy_answers(self.executor, given, self.beam_candidates)
             needs_plan = []
-            for p, executor_input, decision in zip(pending, given, decisions, strict=True):
-                if is_end_subgoal(decision.text):
+            for p, executor_input, beams in zip(pending, given, answers, strict=True):
+                decision = beams[0]
+                # The official agent ends the sub-goal when any of its beams is END_SG().
+                if any(is_end_subgoal(b.text) for b in beams):
                     # END_SG() is not sent to the env: the sub-goal is done, ask for the next one.
                     p.state.completed.append(p.state.subgoal or "")
                     p.ended.append(p.state.subgoal or "")
@@ -731,7 +769,12 @@ class HierarchicalAgent(Agent):
                     needs_plan.append(p)
                 else:
                     results[p.index] = self._finish(
-                        p, first_line(decision.text), decision, exhausted=False, given=executor_input
+                        p,
+                        first_line(decision.text),
+                        decision,
+                        exhausted=False,
+                        given=executor_input,
+                        candidates=beam_texts(beams[1:]),
                     )
             pending = needs_plan
         return [r for r in results if r is not None]
@@ -788,9 +831,16 @@ class HierarchicalAgent(Agent):
         return prompt_input(p.item, prompt, self.stop)
 
     def _finish(
-        self, p: _Pending, raw: str, decision: Action | None, *, exhausted: bool, given: AgentInput | None = None
+        self,
+        p: _Pending,
+        raw: str,
+        decision: Action | None,
+        *,
+        exhausted: bool,
+        given: AgentInput | None = None,
+        candidates: Sequence[str] = (),
     ) -> Action:
-        text = map_to_valid(raw, p.item.info, self.embed)
+        text = map_to_valid(raw, p.item.info, self.embed, candidates)
         self.memory.put(p.item.messages, text, p.state.copy())
         metadata = {
             "subgoal": p.state.subgoal,

@@ -88,6 +88,9 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
         model_type: ``causal``, ``seq2seq`` (an encoder-decoder such as ``google/flan-t5-large``)
             or ``auto`` (read ``is_encoder_decoder`` from the model's config).
         num_beams: Beam width at evaluation (``None``: the preset's: tiny 1, paper 5).
+        use_all_beams: With beam search, the agents consider every beam as the official agent does
+            (``END_SG()`` in any beam ends the sub-goal; an invalid best action is replaced by the
+            first valid beam); false: the best beam only.
         annotator: Who splits gold paths into sub-goals: ``rules`` (the offline
             :class:`~mulligan.training.subgoal_data.RuleBasedAnnotator`) or an agent spec for
             :func:`~mulligan.agents.loading.load_agent` (``openai:gpt-4o``, a checkpoint, a
@@ -152,6 +155,7 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
     )
     model_type: str = field(default="auto", metadata={"help": "causal | seq2seq | auto (from the model config)."})
     num_beams: int | None = field(default=None, metadata={"help": "Beam width at evaluation (preset: 1, paper 5)."})
+    use_all_beams: bool = field(default=True, metadata={"help": "Agents consider every beam (paper)."})
     first_subgoal_model: bool = field(default=False, metadata={"help": "A separate first-sub-goal model (paper)."})
     annotator: str = field(default="rules", metadata={"help": "rules | an agent spec (openai:MODEL, ...)."})
     annotator_max_new_tokens: int = field(default=1024, metadata={"help": "Longest annotator reply (tokens)."})
@@ -362,6 +366,7 @@ def evaluation_agents(
     from mulligan.agents.hierarchical import HierarchicalAgent
 
     build = policy or (lambda path: _policy(config, path))
+    candidates = config.num_beams if config.use_all_beams else 1
 
     def hierarchical(**extra: Any) -> HierarchicalAgent:
         return HierarchicalAgent(
@@ -370,13 +375,14 @@ def evaluation_agents(
             history_len=config.history_len,
             planner_every_step=config.planner_every_step,
             first_planner=build(models["first_step"]) if "first_step" in models else None,
+            beam_candidates=candidates,
             seed=config.seed,
             **extra,
         )
 
     agents: dict[str, Agent] = {"hierarchical": hierarchical()}
     if "flat" in models:
-        agents["flat"] = FlatAgent(build(models["flat"]), history_len=config.history_len)
+        agents["flat"] = FlatAgent(build(models["flat"]), history_len=config.history_len, beam_candidates=candidates)
     if config.random_subgoals and vocabulary:
         agents["random_subgoals"] = hierarchical(random_subgoals=list(vocabulary))
     if config.semi_random_subgoals and pools is not None:

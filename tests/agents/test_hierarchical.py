@@ -354,3 +354,49 @@ def test_the_executor_under_oracle_subgoals_replays_the_gold_paths():
     assert oracle.subgoal_for(AgentInput(conversation(first_observation, steps), task=task)) == expected
     with pytest.raises(ValueError, match="gold_actions"):
         oracle.act([AgentInput(conversation())])
+
+
+class Beams(Agent):
+    """A policy with ranked beams: ``beams(prompt)`` best first; ``act`` returns the best."""
+
+    def __init__(self, beams: Callable[[str], list[str]]):
+        self.beams = beams
+
+    def act(self, inputs):
+        return [group[0] for group in self.sample(inputs, 1)]
+
+    def sample(self, inputs, num_samples):
+        return [[Action(b) for b in self.beams(x.messages[-1]["content"])[:num_samples]] for x in inputs]
+
+
+def test_every_beam_counts_as_in_the_official_agent():
+    # END_SG() in the second beam ends the sub-goal; an invalid best action gives way to the first
+    # valid beam rather than to the most similar valid action.
+    def executor_beams(prompt):
+        if field(prompt, "Current sub-goal") == "navigate_to(kitchen)":
+            return ["go to kitchen", END_SUBGOAL, "look around"]
+        return ["pick up thermomter", "wait", "pick up apple"]
+
+    valid = ["pick up apple", "pick up thermometer", "look around"]
+    plans = iter(["navigate_to(kitchen)", "pick_up(thermometer)"])
+    agent = HierarchicalAgent(
+        Scripted(lambda p: next(plans)), Beams(executor_beams), planner_every_step=False, beam_candidates=5
+    )
+    [action] = agent.act([AgentInput(conversation(), info={"valid_actions": valid})])
+    assert action.metadata["ended_subgoals"] == ["navigate_to(kitchen)"]
+    assert action.text == "pick up apple" and action.metadata["raw_action"] == "pick up thermomter"
+    # With the best beam only (the default), the same answers go elsewhere.
+    plans = iter(["navigate_to(kitchen)"])
+    single = HierarchicalAgent(Scripted(lambda p: next(plans)), Beams(executor_beams), planner_every_step=False)
+    [action] = single.act([AgentInput(conversation(), info={"valid_actions": ["go to kitchen"]})])
+    assert action.text == "go to kitchen" and action.metadata["ended_subgoals"] == []
+    flat = FlatAgent(Beams(lambda p: ["pick up thermomter", "pick up apple"]), beam_candidates=5)
+    assert flat.act([AgentInput(conversation(), info={"valid_actions": valid})])[0].text == "pick up apple"
+    assert (
+        FlatAgent(Beams(lambda p: ["pick up thermomter", "pick up apple"]))
+        .act([AgentInput(conversation(), info={"valid_actions": valid})])[0]
+        .text
+        == "pick up thermometer"
+    )
+    with pytest.raises(ValueError, match="beam_candidates"):
+        HierarchicalAgent(Scripted(str), Scripted(str), beam_candidates=0)

@@ -225,3 +225,9 @@ def test_causal_policies_decode_with_the_configured_beams():
     agents = evaluation_agents(config, {"planner": "tiny", "executor": "tiny", "flat": "tiny"})
     for policy in (agents["hierarchical"].planner, agents["hierarchical"].executor, agents["flat"].policy):
         assert isinstance(policy, HFAgent) and policy.num_beams == 5
+    # The agents weigh every beam as the official agent does, unless told to use the best only.
+    assert agents["hierarchical"].beam_candidates == 5 and agents["flat"].beam_candidates == 5
+    best_only = evaluation_agents(
+        SubgoalArgs(num_beams=5, use_all_beams=False), {"planner": "tiny", "executor": "tiny"}
+    )
+    assert best_only["hierarchical"].beam_candidates == 1
