@@ -278,3 +278,33 @@ def test_a_prefilled_corgi_attempt_continues_the_primer_and_is_scored_and_learne
     ids, mask = batch.input_ids[0].tolist(), batch.action_mask[0].tolist()
     assert [t for t, m in zip(ids, mask, strict=True) if m] == action.completion_ids
     assert ids[: len(action.prompt_ids)] == action.prompt_ids
+
+
+def test_prefilled_corgi_sessions_record_the_primer_and_are_learned_as_sampled(tmp_path):
+    from mulligan.training.ppo import PPOTrainer
+
+    model, tokenizer = build_tiny_model(TinyModelConfig(**{**SMALL.__dict__, "max_position_embeddings": 4096}))
+    args = CORGIArgs(
+        prefill_response=True, train_families="corgi:num_planning", eval_families="corgi:panagram", retry_limit=1,
+        output_dir=str(tmp_path), max_new_tokens=4, num_envs=2, episodes_per_step=2, mini_batch_size=2,
+    )  # fmt: skip
+    with PPOTrainer(args, model, tokenizer) as trainer:
+        sessions = trainer.collect(0)
+        batch = episodes_to_batch(sessions, tokenizer, reward_placement="last_token")
+    retried = [s for s in sessions if len(s.turns) == 2]
+    assert retried, "an untrained model fails its first attempt and retries"
+    for row, session in enumerate(sessions):
+        primer = session.task["primer"]
+        assert all(turn.prefill == primer for turn in session.turns)  # retries are primed too
+        assert session.sees_full_history  # later attempts saw each answer whole, primer included
+        ids, mask = batch.input_ids[row].tolist(), batch.action_mask[row].tolist()
+        learned = [t for t, m in zip(ids, mask, strict=True) if m]
+        assert learned == [t for turn in session.turns for t in turn.completion_ids]
+        # Each attempt's learned tokens follow its assistant header and the primer (context).
+        starts = [t for t, m in enumerate(mask) if m and not mask[t - 1]]
+        assert len(starts) == len(session.turns)
+        for start in starts:
+            assert tokenizer.decode(ids[:start]).endswith("<|im_start|>assistant\n" + primer)
+    session = retried[0]
+    shown = session.prompt_messages(1)  # what the retry saw of the first answer
+    assert shown[1] == {"role": "assistant", "content": session.task["primer"] + session.turns[0].action}
