@@ -149,3 +149,19 @@ def test_sampled_rows_depend_only_on_their_own_seed():
     together = [a.completion_ids for a in agent.act([one, two])]
     assert agent.act([two])[0].completion_ids == together[1]
     assert agent.act([AgentInput(two.messages, seed=23)])[0].completion_ids != together[1]
+
+
+def test_lora_on_a_seq2seq_model_saves_a_merged_checkpoint(tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    config = SubgoalArgs(
+        model=TINY_SEQ2SEQ, use_lora=True, lora_target_modules="q,v", max_steps=2, per_device_train_batch_size=2,
+        disable_tqdm=True, output_dir=str(tmp_path), report_to="none",
+    )  # fmt: skip
+    stats = train_policy(config, _toy_conversations(), str(tmp_path / "lora"), learning_rate=1e-2, epochs=1.0)
+    assert stats["global_step"] == 2
+    merged = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "lora").state_dict()
+    base = AutoModelForSeq2SeqLM.from_pretrained(resolve_model(TINY_SEQ2SEQ)).state_dict()
+    assert not any("lora" in k for k in merged) and set(merged) == set(base)
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert changed and all(k.endswith((".q.weight", ".v.weight")) for k in changed)
