@@ -203,7 +203,8 @@ def evaluation_tasks(settings: dict[str, Any]) -> tuple[str, list[int]]:
     for seed in range(settings["seeds"]):
         start = seed * DATA_STRIDE
         used.update(_signatures(settings, "train", list(range(start, start + settings["teacher_episodes"]))))
-    candidates = list(range(VALIDATION_START, VALIDATION_START + 4 * settings["test_tasks"]))
+    # A small generator config leaves few unseen problems: scan widely (signatures are cheap).
+    candidates = list(range(VALIDATION_START, VALIDATION_START + 40 * settings["test_tasks"]))
     kept, seen = [], set(used)
     for index, signature in zip(candidates, _signatures(settings, "train", candidates), strict=True):
         if signature not in seen:
@@ -361,9 +362,10 @@ def run_cell(
     """Train and evaluate one cell (see the module docstring)."""
     from mulligan.envs.generators.math import math_task_signature
 
+    # The evaluation tasks first: a config with too few held-out tasks fails before any training.
+    split, indices = evaluation_tasks(settings)
     data = teacher_data(seed, settings, workdir, timer)
     path, summary = train(arm.train, seed, budget, data, settings=settings, workdir=workdir, timer=timer)
-    split, indices = evaluation_tasks(settings)
     trajectories = _evaluate(
         nat_agent(path, arm.evaluation, settings, seed, timer), settings, split, indices, seed=seed, timer=timer
     )
