@@ -552,7 +552,9 @@ class OraclePlanner(Agent):
     the env's own input. The gold path is ``task["gold_actions"]`` (MiniScience and ScienceWorld
     put it in the task record on reset), split by ``annotate``; progress is the longest prefix of
     the gold path that the episode's actions contain in order. After the last gold action it keeps
-    answering the last sub-goal.
+    answering the last sub-goal. An executor that answers ``END_SG()`` before the gold sub-goal's
+    actions are taken is given the same sub-goal again, up to ``max_subgoals_per_act`` times,
+    after which the agent's ``fallback_action`` is sent.
 
     Args:
         annotate: The annotator's ``annotate(task, actions)`` (e.g. ``RuleBasedAnnotator().annotate``),
