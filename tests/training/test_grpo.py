@@ -10,7 +10,7 @@ from rl_helpers import DROPS_PAST_THINKING, ECHO_KWARGS, SMALL, echo_success, wa
 
 import mulligan  # noqa: F401 - registers the ids
 from mulligan.agents.testing import ScriptedAgent
-from mulligan.agents.tiny import build_tiny_model, save_tiny_model
+from mulligan.agents.tiny import TinyModelConfig, build_tiny_model, save_tiny_model
 from mulligan.training.grpo import (
     GRPOArgs,
     build_grpo_trainer,
@@ -341,3 +341,32 @@ def test_grpo_reports_to_tensorboard(tmp_path):
     assert events
     tags = set().union(*(EventAccumulator(str(e)).Reload().Tags()["scalars"] for e in events))
     assert any("reward" in tag for tag in tags) and any("loss" in tag for tag in tags), tags
+
+
+def test_grpo_episodes_can_prefill_corgis_primer_and_learn_only_the_continuations(tmp_path):
+    with pytest.raises(ValueError, match="rollout episode"):
+        GRPOArgs(prefill_response=True, rollout="single_turn")
+    with pytest.raises(ValueError, match="num_beams"):
+        GRPOArgs(num_beams=2)
+    model, tokenizer = build_tiny_model(TinyModelConfig(**{**SMALL.__dict__, "max_position_embeddings": 4096}))
+    config = GRPOArgs(
+        output_dir=str(tmp_path), env_id="Mulligan/Constraints-v0", max_steps=1, num_train_tasks=2,
+        per_device_train_batch_size=2, num_generations=2, max_new_tokens=4, max_attempts=2, num_envs=2,
+        env_kwargs=json.dumps({"families": ["corgi:num_planning"], "primed": True}), prefill_response=True,
+        disable_tqdm=True,
+    )  # fmt: skip
+    trainer = build_grpo_trainer(config, model, tokenizer)
+    rollout = trainer.rollout_func
+    prompt = trainer.train_dataset["prompt"][0]
+    output = rollout([prompt, prompt], trainer)
+    env = gymnasium.make("Mulligan/Constraints-v0", families=["corgi:num_planning"])
+    env.reset(options={"task_index": rollout.task_index(prompt)})
+    primer = env.unwrapped.task["primer"]
+    for prompt_ids, ids, mask in zip(output["prompt_ids"], output["completion_ids"], output["env_mask"], strict=True):
+        # The first attempt's primer ends the prompt; every later attempt's sits in the env's tokens.
+        assert tokenizer.decode(prompt_ids).endswith("<|im_start|>assistant\n" + primer)
+        starts = [t for t, m in enumerate(mask) if m and (t == 0 or not mask[t - 1])]
+        for start in starts[1:]:
+            assert tokenizer.decode(prompt_ids + ids[:start]).endswith("<|im_start|>assistant\n" + primer)
+    assert max(len(m) - sum(m) for m in output["env_mask"]) > 0  # an untrained model's first attempt fails: retried
+    rollout.close()
