@@ -955,10 +955,10 @@ def trim_parse(parse: str, height: int = 3) -> str:
 
 
 def _without_s_nodes(tree: tuple[str, list]) -> list:
-    """The tree CORGI's tree edit distance compares: ``S`` nodes replaced by their children."""
+    """The tree CORGI's tree edit distance compares: ``S`` (and unlabelled) nodes replaced by their children."""
     label, children = tree
     flat = [grand for c in children if isinstance(c, tuple) for grand in _without_s_nodes(c)]
-    return flat if label == "S" else [(label, flat)]
+    return flat if label in ("S", "") else [(label, flat)]
 
 
 def same_structure(trimmed_parse: str, exemplar: str) -> bool:
