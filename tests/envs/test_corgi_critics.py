@@ -81,6 +81,23 @@ def test_clustering_critic_scores_and_words_as_the_official(answer, score, criti
     assert combine_critiques([result]) == critique
 
 
+def test_clustering_accepts_the_worked_example_of_corgis_prompt():
+    task = {
+        "students": ["Sandy", "Lukas", "Katy", "Miley", "Pedro", "Dekel", "Alon", "Lori", "Lexie"],
+        "constraints": ["Alon_Dekel_True", "Sandy_Lukas_True", "Miley_Lukas_False", "Pedro_Miley_True"],
+    }
+    answer = "- Output: Group 1: Alon, Dekel, Lori.\nGroup 2: Sandy, Lukas, Katy, Lexie.\nGroup 3: Pedro, Miley."
+    assert ClusteringCritic().critique(task, answer).holds
+    swapped = answer.replace("Katy, Lexie.\nGroup 3: Pedro, Miley.", "Miley, Lexie.\nGroup 3: Pedro, Katy.")
+    result = ClusteringCritic().critique(task, swapped)
+    # Miley now sits with Lukas against her wish, and Pedro without Miley against his: 2 of 9 wrong.
+    assert result.score == pytest.approx(1 - 2 / 9)
+    assert result.messages == (
+        "Miley was grouped with Lukas despite Miley's request. "
+        "Pedro wasn't grouped with Miley despite Pedro's request.",
+    )
+
+
 def test_clustering_answers_of_a_megabyte_are_checked_in_linear_time_with_a_short_critique():
     import time
 
