@@ -854,23 +854,29 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ generation with vLLM
     def _start_engine(self) -> Any:
-        """The colocated vLLM engine, loaded with the policy's starting weights (saved once to disk)."""
+        """The colocated vLLM engine, loaded with the policy's starting weights (through a temporary copy on disk)."""
         from mulligan.agents.vllm import colocated_engine
 
         language_model = self.policy.model
         if hasattr(language_model, "get_base_model"):  # LoRA: at the start the adapters add nothing
             language_model = language_model.get_base_model()
+        import shutil
+
+        # The engine reads the starting weights once, at load; the copy is removed after it.
         directory = Path(self.args.output_dir) / f"vllm_start_rank{self.processes.rank}"
         language_model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         dtype = str(next(language_model.parameters()).dtype).removeprefix("torch.")
-        return colocated_engine(
-            str(directory),
-            seed=self.processes.rank,
-            dtype=dtype,
-            gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
-            max_model_len=self.args.vllm_max_model_length or None,
-        )
+        try:
+            return colocated_engine(
+                str(directory),
+                seed=self.processes.rank,
+                dtype=dtype,
+                gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
+                max_model_len=self.args.vllm_max_model_length or None,
+            )
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def engine_weights(self):
         """The policy's weights under transformers' names, LoRA merged in (what the engine loads)."""

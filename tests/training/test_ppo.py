@@ -4,6 +4,7 @@ presets, envs built once, checkpoints, logging, and learning on Echo."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -556,3 +557,14 @@ def test_ppo_takes_a_prefilled_primer_as_context():
     assert [t for t, m in zip(row, mask, strict=True) if m] == completion
     context = tokenizer.decode([t for t, m in zip(row, mask, strict=True) if not m])
     assert context.endswith("<|im_start|>assistant\n- Output: The cat")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM installed: see test_vllm.py")
+def test_use_vllm_without_vllm_says_how_to_install_it(tmp_path):
+    model, tokenizer = build_tiny_model(SMALL)
+    args = PPOArgs(output_dir=str(tmp_path), use_vllm=True, episodes_per_step=2, mini_batch_size=2, num_envs=1)
+    with pytest.raises(ValueError, match=r"scripts/install\.sh vllm"):
+        PPOTrainer(args, model, tokenizer)
+    assert not any(tmp_path.glob("vllm_start_*"))  # the engine's copy of the weights is not left behind
+    with pytest.raises(ValueError, match="num_beams"):
+        PPOArgs(num_beams=4)
