@@ -58,8 +58,10 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
     greedy) and ``paper`` (the official ``train/ds_train*.sh`` for FLAN-T5-large: executor and flat
     lr 1e-4 for 30 epochs, planner lr 4e-4 for 20 epochs, 8 per device x 4 accumulation, bf16,
     1,024 source + 30 target tokens, 5-beam decoding; the official run adds ``--deepspeed`` ZeRO-2
-    and ``adam_eps`` 1e-6). For a seq2seq model ``max_length`` bounds the encoder input (longer
-    prompts keep their end) and ``max_new_tokens`` the target, EOS included.
+    and ``adam_eps`` 1e-6). For a seq2seq model ``max_length`` bounds source plus target as for a
+    causal one: the target is cut to ``max_new_tokens`` (EOS included) and the encoder input to
+    ``max_length - max_new_tokens`` (longer prompts keep their end), so the paper preset's 1,054
+    is the official 1,024 + 30.
 
     Attributes:
         shared_model: Train one model for both roles (two prompt formats) instead of two.
@@ -233,6 +235,15 @@ def paper_test_indices(task_pairs: Sequence[tuple[str, int]], per_task: int) -> 
     return indices
 
 
+def seq2seq_limits(config: SubgoalArgs) -> tuple[int, int]:
+    """``(source, target)`` token limits of seq2seq training: ``max_length`` shared as for a causal model.
+
+    The paper preset's ``max_length`` 1,054 and ``max_new_tokens`` 30 give the official
+    ``max_source_length`` 1,024 and ``max_target_length`` 30.
+    """
+    return max(8, config.max_length - config.max_new_tokens), config.max_new_tokens
+
+
 def train_policy(
     config: SubgoalArgs, conversations: Sequence, output_dir: str, *, learning_rate: float, epochs: float
 ) -> dict[str, Any]:
@@ -262,7 +273,7 @@ def train_policy(
     if seq2seq:
         from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-        dataset = seq2seq_dataset(tokenizer, conversations, config.max_length, config.max_new_tokens)
+        dataset = seq2seq_dataset(tokenizer, conversations, *seq2seq_limits(config))
         kwargs = {**config.training_kwargs(), "learning_rate": learning_rate, "num_train_epochs": epochs}
         trainer = Seq2SeqTrainer(
             model=model,

@@ -208,7 +208,10 @@ def test_seq2seq_models_train_end_to_end_with_the_papers_three_models(tmp_path):
 
 
 def test_beam_search_needs_greedy_temperature_and_the_paper_preset_uses_five_beams():
+    from mulligan.training.subgoal import seq2seq_limits
+
     assert SubgoalArgs(preset="paper").num_beams == 5 and SubgoalArgs().num_beams == 1
+    assert seq2seq_limits(SubgoalArgs(preset="paper")) == (1024, 30)  # official max_source / max_target
     with pytest.raises(ValueError, match="--temperature 0"):
         SubgoalArgs(num_beams=5, temperature=0.7)
     with pytest.raises(ValueError, match="model_type"):
