@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_vector.py                        # ScienceWorld (needs java)
     python benchmarks/bench_vector.py --jvm_options '["-XX:ActiveProcessorCount=1", "-XX:+UseSerialGC"]'
+    python benchmarks/bench_vector.py --workers 1 2 --jvm_options '[]' --jvm_options '["-XX:ActiveProcessorCount=1"]'
     python benchmarks/bench_vector.py --env_id Mulligan/MiniScience-v0 --tasks 7
     python benchmarks/bench_vector.py --workers 1 2 4 --envs 4 --rounds 5
 
@@ -23,7 +24,9 @@ worker speed-up near the control's is contention, below it is overhead.
 
 Where time goes: CPU seconds per env step of the JVMs, of the worker processes' Python (the
 env wrapper, py4j, pickling) and of this process (the rollout side: pickling and pipes), read
-from ``/proc``. The issue's target: 2 workers / 1 worker >= 1.7 on 2 cores.
+from ``/proc``. Several ``--jvm_options`` sets (ScienceWorld's ``jvm_options``, e.g.
+``-XX:ActiveProcessorCount=1``, which gives each JVM one core's worth of GC and JIT threads) are
+compared in the same interleaved rounds. The issue's target: 2 workers / 1 worker >= 1.7 on 2 cores.
 """
 
 from __future__ import annotations
@@ -88,9 +91,11 @@ def play_round(pool: EnvPool, num_tasks: int) -> tuple[int, float]:
 class Config:
     """One pool under test and its counters."""
 
-    def __init__(self, env_id: str, num_envs: int, env_kwargs: dict, workers: int):
+    def __init__(self, env_id: str, num_envs: int, env_kwargs: dict, workers: int, options: int | None = None):
         self.label = "in this process" if workers == 0 else f"{workers} worker{'s' if workers > 1 else ''}"
-        self.workers = workers
+        if options is not None:
+            self.label += f", JVM set {options}"
+        self.workers, self.options = workers, options
         self.pool = EnvPool(env_id, num_envs, env_kwargs, env_workers=workers)
         self.jvm_pids = [pid for pid in self.pool.call(_java_pid) if pid is not None]
         self.worker_pids = sorted(set(self.pool.call(_pid))) if workers else []
@@ -130,19 +135,26 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds per configuration (JIT warm-up)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per configuration")
     parser.add_argument("--env_kwargs", default="{}", help="extra env kwargs as a JSON object")
-    parser.add_argument("--jvm_options", default=None, help="ScienceWorld's jvm_options as a JSON list")
+    parser.add_argument(
+        "--jvm_options",
+        action="append",
+        help="ScienceWorld's jvm_options as a JSON list; repeat to compare several sets in the same rounds",
+    )
     parser.add_argument("--control_iterations", type=int, default=3_000_000, help="busy-loop length")
     args = parser.parse_args()
     env_kwargs = {"variation": 0, **json.loads(args.env_kwargs)}
-    if args.jvm_options is not None:
-        env_kwargs["jvm_options"] = json.loads(args.jvm_options)
+    option_sets = [json.loads(text) for text in args.jvm_options or []]
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} (1 min) before the runs")
     print(f"{args.env_id}, {env_kwargs}: {args.envs} envs per pool, {args.tasks} tasks' gold paths per round")
+    for number, options in enumerate(option_sets):
+        print(f"JVM set {number}: jvm_options={options}")
     control_pool = multiprocessing.get_context("spawn").Pool(2)
     configs: list[Config] = []
     try:
-        for workers in args.workers:
-            configs.append(Config(args.env_id, args.envs, env_kwargs, workers))
+        for number, options in enumerate(option_sets or [None]):
+            kwargs = env_kwargs if options is None else {**env_kwargs, "jvm_options": options}
+            for workers in args.workers:
+                configs.append(Config(args.env_id, args.envs, kwargs, workers, None if options is None else number))
         for config in configs:
             for _ in range(args.warmup):
                 play_round(config.pool, args.tasks)
@@ -156,20 +168,23 @@ def main() -> None:
         control_pool.terminate()
         for config in configs:
             config.pool.close()
-    print(f"\n{'configuration':<18}{'steps':>7}{'steps/s':>9}   CPU ms per step: {'JVM':>6}{'worker':>8}{'main':>7}")
+    width = max(len(config.label) for config in configs) + 2
+    print(
+        f"\n{'configuration':<{width}}{'steps':>7}{'steps/s':>9}   CPU ms per step: {'JVM':>6}{'worker':>8}{'main':>7}"
+    )
     overall = {}
     for config in configs:
-        overall[config.workers] = config.steps / config.seconds
+        overall[(config.options, config.workers)] = config.steps / config.seconds
         per_step = {k: 1000 * v / config.steps for k, v in config.cpu.items()}
         print(
-            f"{config.label:<18}{config.steps:>7}{overall[config.workers]:>9.1f}   {'':17}"
+            f"{config.label:<{width}}{config.steps:>7}{overall[(config.options, config.workers)]:>9.1f}   {'':17}"
             f"{per_step['jvm']:>6.2f}{per_step['worker']:>8.2f}{per_step['main']:>7.2f}"
         )
     control = sum(controls) / len(controls)
-    if 1 in overall:
-        for workers, rate in overall.items():
-            if workers > 1:
-                print(f"speed-up {workers} workers / 1 worker: {rate / overall[1]:.2f}x")
+    for (options, workers), rate in overall.items():
+        if workers > 1 and (options, 1) in overall:
+            named = "" if options is None else f" (JVM set {options})"
+            print(f"speed-up {workers} workers / 1 worker{named}: {rate / overall[(options, 1)]:.2f}x")
     print(f"pure-CPU control, 2 processes / 1 process: {control:.2f}x (mean of {len(controls)} rounds)")
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) after the runs")
 
