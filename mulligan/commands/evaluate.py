@@ -10,7 +10,12 @@ default.
 * ``--nat_prompt DOMAIN`` (``math``, ``math_cot``, ``hotpotqa``/``qa``, ``strategyqa``) prompts the
   model with NAT's inference prompt (:class:`~mulligan.agents.nat_prompt.NATPromptAgent`);
   ``--nat_signal plain`` prompts a NUT or positives-only model with the same instruction and no
-  signal, ``--nat_signal fine_grained`` with the ``[Correct]`` tag of the fine-grained models.
+  signal, ``--nat_signal fine_grained`` with the ``[Correct]`` tag of the fine-grained models,
+  ``--nat_signal negative`` with the signal of the negatives (NAT's mechanism check: a model that
+  learned the signal does worse); ``--nat_inverse`` for models trained with the labels inverted.
+* ``--one_shot builtin|FILE`` opens each task with RISE's one-shot demo
+  (:class:`~mulligan.agents.one_shot.OneShotAgent`: the demo question as the system message, its
+  answer, then "Great job! ..." and the task), as a RISE model trained with ``--one_shot`` saw it.
 * ``--rise_metrics`` adds RISE's metrics (arXiv 2407.18219, Sec. 5) through
   :func:`~mulligan.training.rise.evaluate_rise`: m1@t1 and m{k}@t1 from ``--rise_samples``
   single-attempt samples per task, m1@t{n} and p1@t{n} from an oracle-free ``--rise_turns``-attempt
@@ -47,7 +52,7 @@ from mulligan.training.trajectory import Trajectory, TrajectoryStore
 #: ``--nat_prompt`` values: ``none`` or a domain of :mod:`mulligan.agents.nat_prompt`.
 NAT_PROMPTS = ("none", "math", "math_cot", "hotpotqa", "qa", "strategyqa")
 #: ``--nat_signal`` values: NAT's positive signal, no signal (NUT / positives-only), the fine-grained tag.
-NAT_SIGNALS = ("positive", "plain", "fine_grained")
+NAT_SIGNALS = ("positive", "plain", "fine_grained", "negative")
 #: The format of the results file, written into it.
 RESULTS_SCHEMA = "mulligan.eval/1"
 
@@ -66,10 +71,14 @@ class EvalArgs(ServedModelArgs, EnvArgs, SamplingArgs):
         temperature: Sampling temperature (0: greedy, the default for evaluation).
         nat_prompt: ``none``, or the NAT domain whose inference prompt wraps the task: ``math``,
             ``math_cot``, ``hotpotqa`` (``qa``), ``strategyqa``.
-        nat_signal: ``positive`` (NAT), ``plain`` (no signal: NUT and positives-only models) or
-            ``fine_grained`` (the ``[Correct]`` tag of the fine-grained models).
+        nat_signal: ``positive`` (NAT), ``plain`` (no signal: NUT and positives-only models),
+            ``fine_grained`` (the ``[Correct]`` tag of the fine-grained models) or ``negative``
+            (the negatives' signal: the mechanism check).
+        nat_inverse: The NAT model was trained with the signal inverted (``--inverse``).
+        one_shot: RISE's one-shot opening: ``builtin``, a JSON ``{question, answer}`` file, or empty.
         nat_position: ``suffix`` or ``prefix`` (as the NAT model was trained).
-        nat_tags: The prefix tag pair with ``--nat_position prefix`` (``correct``, ``good``, ...).
+        nat_tags: The signal tags (``correct``, ``good``, ``AB``, ``meaningless``, ``laptop``,
+            ``good_suffix``, ``random_sentence``; see :mod:`mulligan.agents.nat_prompt`).
         window: Attempts kept in the model's context in multi-turn episodes (0: all). Unset: all
             in the main evaluation and 1 in the RISE runs (RISE's ``context_window 2`` is the first
             prompt plus the last attempt).
@@ -90,9 +99,11 @@ class EvalArgs(ServedModelArgs, EnvArgs, SamplingArgs):
     seed: int = field(default=1000, metadata={"help": "Seed of resets and sampling."})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0: greedy)."})
     nat_prompt: str = field(default="none", metadata={"help": "none | " + " | ".join(NAT_PROMPTS[1:]) + "."})
-    nat_signal: str = field(default="positive", metadata={"help": "positive | plain | fine_grained."})
+    nat_signal: str = field(default="positive", metadata={"help": "positive | plain | fine_grained | negative."})
+    nat_inverse: bool = field(default=False, metadata={"help": "The NAT model was trained with inverted labels."})
+    one_shot: str = field(default="", metadata={"help": "RISE's one-shot opening: builtin | FILE (empty: none)."})
     nat_position: str = field(default="suffix", metadata={"help": "suffix | prefix."})
-    nat_tags: str = field(default="correct", metadata={"help": "Prefix tag pair (with --nat_position prefix)."})
+    nat_tags: str = field(default="correct", metadata={"help": "Signal tags: correct | good | good_suffix | ..."})
     window: int | None = field(default=None, metadata={"help": "Attempts in context (0: all; unset: RISE 1)."})
     rise_metrics: bool = field(default=False, metadata={"help": "Also compute RISE metrics."})
     rise_turns: int = field(default=5, metadata={"help": "Attempts of the RISE sequential run."})
@@ -114,7 +125,18 @@ class EvalArgs(ServedModelArgs, EnvArgs, SamplingArgs):
         if self.nat_prompt != "none":
             from mulligan.agents.nat_prompt import nat_prompt
 
-            nat_prompt("", True, domain=self.nat_prompt, position=self.nat_position, tags=self.nat_tags)
+            nat_prompt(
+                "", True, domain=self.nat_prompt, position=self.nat_position, tags=self.nat_tags,
+                inverse=self.nat_inverse,
+            )  # fmt: skip
+        if self.one_shot:
+            from mulligan.agents.one_shot import load_one_shot_demo
+
+            if self.nat_prompt != "none":
+                raise ValueError("--one_shot and --nat_prompt both rewrite the task's opening; choose one")
+            if self.system_prompt:
+                raise ValueError("--one_shot puts the demo in the system message; drop --system_prompt")
+            load_one_shot_demo(self.one_shot)  # a bad file fails here, before any model is loaded
         if self.num_episodes < 0:
             raise ValueError(f"--num_episodes must be >= 0 (0: the whole split), got {self.num_episodes}")
         for name in ("samples_per_task", "rise_turns", "rise_samples"):
@@ -163,31 +185,44 @@ def load_eval_model(args: EvalArgs) -> Agent:
         **args.decoding_kwargs(),
     }
     context = _context(args.window)
-    # With NAT's prompt the window belongs to the wrapper (see with_nat_prompt): applied to the
-    # model's own messages it would take NAT's acknowledgement for an attempt and drop the question.
-    if context is not None and args.nat_prompt == "none":
+    # With NAT's prompt or the one-shot opening the window belongs to the wrapper (see
+    # with_nat_prompt): applied to the model's own messages it would take the opening's assistant
+    # turn for an attempt and drop the question.
+    if context is not None and not has_prompt_wrapper(args):
         kwargs["context"] = context
     return load_agent(args.agent, **kwargs, **args.served_kwargs())
 
 
-def with_nat_prompt(agent: Agent, args: EvalArgs, context: Any = None) -> Agent:
-    """``agent`` prompted with NAT's inference prompt when ``--nat_prompt`` is set, else as is.
+def has_prompt_wrapper(args: EvalArgs) -> bool:
+    """Whether the model is wrapped by an agent that rewrites the task's opening (NAT, one-shot)."""
+    return args.nat_prompt != "none" or bool(args.one_shot)
 
-    The context policy (``context``, else ``--window``'s) is the wrapper's: it cuts the env's
-    conversation before NAT's opening is put in front of it.
+
+def with_nat_prompt(agent: Agent, args: EvalArgs, context: Any = None) -> Agent:
+    """``agent`` behind NAT's inference prompt (``--nat_prompt``) or RISE's one-shot opening (``--one_shot``).
+
+    Without either, ``agent`` as is. The context policy (``context``, else ``--window``'s) is the
+    wrapper's: it cuts the env's conversation before the opening is put in front of it.
     """
+    window = context if context is not None else _context(args.window)
+    if args.one_shot:
+        from mulligan.agents.one_shot import OneShotAgent, load_one_shot_demo
+
+        return OneShotAgent(agent, load_one_shot_demo(args.one_shot), context=window)
     if args.nat_prompt == "none":
         return agent
     from mulligan.agents.nat_prompt import NATPromptAgent
 
     return NATPromptAgent(
         agent,
-        context=context if context is not None else _context(args.window),
+        context=window,
         domain=args.nat_prompt,
         position=args.nat_position,
         tags=args.nat_tags,
+        inverse=args.nat_inverse,
         fine_grained=args.nat_signal == "fine_grained",
         signal=args.nat_signal != "plain",
+        negative_signal=args.nat_signal == "negative",
     )
 
 
@@ -233,9 +268,8 @@ def rise_metrics(model: Agent, args: EvalArgs, task_indices: list[int] | None) -
     context = _context(args.window) if args.window is not None else LastAttempts(1)
     single = args.make_kwargs()
     single.pop("max_attempts", None)
-    nat = args.nat_prompt != "none"
-    # Under NAT's prompt the window goes to the wrapper, not to the model (see with_nat_prompt).
-    with sampling_as(model, args.rise_temperature, None if nat else context) as rise_model:
+    # Under NAT's prompt or the one-shot opening the window goes to the wrapper (see with_nat_prompt).
+    with sampling_as(model, args.rise_temperature, None if has_prompt_wrapper(args) else context) as rise_model:
         return evaluate_rise(
             with_nat_prompt(rise_model, args, context=context),
             args.env_id,

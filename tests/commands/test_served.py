@@ -151,6 +151,24 @@ def test_rise_metrics_sample_at_the_rise_temperature_with_the_last_attempt_in_co
             3,
             r"\[Good\] Question: Repeat exactly: \S+\.",
         ),
+        # The mechanism check: the negatives' signal; a model trained inverted gets the same words as positive.
+        (
+            ["--nat_prompt", "math_cot", "--nat_signal", "negative"],
+            1,
+            r"Question: Repeat exactly: \S+\. Generate steps that incorrectly solve the problem\.",
+        ),
+        (
+            ["--nat_prompt", "math_cot", "--nat_inverse"],
+            1,
+            r"Question: Repeat exactly: \S+\. Generate steps that incorrectly solve the problem\.",
+        ),
+        # RISE's one-shot opening: demo question (system), demo answer, then the framed task.
+        (
+            ["--one_shot", "builtin"],
+            3,
+            r"Great job! You've successfully answered the question\. Now, let's move on to the next one\.\n"
+            r"Repeat exactly: \S+",
+        ),
     ],
 )
 def test_nat_prompts_reach_the_served_model(echo_server, flags, messages, prompt):
@@ -162,7 +180,14 @@ def test_nat_prompts_reach_the_served_model(echo_server, flags, messages, prompt
                  *flags, "--disable_tqdm"]) == 0  # fmt: skip
     sent = echo_server.requests[0]["messages"]
     assert len(sent) == messages and re.fullmatch(prompt, sent[-1]["content"]), sent[-1]["content"]
-    if messages == 3:
+    if "--one_shot" in flags:
+        from mulligan.agents.one_shot import BUILTIN_DEMO
+
+        assert sent[:2] == [
+            {"role": "system", "content": BUILTIN_DEMO.question.strip()},
+            {"role": "assistant", "content": BUILTIN_DEMO.answer},
+        ]
+    elif messages == 3:
         assert sent[1]["content"] == ACKNOWLEDGEMENT
     if "strategyqa" in flags:  # the plain (no-signal) instruction of StrategyQA
         assert sent[0]["content"] == INSTRUCTIONS["strategyqa"]["plain"]
@@ -183,6 +208,9 @@ def test_nat_prompts_reach_the_served_model(echo_server, flags, messages, prompt
         ),
         (["--agent", "openai:m", "--base_url", "http://127.0.0.1:9/v1", "--backend", "requests"], "stdlib or openai"),
         (["--nat_prompt", "gsm8k"], "--nat_prompt must be one of none, math, math_cot, hotpotqa, qa, strategyqa"),
+        (["--one_shot", "builtin", "--nat_prompt", "math"], "--one_shot and --nat_prompt both rewrite"),
+        (["--one_shot", "builtin", "--system_prompt", "Be brief."], "drop --system_prompt"),
+        (["--one_shot", "/nonexistent/demo.json"], "No such file"),
     ],
 )
 def test_served_model_usage_errors_are_one_line(monkeypatch, capsys, argv, complaint):
