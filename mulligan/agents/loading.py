@@ -14,7 +14,8 @@ One grammar for every command (``mulligan collect``, ``mulligan eval``, RISE's `
   ``docs/scaling.md``) and, like every vLLM entry point, a ``__main__`` guard in scripts.
 * ``module:Class``: a scripted agent built with no arguments.
 * anything else: a model for :class:`~mulligan.agents.hf.HFAgent`: ``tiny`` (the offline tiny
-  model), a local checkpoint folder, or a hub id.
+  model), a local checkpoint folder, or a hub id; an encoder-decoder (``tiny-seq2seq``, FLAN-T5, by
+  its config) gets a :class:`~mulligan.agents.seq2seq.Seq2SeqAgent`.
 
 :class:`ServedModelArgs` holds the served-model flags; commands compose it into their config.
 """
@@ -188,14 +189,40 @@ def load_agent(
         )
     from mulligan.agents.hf import HFAgent
 
+    path = os.path.expanduser(spec)
+    if _is_encoder_decoder(path):
+        return _load_seq2seq(path, **kwargs)
     try:
-        return HFAgent(os.path.expanduser(spec), **kwargs)
+        return HFAgent(path, **kwargs)
     except OSError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"cannot load model {spec!r} ({reason}); pass a local checkpoint folder, 'tiny', or a hub id "
             "that is cached or reachable"
         ) from err
+
+
+def _is_encoder_decoder(path: str) -> bool:
+    """Whether ``path`` (``tiny-seq2seq``, a folder, a hub id) is an encoder-decoder; reads the config only."""
+    from mulligan.agents.seq2seq import is_seq2seq
+
+    try:
+        return is_seq2seq(path)
+    except (OSError, ValueError):  # not cached and no network: HFAgent's loader reports it
+        return False
+
+
+def _load_seq2seq(path: str, **kwargs: Any) -> Agent:
+    """A :class:`~mulligan.agents.seq2seq.Seq2SeqAgent` (FLAN-T5 and other encoder-decoders)."""
+    import inspect
+
+    from mulligan.agents.seq2seq import Seq2SeqAgent
+
+    accepted = inspect.signature(Seq2SeqAgent).parameters
+    unsupported = sorted(k for k, v in kwargs.items() if k not in accepted and v not in (None, False))
+    if unsupported:
+        raise ValueError(f"{path} is an encoder-decoder model; its agent does not take {unsupported}")
+    return Seq2SeqAgent(path, **{k: v for k, v in kwargs.items() if k in accepted})
 
 
 def _load_served(spec: str, base_url: str, api_key_env: str | None, **kwargs: Any) -> Agent:

@@ -229,6 +229,6 @@ def model_agent(model: str, settings: dict[str, Any], **kwargs: Any) -> Agent:
         from mulligan.agents.loading import VLLM_PREFIX, load_agent
 
         return load_agent(VLLM_PREFIX + model, **kwargs)
-    from mulligan.agents.hf import HFAgent
+    from mulligan.agents.loading import load_agent
 
-    return HFAgent(model, **kwargs)
+    return load_agent(model, **kwargs)  # HFAgent, or Seq2SeqAgent for an encoder-decoder

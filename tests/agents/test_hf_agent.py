@@ -474,3 +474,14 @@ def test_beam_search_is_transformers_beam_search_and_deterministic(tiny):
     assert all(s.completion_ids == actions[0].completion_ids for s in samples)
     with pytest.raises(ValueError, match="num_beams"):
         HFAgent(*tiny, num_beams=0)
+
+
+def test_load_agent_gives_encoder_decoders_the_seq2seq_agent():
+    from mulligan.agents.hf import HFAgent
+    from mulligan.agents.loading import load_agent
+    from mulligan.agents.seq2seq import Seq2SeqAgent
+
+    assert isinstance(load_agent("tiny-seq2seq", temperature=0.0, max_new_tokens=4), Seq2SeqAgent)
+    assert isinstance(load_agent("tiny", temperature=0.0, max_new_tokens=4), HFAgent)
+    with pytest.raises(ValueError, match="encoder-decoder model; its agent does not take"):
+        load_agent("tiny-seq2seq", prefill_response=True)
