@@ -49,6 +49,7 @@ from mulligan.agents.nat_prompt import (
     question_of,
     with_nat_opening,
 )
+from mulligan.agents.tools import tools_for_trajectory
 from mulligan.envs.verifiers.qa import CORRECT, fine_grained_label
 from mulligan.training.args import SFTArgs, parse_args
 from mulligan.training.datasets import load_trajectory_source
@@ -124,7 +125,8 @@ def build_nat_examples(
     Returns:
         Dicts with ``messages``, ``learn_turns`` (indices of the agent's messages: the opening's
         acknowledgement is not learned), ``label`` (``"positive"``, ``"negative"`` or a
-        fine-grained tag), ``task_id`` and ``score``, positives first.
+        fine-grained tag), ``task_id``, ``score`` and ``tools`` (the tool schemas a tools-mode
+        episode's model saw, else ``None``), positives first.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -151,7 +153,7 @@ def build_nat_examples(
             learn = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
             examples.append(
                 {"messages": messages, "learn_turns": learn, "label": label, "task_id": trajectory.task_id,
-                 "score": float(trajectory.score)}
+                 "score": float(trajectory.score), "tools": tools_for_trajectory(trajectory)}
             )  # fmt: skip
             continue
         opening = nat_messages(
@@ -171,6 +173,7 @@ def build_nat_examples(
                 "label": label,
                 "task_id": trajectory.task_id,
                 "score": float(trajectory.score),
+                "tools": tools_for_trajectory(trajectory),  # a tools-mode episode trains with its tools
             }
         )
     return examples
@@ -349,7 +352,11 @@ def train_nat(config: NATArgs, trajectories: Sequence[Trajectory] | None = None)
     tokenizer = load_tokenizer(config)
     model = load_model(config)
     dataset = conversations_to_dataset(
-        tokenizer, [e["messages"] for e in examples], config.max_length, [e["learn_turns"] for e in examples]
+        tokenizer,
+        [e["messages"] for e in examples],
+        config.max_length,
+        [e["learn_turns"] for e in examples],
+        tools=[e["tools"] for e in examples],
     )
 
     # Update loop: TRL's SFTTrainer; the assistant mask keeps the loss on the agent's turns. The

@@ -51,6 +51,7 @@ from mulligan.agents.base import Agent
 from mulligan.agents.best_of_n import BestOfNAfterFirst, is_degenerate
 from mulligan.agents.context import KeepAll, LastAttempts, keep_last_attempts
 from mulligan.agents.one_shot import OneShotAgent, OneShotDemo, load_one_shot_demo, with_one_shot
+from mulligan.agents.tools import tools_for_trajectory
 from mulligan.envs.verifiers.math import extract_answer
 from mulligan.training.args import EnvArgs, SamplingArgs, SFTArgs, parse_args, parse_json_object
 from mulligan.training.datasets import load_trajectory_source
@@ -158,6 +159,8 @@ def rise_samples(
                         "turn": i + 1,
                         "rollout": r,
                         "task_id": rollout.task_id,
+                        # A tools-mode episode's model saw the env's tools: its sample trains with them.
+                        "tools": tools_for_trajectory(rollout),
                     }
                 )
             if success or following is None:
@@ -186,7 +189,7 @@ def rwr_dataset(tokenizer, samples: Sequence[dict[str, Any]], tau: float, max_le
     for sample in samples:
         messages = sample["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        episode = tokenize_conversation(tokenizer, messages, learn_turns=[last])
+        episode = tokenize_conversation(tokenizer, messages, learn_turns=[last], tools=sample.get("tools"))
         ids = episode.input_ids
         labels = [tok if m else -100 for tok, m in zip(ids, episode.assistant_mask, strict=True)]
         if max_length is not None and len(ids) > max_length:

@@ -416,3 +416,18 @@ def test_sft_on_oracle_echo_data_raises_success(tmp_path):
     )  # fmt: skip
     train_nat(config, data)
     assert success(str(tmp_path / "sft")) >= 0.75
+
+
+def test_tools_mode_episodes_train_with_their_env_tools():
+    from mulligan.agents.testing import ScriptedAgent
+    from mulligan.envs.registration import env_tools
+    from mulligan.envs.tools import format_tool_call
+
+    calls = [format_tool_call("calculate", {"expression": "1 + 1"}), format_tool_call("finish", {"answer": "2"})]
+    [tools_mode] = collect_episodes(
+        "Mulligan/MathReAct-v0", ScriptedAgent(calls), 1, env_kwargs={"action_format": "tools"}, progress=False
+    )
+    text_mode = collect_episodes("Mulligan/Echo-v0", EchoOracle(), 1, progress=False)
+    examples = build_nat_examples([tools_mode, *text_mode], method="nut", domain="math")
+    by_task = {e["task_id"]: e["tools"] for e in examples}
+    assert by_task == {tools_mode.task_id: env_tools("Mulligan/MathReAct-v0"), text_mode[0].task_id: None}

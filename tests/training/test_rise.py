@@ -318,3 +318,22 @@ def test_one_shot_and_history_removed_options_reach_the_training_samples(tmp_pat
         RISEArgs(one_shot="builtin", system_prompt="Be brief.")
     with pytest.raises(FileNotFoundError):
         RISEArgs(one_shot=str(tmp_path / "missing.json"))
+
+
+def test_a_tools_mode_rollout_trains_with_the_tools_its_model_saw():
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    from mulligan.agents.tiny import build_tiny_tokenizer
+    from mulligan.envs.registration import env_tools
+    from mulligan.envs.tools import format_tool_call
+
+    calls = [format_tool_call("calculate", {"expression": "1 + 1"}), format_tool_call("finish", {"answer": "2"})]
+    [rollout] = collect_episodes(
+        "Mulligan/MathReAct-v0", ScriptedAgent(calls), 1, env_kwargs={"action_format": "tools"}, progress=False
+    )
+    samples = rise_samples([rollout])
+    assert samples and all(s["tools"] == env_tools("Mulligan/MathReAct-v0") for s in samples)
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = qwen2_5_chat_template
+    text = tokenizer.decode(rwr_dataset(tokenizer, samples[:1], tau=0.4)[0]["input_ids"])
+    assert "<tools>" in text and '"name": "calculate"' in text
