@@ -495,6 +495,13 @@ class RISEArgs(SFTArgs, EnvArgs, SamplingArgs):
             self.eval_env_kwargs_dict["format_reward"] = self.format_reward
         if self.one_shot and self.system_prompt:
             raise ValueError("--one_shot puts the demo question in the system message; drop --system_prompt")
+        # Shared sampling flags that RISE's sampled rollouts and improvers have no use for: refused,
+        # not silently ignored.
+        if self.prefill_response or self.num_beams != 1:
+            raise ValueError(
+                "--prefill_response and --num_beams do not apply to RISE (its attempts are sampled at "
+                "--temperature); evaluate a trained model with them through `mulligan eval`"
+            )
         self.one_shot_demo = load_one_shot_demo(self.one_shot) if self.one_shot else None
 
     def context(self):

@@ -179,6 +179,8 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
             raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if self.num_beams < 1:
             raise ValueError(f"num_beams must be >= 1 (1: no beam search), got {self.num_beams}")
+        if self.prefill_response:
+            raise ValueError("--prefill_response applies to envs with a response prefix (CORGI's), not to ScienceWorld")
         if self.num_beams > 1 and self.temperature > 0:
             raise ValueError("beam search is deterministic: pass --temperature 0 with --num_beams > 1")
         if self.first_subgoal_model and self.shared_model:

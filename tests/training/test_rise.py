@@ -337,3 +337,9 @@ def test_a_tools_mode_rollout_trains_with_the_tools_its_model_saw():
     tokenizer.chat_template = qwen2_5_chat_template
     text = tokenizer.decode(rwr_dataset(tokenizer, samples[:1], tau=0.4)[0]["input_ids"])
     assert "<tools>" in text and '"name": "calculate"' in text
+
+
+@pytest.mark.parametrize("flag", [{"prefill_response": True}, {"num_beams": 5}])
+def test_sampling_flags_rise_cannot_use_are_refused(flag):
+    with pytest.raises(ValueError, match="do not apply to RISE"):
+        RISEArgs(**flag)
