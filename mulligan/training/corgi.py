@@ -62,7 +62,16 @@ class CORGIArgs(PPOArgs):
         eval_tasks: Held-out tasks evaluated before and after training, per run (0: no evaluation;
             preset: tiny 64, paper 1000; CORGI's panagram and num_planning test sets hold 1000
             prompts each, cmg_hard 200).
-        eval_task_offset: First task index of the evaluation tasks.
+        eval_task_offset: First task index of the evaluation tasks (``None``: 1,000,000 for the
+            generator, 0 for ``eval_data``).
+        train_data: CORGI's released files to train on instead of generated ``train_families``
+            tasks, comma-separated (e.g. the five source tasks' ``data_llama_3/train/*.json``, mixed
+            as the paper's meta-learning run; any :mod:`mulligan.envs.data` spec).
+        eval_data: CORGI's released held-out files to evaluate on instead of ``eval_families``
+            (e.g. ``data_llama_3/test/panagram.json``); ``eval_tasks`` is capped at their size.
+        critics: ``paper`` loads the model critics of CORGI's model-checked tasks (sentiment,
+            style transfer, SimCSE, FLAN-T5, ...; :mod:`mulligan.envs.verifiers.critics`), needed
+            when the data holds those tasks; empty: rule-checked tasks only.
         eval_before: Also evaluate the starting model.
         prefill_response: Answer as CORGI's model does (App. A, the official ``chat_ppo_trainer.py``):
             every attempt, retries included, starts with the task's ``- Output: ...`` primer
@@ -109,7 +118,12 @@ class CORGIArgs(PPOArgs):
     eval_tasks: int | None = field(
         default=None, metadata={"help": "Held-out tasks evaluated, 0: none (preset: tiny 64, paper 1000)."}
     )
-    eval_task_offset: int = field(default=1_000_000, metadata={"help": "First task index of the evaluation tasks."})
+    eval_task_offset: int | None = field(
+        default=None, metadata={"help": "First evaluation task index (default: 1000000, 0 with --eval_data)."}
+    )
+    train_data: str = field(default="", metadata={"help": "CORGI's files to train on (replaces train_families)."})
+    eval_data: str = field(default="", metadata={"help": "CORGI's held-out files (replaces eval_families)."})
+    critics: str = field(default="", metadata={"help": "'paper': CORGI's model critics for model-checked tasks."})
     eval_before: bool = field(default=True, metadata={"help": "Also evaluate the starting model."})
     prefill_response: bool | None = field(
         default=None,
@@ -124,8 +138,15 @@ class CORGIArgs(PPOArgs):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0 (0: a single attempt), got {value!r}")
+        if self.eval_task_offset is None:
+            self.eval_task_offset = 0 if self.eval_data else 1_000_000
         if self.eval_tasks < 0 or self.eval_task_offset < 0:
             raise ValueError("eval_tasks and eval_task_offset must be >= 0")
+        if self.critics not in ("", "paper"):
+            raise ValueError(f"critics must be '' (rule-checked tasks only) or 'paper', got {self.critics!r}")
+        shared = set(self.data_files("train_data")) & set(self.data_files("eval_data"))
+        if shared:
+            raise ValueError(f"eval_data must be held out from train_data; both list {sorted(shared)}")
         for name in ("train_families", "eval_families"):
             unknown = [f for f in self.families(name) if f not in FAMILIES and f not in CONSTRAINT_IDS]
             if unknown or not self.families(name):
@@ -134,7 +155,7 @@ class CORGIArgs(PPOArgs):
                     f"ids; got {unknown or '[]'}"
                 )
         overlap = self.constraint_ids("train_families") & self.constraint_ids("eval_families")
-        if overlap:
+        if overlap and not (self.train_data or self.eval_data):
             raise ValueError(f"eval_families must be held out from train_families; both contain {sorted(overlap)}")
         self.max_attempts = self.retry_limit + 1
 
@@ -149,19 +170,31 @@ class CORGIArgs(PPOArgs):
         """The families listed in ``name`` (``train_families`` or ``eval_families``)."""
         return [f.strip() for f in str(getattr(self, name)).split(",") if f.strip()]
 
+    def data_files(self, name: str) -> list[str]:
+        """The files listed in ``name`` (``train_data`` or ``eval_data``)."""
+        return [f.strip() for f in str(getattr(self, name)).split(",") if f.strip()]
+
     def _primed(self) -> dict[str, Any]:
-        """``primed=True`` when answers are prefilled: the env scores the continuation of the primer."""
-        return {"primed": True} if self.prefill_response else {}
+        """``primed=True`` when answers are prefilled; CORGI's critics when asked for."""
+        extra: dict[str, Any] = {"primed": True} if self.prefill_response else {}
+        if self.critics:
+            extra["critics"] = self.critics
+        return extra
+
+    def _tasks(self, data: str, families: str) -> dict[str, Any]:
+        """Released files (``dataset``) when given, else the generator's families."""
+        files = self.data_files(data)
+        return {"dataset": files if len(files) > 1 else files[0]} if files else {"families": self.families(families)}
 
     def training_env_kwargs(self) -> dict[str, Any]:
-        """Training envs: the training families; CORGI's session when ``retry_limit > 0``; primed with the prefill."""
-        return self.make_kwargs(families=self.families("train_families"), **self._primed())
+        """Training envs: the training data or families, CORGI's session when ``retry_limit > 0``."""
+        return self.make_kwargs(**self._tasks("train_data", "train_families"), **self._primed())
 
     def eval_env_kwargs(self) -> dict[str, Any]:
-        """Evaluation envs: the held-out families, ``eval_retry_limit`` retries (whatever ``retry_limit``)."""
+        """Evaluation envs: the held-out data or families, ``eval_retry_limit`` retries (whatever ``retry_limit``)."""
         kwargs = dict(self.env_kwargs_dict)
         kwargs.update(self._primed())
-        kwargs["families"] = self.families("eval_families")
+        kwargs.update(self._tasks("eval_data", "eval_families"))
         if self.eval_retry_limit > 0:
             kwargs["max_attempts"] = self.eval_retry_limit + 1
         return kwargs
@@ -227,7 +260,10 @@ def evaluate_corgi(trainer: PPOTrainer, args: CORGIArgs, env: Any) -> dict[str, 
     from mulligan.training.evaluation import evaluate
     from mulligan.training.stats import summarize
 
-    indices = list(range(args.eval_task_offset, args.eval_task_offset + args.eval_tasks))
+    stop = args.eval_task_offset + args.eval_tasks
+    if env.num_tasks is not None:  # released files: each of their tasks once, at most
+        stop = min(stop, env.num_tasks)
+    indices = list(range(args.eval_task_offset, stop))
     processes = trainer.processes  # data parallel: each process plays its share, the curve is over all
     share = indices[processes.rank :: processes.size]
     was_training = trainer.policy.training
@@ -260,8 +296,10 @@ def train_corgi(args: CORGIArgs, model: Any = None, tokenizer: Any = None) -> tu
     results: dict[str, Any] = {
         "retry_limit": args.retry_limit,
         "eval_retry_limit": args.eval_retry_limit,
-        "train_families": args.families("train_families"),
-        "eval_families": args.families("eval_families"),
+        "train_families": [] if args.train_data else args.families("train_families"),
+        "eval_families": [] if args.eval_data else args.families("eval_families"),
+        "train_data": args.data_files("train_data"),
+        "eval_data": args.data_files("eval_data"),
     }
     with (
         PPOTrainer(args, model, tokenizer) as trainer,

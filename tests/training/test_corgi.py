@@ -308,3 +308,44 @@ def test_prefilled_corgi_sessions_record_the_primer_and_are_learned_as_sampled(t
     session = retried[0]
     shown = session.prompt_messages(1)  # what the retry saw of the first answer
     assert shown[1] == {"role": "assistant", "content": session.task["primer"] + session.turns[0].action}
+
+
+def _released(task, user, primer, **fields):
+    """One record of CORGI's released ``data_llama_3`` files (a rendered Llama-3 query)."""
+    query = (
+        f"<|start_header_id|>user<|end_header_id|>\n\n{user}"
+        f"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n\n{primer}"
+    )
+    return {"id": f"{task}_0", "query": query, "task": task, **fields}
+
+
+def test_corgi_trains_and_evaluates_on_corgis_released_files(tmp_path):
+    import json
+
+    train = [
+        _released("num_planning", f'- Input: "N = {n} ; Last word = sea ; Prefix = The"', "- Output: The",
+                  prefix="The", last_word="sea", N=n)
+        for n in (3, 4, 5)
+    ]  # fmt: skip
+    held_out = [
+        _released("panagram", f'- Input: "Letters: {letters}"', "- Output: Word:", letters_list=list(letters))
+        for letters in ("tca", "god", "nur")
+    ]
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    (tmp_path / "test.json").write_text(json.dumps(held_out))
+    args = CORGIArgs(
+        output_dir=str(tmp_path / "run"), retry_limit=1, train_data=str(tmp_path / "train.json"),
+        eval_data=str(tmp_path / "test.json"), eval_tasks=50, eval_retry_limit=1, prefill_response=True,
+        total_steps=1, episodes_per_step=4, mini_batch_size=4, max_new_tokens=4, num_envs=4, disable_tqdm=True,
+    )  # fmt: skip
+    assert args.eval_task_offset == 0  # the files' own tasks, from the first
+    train_env = gymnasium.make(args.env_id, **args.training_env_kwargs()).unwrapped
+    assert train_env.num_tasks == 3 and train_env.primed
+    _, results = train_corgi(args)
+    # Each released held-out task once (eval_tasks is capped at the file's 3), under CORGI's names.
+    assert results["eval_data"] == [str(tmp_path / "test.json")] and results["after"]["episodes"] == 3.0
+    assert results["train_families"] == [] and results["eval_families"] == []
+    with pytest.raises(ValueError, match="held out from train_data"):
+        CORGIArgs(train_data=str(tmp_path / "train.json"), eval_data=str(tmp_path / "train.json"))
+    with pytest.raises(ValueError, match="critics must be"):
+        CORGIArgs(critics="gpt4")
