@@ -53,6 +53,7 @@ BASE_TINY_PRESET: dict[str, Any] = {
     "lr_scheduler_type": "constant_with_warmup",
     "warmup_ratio": 0.05,
     "weight_decay": 0.0,
+    "adam_epsilon": 1e-8,
     "max_new_tokens": 64,
 }
 
@@ -242,6 +243,7 @@ class SFTArgs(ModelArgs, LoggingArgs):
         lr_scheduler_type: Learning-rate schedule (any transformers scheduler name).
         warmup_ratio: Fraction of the steps spent in linear warm-up, in [0, 1).
         weight_decay: AdamW weight decay.
+        adam_epsilon: AdamW's epsilon (transformers' 1e-8; the sub-goal paper's 1e-6).
         deepspeed: A DeepSpeed JSON config path (e.g. ZeRO-3), passed to the Trainer.
         fsdp: FSDP options as transformers takes them (``"full_shard auto_wrap"``); empty: off.
         fsdp_config: An FSDP JSON config path; empty: none.
@@ -257,6 +259,7 @@ class SFTArgs(ModelArgs, LoggingArgs):
     lr_scheduler_type: str | None = field(default=None, metadata={"help": "LR schedule (cosine, ...)."})
     warmup_ratio: float | None = field(default=None, metadata={"help": "Warm-up fraction of the steps."})
     weight_decay: float | None = field(default=None, metadata={"help": "AdamW weight decay."})
+    adam_epsilon: float | None = field(default=None, metadata={"help": "AdamW epsilon (default 1e-8)."})
     deepspeed: str = field(default="", metadata={"help": "DeepSpeed JSON config path ('' = off)."})
     fsdp: str = field(default="", metadata={"help": "FSDP options, e.g. 'full_shard auto_wrap' ('' = off)."})
     fsdp_config: str = field(default="", metadata={"help": "FSDP JSON config path ('' = none)."})
@@ -277,6 +280,8 @@ class SFTArgs(ModelArgs, LoggingArgs):
             raise ValueError(f"warmup_ratio must lie in [0, 1) (a fraction of the steps), got {self.warmup_ratio}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.adam_epsilon > 0:
+            raise ValueError(f"adam_epsilon must be > 0, got {self.adam_epsilon}")
         if self.deepspeed and self.fsdp:
             raise ValueError("pass --deepspeed or --fsdp, not both")
 
@@ -293,6 +298,7 @@ class SFTArgs(ModelArgs, LoggingArgs):
             "learning_rate": self.learning_rate,
             "lr_scheduler_type": self.lr_scheduler_type,
             "weight_decay": self.weight_decay,
+            "adam_epsilon": self.adam_epsilon,
             "logging_steps": self.logging_steps,
             # save_steps 0: no intermediate checkpoint (the trainer saves the final model itself).
             "save_strategy": "steps" if self.save_steps > 0 else "no",

@@ -57,8 +57,8 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
     Presets: ``tiny`` (offline CPU: lr 1e-3 for every model, 3 epochs, batch 8, 2,048 tokens,
     greedy) and ``paper`` (the official ``train/ds_train*.sh`` for FLAN-T5-large: executor and flat
     lr 1e-4 for 30 epochs, planner lr 4e-4 for 20 epochs, 8 per device x 4 accumulation, bf16,
-    1,024 source + 30 target tokens, 5-beam decoding; the official run adds ``--deepspeed`` ZeRO-2
-    and ``adam_eps`` 1e-6). For a seq2seq model ``max_length`` bounds source plus target as for a
+    1,024 source + 30 target tokens, 5-beam decoding, AdamW epsilon 1e-6; the official run adds
+    ``--deepspeed`` ZeRO-2). For a seq2seq model ``max_length`` bounds source plus target as for a
     causal one: the target is cut to ``max_new_tokens`` (EOS included) and the encoder input to
     ``max_length - max_new_tokens`` (longer prompts keep their end), so the paper preset's 1,054
     is the official 1,024 + 30.
@@ -133,6 +133,7 @@ class SubgoalArgs(SFTArgs, EnvArgs, SamplingArgs):
             "max_length": 1054,
             "max_new_tokens": 30,
             "num_beams": 5,
+            "adam_epsilon": 1e-6,  # the official ds_train.py
         },
     }
 

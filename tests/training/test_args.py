@@ -208,3 +208,14 @@ def test_decoding_options_reach_the_agent_collect_and_eval_build():
         SamplingArgs(max_new_tokens=8, num_beams=0)
     with pytest.raises(ValueError, match="num_beams"):
         load_agent("openai:m", base_url="http://127.0.0.1:9/v1", num_beams=4)
+
+
+def test_adam_epsilon_reaches_the_trainer_and_the_sub_goal_paper_preset_sets_the_official_one():
+    from mulligan.training.nat import NATArgs
+    from mulligan.training.subgoal import SubgoalArgs
+
+    assert NATArgs().training_kwargs()["adam_epsilon"] == 1e-8
+    assert SubgoalArgs(preset="paper").adam_epsilon == 1e-6
+    assert NATArgs(adam_epsilon=1e-6).to_sft_config().adam_epsilon == 1e-6
+    with pytest.raises(ValueError, match="adam_epsilon must be > 0"):
+        NATArgs(adam_epsilon=0.0)
