@@ -84,14 +84,23 @@ def _shutdown_simulator(handle: dict[str, Any]) -> None:
             process.wait(timeout=5)
 
 
+#: The simulator JVM's default flags: one core's worth of GC and JIT threads and the serial
+#: collector. Each env has its own JVM, so a pool of envs (or of env workers) on few cores
+#: otherwise runs many JVMs each sized for the whole machine; measured with 2 env workers on 2
+#: cores (benchmarks/bench_vector.py, docs/scaling.md) they stepped 1.20-1.35x faster than 1 worker
+#: against 1.13-1.19x with the JVM's own defaults.
+DEFAULT_JVM_OPTIONS = ("-XX:ActiveProcessorCount=1", "-XX:+UseSerialGC")
 #: Serialises the brief change of ``JDK_JAVA_OPTIONS`` while a JVM is launched (see ``jvm_options``).
 _JAVA_OPTIONS_LOCK = threading.Lock()
 
 
 def check_jvm_options(options: Sequence[str] | None) -> tuple[str, ...]:
-    """``options`` as a tuple, each a single ``-`` flag without spaces (``ValueError`` says the fix)."""
+    """``options`` as a tuple, each a single ``-`` flag without spaces (``ValueError`` says the fix).
+
+    ``None`` gives :data:`DEFAULT_JVM_OPTIONS`; an empty list the JVM's own defaults.
+    """
     if options is None:
-        return ()
+        return DEFAULT_JVM_OPTIONS
     if isinstance(options, str):
         raise ValueError(f"jvm_options must be a list of flags, e.g. ['-XX:ActiveProcessorCount=1'], got {options!r}")
     checked = tuple(options)
@@ -200,10 +209,12 @@ class ScienceWorldEnv(MulliganEnv):
       JVM round trips per step; they cost no simulated time).
     * ``stall_limit`` (int | None, None): end an episode after this many actions without a score
       change (see Episode End).
-    * ``jvm_options`` (list[str] | None, None): extra flags for the simulator's JVM, e.g.
-      ``["-XX:ActiveProcessorCount=1", "-XX:+UseSerialGC"]`` (one core's worth of GC and JIT
-      threads per JVM, for many envs on few cores: ``benchmarks/bench_vector.py``). Passed through
-      ``JDK_JAVA_OPTIONS`` while the JVM starts (the package's launcher takes no options).
+    * ``jvm_options`` (list[str] | None, None): flags for the simulator's JVM; ``None`` is
+      :data:`DEFAULT_JVM_OPTIONS` (``-XX:ActiveProcessorCount=1 -XX:+UseSerialGC``: one core's
+      worth of GC and JIT threads per JVM, since every env has its own JVM; faster with several
+      envs or env workers on few cores, ``benchmarks/bench_vector.py``), ``[]`` the JVM's own
+      defaults. Passed through ``JDK_JAVA_OPTIONS`` while the JVM starts (the package's launcher
+      takes no options).
     * ``generate_gold_path`` (bool, True): have the simulator plan a gold path when a variation is
       first loaded (seconds for some tasks; cached per variation afterwards). It is what
       :meth:`gold_actions` returns and what scripted teachers follow, found in

@@ -292,6 +292,18 @@ def test_jvm_options_reach_the_simulators_jvm_and_leave_this_process_alone():
         assert env.step("look around")[0].startswith("This room is called")
     finally:
         env.close()
+    default = gymnasium.make(ENV_ID, task="boil", variation=0, generate_gold_path=False)
+    try:  # by default each JVM sizes its GC and JIT threads for one core
+        assert default.unwrapped.jvm_options == ("-XX:ActiveProcessorCount=1", "-XX:+UseSerialGC")
+        assert default.unwrapped._sim._gateway.jvm.java.lang.Runtime.getRuntime().availableProcessors() == 1
+    finally:
+        default.close()
+    plain = gymnasium.make(ENV_ID, task="boil", variation=0, generate_gold_path=False, jvm_options=[])
+    try:  # [] leaves the JVM's own defaults: it sees every core
+        processors = plain.unwrapped._sim._gateway.jvm.java.lang.Runtime.getRuntime().availableProcessors()
+        assert processors > 1 or len(os.sched_getaffinity(0)) == 1
+    finally:
+        plain.close()
     for bad in ("-XX:+UseSerialGC", ["-Xmx1g -Xms1g"], ["Xmx1g"]):
         with pytest.raises(ValueError, match=r"jvm_options must be a list|one flag starting with '-'"):
             gymnasium.make(ENV_ID, task="boil", variation=0, jvm_options=bad)
