@@ -9,7 +9,8 @@ Usage::
 Part 1 plays the same gold paths (variation 0 of each task) through ``scienceworld.ScienceWorldEnv``
 directly (``load`` + ``step``, which also fetches look/inventory/valid actions on every step) and
 through ``gymnasium.make("Mulligan/ScienceWorld-v0")``, and prints steps per second of each and the
-ratio wrapper / direct, steps only (resets excluded, since both load the same variation).
+ratio wrapper / direct, steps only (resets excluded, since both load the same variation); both JVMs
+start with the wrapper's default ``jvm_options``.
 Part 2 plays MiniScience gold paths on one core and prints steps per second (target: >= 10,000).
 """
 
@@ -56,7 +57,10 @@ def bench_scienceworld(tasks: list[str], episodes: int) -> float:
             seconds += time.perf_counter() - start
         return steps, seconds
 
-    direct = scienceworld.ScienceWorldEnv("", envStepLimit=10**9)
+    from mulligan.envs.scienceworld import DEFAULT_JVM_OPTIONS, java_options
+
+    with java_options(DEFAULT_JVM_OPTIONS):  # the wrapper's JVM flags, so both JVMs are alike
+        direct = scienceworld.ScienceWorldEnv("", envStepLimit=10**9)
 
     def play_direct() -> tuple[int, float]:
         steps, seconds = 0, 0.0
