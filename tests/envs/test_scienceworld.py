@@ -307,3 +307,46 @@ def test_jvm_options_reach_the_simulators_jvm_and_leave_this_process_alone():
     for bad in ("-XX:+UseSerialGC", ["-Xmx1g -Xms1g"], ["Xmx1g"]):
         with pytest.raises(ValueError, match=r"jvm_options must be a list|one flag starting with '-'"):
             gymnasium.make(ENV_ID, task="boil", variation=0, jvm_options=bad)
+
+
+def jvm_pid(env) -> int:
+    """The pid of an env's JVM (called in the env's worker)."""
+    return env.unwrapped.java_process.pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_env_workers_play_scienceworld_and_leave_no_jvm_behind():
+    from mulligan.agents.teachers.science import ScienceOracle
+    from mulligan.training.env_workers import EnvWorkerError
+    from mulligan.training.rollout import EnvPool, collect_episodes
+
+    kwargs = {"task": "find-animal", "variation": "train"}
+    with EnvPool(ENV_ID, 2, kwargs, env_workers=2) as pool:
+        jvms = pool.call(jvm_pid)
+        assert len(set(jvms)) == 2 and all(alive(pid) for pid in jvms)
+        trajectories = collect_episodes(pool, ScienceOracle(), 2, task_indices=[0, 1], progress=False)
+        assert all(t.success for t in trajectories)
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in jvms) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in jvms), "closing the pool ends every worker's JVM"
+    # A worker killed outright takes its JVM with it (py4j's JVM exits when its parent's pipe closes).
+    pool = EnvPool(ENV_ID, 1, kwargs, env_workers=1)
+    try:
+        (jvm,) = pool.call(jvm_pid)
+        pool.workers.workers[0].process.kill()
+        with pytest.raises(EnvWorkerError, match="died"):
+            pool.step_many([(0, "look around")])
+    finally:
+        pool.close()
+    deadline = time.time() + 30
+    while alive(jvm) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive(jvm)
