@@ -200,8 +200,8 @@ class _ProcessWorker:
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         return EnvWorkerError(f"{self.describe()} died ({how})")
 
-    def close(self) -> None:
-        if self.process.is_alive():
+    def close(self, graceful: bool = True) -> None:
+        if graceful and self.process.is_alive():
             with contextlib.suppress(Exception):
                 self.connection.send(("close", None))
                 if self.connection.poll(30):
@@ -254,9 +254,10 @@ class _RayWorker:
         except self.ray.exceptions.RayActorError as err:
             raise EnvWorkerError(f"{self.describe()} died ({type(err).__name__}: {err})") from err
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
         with contextlib.suppress(Exception):
-            self.ray.get(self.actor.close.remote(), timeout=30)
+            if graceful:
+                self.ray.get(self.actor.close.remote(), timeout=30)
         with contextlib.suppress(Exception):
             self.ray.kill(self.actor)
 
@@ -366,6 +367,15 @@ class EnvWorkers:
         except EnvWorkerError as err:
             self.close()
             raise EnvWorkerError(f"{err}; the pool's env workers are shut down: build a new pool") from err
+        except BaseException:
+            # Interrupted mid-exchange (Ctrl-C, a timeout signal): answers may still be on their
+            # way, and a later call would read them as its own. Stop the workers instead.
+            self.closed = True
+            for worker in self.workers:
+                with contextlib.suppress(Exception):
+                    worker.close(graceful=False)
+            self._finalizer()
+            raise
 
     def _check_open(self) -> None:
         if self.closed:

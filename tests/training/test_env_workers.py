@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -119,3 +120,34 @@ def test_bad_worker_settings_are_rejected_with_the_fix():
         collect_episodes(pool, RandomEchoAgent(), 1, env_workers=2, progress=False)
     with pytest.raises(EnvWorkerError, match=r"raised ValueError.*while building the env"):
         EnvPool("Mulligan/Echo-v0", 1, {"max_attempts": 0}, env_workers=1)
+
+
+def nap(env, seconds):
+    """Keep a worker busy (a module-level function, so it pickles)."""
+    time.sleep(seconds)
+    return seconds
+
+
+class Alarm(Exception):
+    pass
+
+
+def test_an_interrupted_exchange_stops_the_workers_instead_of_leaving_answers_behind():
+    def interrupt(signum, frame):
+        raise Alarm
+
+    pool = EnvPool("Mulligan/Echo-v0", 2, env_workers=2)
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        processes = [worker.process for worker in pool.workers.workers]
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(Alarm):
+            pool.call(nap, 3)  # Ctrl-C would land the same way, mid-wait
+        # The naps' answers would otherwise be read as the answers of the next call.
+        with pytest.raises(EnvWorkerError, match="closed"):
+            pool.call(nap, 0)
+        assert not any(process.is_alive() for process in processes)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        pool.close()
