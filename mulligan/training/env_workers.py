@@ -26,7 +26,8 @@ Errors: an exception raised by an env is re-raised in the caller as :class:`EnvW
 naming the env, the worker and the call, with the worker's traceback in the message and the env's
 own exception as ``__cause__`` when it could be sent back. A worker that dies (killed, out of
 memory, a crash in native code) raises :class:`EnvWorkerError` with its exit code on the next call;
-the workers are then shut down and the pool must be rebuilt.
+the workers are then shut down and the pool must be rebuilt. So are they when a call is
+interrupted while it waits (Ctrl-C): their answers would otherwise be read by the next call.
 """
 
 from __future__ import annotations
