@@ -15,14 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mulligan.agents.loading import ServedModelArgs, load_agent
-from mulligan.training.args import EnvArgs, SamplingArgs, parse_args
+from mulligan.training.args import EnvArgs, EnvWorkerArgs, SamplingArgs, parse_args
 from mulligan.training.rollout import EnvPool, collect_episodes
 from mulligan.training.stats import format_table, summarize, summary_row
 from mulligan.training.trajectory import Trajectory, TrajectoryStore
 
 
 @dataclass
-class CollectArgs(ServedModelArgs, EnvArgs, SamplingArgs):
+class CollectArgs(ServedModelArgs, EnvArgs, SamplingArgs, EnvWorkerArgs):
     """Configuration of ``mulligan collect`` (plus :class:`ServedModelArgs`, :class:`EnvArgs`, :class:`SamplingArgs`).
 
     Attributes:
@@ -67,7 +67,9 @@ class CollectArgs(ServedModelArgs, EnvArgs, SamplingArgs):
 def run_collect(args: CollectArgs) -> list[Trajectory]:
     """Collect into ``args.output`` and return the trajectories (stored ones included)."""
     # Cheap checks first: the env id and the output path, before a model is loaded.
-    with EnvPool(args.env_id, min(args.num_envs, args.num_episodes), args.make_kwargs()) as pool:
+    with EnvPool(
+        args.env_id, min(args.num_envs, args.num_episodes), args.make_kwargs(), **args.worker_kwargs()
+    ) as pool:
         store = TrajectoryStore(args.output, skip_corrupt=args.skip_corrupt_lines)
         agent = load_agent(
             args.agent,

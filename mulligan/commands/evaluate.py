@@ -43,7 +43,7 @@ from typing import Any
 
 from mulligan.agents.base import Agent
 from mulligan.agents.loading import ServedModelArgs, is_served, load_agent
-from mulligan.training.args import EnvArgs, SamplingArgs, parse_args
+from mulligan.training.args import EnvArgs, EnvWorkerArgs, SamplingArgs, parse_args
 from mulligan.training.evaluation import EvalResult, evaluate
 from mulligan.training.rollout import EnvPool
 from mulligan.training.stats import format_table, summary_row
@@ -58,7 +58,7 @@ RESULTS_SCHEMA = "mulligan.eval/1"
 
 
 @dataclass
-class EvalArgs(ServedModelArgs, EnvArgs, SamplingArgs):
+class EvalArgs(ServedModelArgs, EnvArgs, SamplingArgs, EnvWorkerArgs):
     """Configuration of ``mulligan eval`` (plus :class:`ServedModelArgs`, :class:`EnvArgs`, :class:`SamplingArgs`).
 
     Attributes:
@@ -255,8 +255,7 @@ def without_oracle(pool: EnvPool) -> EnvPool:
     from mulligan.envs.wrappers import set_stop_on_success
 
     if pool.is_multi_turn:
-        for env in pool.envs:
-            set_stop_on_success(env, False)
+        pool.call(set_stop_on_success, False)  # in the env's worker when it has one
     return pool
 
 
@@ -300,6 +299,7 @@ def run_eval(args: EvalArgs) -> EvalResult:
             store=store,
             progress=not args.disable_tqdm,
             max_turns=args.max_turns or None,
+            **args.worker_kwargs(),
         )
         if args.rise_metrics:
             result.metrics.update(rise_metrics(model, args, indices))

@@ -399,6 +399,32 @@ class EnvArgs(ArgsBase):
 
 
 @dataclass
+class EnvWorkerArgs(ArgsBase):
+    """Where the envs step: in this process, or in worker processes (slow envs such as ScienceWorld).
+
+    Attributes:
+        env_workers: Worker processes the envs step in (0: this process); env ``i`` lives in
+            worker ``i % env_workers`` (:mod:`mulligan.training.env_workers`).
+        env_workers_backend: ``process`` (local spawned processes) or ``ray`` (Ray actors, for
+            several machines; needs ``pip install ray``).
+    """
+
+    env_workers: int = field(default=0, metadata={"help": "Env worker processes (0: envs in this process)."})
+    env_workers_backend: str = field(default="process", metadata={"help": "process | ray."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.env_workers < 0:
+            raise ValueError(f"--env_workers must be >= 0 (0: envs in this process), got {self.env_workers}")
+        if self.env_workers_backend not in ("process", "ray"):
+            raise ValueError(f"--env_workers_backend must be process or ray, got {self.env_workers_backend!r}")
+
+    def worker_kwargs(self) -> dict[str, Any]:
+        """``EnvPool``/``evaluate`` keyword arguments for the workers."""
+        return {"env_workers": self.env_workers, "env_workers_backend": self.env_workers_backend}
+
+
+@dataclass
 class SamplingArgs(ArgsBase):
     """How a model samples its actions.
 

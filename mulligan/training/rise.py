@@ -355,8 +355,7 @@ def evaluate_rise(
         num_envs=num_envs, progress=progress, metrics=[lambda t: parallel_metrics(t, seed=seed)],
     )  # fmt: skip
     with EnvPool(env_id, num_envs, {**kwargs, "max_attempts": turns}) as pool:
-        for env in pool.envs:
-            set_stop_on_success(env, False)  # no oracle
+        pool.call(set_stop_on_success, False)  # no oracle; in the env's worker when it has one
         sequential = evaluate(
             agent, pool, task_indices, seed=seed + 1, progress=progress,
             metrics=[lambda t: sequential_metrics(t, seed=seed)],

@@ -66,6 +66,26 @@ def test_collect_refuses_a_corrupt_file_unless_told_to_skip(tmp_path, capsys):
         assert main([*base, "--skip_corrupt_lines"]) == 0
 
 
+def test_collect_and_eval_step_envs_in_worker_processes_with_the_same_results(tmp_path, capsys):
+    base = ["--env_id", "Mulligan/Echo-v0", "--agent", SAMPLER, "--max_attempts", "2", "--num_envs", "4",
+            "--disable_tqdm"]  # fmt: skip
+    for workers in ("0", "2"):
+        argv = ["collect", *base, "--num_episodes", "6", "--output", str(tmp_path / f"w{workers}.jsonl")]
+        assert main([*argv, "--env_workers", workers]) == 0
+    assert (tmp_path / "w0.jsonl").read_text() == (tmp_path / "w2.jsonl").read_text()
+    scored = []
+    for workers in ("0", "2"):
+        results = tmp_path / f"eval{workers}.json"
+        argv = ["eval", *base, "--num_episodes", "6", "--results", str(results), "--env_workers", workers]
+        assert main(argv) == 0
+        scored.append(json.loads(results.read_text())["tasks"])
+    assert scored[0] == scored[1]
+    capsys.readouterr()
+    assert main(["collect", *base, "--num_episodes", "2", "--output", str(tmp_path / "x.jsonl"),
+                 "--env_workers_backend", "dask"]) == 2  # fmt: skip
+    assert "--env_workers_backend must be process or ray" in capsys.readouterr().err
+
+
 def test_eval_over_an_n_record_file_scores_each_record_exactly_once(tmp_path):
     data = write_math_records(tmp_path / "test.jsonl", 9)
     output = tmp_path / "eval.jsonl"
