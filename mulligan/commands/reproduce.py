@@ -81,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override a setting.")
     parser.add_argument("--overwrite", action="store_true", help="Discard earlier results and start again.")
     parser.add_argument("--report_only", action="store_true", help="Only rewrite report.md and plots.")
-    parser.add_argument("--torch_threads", type=int, default=0, help="Torch CPU threads (0: torch's default).")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="Processes running cells side by side, one seed each (default: 1)."
+    )
+    parser.add_argument(
+        "--torch_threads", type=int, default=0, help="Torch threads per process (0: torch's default; cores / workers)."
+    )
     parser.add_argument("--disable_tqdm", action="store_true", help="Hide the progress bar.")
     return parser
 
@@ -119,6 +124,8 @@ def reproduce_paper(paper: str, args: argparse.Namespace, command: str) -> dict[
             progress=not args.disable_tqdm,
             overwrite=args.overwrite,
             log=log,
+            workers=args.workers,
+            torch_threads=args.torch_threads,
         )
     task_rows, cell_rows = read_results(os.path.join(output_dir, "results.jsonl"))
     analysis = analyse(module.PROTOCOL, task_rows, cell_rows)
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     """``mulligan reproduce``: parse the flags and run each requested paper."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.torch_threads:
+    if args.torch_threads and args.workers == 1:  # with workers, each worker's threads are set by the grid
         import torch
 
         torch.set_num_threads(args.torch_threads)

@@ -6,14 +6,21 @@ and then one ``{"kind": "cell", ...}`` row (mechanism numbers, time per phase). 
 are ignored, so an interrupted grid continues where it stopped and ends with the same file content
 per cell as an uninterrupted one. ``manifest.json`` pins the protocol and settings: resuming with
 different settings is refused (it would mix two experiments in one file).
+
+``workers > 1`` runs cells in that many spawned processes. Cells of one seed share cached data and
+models, so they always run one after the other in order; cells of different seeds run side by
+side. The main process alone writes the files, a cell at a time as each finishes, so a parallel
+grid resumes like a sequential one and yields the same rows.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from typing import Any
 
@@ -77,6 +84,57 @@ def _check_manifest(path: str, manifest: dict[str, Any]) -> None:
         json.dump(manifest, handle, indent=2, default=str)
 
 
+def _init_worker(torch_threads: int) -> None:
+    """A worker process's torch threads (each worker gets its share of the cores)."""
+    import torch
+
+    torch.set_num_threads(max(1, torch_threads))
+
+
+Cell = tuple[str, int, str]
+
+
+def _run_timed_cell(
+    run_cell: CellRunner, protocol: Protocol, cell: Cell, settings: dict[str, Any], workdir: str
+) -> tuple[CellResult, dict[str, float], float]:
+    """Run one cell and time it: ``(result, seconds per phase, wall seconds)`` (in a worker or here)."""
+    arm_name, seed, budget = cell
+    timer = PhaseTimer()
+    started = time.perf_counter()
+    result = run_cell(protocol.arm(arm_name), seed, budget, settings=settings, workdir=workdir, timer=timer)
+    wall = time.perf_counter() - started
+    timer.seconds["other"] += max(0.0, wall - sum(timer.seconds.values()))
+    return result, dict(timer.seconds), wall
+
+
+def _run_in_workers(
+    todo: list[Cell], job: tuple[CellRunner, Protocol, dict[str, Any], str], workers: int, threads: int, record
+) -> None:
+    """Run ``todo`` in ``workers`` spawned processes, at most one cell per seed at a time, in grid order.
+
+    ``record(cell, result, seconds, wall)`` is called here, in the main process, as each cell ends.
+    """
+    run_cell, protocol, settings, workdir = job
+    waiting = list(todo)
+    running: dict[Future, Cell] = {}
+    context = multiprocessing.get_context("spawn")  # no forked torch or tokenizer state
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        while waiting or running:
+            busy = {cell[1] for cell in running.values()}
+            # Start the next cell of every idle seed, in grid order (a seed's cells stay in order).
+            for cell in list(waiting):
+                if len(running) >= workers:
+                    break
+                if cell[1] in busy:
+                    continue
+                busy.add(cell[1])
+                waiting.remove(cell)
+                running[pool.submit(_run_timed_cell, run_cell, protocol, cell, settings, workdir)] = cell
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                record(running.pop(future), *future.result())
+
+
 def run_grid(
     protocol: Protocol,
     run_cell: CellRunner,
@@ -88,6 +146,8 @@ def run_grid(
     progress: bool = True,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    workers: int = 1,
+    torch_threads: int = 0,
 ) -> dict[str, Any]:
     """Run every cell not yet in ``output_dir/results.jsonl`` and append its rows.
 
@@ -101,6 +161,9 @@ def run_grid(
         progress: Show a progress bar over the whole grid.
         overwrite: Delete previous results and start again.
         log: Where one line per finished cell goes (default: nothing).
+        workers: Processes running cells side by side (1: all in this process); cells of one seed
+            never run at the same time.
+        torch_threads: Torch threads per worker process (0: the cores divided among the workers).
 
     Returns:
         ``{"cells", "ran", "skipped", "seconds": {phase: s}, "wall_seconds"}`` for this invocation.
@@ -135,12 +198,12 @@ def run_grid(
     from mulligan.reproduce.report import git_commit, machine
 
     provenance = {"commit": git_commit(), "machine": machine()}
-    for arm_name, seed, budget in todo:
-        timer = PhaseTimer()
-        cell_started = time.perf_counter()
-        result = run_cell(protocol.arm(arm_name), seed, budget, settings=settings, workdir=workdir, timer=timer)
-        wall = time.perf_counter() - cell_started
-        timer.seconds["other"] += max(0.0, wall - sum(timer.seconds.values()))
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+
+    def record(cell: Cell, result: CellResult, seconds: dict[str, float], wall: float) -> None:
+        nonlocal expected_tasks
+        arm_name, seed, budget = cell
         indices = [int(t["task_index"]) for t in result.tasks]
         if expected_tasks is None:
             expected_tasks = indices
@@ -161,7 +224,7 @@ def run_grid(
                     "tasks": len(result.tasks),
                     "mechanism": result.mechanism,
                     "extra": result.extra,
-                    "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
+                    "seconds": {k: round(v, 3) for k, v in seconds.items()},
                     **provenance,
                 },
                 default=str,
@@ -171,8 +234,8 @@ def run_grid(
             handle.write("\n".join(lines) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        for phase, seconds in timer.seconds.items():
-            totals.seconds[phase] += seconds
+        for phase, value in seconds.items():
+            totals.seconds[phase] += value
         if log is not None:
             primary = [float(t[protocol.primary_metric]) for t in result.tasks]
             log(
@@ -181,6 +244,13 @@ def run_grid(
             )
         if bar is not None:
             bar.update(1)
+
+    if workers == 1:
+        for cell in todo:
+            record(cell, *_run_timed_cell(run_cell, protocol, cell, settings, workdir))
+    else:
+        threads = torch_threads or max(1, (os.cpu_count() or 1) // workers)
+        _run_in_workers(todo, (run_cell, protocol, settings, workdir), workers, threads, record)
     if bar is not None:
         bar.close()
     return {

@@ -76,6 +76,17 @@ def _rows_equal_ignoring_order(a, b):
     }
 
 
+def test_cells_of_different_seeds_run_in_worker_processes_with_the_same_rows(tmp_path):
+    argv = ["--arms", "positives_only", "--seeds", "2", "--torch_threads", "1"]
+    assert main([*_nat_argv(tmp_path / "one"), *argv]) == 0
+    assert main([*_nat_argv(tmp_path / "two"), *argv, "--workers", "2"]) == 0
+    one, two = (read_results(str(tmp_path / name / "nat" / "results.jsonl")) for name in ("one", "two"))
+    assert len(two[1]) == 4 and _rows_equal_ignoring_order(one[0], two[0])
+    # A seed's cells ran in order (its second budget reused the first's model): the grid order per seed.
+    for seed in (0, 1):
+        assert [c["budget"] for c in two[1] if c["seed"] == seed] == list(nat.PROTOCOL.budgets)
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path, capsys):
     out = tmp_path / "rep"
     assert main(_nat_argv(out, "--seeds", "1", "--arms", "positives_only")) == 0
