@@ -325,3 +325,98 @@ class Agent(abc.ABC):
 
     def reset(self, seed: int | None = None) -> None:  # noqa: B027 - optional hook, no-op by default
         """Reseed whatever randomness the agent owns; stateless agents do nothing."""
+
+
+class OpeningAgent(Agent):
+    """Base of wrappers that show their inner model an opening in place of the task's first message.
+
+    :class:`~mulligan.agents.nat_prompt.NATPromptAgent` (NAT's instruction, acknowledgement and
+    question) and :class:`~mulligan.agents.one_shot.OneShotAgent` (RISE's one-shot demo) differ only
+    in :meth:`opening`. The wrapper's context policy (``self.context``) is applied to the env's
+    conversation first, then the first user message of what is kept is replaced by the opening;
+    every action records, through :func:`rewritten_context`, what the inner model saw, so
+    ``Trajectory.training_messages`` rebuilds it exactly.
+
+    Subclasses set ``self.agent`` (the inner agent) and ``self.context`` (a policy or ``None``),
+    and implement :meth:`opening`.
+    """
+
+    agent: Agent
+    context: Any = None
+
+    @staticmethod
+    def check_inner_policy(agent: Agent, wrapper: str, what: str) -> None:
+        """Refuse an inner agent with a context policy of its own (it would cut the opening).
+
+        Args:
+            agent: The inner agent.
+            wrapper: The wrapper's class name, for the message.
+            what: What the inner policy would mistake for an attempt (e.g. "NAT's acknowledgement").
+
+        Raises:
+            ValueError: Naming the fix: move the policy to the wrapper.
+        """
+        from mulligan.agents.context import KeepAll
+
+        inner_policy = getattr(agent, "context", None)
+        if inner_policy is not None and not isinstance(inner_policy, KeepAll):
+            raise ValueError(
+                f"the inner agent's context policy {inner_policy!r} would take {what} for an attempt and drop "
+                f"the task; build the inner agent without one and pass {wrapper}(..., context={inner_policy!r})"
+            )
+
+    @abc.abstractmethod
+    def opening(self, item: AgentInput, messages: Sequence[Message]) -> list[Message]:
+        """The messages shown in place of the first user message of ``messages`` (what the policy kept)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Token counts of the inner agent (for a token-budget policy)."""
+        return self.agent.count_tokens(text)
+
+    def rewrite(self, item: AgentInput) -> AgentInput:
+        """``item`` as the inner agent sees it (the policy applied, then the opening)."""
+        return self._rewrite(item)[0]
+
+    def _rewrite(self, item: AgentInput) -> tuple[AgentInput, list[int]]:
+        """The rewritten input and, for each of its messages, the index of the input message it stands for."""
+        from dataclasses import replace
+
+        kept = list(range(len(item.messages)))
+        if self.context is not None:
+            if not item.messages:
+                raise ValueError("AgentInput.messages is empty; an agent needs at least the first observation")
+            record = context_record(item.messages, self.context(item.messages, self.count_tokens), None)
+            kept = [i for start, stop in record.spans for i in range(start, stop)]
+        messages = [item.messages[i] for i in kept]
+        first = next((k for k, m in enumerate(messages) if m["role"] == "user"), None)
+        if first is None:  # no task message: nothing to rewrite
+            return replace(item, messages=[dict(m) for m in messages]), kept
+        opening = self.opening(item, messages)
+        given = [*messages[:first], *opening, *messages[first + 1 :]]
+        origin = [*kept[:first], *[kept[first]] * len(opening), *kept[first + 1 :]]
+        return replace(item, messages=[dict(m) for m in given]), origin
+
+    def _recorded(self, item: AgentInput, given: AgentInput, origin: list[int], action: Action) -> Action:
+        """``action`` with its context recorded against ``item``'s messages."""
+        from dataclasses import replace
+
+        return replace(action, context=rewritten_context(item.messages, given.messages, origin, action.context))
+
+    def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
+        """Act with the rewritten prompts."""
+        rewritten = [self._rewrite(x) for x in inputs]
+        actions = self.agent.act([given for given, _ in rewritten])
+        return [self._recorded(x, g, o, a) for x, (g, o), a in zip(inputs, rewritten, actions, strict=True)]
+
+    def sample(self, inputs: Sequence[AgentInput], num_samples: int) -> list[list[Action]]:
+        """Sample with the rewritten prompts."""
+        rewritten = [self._rewrite(x) for x in inputs]
+        samples = self.agent.sample([given for given, _ in rewritten], num_samples)
+        return [
+            [self._recorded(x, g, o, a) for a in actions]
+            for x, (g, o), actions in zip(inputs, rewritten, samples, strict=True)
+        ]
+
+    def reset(self, seed: int | None = None) -> None:
+        """Reseed the inner agent."""
+        self.agent.reset(seed)

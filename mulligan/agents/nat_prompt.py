@@ -27,11 +27,9 @@ Yes or No.``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
-from mulligan.agents.base import Action, Agent, AgentInput, Message, context_record, rewritten_context
-from mulligan.agents.context import KeepAll
+from mulligan.agents.base import Agent, AgentInput, Message, OpeningAgent
 from mulligan.envs.verifiers.qa import CORRECT, FINE_GRAINED_LABELS
 
 #: The assistant's reply to the instruction, with no loss (every official NAT template).
@@ -253,7 +251,7 @@ def with_nat_opening(messages: Sequence[Message], opening: Sequence[Message]) ->
     return out
 
 
-class NATPromptAgent(Agent):
+class NATPromptAgent(OpeningAgent):
     """Wrap an agent so that it sees NAT's inference prompt: the positive signal (Sec. 3.2).
 
     The first user message (the env's task text) is replaced by :func:`nat_messages` with the
@@ -313,13 +311,7 @@ class NATPromptAgent(Agent):
         nat_prompt("", True, domain=domain, position=position, tags=tags, inverse=inverse)  # validate early
         if negative_signal and not signal:
             raise ValueError("negative_signal prompts with the negatives' signal; it needs signal=True")
-        inner_policy = getattr(agent, "context", None)
-        if inner_policy is not None and not isinstance(inner_policy, KeepAll):
-            raise ValueError(
-                f"the inner agent's context policy {inner_policy!r} would cut NAT's opening (it sees the "
-                "acknowledgement as an attempt and drops the question); build the inner agent without one and "
-                f"pass NATPromptAgent(..., context={inner_policy!r})"
-            )
+        self.check_inner_policy(agent, "NATPromptAgent", "NAT's acknowledgement")
         self.agent = agent
         self.context = context
         self.domain = canonical_domain(domain)
@@ -335,66 +327,12 @@ class NATPromptAgent(Agent):
         kind = "nat_negative" if negative_signal else ("nat" if signal else "nat_plain")
         self.name = f"{kind}({getattr(agent, 'name', None) or type(agent).__name__})"
 
-    def count_tokens(self, text: str) -> int:
-        """Token counts of the inner agent (for a token-budget policy)."""
-        return self.agent.count_tokens(text)
-
-    def rewrite(self, item: AgentInput) -> AgentInput:
-        """``item`` with NAT's positive opening in place of the env's first user message.
-
-        The context policy, if any, is applied first (see the class docstring).
-        """
-        return self._rewrite(item)[0]
-
-    def _rewrite(self, item: AgentInput) -> tuple[AgentInput, list[int]]:
-        """The rewritten input and, for each of its messages, the index of the input message it stands for."""
-        kept = list(range(len(item.messages)))
-        if self.context is not None:
-            if not item.messages:
-                raise ValueError("AgentInput.messages is empty; an agent needs at least the first observation")
-            record = context_record(item.messages, self.context(item.messages, self.count_tokens), None)
-            kept = [i for start, stop in record.spans for i in range(start, stop)]
-        messages = [item.messages[i] for i in kept]
-        first = next((k for k, m in enumerate(messages) if m["role"] == "user"), None)
-        if first is None:  # no task message: nothing to rewrite
-            return replace(item, messages=[dict(m) for m in messages]), kept
-        opening = self.opening(item)
-        given = [*messages[:first], *opening, *messages[first + 1 :]]
-        origin = [*kept[:first], *[kept[first]] * len(opening), *kept[first + 1 :]]
-        return replace(item, messages=[dict(m) for m in given]), origin
-
-    def opening(self, item: AgentInput) -> list[Message]:
+    def opening(self, item: AgentInput, messages: Sequence[Message] = ()) -> list[Message]:
         """NAT's opening messages for ``item`` (instruction, acknowledgement, question prompt)."""
         question = question_of(item.task, item.messages)
         return nat_messages(
             question, self.label, domain=self.domain, position=self.position, tags=self.tags, inverse=self.inverse
         )
-
-    def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
-        """Act with the rewritten prompts."""
-        rewritten = [self._rewrite(x) for x in inputs]
-        actions = self.agent.act([given for given, _ in rewritten])
-        return [
-            _recorded(x, given, origin, a) for x, (given, origin), a in zip(inputs, rewritten, actions, strict=True)
-        ]
-
-    def sample(self, inputs: Sequence[AgentInput], num_samples: int) -> list[list[Action]]:
-        """Sample with the rewritten prompts."""
-        rewritten = [self._rewrite(x) for x in inputs]
-        samples = self.agent.sample([given for given, _ in rewritten], num_samples)
-        return [
-            [_recorded(x, given, origin, a) for a in actions]
-            for x, (given, origin), actions in zip(inputs, rewritten, samples, strict=True)
-        ]
-
-    def reset(self, seed: int | None = None) -> None:
-        """Reseed the inner agent."""
-        self.agent.reset(seed)
-
-
-def _recorded(item: AgentInput, given: AgentInput, origin: list[int], action: Action) -> Action:
-    """``action`` with its context recorded against ``item``'s messages (see :class:`NATPromptAgent`)."""
-    return replace(action, context=rewritten_context(item.messages, given.messages, origin, action.context))
 
 
 __all__ = [

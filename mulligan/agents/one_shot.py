@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from mulligan.agents.base import Action, Agent, AgentInput, Message, context_record, rewritten_context
-from mulligan.agents.context import KeepAll
+from mulligan.agents.base import Agent, AgentInput, Message, OpeningAgent
 from mulligan.agents.nat_prompt import question_of
 
 #: The official environment's framing of the task after the demo (RISE ``environments/gsm8k.py``).
@@ -127,7 +126,7 @@ def with_one_shot(messages: Sequence[Message], demo: OneShotDemo, task: Any = No
     return [*(dict(m) for m in messages[:first]), *opening, *(dict(m) for m in messages[first + 1 :])]
 
 
-class OneShotAgent(Agent):
+class OneShotAgent(OpeningAgent):
     """Wrap an agent so that its model sees RISE's one-shot opening before the task.
 
     The env's first user message is replaced by :func:`one_shot_messages` (the demo question as
@@ -152,64 +151,21 @@ class OneShotAgent(Agent):
     def __init__(self, agent: Agent, demo: OneShotDemo, *, context: Any = None):
         if getattr(agent, "system_prompt", None):
             raise ValueError("the one-shot demo is the system message; build the inner agent without system_prompt")
-        inner_policy = getattr(agent, "context", None)
-        if inner_policy is not None and not isinstance(inner_policy, KeepAll):
-            raise ValueError(
-                f"the inner agent's context policy {inner_policy!r} would take the demo answer for an attempt and "
-                f"drop the task; build the inner agent without one and pass OneShotAgent(..., context={inner_policy!r})"
-            )
+        self.check_inner_policy(agent, "OneShotAgent", "the demo answer")
         self.agent = agent
         self.demo = demo
         self.context = context
         self.name = f"one_shot({getattr(agent, 'name', None) or type(agent).__name__})"
 
-    def count_tokens(self, text: str) -> int:
-        """Token counts of the inner agent (for a token-budget policy)."""
-        return self.agent.count_tokens(text)
+    def opening(self, item: AgentInput, messages: Sequence[Message] = ()) -> list[Message]:
+        """RISE's one-shot opening (demo question as the system message, its answer, the framed task).
 
-    def rewrite(self, item: AgentInput) -> AgentInput:
-        """``item`` as the inner agent sees it (policy applied, then the opening)."""
-        return self._rewrite(item)[0]
-
-    def _rewrite(self, item: AgentInput) -> tuple[AgentInput, list[int]]:
-        """The rewritten input and, for each of its messages, the index of the input message it stands for."""
-        kept = list(range(len(item.messages)))
-        if self.context is not None:
-            if not item.messages:
-                raise ValueError("AgentInput.messages is empty; an agent needs at least the first observation")
-            record = context_record(item.messages, self.context(item.messages, self.count_tokens), None)
-            kept = [i for start, stop in record.spans for i in range(start, stop)]
-        messages = [item.messages[i] for i in kept]
-        first = next((k for k, m in enumerate(messages) if m["role"] == "user"), None)
-        if first is None:
-            return replace(item, messages=[dict(m) for m in messages]), kept
-        given = with_one_shot(messages, self.demo, item.task)
-        width = len(given) - len(messages) + 1  # the opening's messages stand for the first user message
-        origin = [*kept[:first], *[kept[first]] * width, *kept[first + 1 :]]
-        return replace(item, messages=given), origin
-
-    def act(self, inputs: Sequence[AgentInput]) -> list[Action]:
-        """Act with the rewritten prompts."""
-        rewritten = [self._rewrite(x) for x in inputs]
-        actions = self.agent.act([given for given, _ in rewritten])
-        return [_recorded(x, g, o, a) for x, (g, o), a in zip(inputs, rewritten, actions, strict=True)]
-
-    def sample(self, inputs: Sequence[AgentInput], num_samples: int) -> list[list[Action]]:
-        """Sample with the rewritten prompts."""
-        rewritten = [self._rewrite(x) for x in inputs]
-        samples = self.agent.sample([given for given, _ in rewritten], num_samples)
-        return [
-            [_recorded(x, g, o, a) for a in actions]
-            for x, (g, o), actions in zip(inputs, rewritten, samples, strict=True)
-        ]
-
-    def reset(self, seed: int | None = None) -> None:
-        """Reseed the inner agent."""
-        self.agent.reset(seed)
-
-
-def _recorded(item: AgentInput, given: AgentInput, origin: list[int], action: Action) -> Action:
-    return replace(action, context=rewritten_context(item.messages, given.messages, origin, action.context))
+        Raises:
+            ValueError: If the kept conversation already has a system message (the demo takes that slot).
+        """
+        if any(m["role"] == "system" for m in messages):
+            raise ValueError("the one-shot demo is the system message; the conversation already has one")
+        return one_shot_messages(self.demo, question_of(item.task, list(messages) or item.messages))
 
 
 __all__ = [

@@ -287,7 +287,8 @@ def test_a_hanging_server_times_out_and_is_retried(serve, backend):
 
 @with_each_backend
 def test_concurrency_is_bounded_and_used(serve, backend):
-    server = serve(delay=0.2)
+    # Each request takes 0.5 s, long enough for the 3 threads' requests to overlap on a loaded machine.
+    server = serve(delay=0.5)
     agent = OpenAIChatAgent(server.base_url, "m", backend=backend, concurrency=3)
     actions = agent.act([ask(str(i)) for i in range(9)])
     assert [a.text for a in actions] == [f"echo: {i}" for i in range(9)]
