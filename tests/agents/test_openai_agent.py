@@ -52,13 +52,7 @@ class _ChatHandler(BaseHTTPRequestHandler):
             self.fake.requests.append(body)
             self.fake.headers.append(self.headers)
             step = self.fake.script.pop(0) if self.fake.script else None
-            self.fake.in_flight += 1
-            self.fake.max_in_flight = max(self.fake.max_in_flight, self.fake.in_flight)
-        try:
-            self.answer(body, step)
-        finally:
-            with self.fake.lock:
-                self.fake.in_flight -= 1
+        self.answer(body, step)
 
     def answer(self, body, step):
         if step and step[0] == "redirect":  # ("redirect", status, absolute or relative location)
@@ -78,7 +72,14 @@ class _ChatHandler(BaseHTTPRequestHandler):
             return self.send(step[1], json.dumps({"error": f"scripted {step[1]}"}).encode(), extra)
         if step and step[0] == "raw":
             return self.send(200, step[1])
+        # Requests counted while they are being worked on (not while the answer is written: the client
+        # may read it and send its next request before this thread leaves do_POST).
+        with self.fake.lock:
+            self.fake.working += 1
+            self.fake.max_working = max(self.fake.max_working, self.fake.working)
         time.sleep(self.fake.delay)
+        with self.fake.lock:
+            self.fake.working -= 1
         last = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
         content = f"echo: {last} STOP tail" if body.get("stop") else f"echo: {last}"
         choices = [
@@ -157,8 +158,8 @@ class FakeServer:
         self.headers: list[dict] = []
         self.log: list[tuple[str, str, dict]] = []  # (method, path, headers) of every request, any method
         self.lock = threading.Lock()
-        self.in_flight = 0
-        self.max_in_flight = 0
+        self.working = 0
+        self.max_working = 0
         self.release = threading.Event()
         self.streamed = 0
         self.peers: list[tuple[str, int]] = []  # the client address of every POST (one port per connection)
@@ -292,7 +293,7 @@ def test_concurrency_is_bounded_and_used(serve, backend):
     agent = OpenAIChatAgent(server.base_url, "m", backend=backend, concurrency=3)
     actions = agent.act([ask(str(i)) for i in range(9)])
     assert [a.text for a in actions] == [f"echo: {i}" for i in range(9)]
-    assert 2 <= server.max_in_flight <= 3
+    assert 2 <= server.max_working <= 3
 
 
 @with_each_backend
