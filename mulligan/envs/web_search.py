@@ -32,6 +32,9 @@ SERPER_ENDPOINT = "https://google.serper.dev/search"
 DEFAULT_RETRIEVER = "sentence-transformers/all-mpnet-base-v2"
 #: The official reranker: DPR's reader, scored by its relevance logit.
 DEFAULT_READER = "facebook/dpr-reader-multiset-base"
+#: Longest query sent (and cached): a search engine reads no more, and a huge action must not become
+#: a huge request or cache line.
+MAX_QUERY_CHARS = 2048
 
 
 class WebSearchError(RuntimeError):
@@ -256,7 +259,11 @@ class WebSearch:
                         raise ValueError(f"{cache_path}:{number}: not a search cache line ({error})") from error
 
     def snippets(self, query: str) -> list[str]:
-        """The snippets shown for ``query``, best first (from the cache when it was searched before)."""
+        """The snippets shown for ``query``, best first (from the cache when it was searched before).
+
+        A query longer than :data:`MAX_QUERY_CHARS` is cut to that length first.
+        """
+        query = query[:MAX_QUERY_CHARS]
         if query in self.cache:
             return self.cache[query]
         hits = self.client.search(query)
@@ -275,7 +282,7 @@ class WebSearch:
         return shown
 
     def __call__(self, query: str) -> str:
-        """The observation for ``search[query]``: `` #1: <snippet> #2: <snippet> ...``."""
+        """The observation for ``search[query]``: `` #1: <snippet> #2: <snippet> ...`` (see :meth:`snippets`)."""
         return "".join(f" #{rank}: {snippet}" for rank, snippet in enumerate(self.snippets(query), 1))
 
 

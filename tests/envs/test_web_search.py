@@ -113,6 +113,15 @@ def test_answers_are_cached_in_memory_and_in_the_file(server, tmp_path):
         WebSearch(SerperClient(endpoint=server.url), cache_path=str(cache))
 
 
+def test_a_huge_query_is_cut_before_it_is_sent(server):
+    from mulligan.envs.web_search import MAX_QUERY_CHARS
+
+    search = WebSearch(SerperClient(endpoint=server.url))
+    assert search("x" * 2_000_000).startswith(" #1: ")
+    assert len(server.requests[0]["body"]["q"]) == MAX_QUERY_CHARS
+    assert search("é🙂 <script>") and server.requests[1]["body"]["q"] == "é🙂 <script>"
+
+
 def test_missing_key_refused_key_and_dead_service_are_clear_errors(server, monkeypatch):
     monkeypatch.delenv("SERPER_API_KEY")
     with pytest.raises(WebSearchError, match="SERPER_API_KEY"):
