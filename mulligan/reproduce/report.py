@@ -19,7 +19,8 @@ def _fmt(value: float) -> str:
 
 def _interval(row: dict[str, Any]) -> str:
     if math.isnan(row["low"]):
-        return "n/a (one seed)"
+        # No interval over seeds: the arm ran with one seed, or (a subset of arms) not at all.
+        return "n/a (not run)" if row.get("seeds") == 0 else "n/a (one seed)"
     return f"[{row['low']:.3f}, {row['high']:.3f}]"
 
 

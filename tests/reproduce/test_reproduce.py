@@ -237,3 +237,15 @@ def test_each_paper_runs_its_grid_at_tiny_size(tmp_path, paper, mechanism, curve
     report = (out / paper / "report.md").read_text()
     assert "computed from the primary comparison" in report and module.PROTOCOL.primary.arm in report
     assert (out / paper / "curve.png").exists() == curve
+
+
+def test_a_comparison_with_an_arm_that_was_not_run_says_so():
+    from mulligan.reproduce.report import render_report
+
+    rows = [r for r in _toy_rows(0.6, 0.4) if r["arm"] == "b"]  # only the baseline ran (--arms b)
+    analysis = analyse(_toy_protocol(), rows, [])
+    report = render_report(
+        _toy_protocol(), analysis, command="x", preset="tiny", settings={}, seconds={}, plots=[], cells=0
+    )
+    comparison = next(line for line in report.splitlines() if line.startswith("| a vs b"))
+    assert "n/a (not run)" in comparison and "one seed" not in comparison
